@@ -1,0 +1,41 @@
+# Blog API: `make run` starts the whole stack, `make test` runs every test.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+PYTHON ?= python3
+
+.PHONY: run test lint typecheck pytest openapi clean help
+
+help:
+	@echo "make run   - set up and start the API on http://127.0.0.1:5000"
+	@echo "make test  - set up and run lint, type checks and every test"
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -r requirements-dev.txt -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	FLASK_ENV=$${FLASK_ENV:-development} $(VENV)/bin/flask --app blog_api db upgrade
+	FLASK_ENV=$${FLASK_ENV:-development} $(VENV)/bin/gunicorn --no-control-socket \
+		-w 2 -b 127.0.0.1:5000 --access-logfile - "blog_api.wsgi:flask_app"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+pytest: $(STAMP)
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,63 @@
+"""Blog API: a Flask REST API for users, to-dos and posts, with durable background jobs.
+
+`create_app()` builds the application; `blog_api.wsgi` holds the objects gunicorn and Celery use.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from dotenv import load_dotenv
+from flask import Flask
+
+from blog_api import database  # noqa: F401  (installs the SQLite connection settings)
+from blog_api.api import register_apis
+from blog_api.auth.tokens import register_jwt_callbacks
+from blog_api.config import config_class, read_environment
+from blog_api.errors import register_error_handlers
+from blog_api.extensions import db, limiter, migrate
+from blog_api.ops.cli import register_cli
+from blog_api.ops.logging import configure_logging
+from blog_api.ops.security import register_security
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def create_app(config_name: str | None = None, **overrides: Any) -> Flask:
+    """Build the application for `config_name` (default: `FLASK_ENV`, else development).
+
+    `.env` is read except under testing; environment variables override the class defaults and
+    `overrides` override both. A configuration that cannot run safely raises `ConfigError`.
+    """
+    if (config_name or os.environ.get("FLASK_ENV")) != "testing":
+        load_dotenv(override=False)
+    config = config_class(config_name)
+
+    instance_path = os.path.abspath(os.environ.get("INSTANCE_PATH", "instance"))
+    app = Flask(__name__, instance_path=instance_path, static_folder=None)
+    app.config.from_object(config)
+    app.config.update(read_environment(os.environ))
+    app.config.update(overrides)
+    config.validate(app.config)
+    # "/todos/" answers like "/todos", never with a redirect (a redirected POST loses its body).
+    app.url_map.strict_slashes = False
+
+    configure_logging(app)
+    register_extensions(app)
+    register_apis(app)
+    register_error_handlers(app)
+    register_security(app)
+    register_cli(app)
+    return app
+
+
+def register_extensions(app: Flask) -> None:
+    """Bind the database, migrations, JWT and rate limiting to `app`."""
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
+    register_jwt_callbacks(app)
+    if not app.config.get("RATELIMIT_STORAGE_URI"):
+        app.config["RATELIMIT_STORAGE_URI"] = app.config.get("REDIS_URL") or "memory://"
+    limiter.init_app(app)

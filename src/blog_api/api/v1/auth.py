@@ -1,0 +1,103 @@
+"""Login, token refresh (rotating) and logout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app, request
+from flask.views import MethodView
+from flask_jwt_extended import decode_token, get_jwt, jwt_required
+from flask_jwt_extended.exceptions import JWTExtendedException
+from flask_limiter.util import get_remote_address
+from jwt import PyJWTError
+
+from blog_api.api import Blueprint
+from blog_api.auth import caller
+from blog_api.auth.tokens import is_token_revoked
+from blog_api.errors import error_response
+from blog_api.extensions import limiter
+from blog_api.schemas.common import MessageSchema
+from blog_api.schemas.users import LoginSchema, LogoutSchema, RefreshSchema, TokenSchema
+from blog_api.services import tokens, users
+
+blp = Blueprint(
+    "auth", __name__, url_prefix="/api/v1", description="Tokens: log in, refresh, log out"
+)
+
+INVALID_CREDENTIALS = "Invalid credentials"
+
+
+def _login_limit() -> str:
+    return str(current_app.config["LOGIN_RATE_LIMIT"])
+
+
+def _login_username() -> str:
+    body = request.get_json(silent=True)
+    username = body.get("username") if isinstance(body, dict) else None
+    return f"login-user:{username.lower() if isinstance(username, str) else ''}"
+
+
+def _unauthorized(message: str) -> Any:
+    return error_response(401, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+@blp.route("/login")
+class Login(MethodView):
+    # Both limits are checked before the body is parsed or a password hashed.
+    decorators = [
+        limiter.limit(_login_limit, key_func=get_remote_address),
+        limiter.limit(_login_limit, key_func=_login_username),
+    ]
+
+    @blp.arguments(LoginSchema)
+    @blp.response(200, TokenSchema)
+    @blp.errors(401, 429)
+    def post(self, credentials: dict[str, str]) -> Any:
+        """Log in with username and password"""
+        user = users.authenticate(credentials["username"], credentials["password"])
+        if user is None:
+            current_app.logger.warning("Failed login attempt for %s", credentials["username"])
+            return _unauthorized(INVALID_CREDENTIALS)
+        current_app.logger.info("User logged in: %s", user.username)
+        return tokens.issue_tokens(user)
+
+
+@blp.route("/refresh")
+class Refresh(MethodView):
+    @blp.arguments(RefreshSchema)
+    @blp.response(200, TokenSchema)
+    @blp.errors(401)
+    @jwt_required(refresh=True, locations=["json"])
+    def post(self, _body: dict[str, str]) -> Any:
+        """Exchange a refresh token (single use) for a new token pair"""
+        try:
+            return tokens.rotate_refresh_token(get_jwt(), caller())
+        except tokens.TokenAlreadyRevoked:
+            return _unauthorized("Token has been revoked")
+
+
+@blp.route("/logout")
+class Logout(MethodView):
+    @blp.login_required
+    @blp.arguments(LogoutSchema)
+    @blp.response(200, MessageSchema)
+    @blp.errors(401)
+    def post(self, body: dict[str, str]) -> Any:
+        """Revoke the access token, and the refresh token if given"""
+        access = get_jwt()
+        to_revoke = [access]
+        if "refresh_token" in body:
+            try:
+                refresh = decode_token(body["refresh_token"])
+            except (JWTExtendedException, PyJWTError) as error:
+                return _unauthorized(f"Invalid refresh token: {error}")
+            if refresh.get("type") != "refresh" or refresh.get("sub") != access["sub"]:
+                return _unauthorized("Invalid refresh token")
+            if not is_token_revoked(refresh):
+                to_revoke.append(refresh)
+        try:
+            tokens.revoke_tokens(*to_revoke)
+        except tokens.TokenAlreadyRevoked:
+            return _unauthorized("Token has been revoked")
+        current_app.logger.info("User logged out: %s", caller().username)
+        return {"message": "Successfully logged out"}

@@ -1,0 +1,136 @@
+"""Users: registration, public profiles, `/me`, password and role changes, deletion."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from flask import current_app, url_for
+from flask.views import MethodView
+from flask_jwt_extended import current_user, verify_jwt_in_request
+from flask_smorest import abort
+from sqlalchemy import select
+
+from blog_api.api import Blueprint
+from blog_api.api.pagination import paginate
+from blog_api.auth import caller
+from blog_api.auth.passwords import verify_password
+from blog_api.extensions import db, limiter
+from blog_api.models import User
+from blog_api.schemas.common import MessageSchema, PaginationQuerySchema
+from blog_api.schemas.users import (
+    MeSchema,
+    PasswordChangeSchema,
+    RoleSchema,
+    UserCreateSchema,
+    UserDetailSchema,
+    UserListSchema,
+    UserRoleSchema,
+    UserSchema,
+)
+from blog_api.services import users
+
+blp = Blueprint("users", __name__, url_prefix="/api/v1", description="User accounts")
+
+
+def get_user_or_404(user_id: int) -> User:
+    user = db.session.get(User, user_id)
+    if user is None:
+        abort(404, message="User not found")
+    return cast(User, user)
+
+
+def _register_limit() -> str:
+    return str(current_app.config["REGISTER_RATE_LIMIT"])
+
+
+@blp.route("/users")
+class UserList(MethodView):
+    @blp.arguments(PaginationQuerySchema, location="query")
+    @blp.response(200, UserListSchema)
+    def get(self, page: dict[str, int]) -> Any:
+        """List users (public profiles)"""
+        items, pagination = paginate(select(User).order_by(User.id), page)
+        current_app.logger.info("Fetched all users")
+        return {"users": items, "pagination": pagination}
+
+    @limiter.limit(_register_limit)
+    @blp.arguments(UserCreateSchema)
+    @blp.response(201, UserSchema)
+    @blp.errors(403, 409, 429)
+    def post(self, data: dict[str, Any]) -> Any:
+        """Register a user (anyone); creating an admin needs an admin's token"""
+        verify_jwt_in_request(optional=True)
+        if data["role"] == "admin" and not (current_user and current_user.is_admin):
+            abort(403, message="Admin access required")
+        user = users.create_user(**data)
+        current_app.logger.info("User created: %s", user.username)
+        return user, 201, {"Location": url_for("users.UserItem", user_id=user.id)}
+
+
+@blp.route("/users/<id:user_id>")
+class UserItem(MethodView):
+    @blp.response(200, UserDetailSchema)
+    @blp.errors(404)
+    def get(self, user_id: int) -> Any:
+        """Get a user's public profile with their posts"""
+        return get_user_or_404(user_id)
+
+    @blp.admin_required
+    @blp.response(200, MessageSchema)
+    @blp.errors(403, 404)
+    def delete(self, user_id: int) -> Any:
+        """Delete a user with their posts and to-dos (admin)"""
+        user = get_user_or_404(user_id)
+        users.delete_user(user)
+        current_app.logger.info("User deleted: %s by admin %s", user.username, caller().username)
+        return {"message": "User deleted"}
+
+
+@blp.route("/me")
+class Me(MethodView):
+    @blp.login_required
+    @blp.response(200, MeSchema)
+    def get(self) -> Any:
+        """Get your own profile, including your e-mail address"""
+        return caller()
+
+
+@blp.route("/users/<id:user_id>/password")
+class UserPassword(MethodView):
+    @blp.login_required
+    @blp.arguments(PasswordChangeSchema)
+    @blp.response(200, MessageSchema)
+    @blp.errors(401, 403)
+    def put(self, data: dict[str, str], user_id: int) -> Any:
+        """Change your password; every token issued before stops working"""
+        user = caller()
+        if user.id != user_id:
+            abort(403, message="You can only change your own password")
+        if not verify_password(user.password_hash, data["current_password"]):
+            abort(401, message="Current password is incorrect")
+        users.change_password(user, data["new_password"])
+        current_app.logger.info("Password changed: %s", user.username)
+        return {"message": "Password has been changed successfully"}
+
+
+@blp.route("/users/<id:user_id>/role")
+class UserRole(MethodView):
+    @blp.admin_required
+    @blp.response(200, UserRoleSchema)
+    @blp.errors(403, 404)
+    def get(self, user_id: int) -> Any:
+        """View a user's role (admin)"""
+        return get_user_or_404(user_id)
+
+    @blp.admin_required
+    @blp.arguments(RoleSchema)
+    @blp.response(200, UserRoleSchema)
+    @blp.errors(403, 404)
+    def put(self, data: dict[str, str], user_id: int) -> Any:
+        """Change a user's role (admin)"""
+        user = get_user_or_404(user_id)
+        users.set_role(user, data["role"])
+        current_app.logger.info(
+            "Role changed: %s is now %s (by admin %s)", user.username, user.role, caller().username
+        )
+        return user

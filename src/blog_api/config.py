@@ -1,0 +1,222 @@
+"""Configuration: one class per environment, every setting overridable from the environment.
+
+`FLASK_ENV` picks the class (`development`, `testing`, `production`); an unknown name is a startup
+error rather than a silent fallback, so a typo can never run production with development settings.
+Every variable read here is listed, with its default and meaning, in `.env.example` and the README.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+# Secrets that tutorials and templates ship with; production refuses to start with any of them.
+KNOWN_PLACEHOLDER_SECRETS = frozenset(
+    {
+        "",
+        "change-me",
+        "changeme",
+        "secret",
+        "default-secret-key",
+        "jwt-secret-key",
+        "your-256-bit-secret",
+        "your-secret-key",
+        "super-secret",
+        "dev",
+        "development",
+    }
+)
+MIN_JWT_SECRET_BYTES = 32
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot run safely; raised at startup."""
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def _seconds(value: str) -> timedelta:
+    return timedelta(seconds=int(value))
+
+
+def _csv(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+# Environment variable -> (config key, parser). The single place that reads the environment.
+ENVIRONMENT_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "SECRET_KEY": ("SECRET_KEY", str),
+    "JWT_SECRET_KEY": ("JWT_SECRET_KEY", str),
+    "DATABASE_URL": ("SQLALCHEMY_DATABASE_URI", str),
+    "API_VERSION": ("API_VERSION", str),
+    "JWT_ACCESS_TOKEN_EXPIRES": ("JWT_ACCESS_TOKEN_EXPIRES", _seconds),
+    "JWT_REFRESH_TOKEN_EXPIRES": ("JWT_REFRESH_TOKEN_EXPIRES", _seconds),
+    "PASSWORD_MIN_LENGTH": ("PASSWORD_MIN_LENGTH", int),
+    "ARGON2_TIME_COST": ("ARGON2_TIME_COST", int),
+    "ARGON2_MEMORY_COST": ("ARGON2_MEMORY_COST", int),
+    "ARGON2_PARALLELISM": ("ARGON2_PARALLELISM", int),
+    "REDIS_URL": ("REDIS_URL", str),
+    "RATELIMIT_STORAGE_URI": ("RATELIMIT_STORAGE_URI", str),
+    "RATELIMIT_ENABLED": ("RATELIMIT_ENABLED", _bool),
+    "LOGIN_RATE_LIMIT": ("LOGIN_RATE_LIMIT", str),
+    "REGISTER_RATE_LIMIT": ("REGISTER_RATE_LIMIT", str),
+    "POST_RATE_LIMIT": ("POST_RATE_LIMIT", str),
+    "CORS_ORIGINS": ("CORS_ORIGINS", _csv),
+    "MAX_CONTENT_LENGTH": ("MAX_CONTENT_LENGTH", int),
+    "LOG_LEVEL": ("LOG_LEVEL", str),
+    "LOG_FILE": ("LOG_FILE", str),
+    "LOG_FORMAT": ("LOG_FORMAT", str),
+}
+
+
+class Config:
+    """Defaults shared by every environment."""
+
+    ENV_NAME = "base"
+    DEBUG = False
+    TESTING = False
+    SECRET_KEY: str | None = None
+    SQLALCHEMY_DATABASE_URI: str | None = None
+    SQLALCHEMY_ENGINE_OPTIONS: dict[str, Any] = {"pool_pre_ping": True}
+    API_VERSION = "1.0"
+
+    JWT_SECRET_KEY: str | None = None
+    JWT_ALGORITHM = "HS256"
+    JWT_DECODE_ALGORITHMS = ["HS256"]
+    JWT_TOKEN_LOCATION = ["headers"]
+    JWT_REFRESH_JSON_KEY = "refresh_token"
+    # Short-lived access tokens (RFC 8725 practice); long sessions go through refresh rotation.
+    JWT_ACCESS_TOKEN_EXPIRES = timedelta(minutes=15)
+    JWT_REFRESH_TOKEN_EXPIRES = timedelta(days=7)
+
+    PASSWORD_MIN_LENGTH = 8
+    PASSWORD_MAX_LENGTH = 128
+    # argon2-cffi's defaults (RFC 9106 low-memory profile): t=3, 64 MiB, p=4.
+    ARGON2_TIME_COST = 3
+    ARGON2_MEMORY_COST = 65536
+    ARGON2_PARALLELISM = 4
+
+    REDIS_URL: str | None = None
+    RATELIMIT_STORAGE_URI: str | None = None
+    RATELIMIT_ENABLED = True
+    RATELIMIT_HEADERS_ENABLED = True
+    # A limiter whose Redis is down must not turn logins into 500s: count in memory meanwhile.
+    RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
+    RATELIMIT_STORAGE_OPTIONS = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+    LOGIN_RATE_LIMIT = "10 per minute"
+    REGISTER_RATE_LIMIT = "20 per hour"
+    POST_RATE_LIMIT = "60 per minute"
+
+    CORS_ORIGINS: list[str] = []
+    MAX_CONTENT_LENGTH = 1024 * 1024
+
+    LOG_LEVEL = "INFO"
+    LOG_FILE: str | None = "app.log"
+    LOG_FORMAT = "text"
+
+    # flask-smorest: one OpenAPI document per version, served under the version prefix.
+    V1_API_TITLE = "Blog API"
+    V1_API_VERSION = "v1"
+    V1_OPENAPI_VERSION = "3.0.3"
+    V1_OPENAPI_URL_PREFIX = "/api/v1"
+    V1_OPENAPI_JSON_PATH = "openapi.json"
+    V2_API_TITLE = "Blog API"
+    V2_API_VERSION = "v2"
+    V2_OPENAPI_VERSION = "3.0.3"
+    V2_OPENAPI_URL_PREFIX = "/api/v2"
+    V2_OPENAPI_JSON_PATH = "openapi.json"
+
+    @classmethod
+    def validate(cls, config: Mapping[str, Any]) -> None:
+        """Refuse to start with a configuration that cannot work at all."""
+        if not config.get("SQLALCHEMY_DATABASE_URI"):
+            raise ConfigError("DATABASE_URL is not set")
+        if not config.get("SECRET_KEY") or not config.get("JWT_SECRET_KEY"):
+            raise ConfigError("SECRET_KEY and JWT_SECRET_KEY must be set")
+
+
+class DevelopmentConfig(Config):
+    ENV_NAME = "development"
+    DEBUG = True
+    LOG_LEVEL = "DEBUG"
+    SQLALCHEMY_DATABASE_URI = "sqlite:///blog_dev.db"
+    # Development-only keys: long enough for HS256, never accepted by ProductionConfig.
+    SECRET_KEY = "dev-only-secret-key-not-for-production-use"  # noqa: S105 (not a production secret)
+    JWT_SECRET_KEY = "dev-only-jwt-secret-key-not-for-production-use"  # noqa: S105 (not a production secret)
+
+
+class TestingConfig(Config):
+    ENV_NAME = "testing"
+    TESTING = True
+    SQLALCHEMY_DATABASE_URI = "sqlite://"
+    SECRET_KEY = "testing-secret-key-0123456789abcdef"  # noqa: S105 (not a production secret)
+    JWT_SECRET_KEY = "testing-jwt-secret-key-0123456789abcdef"  # noqa: S105 (not a production secret)
+    # Cheapest argon2id parameters: tests exercise the code path, not the work factor.
+    ARGON2_TIME_COST = 1
+    ARGON2_MEMORY_COST = 8
+    ARGON2_PARALLELISM = 1
+    RATELIMIT_STORAGE_URI = "memory://"
+    LOGIN_RATE_LIMIT = "1000 per minute"
+    REGISTER_RATE_LIMIT = "1000 per minute"
+    POST_RATE_LIMIT = "1000 per minute"
+    LOG_FILE = None
+
+
+class ProductionConfig(Config):
+    ENV_NAME = "production"
+
+    @classmethod
+    def validate(cls, config: Mapping[str, Any]) -> None:
+        super().validate(config)
+        secret = config["SECRET_KEY"]
+        if secret.lower() in KNOWN_PLACEHOLDER_SECRETS or len(secret.encode()) < 16:
+            raise ConfigError("SECRET_KEY is a placeholder or too short")
+        jwt_secret = config["JWT_SECRET_KEY"]
+        if jwt_secret.lower() in KNOWN_PLACEHOLDER_SECRETS:
+            raise ConfigError("JWT_SECRET_KEY is a known placeholder")
+        if len(jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
+            raise ConfigError(f"JWT_SECRET_KEY must be at least {MIN_JWT_SECRET_BYTES} bytes")
+        for key in ("SECRET_KEY", "JWT_SECRET_KEY"):
+            if "dev-only" in config[key]:
+                raise ConfigError(f"{key} is the development key")
+        if config.get("DEBUG"):
+            raise ConfigError("DEBUG must be off in production")
+
+
+CONFIGS: dict[str, type[Config]] = {
+    "development": DevelopmentConfig,
+    "testing": TestingConfig,
+    "production": ProductionConfig,
+}
+
+
+def config_class(name: str | None) -> type[Config]:
+    """The class for `name`, or for `FLASK_ENV` (default `development`) when `name` is None."""
+    name = name or os.environ.get("FLASK_ENV") or "development"
+    try:
+        return CONFIGS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown FLASK_ENV {name!r}; expected one of: {', '.join(CONFIGS)}"
+        ) from None
+
+
+def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The settings given in `environ`, parsed; a malformed value is a startup error."""
+    settings: dict[str, Any] = {}
+    for variable, (key, parse) in ENVIRONMENT_VARIABLES.items():
+        if variable in environ:
+            try:
+                settings[key] = parse(environ[variable])
+            except ValueError as error:
+                raise ConfigError(f"{variable}: {error}") from None
+    return settings

@@ -1,0 +1,8 @@
+"""The database models; importing this package registers every table on the metadata."""
+
+from blog_api.models.posts import Post
+from blog_api.models.todos import Todo
+from blog_api.models.tokens import TokenBlocklist
+from blog_api.models.users import ROLES, User
+
+__all__ = ["ROLES", "Post", "Todo", "TokenBlocklist", "User"]

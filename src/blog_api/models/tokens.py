@@ -1,0 +1,21 @@
+"""Revoked JWTs, kept until they would have expired anyway."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from blog_api.models.base import Model, UTCDateTime, utcnow
+
+
+class TokenBlocklist(Model):
+    __tablename__ = "token_blocklist"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    jti: Mapped[str] = mapped_column(String(36), unique=True)
+    token_type: Mapped[str] = mapped_column(String(10))
+    user_id: Mapped[int] = mapped_column(index=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    revoked_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

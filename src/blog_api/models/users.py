@@ -1,0 +1,52 @@
+"""Users: accounts with a role; they own to-dos and posts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import CheckConstraint, Index, String, func
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from blog_api.models.base import Model, UTCDateTime, utcnow
+
+if TYPE_CHECKING:
+    from blog_api.models.posts import Post
+    from blog_api.models.todos import Todo
+
+ROLES = ("user", "admin")
+
+
+class User(Model):
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint("role IN ('user', 'admin')", name="role_valid"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(50))
+    # Stored lower-cased, so the unique constraint is case-insensitive too.
+    email: Mapped[str | None] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(20), default="user")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    todos: Mapped[list[Todo]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", passive_deletes=True
+    )
+    posts: Mapped[list[Post]] = relationship(
+        back_populates="user",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="Post.id",
+    )
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def __repr__(self) -> str:
+        return f"<User {self.id} {self.username!r}>"
+
+
+# Usernames are unique regardless of case: "Alice" and "alice" are one account.
+Index("uq_users_username_lower", func.lower(User.username), unique=True)

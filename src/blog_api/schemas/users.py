@@ -1,0 +1,124 @@
+"""Users and authentication: request bodies and responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app
+from marshmallow import Schema, ValidationError, fields, validate
+
+from blog_api.models import ROLES
+from blog_api.schemas.common import PaginationSchema
+from blog_api.schemas.posts import PostSchema
+
+USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,50}$"
+USERNAME_RULE = "3-50 characters: letters, digits, '_', '.', '-'"
+# Login accepts anything a user might type, within a bound; a wrong value is just a 401.
+LOGIN_FIELD_MAX = 1024
+
+
+def _check_password_length(value: str) -> None:
+    minimum = current_app.config["PASSWORD_MIN_LENGTH"]
+    if len(value) < minimum:
+        raise ValidationError(f"Shorter than minimum length {minimum}.")
+
+
+class PasswordField(fields.String):
+    """A new password: `PASSWORD_MIN_LENGTH` (configurable) to 128 characters."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(
+            required=True,
+            load_only=True,
+            validate=[validate.Length(max=128), _check_password_length],
+            metadata={"description": "At least PASSWORD_MIN_LENGTH (default 8) characters"},
+            **kwargs,
+        )
+
+
+class UserCreateSchema(Schema):
+    MISSING_MESSAGE = "Missing username or password"
+
+    username = fields.String(
+        required=True,
+        validate=validate.Regexp(USERNAME_PATTERN, error=f"Username must be {USERNAME_RULE}."),
+    )
+    password = PasswordField()
+    email = fields.Email(validate=validate.Length(max=254), load_default=None, allow_none=True)
+    role = fields.String(
+        validate=validate.OneOf(ROLES),
+        load_default="user",
+        metadata={"description": "`admin` only with an admin's token"},
+    )
+
+
+class UserSchema(Schema):
+    """A public profile: never an e-mail address, never a hash."""
+
+    id = fields.Integer(dump_only=True)
+    username = fields.String(dump_only=True)
+    role = fields.String(dump_only=True)
+    created_at = fields.AwareDateTime(dump_only=True)
+
+
+class UserDetailSchema(UserSchema):
+    posts = fields.List(fields.Nested(PostSchema), dump_only=True)
+
+
+class MeSchema(UserSchema):
+    email = fields.String(dump_only=True, allow_none=True)
+    password_changed_at = fields.AwareDateTime(dump_only=True)
+
+
+class UserListSchema(Schema):
+    users = fields.List(fields.Nested(UserSchema), required=True)
+    pagination = fields.Nested(PaginationSchema, required=True)
+
+
+class RoleSchema(Schema):
+    MISSING_MESSAGE = "Missing role"
+
+    role = fields.String(required=True, validate=validate.OneOf(ROLES))
+
+
+class UserRoleSchema(RoleSchema):
+    id = fields.Integer(dump_only=True)
+    username = fields.String(dump_only=True)
+
+
+class PasswordChangeSchema(Schema):
+    MISSING_MESSAGE = "Missing current or new password"
+
+    current_password = fields.String(
+        required=True, load_only=True, validate=validate.Length(max=LOGIN_FIELD_MAX)
+    )
+    new_password = PasswordField()
+
+
+class LoginSchema(Schema):
+    MISSING_MESSAGE = "Missing username or password"
+
+    username = fields.String(required=True, validate=validate.Length(max=LOGIN_FIELD_MAX))
+    password = fields.String(
+        required=True, load_only=True, validate=validate.Length(max=LOGIN_FIELD_MAX)
+    )
+
+
+class RefreshSchema(Schema):
+    MISSING_MESSAGE = "Missing refresh token"
+
+    refresh_token = fields.String(required=True, validate=validate.Length(max=4096))
+
+
+class LogoutSchema(Schema):
+    refresh_token = fields.String(
+        validate=validate.Length(max=4096),
+        metadata={"description": "Also revoke this refresh token"},
+    )
+
+
+class TokenSchema(Schema):
+    access_token = fields.String(required=True)
+    refresh_token = fields.String(required=True)
+    token_type = fields.String(required=True, metadata={"example": "Bearer"})
+    expires_in = fields.Integer(required=True, metadata={"description": "Seconds"})

@@ -1,0 +1,194 @@
+"""Fixtures: an app per test on a real database (SQLite file and PostgreSQL), users and tokens.
+
+Every test that uses `app` runs twice: once on a SQLite file and once on a fresh PostgreSQL
+database created for this run. The schema comes from the committed migrations. Services the
+machine may lack are skipped with a reason, except under `CI=true`, where a missing service fails.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+from flask_migrate import upgrade
+from sqlalchemy import func, select, text
+
+from blog_api import create_app
+from blog_api.extensions import db
+from blog_api.services.users import create_user
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_TEST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+RUN_ID = uuid.uuid4().hex[:10]
+PASSWORD = "correct horse battery"
+
+
+def require_service(name: str, error: Exception) -> None:
+    """Skip for a missing service on a developer machine; fail under CI."""
+    reason = f"{name} is not reachable ({error}); start it to run this tier"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true and {reason}")
+    pytest.skip(reason)
+
+
+def _create_postgres_database() -> tuple[str, Callable[[], None]]:
+    name = f"blog_api_test_{RUN_ID}_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+    try:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as error:
+        require_service("PostgreSQL", error)
+
+    def drop() -> None:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    return f"{base}/{name}", drop
+
+
+@pytest.fixture(
+    scope="session",
+    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+)
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A migrated database for this run: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        url, drop = f"sqlite:///{tmp_path_factory.mktemp('db') / 'blog.db'}", (lambda: None)
+    else:
+        url, drop = _create_postgres_database()
+    app = create_app("testing", SQLALCHEMY_DATABASE_URI=url)
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+    yield url
+    drop()
+
+
+def _empty_all_tables() -> None:
+    for table in reversed(db.metadata.sorted_tables):
+        db.session.execute(table.delete())
+    db.session.commit()
+
+
+@pytest.fixture
+def make_app(database_url: str) -> Iterator[Callable[..., Flask]]:
+    """Build apps on the run's database; tables are emptied after the test."""
+    apps: list[Flask] = []
+
+    def build(**overrides: Any) -> Flask:
+        app = create_app("testing", **{"SQLALCHEMY_DATABASE_URI": database_url, **overrides})
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        with app.app_context():
+            db.session.remove()
+            if app is apps[0]:
+                _empty_all_tables()
+            db.engine.dispose()
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    """The app under test. No context stays pushed, so every request gets a fresh session as in
+    production; tests open `app.app_context()` to look at the database."""
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@dataclass
+class Account:
+    id: int
+    username: str
+    password: str
+    access_token: str
+    refresh_token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+
+@pytest.fixture
+def make_account(app: Flask, client: FlaskClient) -> Callable[..., Account]:
+    """Create a user through the service and log in through the API."""
+
+    def make(username: str | None = None, role: str = "user", email: str | None = None) -> Account:
+        username = username or f"user_{uuid.uuid4().hex[:8]}"
+        with app.app_context():
+            user_id = create_user(username, PASSWORD, email=email, role=role).id
+        response = client.post("/api/v1/login", json={"username": username, "password": PASSWORD})
+        assert response.status_code == 200, response.json
+        return Account(
+            user_id,
+            username,
+            PASSWORD,
+            response.json["access_token"],
+            response.json["refresh_token"],
+        )
+
+    return make
+
+
+@pytest.fixture
+def alice(make_account: Callable[..., Account]) -> Account:
+    return make_account("alice", email="alice@example.com")
+
+
+@pytest.fixture
+def bob(make_account: Callable[..., Account]) -> Account:
+    return make_account("bob", email="bob@example.com")
+
+
+@pytest.fixture
+def admin(make_account: Callable[..., Account]) -> Account:
+    return make_account("root_admin", role="admin", email="admin@example.com")
+
+
+@pytest.fixture
+def row_counts(app: Flask) -> Callable[[], dict[str, int]]:
+    """Rows per table, to prove that a failed request wrote nothing."""
+
+    def counts() -> dict[str, int]:
+        with app.app_context():
+            return {
+                table.name: db.session.scalar(select(func.count()).select_from(table)) or 0
+                for table in db.metadata.sorted_tables
+            }
+
+    return counts
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The machine's Redis; limiter keys carry this run's id, so runs never collide."""
+    try:
+        redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as error:
+        require_service("Redis", error)
+    return f"{REDIS_TEST_URL}/{int(RUN_ID, 16) % 15 + 1}"
+
+
+def table_rows(app: Flask, table: str) -> list[tuple[Any, ...]]:
+    """Every row of `table`, to prove a request changed nothing in it."""
+    with app.app_context():
+        rows = db.session.execute(text(f"SELECT * FROM {table} ORDER BY id"))
+        return [tuple(row) for row in rows]
