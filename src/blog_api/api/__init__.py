@@ -110,13 +110,14 @@ def _create_api(app: Flask, version: str) -> Api:
 
 def register_apis(app: Flask) -> None:
     """Create both versioned APIs and register every resource blueprint on them."""
-    from blog_api.api import root
-    from blog_api.api.v1 import auth, users
+    from blog_api.api import root, v1, v2
 
     app.url_map.converters["id"] = IdConverter
-    v1 = _create_api(app, "v1")
-    v2 = _create_api(app, "v2")
-    for blueprint in (auth.blp, users.blp):
-        v1.register_blueprint(blueprint)
+    api_v1 = _create_api(app, "v1")
+    api_v2 = _create_api(app, "v2")
+    for blueprint in v1.BLUEPRINTS:
+        api_v1.register_blueprint(blueprint)
+    for blueprint in v2.BLUEPRINTS:
+        api_v2.register_blueprint(blueprint)
     app.register_blueprint(root.blp)
-    app.extensions["blog_api.apis"] = {"v1": v1, "v2": v2}
+    app.extensions["blog_api.apis"] = {"v1": api_v1, "v2": api_v2}

@@ -1,0 +1,5 @@
+"""API v1: users and auth, to-dos, posts."""
+
+from blog_api.api.v1 import auth, posts, todos, users
+
+BLUEPRINTS = [auth.blp, users.blp, todos.blp, posts.blp]

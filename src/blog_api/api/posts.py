@@ -1,0 +1,123 @@
+"""Post routes, shared by every API version; each version passes its own schemas.
+
+Reading is public. Writing needs a login; only the author or an admin may change or delete a
+post (`403` with the tutorial's messages), and only an admin may delete every post at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+from flask import current_app, url_for
+from flask.views import MethodView
+from flask_jwt_extended import get_jwt_identity
+from flask_smorest import abort
+from marshmallow import Schema
+
+from blog_api.api import Blueprint
+from blog_api.api.pagination import paginate
+from blog_api.auth import caller
+from blog_api.extensions import db, limiter
+from blog_api.models import Post
+from blog_api.schemas.common import MessageSchema
+from blog_api.services import posts
+
+
+@dataclass(frozen=True)
+class PostSchemas:
+    item: type[Schema]
+    listing: type[Schema]
+    create: type[Schema]
+    update: type[Schema]
+    query: type[Schema]
+
+
+def get_post_or_404(post_id: int) -> Post:
+    post = db.session.get(Post, post_id)
+    if post is None:
+        abort(404, message="Post not found")
+    return cast(Post, post)
+
+
+def get_own_post_or_403(post_id: int, action: str) -> Post:
+    post = get_post_or_404(post_id)
+    user = caller()
+    if post.user_id != user.id and not user.is_admin:
+        abort(403, message=f"You can only {action} your own posts unless you are an admin")
+    return post
+
+
+def _post_rate_limit() -> str:
+    return str(current_app.config["POST_RATE_LIMIT"])
+
+
+def _post_rate_key() -> str:
+    return f"posts-by-user:{get_jwt_identity()}"
+
+
+def register_post_routes(blp: Blueprint, schemas: PostSchemas, api_version: str) -> None:
+    """Add `/posts`, `/posts/all` and `/posts/<id>` to `blp`."""
+
+    @blp.route("/posts")
+    class PostList(MethodView):
+        @blp.arguments(schemas.query, location="query")
+        @blp.response(200, schemas.listing)
+        def get(self, filters: dict[str, Any]) -> Any:
+            """List posts (public), optionally by author"""
+            items, pagination = paginate(posts.post_query(filters), filters)
+            current_app.logger.debug("Fetched posts")
+            return {"posts": items, "pagination": pagination}
+
+        @blp.login_required
+        @limiter.shared_limit(_post_rate_limit, scope="post-creation", key_func=_post_rate_key)
+        @blp.arguments(schemas.create)
+        @blp.response(201, schemas.item)
+        @blp.errors(429)
+        def post(self, data: dict[str, Any]) -> Any:
+            """Write a post; returns at once, the author's notification is sent in the background"""
+            author = caller()
+            post = posts.create_post(author, data, api_version=api_version)
+            current_app.logger.info("Post created: %s by %s", post.title, author.username)
+            location = url_for(f"{blp.name}.PostItem", post_id=post.id)
+            return post, 201, {"Location": location}
+
+    @blp.route("/posts/all")
+    class AllPosts(MethodView):
+        @blp.admin_required
+        @blp.response(200, MessageSchema)
+        def delete(self) -> Any:
+            """Delete every post (admin)"""
+            count = posts.delete_all_posts()
+            current_app.logger.warning(
+                "All posts deleted by admin %s (%d posts)", caller().username, count
+            )
+            return {"message": "All posts deleted"}
+
+    @blp.route("/posts/<id:post_id>")
+    class PostItem(MethodView):
+        @blp.response(200, schemas.item)
+        @blp.errors(404)
+        def get(self, post_id: int) -> Any:
+            """Get a post (public)"""
+            return get_post_or_404(post_id)
+
+        @blp.login_required
+        @blp.arguments(schemas.update)
+        @blp.response(200, schemas.item)
+        @blp.errors(403, 404)
+        def put(self, changes: dict[str, Any], post_id: int) -> Any:
+            """Update a post (author or admin; only the fields given)"""
+            post = posts.update_post(get_own_post_or_403(post_id, "edit"), changes)
+            current_app.logger.info("Post updated: %s by %s", post.title, caller().username)
+            return post
+
+        @blp.login_required
+        @blp.response(200, MessageSchema)
+        @blp.errors(403, 404)
+        def delete(self, post_id: int) -> Any:
+            """Delete a post (author or admin)"""
+            post = get_own_post_or_403(post_id, "delete")
+            posts.delete_post(post)
+            current_app.logger.info("Post deleted: %s by %s", post.title, caller().username)
+            return {"message": "Post deleted"}

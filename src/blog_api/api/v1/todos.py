@@ -1,0 +1,54 @@
+"""v1 to-dos: title, description, completed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import abort
+
+from blog_api.api import Blueprint
+from blog_api.api.pagination import paginate
+from blog_api.api.todos import TodoSchemas, register_todo_routes
+from blog_api.auth import caller
+from blog_api.extensions import db
+from blog_api.models import User
+from blog_api.schemas.todos import (
+    TodoCreateSchema,
+    TodoListSchema,
+    TodoQuerySchema,
+    TodoSchema,
+    TodoUpdateSchema,
+)
+from blog_api.services import todos
+
+blp = Blueprint("todos", __name__, url_prefix="/api/v1", description="Your to-dos")
+
+register_todo_routes(
+    blp,
+    TodoSchemas(
+        item=TodoSchema,
+        listing=TodoListSchema,
+        create=TodoCreateSchema,
+        update=TodoUpdateSchema,
+        query=TodoQuerySchema,
+    ),
+)
+
+
+@blp.route("/users/<id:user_id>/todos")
+class UserTodos(MethodView):
+    @blp.login_required
+    @blp.arguments(TodoQuerySchema, location="query")
+    @blp.response(200, TodoListSchema)
+    @blp.errors(403, 404)
+    def get(self, filters: dict[str, Any], user_id: int) -> Any:
+        """List one user's to-dos (that user or an admin)"""
+        user = caller()
+        if user.id != user_id and not user.is_admin:
+            abort(403, message="You can only view your own todos unless you are an admin")
+        if db.session.get(User, user_id) is None:
+            abort(404, message="User not found")
+        statement = todos.todo_query(user, {**filters, "user_id": user_id})
+        items, pagination = paginate(statement, filters)
+        return {"todos": items, "pagination": pagination}

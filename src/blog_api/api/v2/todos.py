@@ -1,0 +1,49 @@
+"""v2 to-dos: v1 plus `priority` (body field, filter, sort) and `GET /todos/priority`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+
+from blog_api.api import Blueprint
+from blog_api.api.pagination import paginate
+from blog_api.api.todos import TodoSchemas, register_todo_routes
+from blog_api.auth import caller
+from blog_api.schemas.common import PaginationQuerySchema
+from blog_api.schemas.todos import (
+    TodoCreateV2Schema,
+    TodoListV2Schema,
+    TodoQueryV2Schema,
+    TodoUpdateV2Schema,
+    TodoV2Schema,
+)
+from blog_api.services import todos
+
+blp = Blueprint(
+    "todos-v2", __name__, url_prefix="/api/v2", description="Your to-dos, with priority"
+)
+
+
+@blp.route("/todos/priority")
+class TodosByPriority(MethodView):
+    @blp.login_required
+    @blp.arguments(PaginationQuerySchema, location="query")
+    @blp.response(200, TodoListV2Schema)
+    def get(self, page: dict[str, int]) -> Any:
+        """List your to-dos, highest priority first"""
+        statement = todos.todo_query(caller(), {"sort": "-priority"})
+        items, pagination = paginate(statement, page)
+        return {"todos": items, "pagination": pagination}
+
+
+register_todo_routes(
+    blp,
+    TodoSchemas(
+        item=TodoV2Schema,
+        listing=TodoListV2Schema,
+        create=TodoCreateV2Schema,
+        update=TodoUpdateV2Schema,
+        query=TodoQueryV2Schema,
+    ),
+)

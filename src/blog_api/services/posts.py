@@ -1,0 +1,53 @@
+"""Posts: the write transactions and the listing query."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import Select, delete, func, select
+
+from blog_api.extensions import db
+from blog_api.models import Post, User
+
+
+def post_query(filters: Mapping[str, Any]) -> Select[Post]:
+    statement = select(Post).order_by(Post.id)
+    if "user_id" in filters:
+        statement = statement.where(Post.user_id == filters["user_id"])
+    if "category" in filters:
+        statement = statement.where(Post.category == filters["category"])
+    return statement
+
+
+def recent_posts(count: int = 5) -> list[Post]:
+    statement = select(Post).order_by(Post.created_at.desc(), Post.id.desc()).limit(count)
+    return list(db.session.scalars(statement))
+
+
+def create_post(author: User, data: Mapping[str, Any], *, api_version: str) -> Post:
+    """Store a post written by `author`."""
+    post = Post(user_id=author.id, **data)
+    db.session.add(post)
+    db.session.commit()
+    return post
+
+
+def update_post(post: Post, changes: Mapping[str, Any]) -> Post:
+    for field, value in changes.items():
+        setattr(post, field, value)
+    db.session.commit()
+    return post
+
+
+def delete_post(post: Post) -> None:
+    db.session.delete(post)
+    db.session.commit()
+
+
+def delete_all_posts() -> int:
+    """Delete every post; returns how many there were."""
+    count = db.session.scalar(select(func.count()).select_from(Post)) or 0
+    db.session.execute(delete(Post))
+    db.session.commit()
+    return count
