@@ -18,6 +18,9 @@ from blog_api.auth.tokens import register_jwt_callbacks
 from blog_api.config import config_class, read_environment
 from blog_api.errors import register_error_handlers
 from blog_api.extensions import db, limiter, migrate
+from blog_api.jobs import celery_init_app, celery_settings
+from blog_api.jobs.cli import jobs_cli
+from blog_api.jobs.outbox import Dispatcher
 from blog_api.ops.cli import register_cli
 from blog_api.ops.logging import configure_logging
 from blog_api.ops.security import register_security
@@ -44,12 +47,14 @@ def create_app(config_name: str | None = None, **overrides: Any) -> Flask:
     # "/todos/" answers like "/todos", never with a redirect (a redirected POST loses its body).
     app.url_map.strict_slashes = False
 
+    app.config["CELERY"] = celery_settings(app.config)
     configure_logging(app)
     register_extensions(app)
     register_apis(app)
     register_error_handlers(app)
     register_security(app)
     register_cli(app)
+    app.cli.add_command(jobs_cli)
     return app
 
 
@@ -61,3 +66,5 @@ def register_extensions(app: Flask) -> None:
     if not app.config.get("RATELIMIT_STORAGE_URI"):
         app.config["RATELIMIT_STORAGE_URI"] = app.config.get("REDIS_URL") or "memory://"
     limiter.init_app(app)
+    celery_init_app(app)
+    app.extensions["job_dispatcher"] = Dispatcher()

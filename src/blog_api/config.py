@@ -75,6 +75,32 @@ ENVIRONMENT_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "LOG_LEVEL": ("LOG_LEVEL", str),
     "LOG_FILE": ("LOG_FILE", str),
     "LOG_FORMAT": ("LOG_FORMAT", str),
+    "CELERY_BROKER_URL": ("CELERY_BROKER_URL", str),
+    "CELERY_QUEUE": ("CELERY_QUEUE", str),
+    "MAIL_SERVER": ("MAIL_SERVER", str),
+    "MAIL_PORT": ("MAIL_PORT", int),
+    "MAIL_USE_TLS": ("MAIL_USE_TLS", _bool),
+    "MAIL_USE_SSL": ("MAIL_USE_SSL", _bool),
+    "MAIL_USERNAME": ("MAIL_USERNAME", str),
+    "MAIL_PASSWORD": ("MAIL_PASSWORD", str),
+    "MAIL_DEFAULT_SENDER": ("MAIL_DEFAULT_SENDER", str),
+    "MAIL_TIMEOUT": ("MAIL_TIMEOUT", float),
+    "MAIL_MAX_RETRIES": ("MAIL_MAX_RETRIES", int),
+    "MAIL_RETRY_BACKOFF": ("MAIL_RETRY_BACKOFF", float),
+    "MAIL_RETRY_BACKOFF_MAX": ("MAIL_RETRY_BACKOFF_MAX", float),
+    "MAIL_FAILURE_RATE": ("MAIL_FAILURE_RATE", float),
+    "MAIL_FAILURE_SEED": ("MAIL_FAILURE_SEED", int),
+    "MAIL_MESSAGE_ID_DOMAIN": ("MAIL_MESSAGE_ID_DOMAIN", str),
+    "POST_AUDIT_LOG": ("POST_AUDIT_LOG", str),
+    "JOB_LEASE_SECONDS": ("JOB_LEASE_SECONDS", float),
+    "JOB_SWEEP_INTERVAL": ("JOB_SWEEP_INTERVAL", float),
+    "JOB_REPUBLISH_AFTER": ("JOB_REPUBLISH_AFTER", float),
+    "JOB_DISPATCH_TIMEOUT": ("JOB_DISPATCH_TIMEOUT", float),
+    "JOB_DISPATCH_COOLDOWN": ("JOB_DISPATCH_COOLDOWN", float),
+    "TASK_SOFT_TIME_LIMIT": ("TASK_SOFT_TIME_LIMIT", float),
+    "TASK_TIME_LIMIT": ("TASK_TIME_LIMIT", float),
+    "BROKER_VISIBILITY_TIMEOUT": ("BROKER_VISIBILITY_TIMEOUT", float),
+    "FAULT_POINT": ("FAULT_POINT", str),
 }
 
 
@@ -123,6 +149,37 @@ class Config:
     LOG_FILE: str | None = "app.log"
     LOG_FORMAT = "text"
 
+    # Background jobs (SPEC §6). Timeouts are ordered so that no job runs twice by accident:
+    # MAIL_TIMEOUT < TASK_SOFT_TIME_LIMIT < TASK_TIME_LIMIT < JOB_LEASE_SECONDS
+    #   < BROKER_VISIBILITY_TIMEOUT, and MAIL_RETRY_BACKOFF_MAX < BROKER_VISIBILITY_TIMEOUT.
+    CELERY_BROKER_URL: str | None = None
+    CELERY_QUEUE = "blog_api"
+    MAIL_SERVER = "127.0.0.1"
+    MAIL_PORT = 8025
+    MAIL_USE_TLS = False
+    MAIL_USE_SSL = False
+    MAIL_USERNAME: str | None = None
+    MAIL_PASSWORD: str | None = None
+    MAIL_DEFAULT_SENDER = "Blog API <noreply@blog-api.local>"
+    MAIL_TIMEOUT = 10.0
+    MAIL_MAX_RETRIES = 5
+    MAIL_RETRY_BACKOFF = 2.0
+    MAIL_RETRY_BACKOFF_MAX = 60.0
+    MAIL_FAILURE_RATE = 0.0
+    MAIL_FAILURE_SEED: int | None = None
+    MAIL_MESSAGE_ID_DOMAIN = "blog-api.local"
+    POST_AUDIT_LOG = "post_audit.log"
+    JOB_LEASE_SECONDS = 90.0
+    JOB_SWEEP_INTERVAL = 5.0
+    JOB_REPUBLISH_AFTER = 30.0
+    JOB_DISPATCH_TIMEOUT = 0.5
+    JOB_DISPATCH_COOLDOWN = 5.0
+    TASK_SOFT_TIME_LIMIT = 30.0
+    TASK_TIME_LIMIT = 60.0
+    BROKER_VISIBILITY_TIMEOUT = 300.0
+    # Test-only crash points (blog_api.jobs.faults); ignored unless TESTING is on.
+    FAULT_POINT: str | None = None
+
     # flask-smorest: one OpenAPI document per version, served under the version prefix.
     V1_API_TITLE = "Blog API"
     V1_API_VERSION = "v1"
@@ -134,6 +191,15 @@ class Config:
     V2_OPENAPI_VERSION = "3.0.3"
     V2_OPENAPI_URL_PREFIX = "/api/v2"
     V2_OPENAPI_JSON_PATH = "openapi.json"
+    V1_API_SPEC_OPTIONS = {
+        "info": {"description": "Users, tokens, to-dos and posts. Log in at POST /api/v1/login."}
+    }
+    V2_API_SPEC_OPTIONS = {
+        "info": {
+            "description": "v2 adds to-do priority and post category. Users and tokens live in "
+            "v1: log in at POST /api/v1/login and use the access token here."
+        }
+    }
 
     @classmethod
     def validate(cls, config: Mapping[str, Any]) -> None:
@@ -165,6 +231,7 @@ class TestingConfig(Config):
     ARGON2_MEMORY_COST = 8
     ARGON2_PARALLELISM = 1
     RATELIMIT_STORAGE_URI = "memory://"
+    CELERY_BROKER_URL = "memory://"
     LOGIN_RATE_LIMIT = "1000 per minute"
     REGISTER_RATE_LIMIT = "1000 per minute"
     POST_RATE_LIMIT = "1000 per minute"

@@ -1,10 +1,26 @@
-"""Entry objects for servers.
+"""Entry objects for servers (deliberately not named `app`, which Celery would pick first).
 
 gunicorn --no-control-socket -w 2 "blog_api.wsgi:flask_app"
+celery -A blog_api.wsgi.celery_app worker --loglevel=INFO     # add --beat on ONE worker
+celery -A blog_api.wsgi.celery_app beat                       # or run beat on its own
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+
 from blog_api import create_app
+from blog_api.extensions import db
 
 flask_app = create_app()
+celery_app: Celery[Any] = flask_app.extensions["celery"]
+
+
+@worker_process_init.connect
+def dispose_inherited_connections(**_: Any) -> None:
+    """A forked pool child must not reuse the parent's database connections."""
+    with flask_app.app_context():
+        db.engine.dispose(close=False)

@@ -57,6 +57,19 @@ class Blueprint(flask_smorest.Blueprint):
 
     ARGUMENTS_PARSER = JsonBodyParser()
 
+    def arguments(
+        self, schema: type[ma.Schema] | ma.Schema, *, required: bool | None = None, **kwargs: Any
+    ) -> Callable[[F], F]:
+        """flask-smorest's `arguments`; a JSON body is documented as optional exactly when the
+        parser accepts it empty, that is when none of its fields is required."""
+        if required is None:
+            instance = schema() if isinstance(schema, type) else schema
+            required = kwargs.get("location", "json") != "json" or any(
+                field.required for field in instance.fields.values()
+            )
+        decorator: Callable[[F], F] = super().arguments(schema, required=required, **kwargs)
+        return decorator
+
     def errors(self, *codes: int) -> Callable[[F], F]:
         """Document the error responses a view can give, in the shared error schema."""
 

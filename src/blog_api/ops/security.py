@@ -27,6 +27,8 @@ def register_security(app: Flask) -> None:
         resources={r"/api/*": {"origins": app.config["CORS_ORIGINS"]}},
         supports_credentials=False,
         expose_headers=["Location", "Retry-After", "X-Request-ID"],
+        # flask-cors adds `Vary: Origin` only when several origins are listed; we add it below.
+        vary_header=False,
     )
 
     @app.after_request
@@ -38,6 +40,10 @@ def register_security(app: Flask) -> None:
         headers["Content-Security-Policy"] = DOCS_CSP if _is_docs_page(request.path) else API_CSP
         if not _is_docs_page(request.path):
             headers["Cache-Control"] = "no-store"
+        if app.config["CORS_ORIGINS"]:
+            # Whether Access-Control-Allow-Origin is present depends on the Origin header, so a
+            # shared cache must not serve one origin's answer to another (even with one origin).
+            response.vary.add("Origin")
         if app.config["ENV_NAME"] == "production":
             headers["Strict-Transport-Security"] = HSTS
         return response

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import Select, delete, func, select
 
 from blog_api.extensions import db
+from blog_api.jobs import outbox
 from blog_api.models import Post, User
 
 
@@ -26,10 +28,18 @@ def recent_posts(count: int = 5) -> list[Post]:
 
 
 def create_post(author: User, data: Mapping[str, Any], *, api_version: str) -> Post:
-    """Store a post written by `author`."""
+    """Store a post and its background jobs in one transaction, then publish the jobs.
+
+    The commit comes first: a worker must never receive a job whose row it cannot see, and
+    a broker failure after the commit only delays the jobs (the sweeper re-drives them); it
+    never loses them and never turns the stored post into an error.
+    """
     post = Post(user_id=author.id, **data)
     db.session.add(post)
+    db.session.flush()
+    jobs = outbox.add_post_jobs(post, api_version)
     db.session.commit()
+    current_app.extensions["job_dispatcher"].publish(outbox.job_messages(jobs))
     return post
 
 

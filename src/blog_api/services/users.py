@@ -13,6 +13,9 @@ from blog_api.models.base import utcnow
 
 
 def find_user_by_username(username: str) -> User | None:
+    # No valid username holds a NUL byte, and PostgreSQL text cannot: querying would be a 500.
+    if "\x00" in username:
+        return None
     return db.session.scalar(select(User).where(func.lower(User.username) == username.lower()))
 
 

@@ -1,5 +1,6 @@
 """API v1: users and auth, to-dos, posts."""
 
+from blog_api.api import jobs
 from blog_api.api.v1 import auth, posts, todos, users
 
-BLUEPRINTS = [auth.blp, users.blp, todos.blp, posts.blp]
+BLUEPRINTS = [auth.blp, users.blp, todos.blp, posts.blp, jobs.blp]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from blog_api.api import Blueprint
+from blog_api.api.jobs import register_post_job_routes
 from blog_api.api.posts import PostSchemas, register_post_routes
 from blog_api.schemas.posts import (
     PostCreateSchema,
@@ -25,3 +26,4 @@ register_post_routes(
     ),
     api_version="v1",
 )
+register_post_job_routes(blp)

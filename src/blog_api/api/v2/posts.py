@@ -7,6 +7,7 @@ from typing import Any
 from flask.views import MethodView
 
 from blog_api.api import Blueprint
+from blog_api.api.jobs import register_post_job_routes
 from blog_api.api.posts import PostSchemas, register_post_routes
 from blog_api.schemas.posts import (
     PostCreateV2Schema,
@@ -40,3 +41,4 @@ register_post_routes(
     ),
     api_version="v2",
 )
+register_post_job_routes(blp)

@@ -1,0 +1,70 @@
+"""Background jobs: a post's jobs (author or admin) and the admin's job queue."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from flask import current_app
+from flask.views import MethodView
+from flask_smorest import abort
+
+from blog_api.api import Blueprint
+from blog_api.api.pagination import paginate
+from blog_api.api.posts import get_post_or_404
+from blog_api.auth import caller
+from blog_api.extensions import db
+from blog_api.models import Job
+from blog_api.schemas.jobs import JobListSchema, JobQuerySchema, JobSchema, PostJobsSchema
+from blog_api.services import jobs
+
+blp = Blueprint("jobs", __name__, url_prefix="/api/v1", description="Background jobs (admin)")
+
+
+def register_post_job_routes(post_blp: Blueprint) -> None:
+    """Add `/posts/<id>/jobs` to a version's posts blueprint."""
+
+    @post_blp.route("/posts/<id:post_id>/jobs")
+    class PostJobs(MethodView):
+        @post_blp.login_required
+        @post_blp.response(200, PostJobsSchema)
+        @post_blp.errors(403, 404)
+        def get(self, post_id: int) -> Any:
+            """The post's background jobs with status, attempts and last error (author or admin)"""
+            post = get_post_or_404(post_id)
+            user = caller()
+            if post.user_id != user.id and not user.is_admin:
+                abort(
+                    403,
+                    message="You can only view the jobs of your own posts unless you are an admin",
+                )
+            return {"jobs": jobs.jobs_of_post(post.id)}
+
+
+def get_job_or_404(job_id: str) -> Job:
+    job = db.session.get(Job, job_id)
+    if job is None:
+        abort(404, message="Job not found")
+    return cast(Job, job)
+
+
+@blp.route("/jobs")
+class JobList(MethodView):
+    @blp.admin_required
+    @blp.arguments(JobQuerySchema, location="query")
+    @blp.response(200, JobListSchema)
+    def get(self, filters: dict[str, Any]) -> Any:
+        """List background jobs, newest first, optionally by status (admin)"""
+        items, pagination = paginate(jobs.job_query(filters.get("status")), filters)
+        return {"jobs": items, "pagination": pagination}
+
+
+@blp.route("/jobs/<string(length=36):job_id>/retry")
+class JobRetry(MethodView):
+    @blp.admin_required
+    @blp.response(200, JobSchema)
+    @blp.errors(404, 409)
+    def post(self, job_id: str) -> Any:
+        """Retry a dead job with a fresh set of attempts (admin)"""
+        job = jobs.retry_job(get_job_or_404(job_id))
+        current_app.logger.info("Job %s retried by admin %s", job.id, caller().username)
+        return job

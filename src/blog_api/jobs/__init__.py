@@ -1,0 +1,105 @@
+"""Celery wired the way Flask documents it: one Celery app per Flask app, every task in an
+app context, settings from a `CELERY` mapping built from our configuration.
+
+Worker:  celery -A blog_api.wsgi.celery_app worker --beat --loglevel=INFO
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from celery import Celery, Task
+from flask import Flask
+
+from blog_api.config import ConfigError
+
+
+def check_timeouts(config: Mapping[str, Any]) -> None:
+    """Refuse timeouts that would let a job run twice by accident (reliability §1.3, §2.3)."""
+    chain = [
+        ("MAIL_TIMEOUT", config["MAIL_TIMEOUT"]),
+        ("TASK_SOFT_TIME_LIMIT", config["TASK_SOFT_TIME_LIMIT"]),
+        ("TASK_TIME_LIMIT", config["TASK_TIME_LIMIT"]),
+        ("JOB_LEASE_SECONDS", config["JOB_LEASE_SECONDS"]),
+        ("BROKER_VISIBILITY_TIMEOUT", config["BROKER_VISIBILITY_TIMEOUT"]),
+    ]
+    for (low_name, low), (high_name, high) in itertools.pairwise(chain):
+        if not low < high:
+            raise ConfigError(f"{low_name} ({low}) must be less than {high_name} ({high})")
+    if not config["MAIL_RETRY_BACKOFF_MAX"] < config["BROKER_VISIBILITY_TIMEOUT"]:
+        raise ConfigError("MAIL_RETRY_BACKOFF_MAX must be less than BROKER_VISIBILITY_TIMEOUT")
+
+
+def celery_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Lower-case Celery settings derived from the Flask configuration."""
+    check_timeouts(config)
+    broker_url = config["CELERY_BROKER_URL"] or config["REDIS_URL"] or "redis://127.0.0.1:6379/0"
+    dispatch_timeout = config["JOB_DISPATCH_TIMEOUT"]
+    transport_options: dict[str, Any] = {
+        "visibility_timeout": config["BROKER_VISIBILITY_TIMEOUT"],
+    }
+    if broker_url.startswith(("redis://", "rediss://")):
+        # Publishing must fail fast, never hang a request (the sweeper re-drives later).
+        transport_options |= {
+            "socket_timeout": max(dispatch_timeout, 1.0),
+            "socket_connect_timeout": dispatch_timeout,
+        }
+    queue = config["CELERY_QUEUE"]
+    return {
+        "broker_url": broker_url,
+        "broker_transport_options": transport_options,
+        "broker_connection_timeout": dispatch_timeout,
+        "broker_connection_retry_on_startup": True,
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_default_queue": queue,
+        "task_create_missing_queues": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        # A crash means redelivery, never loss; the job claim makes redelivery harmless.
+        "task_acks_late": True,
+        "worker_prefetch_multiplier": 1,
+        # A killed pool child is re-driven by the sweeper once its lease expires, and the
+        # attempt counter dead-letters a job that keeps killing workers (no poison loop).
+        "task_reject_on_worker_lost": False,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_soft_time_limit": config["TASK_SOFT_TIME_LIMIT"],
+        "task_time_limit": config["TASK_TIME_LIMIT"],
+        "worker_hijack_root_logger": False,
+        "beat_schedule": {
+            "sweep-jobs": {
+                "task": "blog_api.sweep_jobs",
+                "schedule": timedelta(seconds=config["JOB_SWEEP_INTERVAL"]),
+                "options": {"queue": queue},
+            },
+            "purge-expired-tokens": {
+                "task": "blog_api.purge_expired_tokens",
+                "schedule": timedelta(hours=1),
+                "options": {"queue": queue},
+            },
+        },
+    }
+
+
+def celery_init_app(app: Flask) -> Celery[Any]:
+    """Create the Celery app bound to `app` (Flask's documented pattern)."""
+
+    class FlaskTask(Task):
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    celery_app = Celery(app.name, task_cls=FlaskTask)
+    celery_app.config_from_object(app.config["CELERY"])
+    celery_app.set_default()
+    app.extensions["celery"] = celery_app
+
+    # Importing the tasks registers them on this app: a worker never drops a message as
+    # "unregistered".
+    from blog_api.jobs import tasks  # noqa: F401
+
+    return celery_app

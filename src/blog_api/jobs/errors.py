@@ -1,0 +1,9 @@
+"""How a job attempt can fail."""
+
+
+class TransientJobError(Exception):
+    """Worth another attempt later (connection error, timeout, SMTP 4xx)."""
+
+
+class PermanentJobError(Exception):
+    """Retrying cannot help (SMTP 5xx); the job is dead until an admin retries it."""

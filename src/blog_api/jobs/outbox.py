@@ -1,0 +1,229 @@
+"""The job (outbox) state machine: create, claim, finish, release, sweep, publish.
+
+Every transition is one short transaction whose WHERE clause checks the current state, so two
+workers (or a redelivered message) can never both own a job.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import datetime, timedelta
+
+from flask import current_app
+from sqlalchemy import or_, select, update
+
+from blog_api.extensions import db
+from blog_api.models import AUDIT_POST_CREATED, NOTIFY_AUTHOR, Job, Post
+from blog_api.models.base import utcnow
+
+log = logging.getLogger(__name__)
+
+TASK_FOR_KIND = {
+    NOTIFY_AUTHOR: "blog_api.send_post_notification",
+    AUDIT_POST_CREATED: "blog_api.record_post_created",
+}
+SWEEP_BATCH = 500
+
+
+def add_post_jobs(post: Post, api_version: str) -> list[Job]:
+    """Add the post's jobs to the session (the caller commits them with the post).
+
+    `post` must have been flushed (it needs an id).
+    """
+    kinds = [NOTIFY_AUTHOR] + ([AUDIT_POST_CREATED] if api_version == "v2" else [])
+    republish_after = timedelta(seconds=current_app.config["JOB_REPUBLISH_AFTER"])
+    max_attempts = current_app.config["MAIL_MAX_RETRIES"] + 1
+    jobs = [
+        Job(
+            kind=kind,
+            post_id=post.id,
+            max_attempts=max_attempts,
+            # The fast path publishes now; the sweeper steps in only if that message is lost.
+            available_at=utcnow() + republish_after,
+        )
+        for kind in kinds
+    ]
+    db.session.add_all(jobs)
+    return jobs
+
+
+def claim_job(job_id: str, worker_id: str) -> Job | None:
+    """Take the job for one attempt, or None when it is not ours to run.
+
+    Claimable: pending, or running with an expired lease (its worker died). The lease outlives
+    the task's hard time limit, so a live attempt is never taken over.
+    """
+    now = utcnow()
+    lease = timedelta(seconds=current_app.config["JOB_LEASE_SECONDS"])
+    result = db.session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.attempts < Job.max_attempts,
+            or_(Job.status == "pending", (Job.status == "running") & (Job.lease_until < now)),
+        )
+        .values(
+            status="running",
+            attempts=Job.attempts + 1,
+            lease_until=now + lease,
+            claimed_by=worker_id,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        _dead_letter_if_exhausted(job_id)
+        return None
+    return db.session.get(Job, job_id)
+
+
+def _dead_letter_if_exhausted(job_id: str) -> None:
+    """A job whose attempts are used up and whose last lease expired is dead (poison pill)."""
+    now = utcnow()
+    db.session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.attempts >= Job.max_attempts,
+            or_(Job.status == "pending", (Job.status == "running") & (Job.lease_until < now)),
+        )
+        .values(
+            status="dead",
+            lease_until=None,
+            updated_at=now,
+            finished_at=now,
+            last_error="attempts exhausted: the worker was lost on every attempt",
+        )
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+
+
+def finish_job(job: Job, status: str, error: str | None = None) -> None:
+    """Record the outcome of the attempt that owns `job` (done, skipped or dead).
+
+    The effect has already happened, so a database blip must not lose this write: retry it
+    in-process for a bounded time instead of re-running the effect.
+    """
+    deadline = time.monotonic() + current_app.config["JOB_LEASE_SECONDS"] / 2
+    delay = 0.2
+    while True:
+        try:
+            now = utcnow()
+            db.session.execute(
+                update(Job)
+                .where(Job.id == job.id, Job.claimed_by == job.claimed_by)
+                .values(
+                    status=status,
+                    lease_until=None,
+                    last_error=error,
+                    updated_at=now,
+                    finished_at=now,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            db.session.commit()
+            return
+        except Exception:
+            db.session.rollback()
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("Could not record job %s as %s; retrying", job.id, status, exc_info=True)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def release_job(job: Job, error: str, retry_in: float) -> None:
+    """Give a failed attempt back: pending again, due after `retry_in` seconds."""
+    now = utcnow()
+    db.session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.claimed_by == job.claimed_by)
+        .values(
+            status="pending",
+            lease_until=None,
+            last_error=error,
+            updated_at=now,
+            # The Celery retry message arrives at `retry_in`; the sweeper waits longer.
+            available_at=now
+            + timedelta(seconds=retry_in + current_app.config["JOB_REPUBLISH_AFTER"]),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+
+
+def due_jobs(now: datetime, limit: int = SWEEP_BATCH) -> list[Job]:
+    """Jobs the sweeper must (re)publish, pushed back so the next sweep leaves them alone.
+
+    On PostgreSQL the rows are locked with SKIP LOCKED, so concurrent sweepers split the work.
+    """
+    statement = (
+        select(Job)
+        .where(
+            or_(
+                (Job.status == "pending") & (Job.available_at <= now),
+                (Job.status == "running") & (Job.lease_until < now),
+            )
+        )
+        .order_by(Job.available_at)
+        .limit(limit)
+    )
+    if db.engine.dialect.name == "postgresql":
+        statement = statement.with_for_update(skip_locked=True)
+    jobs = list(db.session.scalars(statement))
+    republish_after = timedelta(seconds=current_app.config["JOB_REPUBLISH_AFTER"])
+    for job in jobs:
+        job.available_at = now + republish_after
+    db.session.commit()
+    return jobs
+
+
+def job_messages(jobs: Iterable[Job]) -> list[tuple[str, str]]:
+    return [(TASK_FOR_KIND[job.kind], job.id) for job in jobs]
+
+
+class Dispatcher:
+    """Publishes job messages with a time bound; after a failure it stays quiet for a while.
+
+    Publishing runs on one background thread per process so that a hung broker connection can
+    delay a request by at most `JOB_DISPATCH_TIMEOUT`; the sweeper re-drives whatever the fast
+    path could not publish.
+    """
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-dispatch")
+        self._lock = threading.Lock()
+        self._quiet_until = 0.0
+
+    def publish(self, messages: Sequence[tuple[str, str]]) -> bool:
+        """Publish now if the broker looks healthy; True when every message was sent."""
+        if not messages or time.monotonic() < self._quiet_until:
+            return False
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        timeout = app.config["JOB_DISPATCH_TIMEOUT"]
+        future = self._executor.submit(send_messages, app.extensions["celery"], messages)
+        try:
+            future.result(timeout=timeout)
+            return True
+        except FutureTimeout:
+            self._go_quiet(app.config["JOB_DISPATCH_COOLDOWN"], "timed out")
+        except Exception as error:  # any broker failure: the sweeper takes over
+            self._go_quiet(app.config["JOB_DISPATCH_COOLDOWN"], repr(error))
+        return False
+
+    def _go_quiet(self, cooldown: float, reason: str) -> None:
+        with self._lock:
+            self._quiet_until = time.monotonic() + cooldown
+        log.warning("Job dispatch failed (%s); leaving it to the sweeper for %ss", reason, cooldown)
+
+
+def send_messages(celery_app: object, messages: Sequence[tuple[str, str]]) -> None:
+    for task_name, job_id in messages:
+        celery_app.send_task(task_name, args=[job_id], retry=False)  # type: ignore[attr-defined]

@@ -1,0 +1,143 @@
+"""Celery tasks. Each receives only a job id, claims the job row, does the effect, records it.
+
+A second delivery of the same job finds it claimed or finished and does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+
+from celery import Task, shared_task
+from flask import current_app
+
+from blog_api.extensions import db
+from blog_api.jobs import outbox
+from blog_api.jobs.errors import PermanentJobError
+from blog_api.jobs.faults import crash_point
+from blog_api.models import Job, Post
+from blog_api.models.base import utcnow
+from blog_api.services import tokens
+from blog_api.services.audit import append_audit_record
+from blog_api.services.mailer import build_post_notification, send_email
+
+log = logging.getLogger(__name__)
+Effect = Callable[[Job], str]
+
+
+def backoff_seconds(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^(attempt-1))]."""
+    return rng.uniform(0, min(cap, base * 2 ** max(attempt - 1, 0)))
+
+
+def run_job(task: Task, job_id: str, effect: Effect) -> str:
+    """Claim, run `effect`, record the outcome; retry transient failures with backoff."""
+    job = outbox.claim_job(job_id, task.request.id or f"direct-{job_id}")
+    if job is None:
+        log.info("Job %s: already claimed or finished, nothing to do", job_id)
+        return "skipped-duplicate"
+    crash_point("after_claim")
+    try:
+        outcome = effect(job)
+    except PermanentJobError as error:
+        log.error("Job %s (%s) failed permanently: %s", job.id, job.kind, error)
+        outbox.finish_job(job, "dead", str(error))
+        return "dead"
+    except Exception as error:  # transient, or unexpected: both get bounded retries
+        message = str(error) or type(error).__name__
+        if job.attempts >= job.max_attempts:
+            log.error(
+                "Job %s (%s) gave up after %d attempts: %s", job.id, job.kind, job.attempts, message
+            )
+            outbox.finish_job(job, "dead", message)
+            return "dead"
+        config = current_app.config
+        countdown = backoff_seconds(
+            job.attempts,
+            config["MAIL_RETRY_BACKOFF"],
+            config["MAIL_RETRY_BACKOFF_MAX"],
+            random.Random(),
+        )
+        log.warning(
+            "Job %s (%s) attempt %d failed: %s; retrying in %.1fs",
+            job.id,
+            job.kind,
+            job.attempts,
+            message,
+            countdown,
+        )
+        outbox.release_job(job, message, countdown)
+        raise task.retry(countdown=countdown, max_retries=None, exc=error) from error
+    outbox.finish_job(job, outcome)
+    crash_point("after_commit_before_ack")
+    return outcome
+
+
+def notify_author(job: Job) -> str:
+    post = db.session.get(Post, job.post_id)
+    if post is None:
+        return "skipped"
+    author = post.user
+    if not author.email:
+        log.info(
+            "No e-mail address for user %s; notification for post %s skipped", author.id, post.id
+        )
+        return "skipped"
+    message = build_post_notification(job.id, author.email, author.username, post.id, post.title)
+    crash_point("before_smtp_data")
+    send_email(message)
+    log.info("Email sent to user %s for post %r", author.id, post.title)
+    crash_point("after_smtp_250_before_commit")
+    return "done"
+
+
+def audit_post_created(job: Job) -> str:
+    post = db.session.get(Post, job.post_id)
+    if post is None:
+        return "skipped"
+    record = {
+        "event_id": job.id,
+        "event": "post_created",
+        "time": utcnow().isoformat(),
+        "post_id": post.id,
+        "title": post.title,
+        "author_id": post.user_id,
+        "category": post.category,
+        "created_at": post.created_at.isoformat(),
+    }
+    written = append_audit_record(
+        current_app.config["POST_AUDIT_LOG"], record, check_duplicate=job.attempts > 1
+    )
+    if written:
+        log.info("Audit record written for post %s", post.id)
+    crash_point("after_audit_write_before_commit")
+    return "done"
+
+
+@shared_task(name="blog_api.send_post_notification", bind=True)
+def send_post_notification(self: Task, job_id: str) -> str:
+    """E-mail the author that their post is published."""
+    return run_job(self, job_id, notify_author)
+
+
+@shared_task(name="blog_api.record_post_created", bind=True)
+def record_post_created(self: Task, job_id: str) -> str:
+    """Append the v2 post's audit record to POST_AUDIT_LOG."""
+    return run_job(self, job_id, audit_post_created)
+
+
+@shared_task(name="blog_api.sweep_jobs", bind=True)
+def sweep_jobs(self: Task) -> int:
+    """Re-publish pending jobs that are due and running jobs whose lease expired."""
+    jobs = outbox.due_jobs(utcnow())
+    outbox.send_messages(self.app, outbox.job_messages(jobs))
+    if jobs:
+        log.info("Sweeper re-published %d job(s)", len(jobs))
+    return len(jobs)
+
+
+@shared_task(name="blog_api.purge_expired_tokens")
+def purge_expired_tokens() -> int:
+    """Drop blocklist rows of tokens that have expired anyway."""
+    return tokens.purge_expired_tokens()

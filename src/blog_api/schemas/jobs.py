@@ -1,0 +1,36 @@
+"""Background jobs as the API shows them."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from blog_api.models import JOB_STATUSES
+from blog_api.schemas.common import PaginationQuerySchema, PaginationSchema
+
+
+class JobSchema(Schema):
+    id = fields.String(dump_only=True)
+    kind = fields.String(dump_only=True)
+    post_id = fields.Integer(dump_only=True)
+    status = fields.String(dump_only=True, metadata={"enum": list(JOB_STATUSES)})
+    attempts = fields.Integer(dump_only=True)
+    max_attempts = fields.Integer(dump_only=True)
+    last_error = fields.String(dump_only=True, allow_none=True)
+    available_at = fields.AwareDateTime(dump_only=True)
+    lease_until = fields.AwareDateTime(dump_only=True, allow_none=True)
+    created_at = fields.AwareDateTime(dump_only=True)
+    updated_at = fields.AwareDateTime(dump_only=True)
+    finished_at = fields.AwareDateTime(dump_only=True, allow_none=True)
+
+
+class JobListSchema(Schema):
+    jobs = fields.List(fields.Nested(JobSchema), required=True)
+    pagination = fields.Nested(PaginationSchema, required=True)
+
+
+class PostJobsSchema(Schema):
+    jobs = fields.List(fields.Nested(JobSchema), required=True)
+
+
+class JobQuerySchema(PaginationQuerySchema):
+    status = fields.String(validate=validate.OneOf(JOB_STATUSES))
