@@ -21,9 +21,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 venv: $(STAMP)
 
 run: $(STAMP)
-	FLASK_ENV=$${FLASK_ENV:-development} $(VENV)/bin/flask --app blog_api db upgrade
-	FLASK_ENV=$${FLASK_ENV:-development} $(VENV)/bin/gunicorn --no-control-socket \
-		-w 2 -b 127.0.0.1:5000 --access-logfile - "blog_api.wsgi:flask_app"
+	VENV=$(VENV) ./scripts/run-stack.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests
@@ -36,6 +34,10 @@ pytest: $(STAMP)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+openapi: $(STAMP)
+	for v in 1 2; do FLASK_ENV=testing $(VENV)/bin/flask --app blog_api openapi write \
+		--config-prefix V$${v}_ docs/openapi/v$$v.json; done
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache
