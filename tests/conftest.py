@@ -192,3 +192,26 @@ def table_rows(app: Flask, table: str) -> list[tuple[Any, ...]]:
     with app.app_context():
         rows = db.session.execute(text(f"SELECT * FROM {table} ORDER BY id"))
         return [tuple(row) for row in rows]
+
+
+def assert_error(
+    response: Any, status: int, message: str, fields: set[str] | None = None
+) -> dict[str, Any]:
+    """`response` is the JSON error `{"error": <reason phrase>, "message"[, "errors"]}`.
+
+    `fields`: the fields that must be named in `errors` (a validation failure); without it the
+    body must have no `errors`. Returns the body for further checks.
+    """
+    from http import HTTPStatus
+
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert body["error"] == HTTPStatus(status).phrase
+    assert body["message"] == message
+    if fields is None:
+        assert set(body) == {"error", "message"}
+    else:
+        assert set(body) == {"error", "message", "errors"}
+        assert set(body["errors"]) == fields
+    return dict(body)

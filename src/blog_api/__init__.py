@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dotenv import load_dotenv
+from dotenv import find_dotenv, load_dotenv
 from flask import Flask
 
 from blog_api import database  # noqa: F401  (installs the SQLite connection settings)
@@ -35,7 +35,7 @@ def create_app(config_name: str | None = None, **overrides: Any) -> Flask:
     `overrides` override both. A configuration that cannot run safely raises `ConfigError`.
     """
     if (config_name or os.environ.get("FLASK_ENV")) != "testing":
-        load_dotenv(override=False)
+        load_dotenv(find_dotenv(usecwd=True), override=False)
     config = config_class(config_name)
 
     instance_path = os.path.abspath(os.environ.get("INSTANCE_PATH", "instance"))

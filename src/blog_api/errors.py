@@ -79,6 +79,7 @@ def http_exception_response(error: HTTPException) -> Response:
         headers["Allow"] = ", ".join(sorted(valid_methods))
     if status == 429:
         headers.setdefault("Retry-After", str(_retry_after(error)))
+        message = f"Too many requests: the limit is {error.description}"
     if status >= 500:
         _log_server_error(error)
         message = INTERNAL_ERROR_MESSAGE if status == 500 else (message or error.description)

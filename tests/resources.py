@@ -1,0 +1,118 @@
+"""Shared by the to-do, post and ownership tests: create resources through the API, the request
+bodies every JSON write endpoint must refuse, and the pagination contract of list endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from conftest import Account, assert_error
+
+# The `row_counts` fixture: rows per table.
+RowCounts = Callable[[], dict[str, int]]
+
+VERSIONS = ("v1", "v2")
+both_versions = pytest.mark.parametrize("version", VERSIONS)
+
+MAX_BODY_BYTES = 1024 * 1024
+REQUEST_MUST_BE_JSON = "Request must be JSON"
+TOO_LARGE_MESSAGE = "The data value transmitted exceeds the capacity limit."
+
+# Request bodies that are not a JSON object: keyword arguments for the test client.
+NOT_A_JSON_OBJECT = [
+    pytest.param(
+        {"data": "title=x", "content_type": "application/x-www-form-urlencoded"}, id="form"
+    ),
+    pytest.param({"data": "title", "content_type": "text/plain"}, id="text"),
+    pytest.param({"data": "{not json", "content_type": "application/json"}, id="malformed-json"),
+    pytest.param({"json": ["title", "content"]}, id="json-list"),
+    pytest.param({"json": "title"}, id="json-string"),
+    pytest.param({"data": "null", "content_type": "application/json"}, id="json-null"),
+]
+
+
+def huge_body() -> dict[str, Any]:
+    """A JSON object just over the 1 MiB request limit."""
+    padding = "x" * MAX_BODY_BYTES
+    return {"data": f'{{"title": "{padding}"}}', "content_type": "application/json"}
+
+
+def create_todo(
+    client: FlaskClient, owner: Account, version: str = "v2", **fields: Any
+) -> dict[str, Any]:
+    fields.setdefault("title", "Buy milk")
+    response = client.post(f"/api/{version}/todos", json=fields, headers=owner.headers)
+    assert response.status_code == 201, response.get_json()
+    return dict(response.get_json())
+
+
+def create_post(
+    client: FlaskClient, author: Account, version: str = "v2", **fields: Any
+) -> dict[str, Any]:
+    fields.setdefault("title", "A post")
+    fields.setdefault("content", "Some words to read")
+    response = client.post(f"/api/{version}/posts", json=fields, headers=author.headers)
+    assert response.status_code == 201, response.get_json()
+    return dict(response.get_json())
+
+
+def ids_of(response: Any, key: str) -> list[int]:
+    """The ids of the items of a collection response, in order."""
+    assert response.status_code == 200, response.get_json()
+    return [item["id"] for item in response.get_json()[key]]
+
+
+INVALID_PAGES = [
+    pytest.param("limit=0", {"limit"}, id="limit-0"),
+    pytest.param("limit=-1", {"limit"}, id="limit-negative"),
+    pytest.param("limit=101", {"limit"}, id="limit-101"),
+    pytest.param("limit=1000", {"limit"}, id="limit-1000"),
+    pytest.param("limit=abc", {"limit"}, id="limit-abc"),
+    pytest.param("limit=", {"limit"}, id="limit-empty"),
+    pytest.param("limit=2.5", {"limit"}, id="limit-float"),
+    pytest.param("offset=-1", {"offset"}, id="offset-negative"),
+    pytest.param("offset=abc", {"offset"}, id="offset-abc"),
+    pytest.param("offset=99999999999", {"offset"}, id="offset-beyond-int32"),
+    pytest.param("limit=0&offset=-1", {"limit", "offset"}, id="both"),
+]
+
+
+def assert_rejects_page(
+    client: FlaskClient, url: str, query: str, fields: set[str], headers: dict[str, str]
+) -> None:
+    separator = "&" if "?" in url else "?"
+    response = client.get(f"{url}{separator}{query}", headers=headers)
+    names = ", ".join(sorted(fields))
+    assert_error(response, 400, f"Invalid query parameter(s): {names}", fields)
+
+
+def assert_paginates(
+    client: FlaskClient, url: str, key: str, expected_ids: list[int], headers: dict[str, str]
+) -> None:
+    """`url` lists `expected_ids` in this order, in pages of any size, with a correct total."""
+    total = len(expected_ids)
+    separator = "&" if "?" in url else "?"
+
+    def page(query: str) -> dict[str, Any]:
+        response = client.get(f"{url}{separator}{query}", headers=headers)
+        assert response.status_code == 200, response.get_json()
+        return dict(response.get_json())
+
+    default = page("")
+    assert default["pagination"] == {"total": total, "limit": 20, "offset": 0}
+    assert [item["id"] for item in default[key]] == expected_ids[:20]
+
+    collected: list[int] = []
+    for offset in range(0, total + 1, 2):
+        body = page(f"limit=2&offset={offset}")
+        assert body["pagination"] == {"total": total, "limit": 2, "offset": offset}
+        collected += [item["id"] for item in body[key]]
+    assert collected == expected_ids
+
+    assert page("limit=100")["pagination"] == {"total": total, "limit": 100, "offset": 0}
+    beyond = page("offset=1000000")
+    assert beyond[key] == []
+    assert beyond["pagination"] == {"total": total, "limit": 20, "offset": 1000000}

@@ -1,0 +1,137 @@
+"""CLI commands (SPEC §3, §4.2): `flask users create-admin` and `flask tokens purge`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from click.testing import Result
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from blog_api.extensions import db
+from blog_api.models import TokenBlocklist
+from blog_api.models.base import utcnow
+from conftest import Account, assert_error
+
+ADMIN_PASSWORD = "a strong admin passphrase"
+
+
+def create_admin(app: Flask, *args: str, **kwargs: object) -> Result:
+    return app.test_cli_runner().invoke(args=["users", "create-admin", *args], **kwargs)
+
+
+def login(client: FlaskClient, username: str, password: str) -> dict[str, str]:
+    response = client.post("/api/v1/login", json={"username": username, "password": password})
+    assert response.status_code == 200, response.json
+    return {"Authorization": f"Bearer {response.json['access_token']}"}
+
+
+def test_create_admin_makes_an_admin_who_can_use_admin_routes(
+    app: Flask, client: FlaskClient, alice: Account
+) -> None:
+    result = create_admin(
+        app, "--username", "boss", "--email", "Boss@Example.com", "--password", ADMIN_PASSWORD
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "Admin created: boss" in result.output
+    headers = login(client, "boss", ADMIN_PASSWORD)
+    assert client.get("/api/v1/me", headers=headers).json["email"] == "boss@example.com"
+    response = client.put(f"/api/v1/users/{alice.id}/role", json={"role": "admin"}, headers=headers)
+    assert response.status_code == 200
+    assert response.json["role"] == "admin"
+
+
+def test_create_admin_prompts_for_the_password_twice(app: Flask, client: FlaskClient) -> None:
+    result = create_admin(app, "--username", "boss", input=f"{ADMIN_PASSWORD}\n{ADMIN_PASSWORD}\n")
+
+    assert result.exit_code == 0, result.output
+    login(client, "boss", ADMIN_PASSWORD)
+
+
+def test_create_admin_reads_the_password_from_the_environment(
+    app: Flask, client: FlaskClient
+) -> None:
+    result = create_admin(app, "--username", "boss", env={"ADMIN_PASSWORD": ADMIN_PASSWORD})
+
+    assert result.exit_code == 0, result.output
+    login(client, "boss", ADMIN_PASSWORD)
+
+
+def test_create_admin_with_a_taken_username_fails_and_writes_nothing(
+    app: Flask, alice: Account, row_counts: Callable[[], dict[str, int]]
+) -> None:
+    before = row_counts()
+
+    result = create_admin(app, "--username", "ALICE", "--password", ADMIN_PASSWORD)
+
+    assert result.exit_code != 0
+    assert "Username already exists" in result.output
+    assert row_counts() == before
+
+
+def test_create_admin_with_a_short_password_fails_and_writes_nothing(
+    app: Flask, row_counts: Callable[[], dict[str, int]]
+) -> None:
+    before = row_counts()
+
+    result = create_admin(app, "--username", "boss", "--password", "short")
+
+    assert result.exit_code != 0
+    assert "invalid input" in result.output
+    assert "password" in result.output
+    assert row_counts() == before
+
+
+def test_create_admin_with_an_invalid_username_fails(
+    app: Flask, row_counts: Callable[[], dict[str, int]]
+) -> None:
+    before = row_counts()
+
+    result = create_admin(app, "--username", "no spaces allowed", "--password", ADMIN_PASSWORD)
+
+    assert result.exit_code != 0
+    assert "username" in result.output
+    assert row_counts() == before
+
+
+def test_purge_removes_only_expired_blocklist_rows(
+    app: Flask, client: FlaskClient, alice: Account
+) -> None:
+    client.post("/api/v1/logout", headers=alice.headers)  # a live, revoked token
+    with app.app_context():
+        (live_jti,) = db.session.scalars(select(TokenBlocklist.jti)).all()
+        db.session.add_all(
+            TokenBlocklist(
+                jti=f"expired-{number}",
+                token_type="access",
+                user_id=alice.id,
+                expires_at=utcnow() - timedelta(minutes=number + 1),
+            )
+            for number in range(2)
+        )
+        db.session.commit()
+
+    result = app.test_cli_runner().invoke(args=["tokens", "purge"])
+
+    assert result.exit_code == 0, result.output
+    assert "Purged 2 expired token(s)" in result.output
+    with app.app_context():
+        assert db.session.scalars(select(TokenBlocklist.jti)).all() == [live_jti]
+    # The revoked token whose row was kept is still refused.
+    assert_error(client.get("/api/v1/me", headers=alice.headers), 401, "Token has been revoked")
+
+
+def test_purge_with_nothing_expired_removes_nothing(
+    app: Flask, client: FlaskClient, alice: Account, row_counts: Callable[[], dict[str, int]]
+) -> None:
+    client.post("/api/v1/logout", headers=alice.headers)
+    before = row_counts()
+
+    result = app.test_cli_runner().invoke(args=["tokens", "purge"])
+
+    assert result.exit_code == 0
+    assert "Purged 0 expired token(s)" in result.output
+    assert row_counts() == before

@@ -1,0 +1,204 @@
+"""Configuration (SPEC §2): environment selection, production secrets, parsing, and `.env`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dotenv
+import pytest
+from flask import Flask
+
+from blog_api import create_app
+from blog_api.config import ENVIRONMENT_VARIABLES, ConfigError
+
+GOOD_SECRET_KEY = "a-real-production-secret-key-f00d"
+GOOD_JWT_SECRET_KEY = "a-real-production-jwt-signing-key-0123456789abcdef"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Only what a test sets: no FLASK_ENV, no settings, no developer `.env`, logs in tmp."""
+    monkeypatch.delenv("FLASK_ENV", raising=False)
+    for variable in ENVIRONMENT_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr("blog_api.load_dotenv", lambda *_args, **_kwargs: False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LOG_FILE", str(tmp_path / "app.log"))
+    monkeypatch.setenv("INSTANCE_PATH", str(tmp_path / "instance"))
+
+
+@pytest.fixture
+def production_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SECRET_KEY", GOOD_SECRET_KEY)
+    monkeypatch.setenv("JWT_SECRET_KEY", GOOD_JWT_SECRET_KEY)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'production.db'}")
+
+
+def test_unknown_environment_name_is_a_startup_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="unknown FLASK_ENV 'prod'"):
+        create_app("prod")
+
+    monkeypatch.setenv("FLASK_ENV", "staging")
+    with pytest.raises(ConfigError, match="unknown FLASK_ENV 'staging'"):
+        create_app()
+
+
+def test_flask_env_selects_the_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLASK_ENV", "testing")
+
+    assert create_app().config["ENV_NAME"] == "testing"
+
+
+def test_development_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert create_app().config["ENV_NAME"] == "development"
+
+
+@pytest.mark.usefixtures("production_environment")
+def test_production_starts_with_good_settings(tmp_path: Path) -> None:
+    app = create_app("production")
+
+    assert app.config["ENV_NAME"] == "production"
+    assert not app.debug
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{tmp_path / 'production.db'}"
+    response = app.test_client().get("/api")
+    assert response.status_code == 200
+    assert response.headers["Strict-Transport-Security"].startswith("max-age=")
+
+
+@pytest.mark.usefixtures("production_environment")
+def test_production_logs_to_the_configured_file(tmp_path: Path) -> None:
+    app = create_app("production")
+
+    with app.test_request_context("/api"):
+        app.logger.warning("written to the file")
+
+    assert "written to the file" in (tmp_path / "app.log").read_text()
+
+
+@pytest.mark.usefixtures("production_environment")
+@pytest.mark.parametrize(
+    ("variable", "message"),
+    [
+        ("SECRET_KEY", "SECRET_KEY and JWT_SECRET_KEY must be set"),
+        ("JWT_SECRET_KEY", "SECRET_KEY and JWT_SECRET_KEY must be set"),
+        ("DATABASE_URL", "DATABASE_URL is not set"),
+    ],
+)
+def test_production_refuses_to_start_without_a_required_setting(
+    monkeypatch: pytest.MonkeyPatch, variable: str, message: str
+) -> None:
+    monkeypatch.delenv(variable)
+
+    with pytest.raises(ConfigError, match=message):
+        create_app("production")
+
+
+@pytest.mark.usefixtures("production_environment")
+@pytest.mark.parametrize(
+    ("jwt_secret", "message"),
+    [
+        ("", "SECRET_KEY and JWT_SECRET_KEY must be set"),
+        ("change-me", "known placeholder"),
+        ("your-256-bit-secret", "known placeholder"),
+        ("CHANGE-ME", "known placeholder"),
+        ("x" * 31, "at least 32 bytes"),
+        ("dev-only-jwt-secret-key-not-for-production-use", "development key"),
+    ],
+)
+def test_production_refuses_a_weak_jwt_secret(
+    monkeypatch: pytest.MonkeyPatch, jwt_secret: str, message: str
+) -> None:
+    monkeypatch.setenv("JWT_SECRET_KEY", jwt_secret)
+
+    with pytest.raises(ConfigError, match=message):
+        create_app("production")
+
+
+@pytest.mark.usefixtures("production_environment")
+def test_production_accepts_a_jwt_secret_of_exactly_32_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("JWT_SECRET_KEY", "k" * 32)
+
+    assert create_app("production").config["JWT_SECRET_KEY"] == "k" * 32
+
+
+@pytest.mark.usefixtures("production_environment")
+@pytest.mark.parametrize("secret", ["change-me", "secret", "short"])
+def test_production_refuses_a_weak_secret_key(monkeypatch: pytest.MonkeyPatch, secret: str) -> None:
+    monkeypatch.setenv("SECRET_KEY", secret)
+
+    with pytest.raises(ConfigError, match="SECRET_KEY is a placeholder or too short"):
+        create_app("production")
+
+
+@pytest.mark.usefixtures("production_environment")
+def test_production_refuses_debug_mode() -> None:
+    with pytest.raises(ConfigError, match="DEBUG must be off"):
+        create_app("production", DEBUG=True)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("JWT_ACCESS_TOKEN_EXPIRES", "abc"),
+        ("JWT_REFRESH_TOKEN_EXPIRES", "1.5"),
+        ("PASSWORD_MIN_LENGTH", "eight"),
+        ("MAX_CONTENT_LENGTH", "1MB"),
+        ("RATELIMIT_ENABLED", "maybe"),
+    ],
+)
+def test_malformed_environment_variable_is_a_startup_error(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+
+    with pytest.raises(ConfigError, match=variable):
+        create_app("testing")
+
+
+def test_environment_variables_override_class_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JWT_ACCESS_TOKEN_EXPIRES", "300")
+    monkeypatch.setenv("CORS_ORIGINS", "https://a.example, https://b.example")
+    monkeypatch.setenv("RATELIMIT_ENABLED", "false")
+
+    app = create_app("testing")
+
+    assert app.config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds() == 300
+    assert app.config["CORS_ORIGINS"] == ["https://a.example", "https://b.example"]
+    assert app.config["RATELIMIT_ENABLED"] is False
+
+
+def test_overrides_win_over_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_VERSION", "from-environment")
+
+    assert create_app("testing", API_VERSION="from-override").config["API_VERSION"] == (
+        "from-override"
+    )
+
+
+def load_dotenv_from(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the factory's `.env` loading read `path` (and undo what it sets after the test)."""
+    monkeypatch.setenv("API_VERSION", "placeholder")
+    monkeypatch.delenv("API_VERSION")
+
+    def load(*_args: object, override: bool = False) -> bool:
+        return dotenv.load_dotenv(path, override=override)
+
+    monkeypatch.setattr("blog_api.load_dotenv", load)
+
+
+def test_testing_does_not_load_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("API_VERSION=from-dotenv\n")
+    load_dotenv_from(tmp_path / ".env", monkeypatch)
+
+    assert create_app("testing").config["API_VERSION"] == "1.0"
+
+
+def test_development_loads_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("API_VERSION=from-dotenv\n")
+    load_dotenv_from(tmp_path / ".env", monkeypatch)
+
+    app: Flask = create_app("development", SQLALCHEMY_DATABASE_URI="sqlite://")
+
+    assert app.config["API_VERSION"] == "from-dotenv"

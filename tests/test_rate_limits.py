@@ -1,0 +1,212 @@
+"""Rate limits (SPEC §5): login per IP and per username, registration per IP, shared through
+Redis by every process, `429` with `Retry-After`, and an in-memory fallback when Redis is down."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from blog_api.extensions import limiter
+from conftest import PASSWORD, Account
+
+LIMIT = "3 per minute"
+TOO_MANY = "3 per 1 minute"
+
+# Builds its own app, in its own process, on the same database and Redis, and spends the login
+# budget of one username with wrong passwords. Prints the statuses it got.
+OTHER_PROCESS = """
+import json, sys
+from blog_api import create_app
+
+database_url, redis_url, prefix, username = sys.argv[1:]
+app = create_app(
+    "testing",
+    SQLALCHEMY_DATABASE_URI=database_url,
+    LOGIN_RATE_LIMIT="3 per minute",
+    RATELIMIT_STORAGE_URI=redis_url,
+    RATELIMIT_KEY_PREFIX=prefix,
+)
+client = app.test_client()
+body = {"username": username, "password": "wrong password"}
+print(json.dumps([client.post("/api/v1/login", json=body).status_code for _ in range(3)]))
+"""
+
+
+@pytest.fixture(autouse=True)
+def fresh_limiter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forget limiter state left by earlier apps in this process.
+
+    `limiter` is a module-level singleton. Flask-Limiter keeps the first key prefix it was given
+    and whether its storage was found dead on the object itself, across `init_app` calls; a
+    server builds one app per process, but tests build many.
+    """
+    monkeypatch.setattr(limiter, "_key_prefix", "")
+    monkeypatch.setattr(limiter, "_storage_dead", False)
+
+
+@pytest.fixture
+def redis_limited_app(
+    make_app: Callable[..., Flask], redis_url: str, alice: Account
+) -> tuple[Flask, str]:
+    """An app with a small login limit counted in Redis under a key prefix of its own."""
+    prefix = f"test-{uuid.uuid4().hex}"
+    app = make_app(
+        LOGIN_RATE_LIMIT=LIMIT, RATELIMIT_STORAGE_URI=redis_url, RATELIMIT_KEY_PREFIX=prefix
+    )
+    return app, prefix
+
+
+def login(client: FlaskClient, username: str, password: str, ip: str = "127.0.0.1") -> Any:
+    return client.post(
+        "/api/v1/login",
+        json={"username": username, "password": password},
+        environ_base={"REMOTE_ADDR": ip},
+    )
+
+
+def assert_too_many_requests(response: Any, limit: str = TOO_MANY) -> None:
+    """A JSON 429 that names the limit and says when to retry."""
+    assert response.status_code == 429, response.get_data(as_text=True)
+    body = response.json
+    assert set(body) == {"error", "message"}
+    assert body["error"] == "Too Many Requests"
+    assert limit in body["message"]
+    assert 1 <= int(response.headers["Retry-After"]) <= 60
+
+
+def test_fourth_login_in_a_minute_is_429(
+    redis_limited_app: tuple[Flask, str], row_counts: Callable[[], dict[str, int]]
+) -> None:
+    client = redis_limited_app[0].test_client()
+    statuses = [login(client, "alice", "wrong password").status_code for _ in range(3)]
+    before = row_counts()
+
+    limited = login(client, "alice", "wrong password")
+    correct_password = login(client, "alice", PASSWORD)
+
+    assert statuses == [401, 401, 401]
+    assert_too_many_requests(limited)
+    assert_too_many_requests(correct_password)
+    assert "access_token" not in correct_password.get_data(as_text=True)
+    assert row_counts() == before
+
+
+def test_login_limit_is_shared_by_processes_through_redis(
+    redis_limited_app: tuple[Flask, str], database_url: str, redis_url: str
+) -> None:
+    app, prefix = redis_limited_app
+
+    other = subprocess.run(
+        [sys.executable, "-c", OTHER_PROCESS, database_url, redis_url, prefix, "alice"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert other.returncode == 0, other.stderr
+    assert json.loads(other.stdout.strip().splitlines()[-1]) == [401, 401, 401]
+    assert_too_many_requests(login(app.test_client(), "alice", PASSWORD))
+
+
+def test_login_limit_counts_per_username_across_ips(
+    make_app: Callable[..., Flask], alice: Account
+) -> None:
+    client = make_app(LOGIN_RATE_LIMIT=LIMIT).test_client()
+    for number in range(3):
+        login(client, "alice", "wrong password", ip=f"10.0.0.{number}")
+
+    assert_too_many_requests(login(client, "ALICE", PASSWORD, ip="10.0.0.99"))
+    assert login(client, "bob", "wrong password", ip="10.0.0.99").status_code == 401
+
+
+def test_login_limit_counts_per_ip_across_usernames(
+    make_app: Callable[..., Flask], alice: Account
+) -> None:
+    client = make_app(LOGIN_RATE_LIMIT=LIMIT).test_client()
+    for name in ("guess_a", "guess_b", "guess_c"):
+        login(client, name, "wrong password", ip="10.0.0.1")
+
+    assert_too_many_requests(login(client, "alice", PASSWORD, ip="10.0.0.1"))
+    assert login(client, "alice", PASSWORD, ip="10.0.0.2").status_code == 200
+
+
+def test_forwarded_for_header_does_not_escape_the_login_limit(
+    make_app: Callable[..., Flask], alice: Account
+) -> None:
+    client = make_app(LOGIN_RATE_LIMIT=LIMIT).test_client()
+    for number in range(3):
+        client.post(
+            "/api/v1/login",
+            json={"username": f"guess_{number}", "password": "wrong password"},
+            headers={"X-Forwarded-For": f"203.0.113.{number}"},
+        )
+
+    response = client.post(
+        "/api/v1/login",
+        json={"username": "alice", "password": PASSWORD},
+        headers={"X-Forwarded-For": "203.0.113.99"},
+    )
+
+    assert_too_many_requests(response)
+
+
+def test_rate_limited_login_does_not_hash_the_password(
+    make_app: Callable[..., Flask], alice: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = make_app(LOGIN_RATE_LIMIT=LIMIT).test_client()
+    for _ in range(3):
+        login(client, "alice", "wrong password")
+    verified: list[str] = []
+    monkeypatch.setattr(
+        "blog_api.services.users.verify_password", lambda *args: verified.append("x") or False
+    )
+
+    assert login(client, "alice", PASSWORD).status_code == 429
+    assert verified == []
+
+
+def test_registration_limit_is_429_and_writes_nothing(
+    make_app: Callable[..., Flask], row_counts: Callable[[], dict[str, int]]
+) -> None:
+    client = make_app(REGISTER_RATE_LIMIT="2 per minute").test_client()
+    for name in ("carol", "dave"):
+        assert (
+            client.post("/api/v1/users", json={"username": name, "password": PASSWORD}).status_code
+            == 201
+        )
+    before = row_counts()
+
+    response = client.post("/api/v1/users", json={"username": "erin", "password": PASSWORD})
+
+    assert_too_many_requests(response, "2 per 1 minute")
+    assert row_counts() == before
+    assert client.get("/api/v1/users").status_code == 200
+    other_ip = client.post(
+        "/api/v1/users",
+        json={"username": "erin", "password": PASSWORD},
+        environ_base={"REMOTE_ADDR": "10.0.0.2"},
+    )
+    assert other_ip.status_code == 201
+
+
+def test_login_works_when_the_limiter_storage_is_down(
+    make_app: Callable[..., Flask], alice: Account
+) -> None:
+    client = make_app(
+        RATELIMIT_STORAGE_URI="redis://127.0.0.1:1", LOGIN_RATE_LIMIT=LIMIT
+    ).test_client()
+
+    statuses = [login(client, "alice", PASSWORD).status_code for _ in range(3)]
+
+    assert statuses == [200, 200, 200]
+    # Meanwhile, the limit is still counted in memory.
+    assert_too_many_requests(login(client, "alice", PASSWORD))

@@ -1,0 +1,699 @@
+"""Users (SPEC §3, §4.2): registration, public profiles, `/me`, password, roles and deletion."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from blog_api.extensions import db
+from blog_api.models import Post, Todo, User
+from conftest import PASSWORD, Account, assert_error, table_rows
+
+PUBLIC_PROFILE_FIELDS = {"id", "username", "role", "created_at"}
+NEW_PASSWORD = "a brand new passphrase"
+
+
+def register(client: FlaskClient, headers: dict[str, str] | None = None, **body: Any) -> Any:
+    body.setdefault("password", PASSWORD)
+    return client.post("/api/v1/users", json=body, headers=headers or {})
+
+
+def login(client: FlaskClient, username: str, password: str) -> Any:
+    return client.post("/api/v1/login", json={"username": username, "password": password})
+
+
+def stored_user(app: Flask, username: str) -> User | None:
+    with app.app_context():
+        user = db.session.scalar(select(User).where(User.username == username))
+        if user is not None:
+            db.session.expunge(user)
+        return user
+
+
+def add_posts_and_todos(app: Flask, user_id: int, count: int) -> None:
+    with app.app_context():
+        for number in range(count):
+            db.session.add(Post(title=f"post {number}", content="some words", user_id=user_id))
+            db.session.add(Todo(title=f"todo {number}", user_id=user_id))
+        db.session.commit()
+
+
+def owned_rows(app: Flask, model: type[Post] | type[Todo], user_id: int) -> int:
+    with app.app_context():
+        return len(db.session.scalars(select(model).where(model.user_id == user_id)).all())
+
+
+# --- registration --------------------------------------------------------------------------------
+
+
+def test_register_creates_a_user_and_returns_the_public_profile(
+    app: Flask, client: FlaskClient, row_counts: Callable[[], dict[str, int]]
+) -> None:
+    before = row_counts()
+
+    response = register(client, username="carol", email="Carol@Example.com")
+
+    assert response.status_code == 201
+    body = response.json
+    assert set(body) == PUBLIC_PROFILE_FIELDS
+    assert body["username"] == "carol"
+    assert body["role"] == "user"
+    assert body["created_at"].endswith("+00:00")
+    assert response.headers["Location"] == f"/api/v1/users/{body['id']}"
+    assert row_counts() == {**before, "users": before["users"] + 1}
+    user = stored_user(app, "carol")
+    assert user is not None
+    assert user.email == "carol@example.com"
+    assert user.password_hash.startswith("$argon2id$")
+    assert PASSWORD not in user.password_hash
+
+
+def test_registered_user_can_log_in_and_see_their_own_profile(client: FlaskClient) -> None:
+    register(client, username="carol", email="carol@example.com")
+
+    token = login(client, "carol", PASSWORD).json["access_token"]
+    me = client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+
+    assert me.status_code == 200
+    assert me.json["username"] == "carol"
+    assert me.json["email"] == "carol@example.com"
+    assert "password_hash" not in me.get_data(as_text=True)
+
+
+def test_register_without_email_is_allowed(client: FlaskClient) -> None:
+    response = register(client, username="carol")
+
+    assert response.status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("body", "message", "fields"),
+    [
+        pytest.param({}, "Missing username or password", {"username", "password"}, id="empty"),
+        pytest.param({"username": "carol"}, "Missing username or password", {"password"}),
+        pytest.param({"password": PASSWORD}, "Missing username or password", {"username"}),
+        pytest.param(
+            {"username": 7, "password": PASSWORD}, "Invalid field(s): username", {"username"}
+        ),
+        pytest.param(
+            {"username": "carol", "password": 12345678}, "Invalid field(s): password", {"password"}
+        ),
+        pytest.param(
+            {"username": "carol", "password": PASSWORD, "email": 5},
+            "Invalid field(s): email",
+            {"email"},
+        ),
+        pytest.param(
+            {"username": "carol", "password": PASSWORD, "email": "not-an-address"},
+            "Invalid field(s): email",
+            {"email"},
+        ),
+        pytest.param(
+            {"username": "carol", "password": PASSWORD, "email": "a" * 250 + "@example.com"},
+            "Invalid field(s): email",
+            {"email"},
+            id="email-too-long",
+        ),
+        pytest.param(
+            {"username": "ab", "password": PASSWORD},
+            "Invalid field(s): username",
+            {"username"},
+            id="username-too-short",
+        ),
+        pytest.param(
+            {"username": "u" * 51, "password": PASSWORD},
+            "Invalid field(s): username",
+            {"username"},
+            id="username-too-long",
+        ),
+        pytest.param(
+            {"username": "carol\nadmin", "password": PASSWORD},
+            "Invalid field(s): username",
+            {"username"},
+            id="username-control-chars",
+        ),
+        pytest.param(
+            {"username": "carol", "password": "seven77"},
+            "Invalid field(s): password",
+            {"password"},
+            id="password-7-chars",
+        ),
+        pytest.param(
+            {"username": "carol", "password": "ü" * 7},
+            "Invalid field(s): password",
+            {"password"},
+            id="password-7-multibyte-chars",
+        ),
+        pytest.param(
+            {"username": "carol", "password": "p" * 129},
+            "Invalid field(s): password",
+            {"password"},
+            id="password-129-chars",
+        ),
+        pytest.param(
+            {"username": "carol", "password": PASSWORD, "role": "superuser"},
+            "Invalid field(s): role",
+            {"role"},
+        ),
+        pytest.param(
+            {"username": "carol", "password": PASSWORD, "role": None},
+            "Invalid field(s): role",
+            {"role"},
+        ),
+    ],
+)
+def test_register_rejects_invalid_bodies(
+    client: FlaskClient,
+    row_counts: Callable[[], dict[str, int]],
+    body: dict[str, Any],
+    message: str,
+    fields: set[str],
+) -> None:
+    before = row_counts()
+
+    response = client.post("/api/v1/users", json=body)
+
+    assert_error(response, 400, message, fields)
+    assert row_counts() == before
+
+
+@pytest.mark.parametrize("field", ["id", "is_admin", "created_at"])
+def test_register_rejects_mass_assigned_fields(
+    client: FlaskClient, row_counts: Callable[[], dict[str, int]], field: str
+) -> None:
+    before = row_counts()
+
+    response = register(client, username="carol", **{field: 1})
+
+    body = assert_error(response, 400, f"Unknown field(s): {field}", {field})
+    assert body["errors"][field] == ["Unknown field."]
+    assert row_counts() == before
+
+
+def test_register_as_admin_without_a_token_is_403(
+    client: FlaskClient, row_counts: Callable[[], dict[str, int]]
+) -> None:
+    before = row_counts()
+
+    response = register(client, username="carol", role="admin")
+
+    assert_error(response, 403, "Admin access required")
+    assert row_counts() == before
+
+
+def test_register_as_admin_with_a_normal_users_token_is_403(
+    client: FlaskClient, alice: Account, row_counts: Callable[[], dict[str, int]]
+) -> None:
+    before = row_counts()
+
+    response = register(client, headers=alice.headers, username="carol", role="admin")
+
+    assert_error(response, 403, "Admin access required")
+    assert row_counts() == before
+
+
+def test_admin_can_register_another_admin(app: Flask, client: FlaskClient, admin: Account) -> None:
+    response = register(client, headers=admin.headers, username="carol", role="admin")
+
+    assert response.status_code == 201
+    assert response.json["role"] == "admin"
+    user = stored_user(app, "carol")
+    assert user is not None
+    assert user.is_admin
+
+
+def test_usernames_are_unique_regardless_of_case(
+    client: FlaskClient, alice: Account, row_counts: Callable[[], dict[str, int]]
+) -> None:
+    before = row_counts()
+
+    assert_error(register(client, username="Alice"), 409, "Username already exists")
+    assert_error(register(client, username="ALICE"), 409, "Username already exists")
+    assert row_counts() == before
+
+
+def test_emails_are_unique_regardless_of_case(
+    client: FlaskClient, alice: Account, row_counts: Callable[[], dict[str, int]]
+) -> None:
+    before = row_counts()
+
+    response = register(client, username="carol", email="ALICE@Example.COM")
+
+    assert_error(response, 409, "Email already exists")
+    assert row_counts() == before
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        pytest.param("eight888", id="8-chars"),
+        pytest.param("ü" * 8, id="8-multibyte-chars"),
+        pytest.param("p" * 128, id="128-chars"),
+        pytest.param("a" * 72 + "X", id="73-bytes"),
+        pytest.param("密码" * 40, id="240-bytes-multibyte"),
+        pytest.param("😀" * 20, id="emoji"),
+    ],
+)
+def test_register_accepts_passwords_of_8_to_128_characters(
+    client: FlaskClient, password: str
+) -> None:
+    assert register(client, username="carol", password=password).status_code == 201
+
+    assert login(client, "carol", password).status_code == 200
+
+
+def test_passwords_are_not_truncated_at_72_bytes(client: FlaskClient) -> None:
+    register(client, username="carol", password="a" * 72 + "X")
+
+    assert_error(login(client, "carol", "a" * 72 + "Y"), 401, "Invalid credentials")
+    assert_error(login(client, "carol", "a" * 72), 401, "Invalid credentials")
+
+
+def test_passwords_are_not_truncated_at_a_nul_byte(client: FlaskClient) -> None:
+    assert register(client, username="carol", password="abcd\x00efgh").status_code == 201
+
+    assert_error(login(client, "carol", "abcd\x00zzzz"), 401, "Invalid credentials")
+    assert_error(login(client, "carol", "abcd"), 401, "Invalid credentials")
+    assert login(client, "carol", "abcd\x00efgh").status_code == 200
+
+
+def test_minimum_password_length_is_configurable(make_app: Callable[..., Flask]) -> None:
+    client = make_app(PASSWORD_MIN_LENGTH=12).test_client()
+
+    response = register(client, username="carol", password="eleven11111")
+
+    assert_error(response, 400, "Invalid field(s): password", {"password"})
+    assert response.json["errors"]["password"] == ["Shorter than minimum length 12."]
+
+
+# --- public profiles and /me ---------------------------------------------------------------------
+
+
+def test_list_users_shows_public_profiles_only(
+    client: FlaskClient, alice: Account, bob: Account
+) -> None:
+    response = client.get("/api/v1/users")
+
+    assert response.status_code == 200
+    users = response.json["users"]
+    assert [user["username"] for user in users] == ["alice", "bob"]
+    assert all(set(user) == PUBLIC_PROFILE_FIELDS for user in users)
+    text = response.get_data(as_text=True)
+    assert "example.com" not in text
+    assert "password" not in text
+    assert "$argon2" not in text
+    assert response.json["pagination"] == {"total": 2, "limit": 20, "offset": 0}
+
+
+def test_list_users_paginates(client: FlaskClient, make_account: Callable[..., Account]) -> None:
+    for name in ("user_a", "user_b", "user_c"):
+        make_account(name)
+
+    response = client.get("/api/v1/users?limit=2&offset=1")
+
+    assert [user["username"] for user in response.json["users"]] == ["user_b", "user_c"]
+    assert response.json["pagination"] == {"total": 3, "limit": 2, "offset": 1}
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [("limit=0", "limit"), ("limit=101", "limit"), ("limit=ten", "limit"), ("offset=-1", "offset")],
+)
+def test_list_users_rejects_invalid_pagination(client: FlaskClient, query: str, field: str) -> None:
+    response = client.get(f"/api/v1/users?{query}")
+
+    assert_error(response, 400, f"Invalid query parameter(s): {field}", {field})
+
+
+def test_get_user_shows_the_public_profile_with_posts(
+    app: Flask, client: FlaskClient, alice: Account, bob: Account
+) -> None:
+    add_posts_and_todos(app, alice.id, 2)
+    add_posts_and_todos(app, bob.id, 1)
+
+    response = client.get(f"/api/v1/users/{alice.id}")
+
+    assert response.status_code == 200
+    body = response.json
+    assert set(body) == {*PUBLIC_PROFILE_FIELDS, "posts"}
+    assert body["username"] == "alice"
+    assert [post["title"] for post in body["posts"]] == ["post 0", "post 1"]
+    assert {post["user_id"] for post in body["posts"]} == {alice.id}
+    text = response.get_data(as_text=True)
+    assert "alice@example.com" not in text
+    assert "password" not in text
+
+
+@pytest.mark.parametrize("user_id", ["999999", "0", "-1", "abc", "99999999999999999999"])
+def test_get_unknown_user_is_404(client: FlaskClient, alice: Account, user_id: str) -> None:
+    response = client.get(f"/api/v1/users/{user_id}")
+
+    assert response.status_code == 404
+    assert response.json["error"] == "Not Found"
+
+
+def test_get_missing_user_says_user_not_found(client: FlaskClient) -> None:
+    assert_error(client.get("/api/v1/users/999999"), 404, "User not found")
+
+
+def test_me_shows_your_own_email(client: FlaskClient, alice: Account, bob: Account) -> None:
+    response = client.get("/api/v1/me", headers=alice.headers)
+
+    assert response.status_code == 200
+    assert response.json["id"] == alice.id
+    assert response.json["email"] == "alice@example.com"
+    assert "bob@example.com" not in response.get_data(as_text=True)
+    assert "password_hash" not in response.json
+
+
+def test_me_without_token_is_401(client: FlaskClient) -> None:
+    assert_error(client.get("/api/v1/me"), 401, "Missing token")
+
+
+# --- password change -----------------------------------------------------------------------------
+
+
+def change_password(
+    client: FlaskClient, account: Account, user_id: int | None = None, **body: Any
+) -> Any:
+    body.setdefault("current_password", account.password)
+    body.setdefault("new_password", NEW_PASSWORD)
+    return client.put(
+        f"/api/v1/users/{user_id or account.id}/password", json=body, headers=account.headers
+    )
+
+
+def test_change_password_replaces_the_password(
+    app: Flask, client: FlaskClient, alice: Account
+) -> None:
+    response = change_password(client, alice)
+
+    assert response.status_code == 200
+    assert response.json == {"message": "Password has been changed successfully"}
+    assert_error(login(client, "alice", PASSWORD), 401, "Invalid credentials")
+    new_login = login(client, "alice", NEW_PASSWORD)
+    assert new_login.status_code == 200
+    headers = {"Authorization": f"Bearer {new_login.json['access_token']}"}
+    assert client.get("/api/v1/me", headers=headers).status_code == 200
+
+
+def test_change_password_revokes_every_earlier_token(
+    client: FlaskClient, alice: Account, bob: Account
+) -> None:
+    other_session = login(client, "alice", PASSWORD).json
+
+    assert change_password(client, alice).status_code == 200
+
+    for access in (alice.access_token, other_session["access_token"]):
+        response = client.get("/api/v1/me", headers={"Authorization": f"Bearer {access}"})
+        assert_error(response, 401, "Token has been revoked")
+    for refresh in (alice.refresh_token, other_session["refresh_token"]):
+        response = client.post("/api/v1/refresh", json={"refresh_token": refresh})
+        assert_error(response, 401, "Token has been revoked")
+    assert client.get("/api/v1/me", headers=bob.headers).status_code == 200
+
+
+def test_change_password_with_the_wrong_current_password_is_401(
+    app: Flask, client: FlaskClient, alice: Account, row_counts: Callable[[], dict[str, int]]
+) -> None:
+    before, users_before = row_counts(), table_rows(app, "users")
+
+    response = change_password(client, alice, current_password="not my password")
+
+    assert_error(response, 401, "Current password is incorrect")
+    assert row_counts() == before
+    assert table_rows(app, "users") == users_before
+    assert client.get("/api/v1/me", headers=alice.headers).status_code == 200
+
+
+def test_change_password_of_another_user_is_403(
+    app: Flask, client: FlaskClient, alice: Account, bob: Account
+) -> None:
+    users_before = table_rows(app, "users")
+
+    response = change_password(client, alice, user_id=bob.id)
+
+    assert_error(response, 403, "You can only change your own password")
+    assert table_rows(app, "users") == users_before
+    assert login(client, "bob", PASSWORD).status_code == 200
+
+
+def test_admin_cannot_change_another_users_password(
+    app: Flask, client: FlaskClient, alice: Account, admin: Account
+) -> None:
+    users_before = table_rows(app, "users")
+
+    response = change_password(client, admin, user_id=alice.id)
+
+    assert_error(response, 403, "You can only change your own password")
+    assert table_rows(app, "users") == users_before
+
+
+def test_change_password_without_token_is_401(
+    app: Flask, client: FlaskClient, alice: Account
+) -> None:
+    users_before = table_rows(app, "users")
+
+    response = client.put(
+        f"/api/v1/users/{alice.id}/password",
+        json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
+    )
+
+    assert_error(response, 401, "Missing token")
+    assert table_rows(app, "users") == users_before
+
+
+@pytest.mark.parametrize(
+    ("body", "message", "fields"),
+    [
+        pytest.param({}, "Missing current or new password", {"current_password", "new_password"}),
+        pytest.param(
+            {"current_password": PASSWORD}, "Missing current or new password", {"new_password"}
+        ),
+        pytest.param(
+            {"new_password": NEW_PASSWORD}, "Missing current or new password", {"current_password"}
+        ),
+        pytest.param(
+            {"current_password": PASSWORD, "new_password": "short"},
+            "Invalid field(s): new_password",
+            {"new_password"},
+            id="new-password-too-short",
+        ),
+        pytest.param(
+            {"current_password": PASSWORD, "new_password": "n" * 129},
+            "Invalid field(s): new_password",
+            {"new_password"},
+            id="new-password-too-long",
+        ),
+        pytest.param(
+            {"current_password": PASSWORD, "new_password": 123456789},
+            "Invalid field(s): new_password",
+            {"new_password"},
+            id="new-password-number",
+        ),
+        pytest.param(
+            {"current_password": None, "new_password": NEW_PASSWORD},
+            "Invalid field(s): current_password",
+            {"current_password"},
+            id="current-password-null",
+        ),
+    ],
+)
+def test_change_password_rejects_invalid_bodies(
+    app: Flask,
+    client: FlaskClient,
+    alice: Account,
+    row_counts: Callable[[], dict[str, int]],
+    body: dict[str, Any],
+    message: str,
+    fields: set[str],
+) -> None:
+    before, users_before = row_counts(), table_rows(app, "users")
+
+    response = client.put(f"/api/v1/users/{alice.id}/password", json=body, headers=alice.headers)
+
+    assert_error(response, 400, message, fields)
+    assert row_counts() == before
+    assert table_rows(app, "users") == users_before
+
+
+def test_new_password_may_be_73_bytes_of_multibyte_text(
+    client: FlaskClient, alice: Account
+) -> None:
+    new_password = "é" * 36 + "x"  # 73 bytes
+
+    assert change_password(client, alice, new_password=new_password).status_code == 200
+
+    assert login(client, "alice", new_password).status_code == 200
+
+
+# --- roles ---------------------------------------------------------------------------------------
+
+
+def test_admin_can_view_a_users_role(client: FlaskClient, alice: Account, admin: Account) -> None:
+    response = client.get(f"/api/v1/users/{alice.id}/role", headers=admin.headers)
+
+    assert response.status_code == 200
+    assert response.json == {"id": alice.id, "username": "alice", "role": "user"}
+
+
+def test_admin_can_change_a_users_role(
+    app: Flask, client: FlaskClient, alice: Account, admin: Account
+) -> None:
+    response = client.put(
+        f"/api/v1/users/{alice.id}/role", json={"role": "admin"}, headers=admin.headers
+    )
+
+    assert response.status_code == 200
+    assert response.json == {"id": alice.id, "username": "alice", "role": "admin"}
+    user = stored_user(app, "alice")
+    assert user is not None
+    assert user.role == "admin"
+
+
+def test_role_change_takes_effect_on_existing_tokens(
+    client: FlaskClient, alice: Account, bob: Account, admin: Account
+) -> None:
+    role_url = f"/api/v1/users/{bob.id}/role"
+    assert client.get(role_url, headers=alice.headers).status_code == 403
+
+    client.put(f"/api/v1/users/{alice.id}/role", json={"role": "admin"}, headers=admin.headers)
+    assert client.get(role_url, headers=alice.headers).status_code == 200
+
+    client.put(f"/api/v1/users/{alice.id}/role", json={"role": "user"}, headers=admin.headers)
+    assert_error(client.get(role_url, headers=alice.headers), 403, "Admin access required")
+
+
+@pytest.mark.parametrize("method", ["get", "put"])
+def test_role_routes_need_an_admin(
+    app: Flask, client: FlaskClient, alice: Account, bob: Account, method: str
+) -> None:
+    users_before = table_rows(app, "users")
+    url = f"/api/v1/users/{bob.id}/role"
+
+    as_user = getattr(client, method)(url, json={"role": "admin"}, headers=alice.headers)
+    anonymous = getattr(client, method)(url, json={"role": "admin"})
+    self_promotion = client.put(
+        f"/api/v1/users/{alice.id}/role", json={"role": "admin"}, headers=alice.headers
+    )
+
+    assert_error(as_user, 403, "Admin access required")
+    assert_error(anonymous, 401, "Missing token")
+    assert_error(self_promotion, 403, "Admin access required")
+    assert table_rows(app, "users") == users_before
+
+
+@pytest.mark.parametrize("method", ["get", "put"])
+def test_role_of_an_unknown_user_is_404(
+    app: Flask, client: FlaskClient, admin: Account, method: str
+) -> None:
+    users_before = table_rows(app, "users")
+
+    response = getattr(client, method)(
+        "/api/v1/users/999999/role", json={"role": "admin"}, headers=admin.headers
+    )
+
+    assert_error(response, 404, "User not found")
+    assert table_rows(app, "users") == users_before
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        pytest.param({}, "Missing role", id="missing"),
+        pytest.param({"role": "superuser"}, "Invalid field(s): role", id="unknown-role"),
+        pytest.param({"role": "Admin"}, "Invalid field(s): role", id="wrong-case"),
+        pytest.param({"role": 1}, "Invalid field(s): role", id="number"),
+        pytest.param({"role": None}, "Invalid field(s): role", id="null"),
+    ],
+)
+def test_change_role_rejects_invalid_bodies(
+    app: Flask,
+    client: FlaskClient,
+    alice: Account,
+    admin: Account,
+    body: dict[str, Any],
+    message: str,
+) -> None:
+    users_before = table_rows(app, "users")
+
+    response = client.put(f"/api/v1/users/{alice.id}/role", json=body, headers=admin.headers)
+
+    assert_error(response, 400, message, {"role"})
+    assert table_rows(app, "users") == users_before
+
+
+# --- deletion ------------------------------------------------------------------------------------
+
+
+def test_admin_deletes_a_user_with_their_posts_and_todos(
+    app: Flask,
+    client: FlaskClient,
+    alice: Account,
+    bob: Account,
+    admin: Account,
+    row_counts: Callable[[], dict[str, int]],
+) -> None:
+    add_posts_and_todos(app, alice.id, 2)
+    add_posts_and_todos(app, bob.id, 1)
+    before = row_counts()
+
+    response = client.delete(f"/api/v1/users/{alice.id}", headers=admin.headers)
+
+    assert response.status_code == 200
+    assert response.json == {"message": "User deleted"}
+    assert client.get(f"/api/v1/users/{alice.id}").status_code == 404
+    assert owned_rows(app, Post, alice.id) == owned_rows(app, Todo, alice.id) == 0
+    assert owned_rows(app, Post, bob.id) == owned_rows(app, Todo, bob.id) == 1
+    after = row_counts()
+    assert after["users"] == before["users"] - 1
+    assert after["posts"] == before["posts"] - 2
+    assert after["todos"] == before["todos"] - 2
+    assert_error(
+        client.get("/api/v1/me", headers=alice.headers), 401, "Invalid token: user not found"
+    )
+    assert client.get("/api/v1/me", headers=bob.headers).status_code == 200
+
+
+def test_deleted_users_name_and_email_can_be_registered_again(
+    client: FlaskClient, alice: Account, admin: Account
+) -> None:
+    client.delete(f"/api/v1/users/{alice.id}", headers=admin.headers)
+
+    response = register(client, username="alice", email="alice@example.com")
+
+    assert response.status_code == 201
+
+
+def test_delete_user_needs_an_admin(
+    app: Flask,
+    client: FlaskClient,
+    alice: Account,
+    bob: Account,
+    row_counts: Callable[[], dict[str, int]],
+) -> None:
+    add_posts_and_todos(app, bob.id, 1)
+    before = row_counts()
+
+    as_user = client.delete(f"/api/v1/users/{bob.id}", headers=alice.headers)
+    anonymous = client.delete(f"/api/v1/users/{bob.id}")
+
+    assert_error(as_user, 403, "Admin access required")
+    assert_error(anonymous, 401, "Missing token")
+    assert row_counts() == before
+
+
+def test_delete_unknown_user_is_404(
+    client: FlaskClient, admin: Account, row_counts: Callable[[], dict[str, int]]
+) -> None:
+    before = row_counts()
+
+    assert_error(
+        client.delete("/api/v1/users/999999", headers=admin.headers), 404, "User not found"
+    )
+    assert row_counts() == before
