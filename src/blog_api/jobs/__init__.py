@@ -37,21 +37,18 @@ def celery_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     """Lower-case Celery settings derived from the Flask configuration."""
     check_timeouts(config)
     broker_url = config["CELERY_BROKER_URL"] or config["REDIS_URL"] or "redis://127.0.0.1:6379/0"
-    dispatch_timeout = config["JOB_DISPATCH_TIMEOUT"]
     transport_options: dict[str, Any] = {
         "visibility_timeout": config["BROKER_VISIBILITY_TIMEOUT"],
     }
     if broker_url.startswith(("redis://", "rediss://")):
-        # Publishing must fail fast, never hang a request (the sweeper re-drives later).
-        transport_options |= {
-            "socket_timeout": max(dispatch_timeout, 1.0),
-            "socket_connect_timeout": dispatch_timeout,
-        }
+        # Finite socket timeouts so that no publish or consume blocks forever on a hung Redis.
+        # (A request's wait is bounded separately by the dispatcher, see jobs/outbox.py.)
+        transport_options |= {"socket_timeout": 10, "socket_connect_timeout": 3}
     queue = config["CELERY_QUEUE"]
     return {
         "broker_url": broker_url,
         "broker_transport_options": transport_options,
-        "broker_connection_timeout": dispatch_timeout,
+        "broker_connection_timeout": 3,
         "broker_connection_retry_on_startup": True,
         "task_ignore_result": True,
         "result_backend": None,

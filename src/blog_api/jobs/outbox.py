@@ -162,15 +162,18 @@ def release_job(job: Job, error: str, retry_in: float) -> None:
 def due_jobs(now: datetime, limit: int = SWEEP_BATCH) -> list[Job]:
     """Jobs the sweeper must (re)publish, pushed back so the next sweep leaves them alone.
 
+    A running job whose lease expired is due too, but it also waits for `available_at`: that is
+    what "pushed back" means for it, so an unclaimed copy is not re-published on every sweep.
     On PostgreSQL the rows are locked with SKIP LOCKED, so concurrent sweepers split the work.
     """
     statement = (
         select(Job)
         .where(
+            Job.available_at <= now,
             or_(
-                (Job.status == "pending") & (Job.available_at <= now),
+                Job.status == "pending",
                 (Job.status == "running") & (Job.lease_until < now),
-            )
+            ),
         )
         .order_by(Job.available_at)
         .limit(limit)

@@ -68,7 +68,9 @@ def run_job(task: Task, job_id: str, effect: Effect) -> str:
             countdown,
         )
         outbox.release_job(job, message, countdown)
-        raise task.retry(countdown=countdown, max_retries=None, exc=error) from error
+        # The job's attempt counter is the limit; the tasks set Celery's own to None (in
+        # `retry()` a None max_retries would mean Celery's default of 3, not unlimited).
+        raise task.retry(countdown=countdown, exc=error) from error
     outbox.finish_job(job, outcome)
     crash_point("after_commit_before_ack")
     return outcome
@@ -115,13 +117,13 @@ def audit_post_created(job: Job) -> str:
     return "done"
 
 
-@shared_task(name="blog_api.send_post_notification", bind=True)
+@shared_task(name="blog_api.send_post_notification", bind=True, max_retries=None)
 def send_post_notification(self: Task, job_id: str) -> str:
     """E-mail the author that their post is published."""
     return run_job(self, job_id, notify_author)
 
 
-@shared_task(name="blog_api.record_post_created", bind=True)
+@shared_task(name="blog_api.record_post_created", bind=True, max_retries=None)
 def record_post_created(self: Task, job_id: str) -> str:
     """Append the v2 post's audit record to POST_AUDIT_LOG."""
     return run_job(self, job_id, audit_post_created)

@@ -1,0 +1,82 @@
+"""Fixtures of the integration tier: a `Stack` (SMTP sink + Celery workers as subprocesses) on
+the run's database, with its own queue name on the machine's Redis (or another broker).
+
+`stack` depends on `make_app`, so its processes are stopped before `make_app` empties the
+tables. When a test fails, the logs of every process it started are attached to the report.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from integration_stack import Stack, purge_redis_queue
+from kombu import Connection
+
+RUN_ID = uuid.uuid4().hex[:8]
+_queue_numbers = itertools.count(1)
+RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+def require_service(name: str, error: Exception) -> None:
+    """Skip for a missing service on a developer machine; fail under CI (as tests/conftest.py)."""
+    reason = f"{name} is not reachable ({error}); start it to run this tier"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true and {reason}")
+    pytest.skip(reason)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.failed:
+        for value in getattr(item, "funcargs", {}).values():
+            if isinstance(value, Stack):
+                for title, text in value.log_sections():
+                    report.sections.append((title, text))
+    return report
+
+
+@pytest.fixture
+def bare_stack(
+    tmp_path_factory: pytest.TempPathFactory,
+    database_url: str,
+    make_app: Callable[..., Flask],
+) -> Iterator[Stack]:
+    """A stack without a broker chosen yet (`stack.configure(CELERY_BROKER_URL=...)`)."""
+    queue = f"it_{RUN_ID}_{next(_queue_numbers)}"
+    # A short directory: worker logs and the beat schedule live here.
+    stack = Stack(tmp_path_factory.mktemp(queue), database_url, queue, make_app)
+    yield stack
+    stack.close()
+
+
+@pytest.fixture
+def stack(bare_stack: Stack, redis_url: str) -> Iterator[Stack]:
+    """A stack whose broker is the machine's Redis (this run's db, this test's queue)."""
+    bare_stack.configure(CELERY_BROKER_URL=redis_url)
+    yield bare_stack
+    bare_stack.close()
+    purge_redis_queue(redis_url, bare_stack.queue)
+
+
+@pytest.fixture
+def rabbitmq_stack(bare_stack: Stack) -> Iterator[Stack]:
+    """A stack on RabbitMQ; its queue and exchange are deleted afterwards."""
+    try:
+        with Connection(RABBITMQ_URL, connect_timeout=3) as connection:
+            connection.ensure_connection(max_retries=1)
+    except Exception as error:
+        require_service("RabbitMQ", error)
+    bare_stack.configure(CELERY_BROKER_URL=RABBITMQ_URL)
+    yield bare_stack
+    bare_stack.close()
+    with Connection(RABBITMQ_URL, connect_timeout=3) as connection:
+        channel = connection.channel()
+        channel.queue_delete(bare_stack.queue)
+        channel.exchange_delete(bare_stack.queue)

