@@ -4,21 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import ValidationError, fields, validate
+from marshmallow import fields, validate
 
 MAX_INT32 = 2**31 - 1
 
 
-def _no_nul(value: str) -> None:
-    if "\x00" in value:
-        raise ValidationError("Must not contain NUL characters.")
+# A pattern rather than custom code, so that the OpenAPI documents state the rule too.
+NO_NUL = validate.Regexp(r"^[^\x00]*$", error="Must not contain NUL characters.")
 
 
 class Text(fields.String):
     """A string of `min` to `max` characters without NUL."""
 
     def __init__(self, *, min: int = 0, max: int, **kwargs: Any) -> None:
-        super().__init__(validate=[validate.Length(min=min, max=max), _no_nul], **kwargs)
+        super().__init__(validate=[validate.Length(min=min, max=max), NO_NUL], **kwargs)
 
 
 class StrictBoolean(fields.Boolean):

@@ -31,7 +31,11 @@ class PasswordField(fields.String):
             required=True,
             load_only=True,
             validate=[validate.Length(max=128), _check_password_length],
-            metadata={"description": "At least PASSWORD_MIN_LENGTH (default 8) characters"},
+            # The documents state the default minimum; PASSWORD_MIN_LENGTH may raise it.
+            metadata={
+                "description": "At least PASSWORD_MIN_LENGTH (default 8) characters",
+                "minLength": 8,
+            },
             **kwargs,
         )
 

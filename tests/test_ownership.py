@@ -1,0 +1,390 @@
+"""Who may see and change what (SPEC §4.3, §4.4): users A and B and an admin against every to-do
+and post route, in both versions.
+
+To-dos are private: another user's to-do does not exist for B (`404 Todo not found`) and A's row
+stays byte-identical. Posts are public to read; only the author or an admin may change them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from conftest import Account, assert_error, table_rows
+from resources import RowCounts, both_versions, create_post, create_todo, ids_of
+
+
+@pytest.fixture
+def alices_todo(client: FlaskClient, alice: Account) -> dict[str, Any]:
+    return create_todo(client, alice, "v2", title="Alice's secret plan", priority=9)
+
+
+@pytest.fixture
+def bobs_todo(client: FlaskClient, bob: Account) -> dict[str, Any]:
+    return create_todo(client, bob, "v2", title="Bob's plan", priority=1)
+
+
+@pytest.fixture
+def alices_post(client: FlaskClient, alice: Account) -> dict[str, Any]:
+    return create_post(client, alice, "v2", title="Alice writes", content="Public words")
+
+
+# --- to-dos: another user -----------------------------------------------------------------------
+
+
+@both_versions
+@pytest.mark.parametrize(
+    ("method", "body"),
+    [
+        pytest.param("GET", None, id="read"),
+        pytest.param("PUT", {"title": "Hijacked", "completed": True}, id="update"),
+        pytest.param("PUT", {}, id="empty-update"),
+        pytest.param("DELETE", None, id="delete"),
+    ],
+)
+def test_user_cannot_read_update_or_delete_another_users_todo(
+    app: Flask,
+    client: FlaskClient,
+    row_counts: RowCounts,
+    bob: Account,
+    alices_todo: dict[str, Any],
+    version: str,
+    method: str,
+    body: dict[str, Any] | None,
+) -> None:
+    before = (row_counts(), table_rows(app, "todos"))
+
+    response = client.open(
+        f"/api/{version}/todos/{alices_todo['id']}", method=method, json=body, headers=bob.headers
+    )
+
+    assert_error(response, 404, "Todo not found")
+    assert (row_counts(), table_rows(app, "todos")) == before
+
+
+@both_versions
+def test_another_users_todo_looks_exactly_like_a_missing_one(
+    client: FlaskClient, bob: Account, alices_todo: dict[str, Any], version: str
+) -> None:
+    foreign = client.get(f"/api/{version}/todos/{alices_todo['id']}", headers=bob.headers)
+    missing = client.get(f"/api/{version}/todos/999999", headers=bob.headers)
+
+    assert (foreign.status_code, foreign.get_json()) == (missing.status_code, missing.get_json())
+
+
+@both_versions
+@pytest.mark.parametrize(
+    "query",
+    ["", "?search=secret", "?title=Alice", "?user_id={alice_id}", "?completed=false"],
+)
+def test_user_list_never_contains_another_users_todos(
+    client: FlaskClient,
+    alice: Account,
+    bob: Account,
+    alices_todo: dict[str, Any],
+    bobs_todo: dict[str, Any],
+    version: str,
+    query: str,
+) -> None:
+    response = client.get(
+        f"/api/{version}/todos{query.format(alice_id=alice.id)}", headers=bob.headers
+    )
+
+    assert alices_todo["id"] not in ids_of(response, "todos")
+    assert all(todo["user_id"] == bob.id for todo in response.get_json()["todos"])
+    assert response.get_json()["pagination"]["total"] == len(response.get_json()["todos"])
+
+
+def test_user_priority_listing_never_contains_another_users_todos(
+    client: FlaskClient, bob: Account, alices_todo: dict[str, Any], bobs_todo: dict[str, Any]
+) -> None:
+    response = client.get("/api/v2/todos/priority", headers=bob.headers)
+
+    assert ids_of(response, "todos") == [bobs_todo["id"]]
+    assert response.get_json()["pagination"]["total"] == 1
+
+
+@both_versions
+def test_batch_delete_of_another_users_ids_reports_them_not_found(
+    app: Flask,
+    client: FlaskClient,
+    bob: Account,
+    alices_todo: dict[str, Any],
+    bobs_todo: dict[str, Any],
+    version: str,
+) -> None:
+    alices_row = [row for row in table_rows(app, "todos") if row[0] == alices_todo["id"]]
+
+    response = client.delete(
+        f"/api/{version}/todos",
+        json={"ids": [alices_todo["id"], bobs_todo["id"]]},
+        headers=bob.headers,
+    )
+
+    assert response.status_code == 200
+    assert response.get_json() == {
+        "message": "1 todo(s) deleted",
+        "deleted": [bobs_todo["id"]],
+        "not_found": [alices_todo["id"]],
+    }
+    assert table_rows(app, "todos") == alices_row
+
+
+@both_versions
+def test_batch_delete_of_only_another_users_ids_deletes_nothing(
+    app: Flask,
+    client: FlaskClient,
+    row_counts: RowCounts,
+    bob: Account,
+    alices_todo: dict[str, Any],
+    version: str,
+) -> None:
+    before = (row_counts(), table_rows(app, "todos"))
+
+    response = client.delete(
+        f"/api/{version}/todos", json={"ids": [alices_todo["id"]]}, headers=bob.headers
+    )
+
+    assert response.get_json()["not_found"] == [alices_todo["id"]]
+    assert response.get_json()["deleted"] == []
+    assert (row_counts(), table_rows(app, "todos")) == before
+
+
+def test_user_cannot_list_another_users_todos_through_user_route(
+    client: FlaskClient, alice: Account, bob: Account, alices_todo: dict[str, Any]
+) -> None:
+    response = client.get(f"/api/v1/users/{alice.id}/todos", headers=bob.headers)
+
+    assert_error(response, 403, "You can only view your own todos unless you are an admin")
+
+
+def test_user_todos_route_lists_only_that_users_todos(
+    client: FlaskClient,
+    alice: Account,
+    alices_todo: dict[str, Any],
+    bobs_todo: dict[str, Any],
+) -> None:
+    response = client.get(f"/api/v1/users/{alice.id}/todos", headers=alice.headers)
+
+    assert ids_of(response, "todos") == [alices_todo["id"]]
+
+
+# --- to-dos: the admin ------------------------------------------------------------------------
+
+
+@both_versions
+def test_admin_list_contains_every_users_todos(
+    client: FlaskClient,
+    admin: Account,
+    alices_todo: dict[str, Any],
+    bobs_todo: dict[str, Any],
+    version: str,
+) -> None:
+    own = create_todo(client, admin, version)
+
+    response = client.get(f"/api/{version}/todos", headers=admin.headers)
+
+    assert ids_of(response, "todos") == [alices_todo["id"], bobs_todo["id"], own["id"]]
+    assert [todo["user_username"] for todo in response.get_json()["todos"]] == [
+        "alice",
+        "bob",
+        admin.username,
+    ]
+
+
+@both_versions
+def test_admin_filters_todos_by_user(
+    client: FlaskClient,
+    alice: Account,
+    bob: Account,
+    admin: Account,
+    alices_todo: dict[str, Any],
+    bobs_todo: dict[str, Any],
+    version: str,
+) -> None:
+    url = f"/api/{version}/todos"
+
+    assert ids_of(client.get(f"{url}?user_id={alice.id}", headers=admin.headers), "todos") == [
+        alices_todo["id"]
+    ]
+    assert ids_of(client.get(f"{url}?user_id={bob.id}", headers=admin.headers), "todos") == [
+        bobs_todo["id"]
+    ]
+    assert ids_of(client.get(f"{url}?user_id=999999", headers=admin.headers), "todos") == []
+
+
+def test_admin_priority_listing_contains_every_users_todos(
+    client: FlaskClient, admin: Account, alices_todo: dict[str, Any], bobs_todo: dict[str, Any]
+) -> None:
+    response = client.get("/api/v2/todos/priority", headers=admin.headers)
+
+    assert ids_of(response, "todos") == [alices_todo["id"], bobs_todo["id"]]
+
+
+def test_admin_lists_another_users_todos_through_user_route(
+    client: FlaskClient,
+    alice: Account,
+    admin: Account,
+    alices_todo: dict[str, Any],
+    bobs_todo: dict[str, Any],
+) -> None:
+    response = client.get(f"/api/v1/users/{alice.id}/todos", headers=admin.headers)
+
+    assert ids_of(response, "todos") == [alices_todo["id"]]
+
+
+@both_versions
+def test_admin_reads_and_updates_another_users_todo(
+    client: FlaskClient, alice: Account, admin: Account, alices_todo: dict[str, Any], version: str
+) -> None:
+    url = f"/api/{version}/todos/{alices_todo['id']}"
+
+    read = client.get(url, headers=admin.headers)
+    updated = client.put(url, json={"completed": True}, headers=admin.headers)
+
+    assert read.status_code == 200
+    assert read.get_json()["user_username"] == "alice"
+    assert updated.status_code == 200
+    assert updated.get_json()["completed"] is True
+    assert updated.get_json()["user_id"] == alice.id
+    assert client.get(url, headers=alice.headers).get_json()["completed"] is True
+
+
+@both_versions
+def test_admin_deletes_another_users_todo(
+    client: FlaskClient, alice: Account, admin: Account, alices_todo: dict[str, Any], version: str
+) -> None:
+    url = f"/api/{version}/todos/{alices_todo['id']}"
+
+    response = client.delete(url, headers=admin.headers)
+
+    assert response.get_json() == {"message": "Todo deleted"}
+    assert_error(client.get(url, headers=alice.headers), 404, "Todo not found")
+
+
+@both_versions
+def test_admin_batch_delete_deletes_only_the_admins_own_todos(
+    app: Flask,
+    client: FlaskClient,
+    admin: Account,
+    alices_todo: dict[str, Any],
+    version: str,
+) -> None:
+    own = create_todo(client, admin, version)
+    alices_row = [row for row in table_rows(app, "todos") if row[0] == alices_todo["id"]]
+
+    response = client.delete(
+        f"/api/{version}/todos", json={"ids": [alices_todo["id"], own["id"]]}, headers=admin.headers
+    )
+
+    assert response.get_json()["deleted"] == [own["id"]]
+    assert response.get_json()["not_found"] == [alices_todo["id"]]
+    assert table_rows(app, "todos") == alices_row
+
+
+# --- posts ------------------------------------------------------------------------------------
+
+
+@both_versions
+@pytest.mark.parametrize("reader", ["anonymous", "bob", "admin"])
+def test_anyone_reads_another_users_post(
+    client: FlaskClient,
+    bob: Account,
+    admin: Account,
+    alices_post: dict[str, Any],
+    version: str,
+    reader: str,
+) -> None:
+    headers = {"anonymous": {}, "bob": bob.headers, "admin": admin.headers}[reader]
+
+    single = client.get(f"/api/{version}/posts/{alices_post['id']}", headers=headers)
+    listed = client.get(f"/api/{version}/posts", headers=headers)
+
+    assert single.status_code == 200
+    assert single.get_json()["title"] == "Alice writes"
+    assert ids_of(listed, "posts") == [alices_post["id"]]
+
+
+@both_versions
+@pytest.mark.parametrize(
+    ("method", "body", "message"),
+    [
+        pytest.param(
+            "PUT",
+            {"title": "Hijacked"},
+            "You can only edit your own posts unless you are an admin",
+            id="update",
+        ),
+        pytest.param(
+            "DELETE",
+            None,
+            "You can only delete your own posts unless you are an admin",
+            id="delete",
+        ),
+    ],
+)
+def test_user_cannot_change_another_users_post(
+    app: Flask,
+    client: FlaskClient,
+    row_counts: RowCounts,
+    bob: Account,
+    alices_post: dict[str, Any],
+    version: str,
+    method: str,
+    body: dict[str, Any] | None,
+    message: str,
+) -> None:
+    before = (table_rows(app, "posts"), row_counts())
+
+    response = client.open(
+        f"/api/{version}/posts/{alices_post['id']}", method=method, json=body, headers=bob.headers
+    )
+
+    assert_error(response, 403, message)
+    assert (table_rows(app, "posts"), row_counts()) == before
+
+
+@both_versions
+def test_admin_updates_another_users_post(
+    client: FlaskClient, alice: Account, admin: Account, alices_post: dict[str, Any], version: str
+) -> None:
+    url = f"/api/{version}/posts/{alices_post['id']}"
+
+    response = client.put(url, json={"title": "Moderated"}, headers=admin.headers)
+
+    assert response.status_code == 200
+    assert response.get_json()["title"] == "Moderated"
+    assert response.get_json()["user_id"] == alice.id
+    assert client.get(url).get_json()["title"] == "Moderated"
+
+
+@both_versions
+def test_admin_deletes_another_users_post(
+    client: FlaskClient, admin: Account, alices_post: dict[str, Any], version: str
+) -> None:
+    url = f"/api/{version}/posts/{alices_post['id']}"
+
+    response = client.delete(url, headers=admin.headers)
+
+    assert response.get_json() == {"message": "Post deleted"}
+    assert_error(client.get(url), 404, "Post not found")
+
+
+@both_versions
+def test_author_is_the_caller_not_a_body_field(
+    client: FlaskClient, alice: Account, bob: Account, row_counts: RowCounts, version: str
+) -> None:
+    before = row_counts()
+
+    response = client.post(
+        f"/api/{version}/posts",
+        json={"title": "Impostor", "content": "Signed as Bob", "user_id": bob.id},
+        headers=alice.headers,
+    )
+
+    assert_error(response, 400, "Unknown field(s): user_id", {"user_id"})
+    assert row_counts() == before
+    assert create_post(client, alice, version)["user_id"] == alice.id

@@ -1,0 +1,895 @@
+"""To-dos (SPEC §3, §4.1, §4.3): create, read, list, filter, sort, update and delete, in v1 and v2.
+
+Ownership between users is in test_ownership.py; here every request is the owner's.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from conftest import Account, assert_error, table_rows
+from resources import (
+    INVALID_PAGES,
+    NOT_A_JSON_OBJECT,
+    REQUEST_MUST_BE_JSON,
+    TOO_LARGE_MESSAGE,
+    RowCounts,
+    assert_paginates,
+    assert_rejects_page,
+    both_versions,
+    create_todo,
+    huge_body,
+    ids_of,
+)
+
+V1_FIELDS = {"id", "title", "description", "completed", "created_at", "user_id", "user_username"}
+V2_FIELDS = V1_FIELDS | {"priority"}
+FIELDS_BY_VERSION = {"v1": V1_FIELDS, "v2": V2_FIELDS}
+
+
+# Fields a create or update body may not carry: (fields, message, fields named in `errors`).
+INVALID_FIELDS = [
+    pytest.param({"title": 5}, "Invalid field(s): title", {"title"}, id="title-number"),
+    pytest.param({"title": None}, "Invalid field(s): title", {"title"}, id="title-null"),
+    pytest.param({"title": ""}, "Invalid field(s): title", {"title"}, id="title-empty"),
+    pytest.param({"title": "x" * 101}, "Invalid field(s): title", {"title"}, id="title-101"),
+    pytest.param({"title": "nul\x00byte"}, "Invalid field(s): title", {"title"}, id="title-nul"),
+    pytest.param(
+        {"description": "d" * 256}, "Invalid field(s): description", {"description"}, id="desc-256"
+    ),
+    pytest.param(
+        {"description": "a\x00"}, "Invalid field(s): description", {"description"}, id="desc-nul"
+    ),
+    pytest.param(
+        {"completed": "yes"}, "Invalid field(s): completed", {"completed"}, id="completed-yes"
+    ),
+    pytest.param({"completed": 1}, "Invalid field(s): completed", {"completed"}, id="completed-1"),
+    pytest.param({"user_id": 2}, "Unknown field(s): user_id", {"user_id"}, id="user_id"),
+    pytest.param({"id": 7}, "Unknown field(s): id", {"id"}, id="id"),
+    pytest.param(
+        {"created_at": "2020-01-01T00:00:00+00:00"},
+        "Unknown field(s): created_at",
+        {"created_at"},
+        id="created_at",
+    ),
+    pytest.param(
+        {"id": 7, "user_id": 2},
+        "Unknown field(s): id, user_id",
+        {"id", "user_id"},
+        id="id-and-user_id",
+    ),
+]
+INVALID_V2_PRIORITIES = [
+    pytest.param("3", id="string"),
+    pytest.param(1.5, id="float"),
+    pytest.param(2.0, id="whole-float"),
+    pytest.param(True, id="boolean"),
+    pytest.param(None, id="null"),
+    pytest.param(2**31, id="beyond-int32"),
+]
+
+
+def todos_url(version: str, todo_id: int | None = None) -> str:
+    return f"/api/{version}/todos" + (f"/{todo_id}" if todo_id is not None else "")
+
+
+def get_todo(client: FlaskClient, owner: Account, version: str, todo_id: int) -> Any:
+    return client.get(todos_url(version, todo_id), headers=owner.headers)
+
+
+def listed_titles(client: FlaskClient, owner: Account, url: str, **query: Any) -> list[str]:
+    response = client.get(url, query_string=query, headers=owner.headers)
+    assert response.status_code == 200, response.get_json()
+    return [todo["title"] for todo in response.get_json()["todos"]]
+
+
+# --- create ----------------------------------------------------------------------------------
+
+
+@both_versions
+def test_create_todo_returns_201_with_location_of_the_new_todo(
+    client: FlaskClient, alice: Account, version: str
+) -> None:
+    response = client.post(
+        todos_url(version),
+        json={"title": "Buy milk", "description": "Semi-skimmed", "completed": True},
+        headers=alice.headers,
+    )
+
+    assert response.status_code == 201
+    todo = response.get_json()
+    assert set(todo) == FIELDS_BY_VERSION[version]
+    assert todo["title"] == "Buy milk"
+    assert todo["description"] == "Semi-skimmed"
+    assert todo["completed"] is True
+    assert todo["user_id"] == alice.id
+    assert todo["user_username"] == "alice"
+    assert datetime.fromisoformat(todo["created_at"]).utcoffset() is not None
+    assert response.headers["Location"] == todos_url(version, todo["id"])
+    assert client.get(response.headers["Location"], headers=alice.headers).get_json() == todo
+
+
+@both_versions
+def test_create_todo_fills_in_defaults(client: FlaskClient, alice: Account, version: str) -> None:
+    todo = create_todo(client, alice, version, title="Only a title")
+
+    assert todo["description"] is None
+    assert todo["completed"] is False
+    if version == "v2":
+        assert todo["priority"] == 0
+
+
+@both_versions
+def test_create_todo_accepts_limits_of_title_and_description(
+    client: FlaskClient, alice: Account, version: str
+) -> None:
+    todo = create_todo(client, alice, version, title="t" * 100, description="d" * 255)
+
+    assert todo["title"] == "t" * 100
+    assert todo["description"] == "d" * 255
+
+
+def test_v2_create_todo_stores_priority(client: FlaskClient, alice: Account) -> None:
+    todo = create_todo(client, alice, "v2", priority=7)
+
+    assert todo["priority"] == 7
+    assert get_todo(client, alice, "v2", todo["id"]).get_json()["priority"] == 7
+    assert "priority" not in get_todo(client, alice, "v1", todo["id"]).get_json()
+
+
+def test_v1_shows_no_priority_of_a_v2_todo_but_keeps_it(
+    client: FlaskClient, alice: Account
+) -> None:
+    todo = create_todo(client, alice, "v2", priority=4)
+
+    response = client.put(
+        todos_url("v1", todo["id"]), json={"title": "Renamed"}, headers=alice.headers
+    )
+
+    assert response.status_code == 200
+    assert set(response.get_json()) == V1_FIELDS
+    assert get_todo(client, alice, "v2", todo["id"]).get_json()["priority"] == 4
+
+
+@both_versions
+def test_create_todo_without_title_is_rejected(
+    client: FlaskClient, alice: Account, row_counts: RowCounts, version: str
+) -> None:
+    before = row_counts()
+
+    response = client.post(
+        todos_url(version), json={"description": "no title"}, headers=alice.headers
+    )
+
+    assert_error(response, 400, "Missing title", {"title"})
+    assert row_counts() == before
+
+
+@both_versions
+@pytest.mark.parametrize(("fields", "message", "error_fields"), INVALID_FIELDS)
+def test_create_todo_with_invalid_field_writes_nothing(
+    client: FlaskClient,
+    alice: Account,
+    row_counts: RowCounts,
+    version: str,
+    fields: dict[str, Any],
+    message: str,
+    error_fields: set[str],
+) -> None:
+    before = row_counts()
+
+    response = client.post(
+        todos_url(version), json={"title": "Valid", **fields}, headers=alice.headers
+    )
+
+    assert_error(response, 400, message, error_fields)
+    assert row_counts() == before
+
+
+@pytest.mark.parametrize("priority", INVALID_V2_PRIORITIES)
+def test_v2_create_todo_with_invalid_priority_writes_nothing(
+    client: FlaskClient, alice: Account, row_counts: RowCounts, priority: Any
+) -> None:
+    before = row_counts()
+
+    response = client.post(
+        todos_url("v2"), json={"title": "Valid", "priority": priority}, headers=alice.headers
+    )
+
+    assert_error(response, 400, "Invalid field(s): priority", {"priority"})
+    assert row_counts() == before
+
+
+def test_v1_create_todo_rejects_priority_as_unknown_field(
+    client: FlaskClient, alice: Account, row_counts: RowCounts
+) -> None:
+    before = row_counts()
+
+    response = client.post(
+        todos_url("v1"), json={"title": "Valid", "priority": 3}, headers=alice.headers
+    )
+
+    assert_error(response, 400, "Unknown field(s): priority", {"priority"})
+    assert row_counts() == before
+
+
+@both_versions
+@pytest.mark.parametrize("body", NOT_A_JSON_OBJECT)
+def test_create_todo_with_body_that_is_not_a_json_object_writes_nothing(
+    client: FlaskClient, alice: Account, row_counts: RowCounts, version: str, body: dict[str, Any]
+) -> None:
+    before = row_counts()
+
+    response = client.post(todos_url(version), headers=alice.headers, **body)
+
+    assert_error(response, 400, REQUEST_MUST_BE_JSON)
+    assert row_counts() == before
+
+
+@both_versions
+def test_create_todo_with_body_over_one_mebibyte_is_413(
+    client: FlaskClient, alice: Account, row_counts: RowCounts, version: str
+) -> None:
+    before = row_counts()
+
+    response = client.post(todos_url(version), headers=alice.headers, **huge_body())
+
+    assert_error(response, 413, TOO_LARGE_MESSAGE)
+    assert row_counts() == before
+
+
+# --- read ------------------------------------------------------------------------------------
+
+
+@both_versions
+def test_get_todo_returns_it(client: FlaskClient, alice: Account, version: str) -> None:
+    todo = create_todo(client, alice, version, title="Read me", description="Details")
+
+    response = get_todo(client, alice, version, todo["id"])
+
+    assert response.status_code == 200
+    assert response.get_json() == todo
+
+
+@both_versions
+def test_get_unknown_todo_is_404(client: FlaskClient, alice: Account, version: str) -> None:
+    create_todo(client, alice, version)
+
+    assert_error(get_todo(client, alice, version, 999_999), 404, "Todo not found")
+
+
+@both_versions
+@pytest.mark.parametrize("todo_id", ["0", "-1", "abc", "99999999999"])
+def test_todo_id_that_cannot_exist_is_a_json_404(
+    client: FlaskClient, alice: Account, version: str, todo_id: str
+) -> None:
+    response = client.get(f"/api/{version}/todos/{todo_id}", headers=alice.headers)
+
+    assert response.status_code == 404
+    assert response.get_json()["error"] == "Not Found"
+
+
+@both_versions
+@pytest.mark.parametrize(
+    ("method", "on_item"),
+    [
+        ("GET", False),
+        ("POST", False),
+        ("DELETE", False),
+        ("GET", True),
+        ("PUT", True),
+        ("DELETE", True),
+    ],
+)
+def test_todo_routes_require_a_token(
+    app: Flask,
+    client: FlaskClient,
+    row_counts: RowCounts,
+    alice: Account,
+    version: str,
+    method: str,
+    on_item: bool,
+) -> None:
+    todo = create_todo(client, alice, version)
+    before = (row_counts(), table_rows(app, "todos"))
+    url = todos_url(version, todo["id"] if on_item else None)
+    body = {"title": "x"} if on_item or method == "POST" else {"ids": [todo["id"]]}
+
+    response = client.open(url, method=method, json=body)
+
+    assert_error(response, 401, "Missing token")
+    assert (row_counts(), table_rows(app, "todos")) == before
+
+
+# --- list, filter, sort, paginate ------------------------------------------------------------
+
+
+@both_versions
+def test_list_todos_returns_own_todos_with_pagination(
+    client: FlaskClient, alice: Account, version: str
+) -> None:
+    created = [create_todo(client, alice, version, title=f"Todo {n}") for n in range(3)]
+
+    response = client.get(todos_url(version), headers=alice.headers)
+
+    assert response.status_code == 200
+    body = response.get_json()
+    assert set(body) == {"todos", "pagination"}
+    assert body["todos"] == created
+    assert body["pagination"] == {"total": 3, "limit": 20, "offset": 0}
+
+
+@both_versions
+def test_list_todos_paginates(client: FlaskClient, alice: Account, version: str) -> None:
+    ids = [create_todo(client, alice, version, title=f"Todo {n}")["id"] for n in range(23)]
+
+    assert_paginates(client, todos_url(version), "todos", ids, alice.headers)
+
+
+def test_v2_priority_listing_paginates(client: FlaskClient, alice: Account) -> None:
+    todos = [create_todo(client, alice, "v2", priority=n % 4) for n in range(7)]
+    by_priority = sorted(todos, key=lambda todo: (-todo["priority"], -todo["id"]))
+
+    assert_paginates(
+        client, "/api/v2/todos/priority", "todos", [t["id"] for t in by_priority], alice.headers
+    )
+
+
+def test_user_todos_listing_paginates(client: FlaskClient, alice: Account) -> None:
+    ids = [create_todo(client, alice, "v1")["id"] for _ in range(5)]
+
+    assert_paginates(client, f"/api/v1/users/{alice.id}/todos", "todos", ids, alice.headers)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["/api/v1/todos", "/api/v2/todos", "/api/v2/todos/priority", "/api/v1/users/{user_id}/todos"],
+)
+@pytest.mark.parametrize(("query", "fields"), INVALID_PAGES)
+def test_todo_lists_reject_invalid_pagination(
+    client: FlaskClient, alice: Account, url: str, query: str, fields: set[str]
+) -> None:
+    assert_rejects_page(client, url.format(user_id=alice.id), query, fields, alice.headers)
+
+
+@both_versions
+@pytest.mark.parametrize(("value", "expected"), [("true", ["Done"]), ("false", ["Open"])])
+def test_list_todos_filters_by_completed(
+    client: FlaskClient, alice: Account, version: str, value: str, expected: list[str]
+) -> None:
+    create_todo(client, alice, version, title="Done", completed=True)
+    create_todo(client, alice, version, title="Open", completed=False)
+
+    assert listed_titles(client, alice, todos_url(version), completed=value) == expected
+
+
+@both_versions
+def test_list_todos_rejects_invalid_completed_filter(
+    client: FlaskClient, alice: Account, version: str
+) -> None:
+    response = client.get(f"{todos_url(version)}?completed=maybe", headers=alice.headers)
+
+    assert_error(response, 400, "Invalid query parameter(s): completed", {"completed"})
+
+
+@both_versions
+def test_search_matches_title_or_description_case_insensitively(
+    client: FlaskClient, alice: Account, version: str
+) -> None:
+    in_title = create_todo(client, alice, version, title="Call the PLUMBER")
+    in_description = create_todo(client, alice, version, title="Kitchen", description="plumber")
+    create_todo(client, alice, version, title="Unrelated", description="Nothing here")
+
+    response = client.get(f"{todos_url(version)}?search=Plumber", headers=alice.headers)
+
+    assert ids_of(response, "todos") == [in_title["id"], in_description["id"]]
+
+
+@both_versions
+def test_title_filter_matches_only_titles(
+    client: FlaskClient, alice: Account, version: str
+) -> None:
+    in_title = create_todo(client, alice, version, title="Water the PLANTS")
+    create_todo(client, alice, version, title="Kitchen", description="plants")
+
+    response = client.get(f"{todos_url(version)}?title=plants", headers=alice.headers)
+
+    assert ids_of(response, "todos") == [in_title["id"]]
+
+
+# Titles with characters that mean something to LIKE or to SQL, and near misses without them.
+LITERAL_TITLES = [
+    "100% done",
+    "100 done",
+    "snake_case",
+    "snakeXcase",
+    "it's ' OR 1=1-- here",
+    "it is OR 1=1 here",
+    'say "hi"',
+    "say hi",
+    "back\\slash",
+    "backslash",
+]
+# Search term -> the only titles it may find.
+LITERAL_MATCHES = {
+    "%": ["100% done"],
+    "0%": ["100% done"],
+    "_": ["snake_case"],
+    "e_c": ["snake_case"],
+    "' OR 1=1--": ["it's ' OR 1=1-- here"],
+    "'": ["it's ' OR 1=1-- here"],
+    '"': ['say "hi"'],
+    "\\": ["back\\slash"],
+    "k\\s": ["back\\slash"],
+    "%_%": [],
+    "%%": [],
+}
+
+
+@both_versions
+@pytest.mark.parametrize("parameter", ["search", "title"])
+def test_search_and_title_filters_match_special_characters_literally(
+    app: Flask,
+    client: FlaskClient,
+    alice: Account,
+    row_counts: RowCounts,
+    version: str,
+    parameter: str,
+) -> None:
+    for title in LITERAL_TITLES:
+        create_todo(client, alice, version, title=title)
+    before = (row_counts(), table_rows(app, "todos"))
+
+    found = {
+        term: listed_titles(client, alice, todos_url(version), **{parameter: term})
+        for term in LITERAL_MATCHES
+    }
+
+    assert found == LITERAL_MATCHES
+    assert (row_counts(), table_rows(app, "todos")) == before
+
+
+@both_versions
+def test_list_todos_sorts_by_each_allowed_column(
+    client: FlaskClient, alice: Account, version: str
+) -> None:
+    for title in ["b", "c", "a"]:
+        create_todo(client, alice, version, title=title)
+    expected = {
+        "id": ["b", "c", "a"],
+        "-id": ["a", "c", "b"],
+        "created_at": ["b", "c", "a"],
+        "-created_at": ["a", "c", "b"],
+        "title": ["a", "b", "c"],
+        "-title": ["c", "b", "a"],
+    }
+
+    found = {sort: listed_titles(client, alice, todos_url(version), sort=sort) for sort in expected}
+
+    assert found == expected
+
+
+@pytest.mark.parametrize(("sort", "expected"), [("priority", [1, 2, 3]), ("-priority", [3, 2, 1])])
+def test_v2_list_todos_sorts_by_priority(
+    client: FlaskClient, alice: Account, sort: str, expected: list[int]
+) -> None:
+    for priority in [2, 3, 1]:
+        create_todo(client, alice, "v2", priority=priority)
+
+    response = client.get(f"/api/v2/todos?sort={sort}", headers=alice.headers)
+
+    assert [todo["priority"] for todo in response.get_json()["todos"]] == expected
+
+
+@pytest.mark.parametrize(
+    ("version", "sort"),
+    [
+        ("v1", "priority"),
+        ("v1", "-priority"),
+        ("v1", "user_id"),
+        ("v2", "user_id"),
+        ("v2", "description"),
+        ("v2", "--id"),
+        ("v2", "ID"),
+        ("v2", "title;DROP TABLE posts"),
+        ("v2", "(CASE WHEN 1=1 THEN id END)"),
+        ("v1", "title;DROP TABLE posts"),
+        ("v1", "(CASE WHEN 1=1 THEN id END)"),
+    ],
+)
+def test_unknown_sort_is_rejected_and_tables_stay_intact(
+    app: Flask,
+    client: FlaskClient,
+    alice: Account,
+    row_counts: RowCounts,
+    version: str,
+    sort: str,
+) -> None:
+    create_todo(client, alice, version)
+    before = (row_counts(), table_rows(app, "todos"))
+
+    response = client.get(todos_url(version), query_string={"sort": sort}, headers=alice.headers)
+
+    assert_error(response, 400, "Invalid query parameter(s): sort", {"sort"})
+    assert (row_counts(), table_rows(app, "todos")) == before
+
+
+def test_v2_list_todos_filters_by_priority(client: FlaskClient, alice: Account) -> None:
+    high = create_todo(client, alice, "v2", title="High", priority=5)
+    create_todo(client, alice, "v2", title="Low", priority=1)
+
+    response = client.get("/api/v2/todos?priority=5", headers=alice.headers)
+
+    assert ids_of(response, "todos") == [high["id"]]
+
+
+def test_v2_list_todos_rejects_invalid_priority_filter(client: FlaskClient, alice: Account) -> None:
+    response = client.get("/api/v2/todos?priority=high", headers=alice.headers)
+
+    assert_error(response, 400, "Invalid query parameter(s): priority", {"priority"})
+
+
+def test_filters_combine(client: FlaskClient, alice: Account) -> None:
+    wanted = create_todo(client, alice, "v2", title="Paint fence", completed=True, priority=2)
+    create_todo(client, alice, "v2", title="Paint door", completed=False, priority=2)
+    create_todo(client, alice, "v2", title="Paint wall", completed=True, priority=1)
+    create_todo(client, alice, "v2", title="Mow lawn", completed=True, priority=2)
+
+    response = client.get(
+        "/api/v2/todos?search=paint&completed=true&priority=2", headers=alice.headers
+    )
+
+    assert ids_of(response, "todos") == [wanted["id"]]
+
+
+# --- v2 priority listing ---------------------------------------------------------------------
+
+
+def test_v2_priority_listing_puts_highest_priority_first(
+    client: FlaskClient, alice: Account
+) -> None:
+    low = create_todo(client, alice, "v2", title="Low", priority=1)
+    high = create_todo(client, alice, "v2", title="High", priority=9)
+    negative = create_todo(client, alice, "v2", title="Negative", priority=-3)
+    middle = create_todo(client, alice, "v2", title="Middle", priority=5)
+
+    response = client.get("/api/v2/todos/priority", headers=alice.headers)
+
+    assert ids_of(response, "todos") == [high["id"], middle["id"], low["id"], negative["id"]]
+    assert set(response.get_json()["todos"][0]) == V2_FIELDS
+
+
+def test_priority_listing_exists_only_in_v2(client: FlaskClient, alice: Account) -> None:
+    response = client.get("/api/v1/todos/priority", headers=alice.headers)
+
+    assert response.status_code == 404
+
+
+def test_priority_listing_requires_a_token(client: FlaskClient) -> None:
+    assert_error(client.get("/api/v2/todos/priority"), 401, "Missing token")
+
+
+# --- /api/v1/users/<id>/todos ----------------------------------------------------------------
+
+
+def test_user_lists_own_todos_through_user_route(client: FlaskClient, alice: Account) -> None:
+    done = create_todo(client, alice, "v1", title="Done", completed=True)
+    create_todo(client, alice, "v1", title="Open")
+
+    response = client.get(f"/api/v1/users/{alice.id}/todos?completed=true", headers=alice.headers)
+
+    assert ids_of(response, "todos") == [done["id"]]
+    assert response.get_json()["pagination"] == {"total": 1, "limit": 20, "offset": 0}
+    assert set(response.get_json()["todos"][0]) == V1_FIELDS
+
+
+def test_user_todos_route_exists_only_in_v1(client: FlaskClient, alice: Account) -> None:
+    response = client.get(f"/api/v2/users/{alice.id}/todos", headers=alice.headers)
+
+    assert response.status_code == 404
+
+
+def test_admin_gets_404_for_todos_of_unknown_user(client: FlaskClient, admin: Account) -> None:
+    response = client.get("/api/v1/users/999999/todos", headers=admin.headers)
+
+    assert_error(response, 404, "User not found")
+
+
+def test_user_todos_route_requires_a_token(client: FlaskClient, alice: Account) -> None:
+    assert_error(client.get(f"/api/v1/users/{alice.id}/todos"), 401, "Missing token")
+
+
+# --- update ----------------------------------------------------------------------------------
+
+
+@both_versions
+def test_update_todo_changes_only_given_fields(
+    client: FlaskClient, alice: Account, version: str
+) -> None:
+    todo = create_todo(client, alice, version, title="Old", description="Keep me")
+
+    response = client.put(
+        todos_url(version, todo["id"]), json={"completed": True}, headers=alice.headers
+    )
+
+    assert response.status_code == 200
+    assert response.get_json() == {**todo, "completed": True}
+    assert get_todo(client, alice, version, todo["id"]).get_json() == {**todo, "completed": True}
+
+
+@both_versions
+def test_update_todo_can_change_every_field(
+    client: FlaskClient, alice: Account, version: str
+) -> None:
+    todo = create_todo(client, alice, version, title="Old", description="Old description")
+    changes: dict[str, Any] = {"title": "New", "description": None, "completed": True}
+    if version == "v2":
+        changes["priority"] = -2
+
+    response = client.put(todos_url(version, todo["id"]), json=changes, headers=alice.headers)
+
+    assert response.status_code == 200
+    assert response.get_json() == {**todo, **changes}
+    assert get_todo(client, alice, version, todo["id"]).get_json() == {**todo, **changes}
+
+
+@both_versions
+def test_update_todo_with_empty_object_changes_nothing(
+    app: Flask, client: FlaskClient, row_counts: RowCounts, alice: Account, version: str
+) -> None:
+    todo = create_todo(client, alice, version)
+    before = (row_counts(), table_rows(app, "todos"))
+
+    response = client.put(todos_url(version, todo["id"]), json={}, headers=alice.headers)
+
+    assert response.status_code == 200
+    assert response.get_json() == todo
+    assert (row_counts(), table_rows(app, "todos")) == before
+
+
+@both_versions
+def test_update_unknown_todo_is_404(
+    app: Flask, client: FlaskClient, row_counts: RowCounts, alice: Account, version: str
+) -> None:
+    create_todo(client, alice, version)
+    before = (row_counts(), table_rows(app, "todos"))
+
+    response = client.put(todos_url(version, 999_999), json={"title": "x"}, headers=alice.headers)
+
+    assert_error(response, 404, "Todo not found")
+    assert (row_counts(), table_rows(app, "todos")) == before
+
+
+@both_versions
+@pytest.mark.parametrize(("fields", "message", "error_fields"), INVALID_FIELDS)
+def test_update_todo_with_invalid_field_changes_nothing(
+    app: Flask,
+    client: FlaskClient,
+    row_counts: RowCounts,
+    alice: Account,
+    version: str,
+    fields: dict[str, Any],
+    message: str,
+    error_fields: set[str],
+) -> None:
+    todo = create_todo(client, alice, version)
+    before = (row_counts(), table_rows(app, "todos"))
+
+    response = client.put(todos_url(version, todo["id"]), json=fields, headers=alice.headers)
+
+    assert_error(response, 400, message, error_fields)
+    assert (row_counts(), table_rows(app, "todos")) == before
+
+
+@pytest.mark.parametrize("priority", INVALID_V2_PRIORITIES)
+def test_v2_update_todo_with_invalid_priority_changes_nothing(
+    app: Flask, client: FlaskClient, row_counts: RowCounts, alice: Account, priority: Any
+) -> None:
+    todo = create_todo(client, alice, "v2")
+    before = (row_counts(), table_rows(app, "todos"))
+
+    response = client.put(
+        todos_url("v2", todo["id"]), json={"priority": priority}, headers=alice.headers
+    )
+
+    assert_error(response, 400, "Invalid field(s): priority", {"priority"})
+    assert (row_counts(), table_rows(app, "todos")) == before
+
+
+def test_v1_update_todo_rejects_priority_as_unknown_field(
+    app: Flask, client: FlaskClient, row_counts: RowCounts, alice: Account
+) -> None:
+    todo = create_todo(client, alice, "v1")
+    before = (row_counts(), table_rows(app, "todos"))
+
+    response = client.put(todos_url("v1", todo["id"]), json={"priority": 3}, headers=alice.headers)
+
+    assert_error(response, 400, "Unknown field(s): priority", {"priority"})
+    assert (row_counts(), table_rows(app, "todos")) == before
+
+
+@both_versions
+@pytest.mark.parametrize("body", NOT_A_JSON_OBJECT)
+def test_update_todo_with_body_that_is_not_a_json_object_changes_nothing(
+    app: Flask,
+    client: FlaskClient,
+    row_counts: RowCounts,
+    alice: Account,
+    version: str,
+    body: dict[str, Any],
+) -> None:
+    todo = create_todo(client, alice, version)
+    before = (row_counts(), table_rows(app, "todos"))
+
+    response = client.put(todos_url(version, todo["id"]), headers=alice.headers, **body)
+
+    assert_error(response, 400, REQUEST_MUST_BE_JSON)
+    assert (row_counts(), table_rows(app, "todos")) == before
+
+
+@both_versions
+def test_update_todo_with_body_over_one_mebibyte_is_413(
+    app: Flask, client: FlaskClient, row_counts: RowCounts, alice: Account, version: str
+) -> None:
+    todo = create_todo(client, alice, version)
+    before = (row_counts(), table_rows(app, "todos"))
+
+    response = client.put(todos_url(version, todo["id"]), headers=alice.headers, **huge_body())
+
+    assert_error(response, 413, TOO_LARGE_MESSAGE)
+    assert (row_counts(), table_rows(app, "todos")) == before
+
+
+# --- delete ----------------------------------------------------------------------------------
+
+
+@both_versions
+def test_delete_todo_removes_it(
+    client: FlaskClient, alice: Account, row_counts: RowCounts, version: str
+) -> None:
+    todo = create_todo(client, alice, version)
+    kept = create_todo(client, alice, version, title="Kept")
+    before = row_counts()
+
+    response = client.delete(todos_url(version, todo["id"]), headers=alice.headers)
+
+    assert response.status_code == 200
+    assert response.get_json() == {"message": "Todo deleted"}
+    assert row_counts() == {**before, "todos": before["todos"] - 1}
+    assert_error(get_todo(client, alice, version, todo["id"]), 404, "Todo not found")
+    assert get_todo(client, alice, version, kept["id"]).status_code == 200
+
+
+@both_versions
+def test_delete_unknown_todo_is_404(
+    client: FlaskClient, alice: Account, row_counts: RowCounts, version: str
+) -> None:
+    create_todo(client, alice, version)
+    before = row_counts()
+
+    response = client.delete(todos_url(version, 999_999), headers=alice.headers)
+
+    assert_error(response, 404, "Todo not found")
+    assert row_counts() == before
+
+
+@both_versions
+def test_batch_delete_reports_deleted_and_not_found_ids(
+    client: FlaskClient, alice: Account, row_counts: RowCounts, version: str
+) -> None:
+    first, second, kept = (create_todo(client, alice, version)["id"] for _ in range(3))
+    before = row_counts()
+
+    response = client.delete(
+        todos_url(version),
+        json={"ids": [second, 999_999, first, second]},
+        headers=alice.headers,
+    )
+
+    assert response.status_code == 200
+    assert response.get_json() == {
+        "message": "2 todo(s) deleted",
+        "deleted": [second, first],
+        "not_found": [999_999],
+    }
+    assert row_counts() == {**before, "todos": before["todos"] - 2}
+    assert ids_of(client.get(todos_url(version), headers=alice.headers), "todos") == [kept]
+
+
+@both_versions
+def test_batch_delete_of_only_unknown_ids_deletes_nothing(
+    client: FlaskClient, alice: Account, row_counts: RowCounts, version: str
+) -> None:
+    create_todo(client, alice, version)
+    before = row_counts()
+
+    response = client.delete(todos_url(version), json={"ids": [404, 405]}, headers=alice.headers)
+
+    assert response.status_code == 200
+    assert response.get_json() == {
+        "message": "0 todo(s) deleted",
+        "deleted": [],
+        "not_found": [404, 405],
+    }
+    assert row_counts() == before
+
+
+@both_versions
+@pytest.mark.parametrize(
+    ("body", "message", "error_fields"),
+    [
+        pytest.param({}, "Missing ids", {"ids"}, id="missing"),
+        pytest.param({"ids": []}, "Invalid field(s): ids", {"ids"}, id="empty"),
+        pytest.param({"ids": "1"}, "Invalid field(s): ids", {"ids"}, id="string"),
+        pytest.param({"ids": 1}, "Invalid field(s): ids", {"ids"}, id="number"),
+        pytest.param({"ids": ["1"]}, "Invalid field(s): ids", {"ids"}, id="string-id"),
+        pytest.param({"ids": [1.5]}, "Invalid field(s): ids", {"ids"}, id="float-id"),
+        pytest.param({"ids": [True]}, "Invalid field(s): ids", {"ids"}, id="boolean-id"),
+        pytest.param({"ids": list(range(1, 102))}, "Invalid field(s): ids", {"ids"}, id="101-ids"),
+        pytest.param({"ids": [1], "all": True}, "Unknown field(s): all", {"all"}, id="unknown"),
+    ],
+)
+def test_batch_delete_with_invalid_ids_deletes_nothing(
+    client: FlaskClient,
+    alice: Account,
+    row_counts: RowCounts,
+    version: str,
+    body: dict[str, Any],
+    message: str,
+    error_fields: set[str],
+) -> None:
+    todo = create_todo(client, alice, version)
+    before = row_counts()
+
+    response = client.delete(todos_url(version), json=body, headers=alice.headers)
+
+    assert_error(response, 400, message, error_fields)
+    assert row_counts() == before
+    assert get_todo(client, alice, version, todo["id"]).status_code == 200
+
+
+@both_versions
+@pytest.mark.parametrize("body", [*NOT_A_JSON_OBJECT, pytest.param(None, id="no-body")])
+def test_batch_delete_with_body_that_is_not_a_json_object_deletes_nothing(
+    client: FlaskClient,
+    alice: Account,
+    row_counts: RowCounts,
+    version: str,
+    body: dict[str, Any] | None,
+) -> None:
+    create_todo(client, alice, version)
+    before = row_counts()
+
+    response = client.delete(todos_url(version), headers=alice.headers, **(body or {}))
+
+    assert_error(response, 400, REQUEST_MUST_BE_JSON)
+    assert row_counts() == before
+
+
+@both_versions
+def test_batch_delete_with_body_over_one_mebibyte_is_413(
+    client: FlaskClient, alice: Account, row_counts: RowCounts, version: str
+) -> None:
+    create_todo(client, alice, version)
+    before = row_counts()
+
+    response = client.delete(todos_url(version), headers=alice.headers, **huge_body())
+
+    assert_error(response, 413, TOO_LARGE_MESSAGE)
+    assert row_counts() == before
+
+
+@both_versions
+def test_trailing_slash_answers_like_the_bare_path(
+    client: FlaskClient, alice: Account, version: str
+) -> None:
+    response = client.post(f"{todos_url(version)}/", json={"title": "Slash"}, headers=alice.headers)
+
+    assert response.status_code == 201
+    listed = client.get(f"{todos_url(version)}/", headers=alice.headers)
+    assert ids_of(listed, "todos") == [response.get_json()["id"]]
