@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -19,26 +18,17 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from blog_api import create_app
 from blog_api.extensions import db
 from blog_api.services.users import create_user
+from support import PASSWORD, RUN_ID, Account, require_service
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_TEST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
-RUN_ID = uuid.uuid4().hex[:10]
-PASSWORD = "correct horse battery"
-
-
-def require_service(name: str, error: Exception) -> None:
-    """Skip for a missing service on a developer machine; fail under CI."""
-    reason = f"{name} is not reachable ({error}); start it to run this tier"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true and {reason}")
-    pytest.skip(reason)
 
 
 def _create_postgres_database() -> tuple[str, Callable[[], None]]:
@@ -114,19 +104,6 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
-@dataclass
-class Account:
-    id: int
-    username: str
-    password: str
-    access_token: str
-    refresh_token: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.access_token}"}
-
-
 @pytest.fixture
 def make_account(app: Flask, client: FlaskClient) -> Callable[..., Account]:
     """Create a user through the service and log in through the API."""
@@ -185,33 +162,3 @@ def redis_url() -> str:
     except redis.RedisError as error:
         require_service("Redis", error)
     return f"{REDIS_TEST_URL}/{int(RUN_ID, 16) % 15 + 1}"
-
-
-def table_rows(app: Flask, table: str) -> list[tuple[Any, ...]]:
-    """Every row of `table`, to prove a request changed nothing in it."""
-    with app.app_context():
-        rows = db.session.execute(text(f"SELECT * FROM {table} ORDER BY id"))
-        return [tuple(row) for row in rows]
-
-
-def assert_error(
-    response: Any, status: int, message: str, fields: set[str] | None = None
-) -> dict[str, Any]:
-    """`response` is the JSON error `{"error": <reason phrase>, "message"[, "errors"]}`.
-
-    `fields`: the fields that must be named in `errors` (a validation failure); without it the
-    body must have no `errors`. Returns the body for further checks.
-    """
-    from http import HTTPStatus
-
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/json"
-    body = response.get_json()
-    assert body["error"] == HTTPStatus(status).phrase
-    assert body["message"] == message
-    if fields is None:
-        assert set(body) == {"error", "message"}
-    else:
-        assert set(body) == {"error", "message", "errors"}
-        assert set(body["errors"]) == fields
-    return dict(body)

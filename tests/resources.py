@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from conftest import Account, assert_error
+from support import Account, assert_error
 
 # The `row_counts` fixture: rows per table.
 RowCounts = Callable[[], dict[str, int]]

@@ -17,7 +17,7 @@ from flask.testing import FlaskClient
 from blog_api.auth.passwords import hash_password
 from blog_api.extensions import db
 from blog_api.models import User
-from conftest import PASSWORD, Account, assert_error
+from support import PASSWORD, Account, assert_error
 
 ACCESS_LIFETIME_LIMIT = 15 * 60
 

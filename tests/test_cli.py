@@ -13,7 +13,7 @@ from sqlalchemy import select
 from blog_api.extensions import db
 from blog_api.models import TokenBlocklist
 from blog_api.models.base import utcnow
-from conftest import Account, assert_error
+from support import Account, assert_error
 
 ADMIN_PASSWORD = "a strong admin passphrase"
 

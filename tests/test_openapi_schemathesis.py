@@ -28,7 +28,7 @@ from blog_api.extensions import db
 from blog_api.models import User
 from blog_api.services.tokens import issue_tokens
 from blog_api.services.users import create_user, find_user_by_username, set_role
-from conftest import PASSWORD
+from support import PASSWORD
 
 
 def build_app() -> Flask:

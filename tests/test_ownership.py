@@ -13,8 +13,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from conftest import Account, assert_error, table_rows
 from resources import RowCounts, both_versions, create_post, create_todo, ids_of
+from support import Account, assert_error, table_rows
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from conftest import Account, assert_error, table_rows
 from resources import (
     INVALID_PAGES,
     NOT_A_JSON_OBJECT,
@@ -27,6 +26,7 @@ from resources import (
     huge_body,
     ids_of,
 )
+from support import Account, assert_error, table_rows
 
 V1_FIELDS = {"id", "title", "content", "word_count", "user_id", "created_at", "updated_at"}
 V2_FIELDS = V1_FIELDS | {"category"}

@@ -15,7 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from blog_api.extensions import limiter
-from conftest import PASSWORD, Account
+from support import PASSWORD, Account
 
 LIMIT = "3 per minute"
 TOO_MANY = "3 per 1 minute"

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from blog_api.extensions import db
 from blog_api.models import Post, Todo, User
-from conftest import PASSWORD, Account, assert_error, table_rows
+from support import PASSWORD, Account, assert_error, table_rows
 
 PUBLIC_PROFILE_FIELDS = {"id", "username", "role", "created_at"}
 NEW_PASSWORD = "a brand new passphrase"

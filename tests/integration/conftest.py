@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,17 +17,10 @@ from flask import Flask
 from integration_stack import Stack, purge_redis_queue
 from kombu import Connection
 
-RUN_ID = uuid.uuid4().hex[:8]
+from support import RUN_ID, require_service
+
 _queue_numbers = itertools.count(1)
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
-
-
-def require_service(name: str, error: Exception) -> None:
-    """Skip for a missing service on a developer machine; fail under CI (as tests/conftest.py)."""
-    reason = f"{name} is not reachable ({error}); start it to run this tier"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true and {reason}")
-    pytest.skip(reason)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -1,0 +1,71 @@
+"""Shared test vocabulary: accounts, the error-shape assertion, service checks.
+
+Kept out of conftest.py so that test modules can import it by name (two conftest modules exist,
+one per tier, and `import conftest` would be ambiguous).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import text
+
+from blog_api.extensions import db
+
+RUN_ID = uuid.uuid4().hex[:10]
+PASSWORD = "correct horse battery"
+
+
+def require_service(name: str, error: Exception) -> None:
+    """Skip for a missing service on a developer machine; fail under CI."""
+    reason = f"{name} is not reachable ({error}); start it to run this tier"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true and {reason}")
+    pytest.skip(reason)
+
+
+@dataclass
+class Account:
+    id: int
+    username: str
+    password: str
+    access_token: str
+    refresh_token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+
+def table_rows(app: Flask, table: str) -> list[tuple[Any, ...]]:
+    """Every row of `table`, to prove a request changed nothing in it."""
+    with app.app_context():
+        rows = db.session.execute(text(f"SELECT * FROM {table} ORDER BY id"))
+        return [tuple(row) for row in rows]
+
+
+def assert_error(
+    response: Any, status: int, message: str, fields: set[str] | None = None
+) -> dict[str, Any]:
+    """`response` is the JSON error `{"error": <reason phrase>, "message"[, "errors"]}`.
+
+    `fields`: the fields that must be named in `errors` (a validation failure); without it the
+    body must have no `errors`. Returns the body for further checks.
+    """
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert body["error"] == HTTPStatus(status).phrase
+    assert body["message"] == message
+    if fields is None:
+        assert set(body) == {"error", "message"}
+    else:
+        assert set(body) == {"error", "message", "errors"}
+        assert set(body["errors"]) == fields
+    return dict(body)
