@@ -30,8 +30,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+# The fast tiers share the two cores; the integration tier (real workers as subprocesses) runs alone.
 pytest: $(STAMP)
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n 2 -m "not integration" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m integration $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
