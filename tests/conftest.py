@@ -73,6 +73,18 @@ def _empty_all_tables() -> None:
     db.session.commit()
 
 
+@pytest.fixture(autouse=True)
+def fresh_limiter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forget rate-limiter state left by earlier apps in this process.
+
+    `limiter` is a module-level singleton. Flask-Limiter keeps the first key prefix it was given
+    and whether its storage was found dead on the object itself, across `init_app` calls; a
+    server builds one app per process, but tests build many.
+    """
+    monkeypatch.setattr(limiter, "_key_prefix", "")
+    monkeypatch.setattr(limiter, "_storage_dead", False)
+
+
 @pytest.fixture(scope="session")
 def shared_app(database_url: str) -> Iterator[Flask]:
     """The default app, built once per database: building one costs ~0.1 s (OpenAPI docs)."""

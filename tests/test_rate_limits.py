@@ -14,7 +14,6 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from blog_api.extensions import limiter
 from support import PASSWORD, Account
 
 LIMIT = "3 per minute"
@@ -38,18 +37,6 @@ client = app.test_client()
 body = {"username": username, "password": "wrong password"}
 print(json.dumps([client.post("/api/v1/login", json=body).status_code for _ in range(3)]))
 """
-
-
-@pytest.fixture(autouse=True)
-def fresh_limiter(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Forget limiter state left by earlier apps in this process.
-
-    `limiter` is a module-level singleton. Flask-Limiter keeps the first key prefix it was given
-    and whether its storage was found dead on the object itself, across `init_app` calls; a
-    server builds one app per process, but tests build many.
-    """
-    monkeypatch.setattr(limiter, "_key_prefix", "")
-    monkeypatch.setattr(limiter, "_storage_dead", False)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from blog_api.auth import caller
 from blog_api.extensions import db, limiter
 from blog_api.models import Post
 from blog_api.schemas.common import MessageSchema
-from blog_api.services import posts
+from blog_api.services import delete_instance, posts, update_fields
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def register_post_routes(blp: Blueprint, schemas: PostSchemas, api_version: str)
         @blp.errors(403, 404)
         def put(self, changes: dict[str, Any], post_id: int) -> Any:
             """Update a post (author or admin; only the fields given)"""
-            post = posts.update_post(get_own_post_or_403(post_id, "edit"), changes)
+            post = update_fields(get_own_post_or_403(post_id, "edit"), changes)
             current_app.logger.info("Post updated: %s by %s", post.title, caller().username)
             return post
 
@@ -118,6 +118,6 @@ def register_post_routes(blp: Blueprint, schemas: PostSchemas, api_version: str)
         def delete(self, post_id: int) -> Any:
             """Delete a post (author or admin)"""
             post = get_own_post_or_403(post_id, "delete")
-            posts.delete_post(post)
+            delete_instance(post)
             current_app.logger.info("Post deleted: %s by %s", post.title, caller().username)
             return {"message": "Post deleted"}

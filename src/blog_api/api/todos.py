@@ -20,7 +20,7 @@ from blog_api.auth import caller
 from blog_api.models import Todo
 from blog_api.schemas.common import MessageSchema
 from blog_api.schemas.todos import TodoBatchDeleteResultSchema, TodoBatchDeleteSchema
-from blog_api.services import todos
+from blog_api.services import delete_instance, todos, update_fields
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def register_todo_routes(blp: Blueprint, schemas: TodoSchemas) -> None:
         @blp.errors(404)
         def put(self, changes: dict[str, Any], todo_id: int) -> Any:
             """Update one of your to-dos (only the fields given)"""
-            todo = todos.update_todo(get_todo_or_404(todo_id), changes)
+            todo = update_fields(get_todo_or_404(todo_id), changes)
             current_app.logger.info("Todo updated: %s by %s", todo.title, caller().username)
             return todo
 
@@ -101,6 +101,6 @@ def register_todo_routes(blp: Blueprint, schemas: TodoSchemas) -> None:
         def delete(self, todo_id: int) -> Any:
             """Delete one of your to-dos"""
             todo = get_todo_or_404(todo_id)
-            todos.delete_todo(todo)
+            delete_instance(todo)
             current_app.logger.info("Todo deleted: %s by %s", todo.title, caller().username)
             return {"message": "Todo deleted"}

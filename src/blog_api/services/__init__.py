@@ -1,0 +1,23 @@
+"""The transactions: each public function is one unit of work that commits or raises."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from blog_api.extensions import db
+
+M = TypeVar("M")
+
+
+def update_fields(instance: M, changes: Mapping[str, Any]) -> M:
+    """Apply validated `changes` (only the fields given) and commit."""
+    for field, value in changes.items():
+        setattr(instance, field, value)
+    db.session.commit()
+    return instance
+
+
+def delete_instance(instance: object) -> None:
+    db.session.delete(instance)
+    db.session.commit()

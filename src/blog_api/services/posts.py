@@ -43,18 +43,6 @@ def create_post(author: User, data: Mapping[str, Any], *, api_version: str) -> P
     return post
 
 
-def update_post(post: Post, changes: Mapping[str, Any]) -> Post:
-    for field, value in changes.items():
-        setattr(post, field, value)
-    db.session.commit()
-    return post
-
-
-def delete_post(post: Post) -> None:
-    db.session.delete(post)
-    db.session.commit()
-
-
 def delete_all_posts() -> int:
     """Delete every post; returns how many there were."""
     count = db.session.scalar(select(func.count()).select_from(Post)) or 0

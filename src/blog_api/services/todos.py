@@ -74,18 +74,6 @@ def create_todo(user: User, data: Mapping[str, Any]) -> Todo:
     return todo
 
 
-def update_todo(todo: Todo, changes: Mapping[str, Any]) -> Todo:
-    for field, value in changes.items():
-        setattr(todo, field, value)
-    db.session.commit()
-    return todo
-
-
-def delete_todo(todo: Todo) -> None:
-    db.session.delete(todo)
-    db.session.commit()
-
-
 def delete_todos(user: User, ids: Sequence[int]) -> tuple[list[int], list[int]]:
     """Delete the caller's listed to-dos; returns (deleted ids, ids not found or not theirs)."""
     wanted = list(dict.fromkeys(ids))
