@@ -22,6 +22,7 @@ from blog_api.jobs import celery_init_app, celery_settings
 from blog_api.jobs.cli import jobs_cli
 from blog_api.jobs.outbox import Dispatcher
 from blog_api.ops.cli import register_cli
+from blog_api.ops.health import register_ops
 from blog_api.ops.logging import configure_logging
 from blog_api.ops.security import register_security
 
@@ -55,6 +56,7 @@ def create_app(config_name: str | None = None, **overrides: Any) -> Flask:
     register_security(app)
     register_cli(app)
     app.cli.add_command(jobs_cli)
+    register_ops(app)
     return app
 
 

@@ -1,0 +1,134 @@
+"""`/health` (the process is alive), `/ready` (database and broker reachable) and `/metrics`."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import func, select, text
+
+from blog_api.errors import error_response
+from blog_api.extensions import db, limiter
+from blog_api.models import Job
+from blog_api.models.base import utcnow
+
+blp = Blueprint("ops", __name__)
+READY_CHECK_TIMEOUT = 1.0
+
+
+@blp.get("/health")
+@limiter.exempt
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def _check_database() -> None:
+    db.session.execute(text("SELECT 1"))
+
+
+def _check_broker(celery_app: Any) -> None:
+    with celery_app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=1, interval_start=0, timeout=READY_CHECK_TIMEOUT)
+
+
+@blp.get("/ready")
+@limiter.exempt
+def ready() -> Any:
+    """200 when the database and the broker answer within a second each, else 503."""
+    checks: dict[str, str] = {}
+    try:
+        _check_database()
+        checks["database"] = "ok"
+    except Exception as error:
+        db.session.rollback()
+        checks["database"] = f"error: {type(error).__name__}"
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        future = executor.submit(_check_broker, current_app.extensions["celery"])
+        try:
+            future.result(timeout=READY_CHECK_TIMEOUT + 0.5)
+            checks["broker"] = "ok"
+        except FutureTimeout:
+            checks["broker"] = "error: timed out"
+        except Exception as error:
+            checks["broker"] = f"error: {type(error).__name__}"
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
+    failing = sorted(name for name, state in checks.items() if state != "ok")
+    if failing:
+        response = error_response(503, f"Not ready: {', '.join(failing)}")
+        response.set_data(current_app.json.dumps({**response.get_json(), "checks": checks}))
+        return response
+    return {"status": "ready", "checks": checks}
+
+
+class JobCollector:
+    """Job figures read from the database at scrape time (any process can serve them)."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+    def collect(self) -> Any:
+        with self.app.app_context():
+            rows = db.session.execute(
+                select(Job.kind, Job.status, func.count()).group_by(Job.kind, Job.status)
+            ).all()
+            oldest = db.session.scalar(
+                select(func.min(Job.created_at)).where(Job.status == "pending")
+            )
+        jobs = GaugeMetricFamily(
+            "blog_api_jobs", "Background jobs by kind and status", labels=["kind", "status"]
+        )
+        backlog = 0
+        for kind, status, count in rows:
+            jobs.add_metric([kind, status], count)
+            backlog += count if status in ("pending", "running") else 0
+        yield jobs
+        yield GaugeMetricFamily("blog_api_outbox_backlog", "Jobs pending or running", value=backlog)
+        age = (utcnow() - oldest).total_seconds() if oldest else 0.0
+        yield GaugeMetricFamily(
+            "blog_api_outbox_oldest_pending_age_seconds", "Age of the oldest pending job", value=age
+        )
+
+
+def register_ops(app: Flask) -> None:
+    """Health endpoints, and request metrics for every route on a registry of this app."""
+    registry = CollectorRegistry()
+    requests = Counter(
+        "blog_api_http_requests", "HTTP requests", ["method", "route", "status"], registry=registry
+    )
+    latency = Histogram(
+        "blog_api_http_request_duration_seconds",
+        "HTTP request latency",
+        ["method", "route"],
+        registry=registry,
+    )
+    registry.register(JobCollector(app))
+    app.register_blueprint(blp)
+
+    @app.get("/metrics")
+    @limiter.exempt
+    def metrics() -> Response:
+        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+    @app.before_request
+    def start_timer() -> None:
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def observe(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule else "<unmatched>"
+        requests.labels(request.method, route, str(response.status_code)).inc()
+        if "request_started" in g:
+            latency.labels(request.method, route).observe(time.perf_counter() - g.request_started)
+        return response

@@ -1,0 +1,86 @@
+"""`/health`, `/ready` and `/metrics`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from support import Account, assert_error
+
+
+def test_health_answers_without_dependencies(make_app: Callable[..., Flask]) -> None:
+    app = make_app(SQLALCHEMY_DATABASE_URI="postgresql+psycopg://postgres@127.0.0.1:1/none")
+
+    response = app.test_client().get("/health")
+
+    assert response.status_code == 200
+    assert response.json == {"status": "ok"}
+
+
+def test_ready_when_database_and_broker_answer(client: FlaskClient) -> None:
+    response = client.get("/ready")
+
+    assert response.status_code == 200
+    assert response.json == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
+
+
+def test_not_ready_when_the_broker_is_unreachable(make_app: Callable[..., Flask]) -> None:
+    app = make_app(CELERY_BROKER_URL="redis://127.0.0.1:1/0")
+
+    response = app.test_client().get("/ready")
+
+    assert response.status_code == 503
+    assert response.json["error"] == "Service Unavailable"
+    assert response.json["message"] == "Not ready: broker"
+    assert response.json["checks"]["database"] == "ok"
+
+
+def test_not_ready_when_the_database_is_unreachable(make_app: Callable[..., Flask]) -> None:
+    app = make_app(SQLALCHEMY_DATABASE_URI="postgresql+psycopg://postgres@127.0.0.1:1/none")
+
+    response = app.test_client().get("/ready")
+
+    assert response.status_code == 503
+    assert response.json["message"] == "Not ready: database"
+    assert response.json["checks"]["broker"] == "ok"
+
+
+def test_metrics_count_requests_by_route_and_status(make_app: Callable[..., Flask]) -> None:
+    client = make_app().test_client()  # its own counters: the default app is shared by tests
+    client.get("/api/v1/posts")
+    client.get("/api/v1/posts/999")
+
+    text = client.get("/metrics").get_data(as_text=True)
+
+    assert (
+        'blog_api_http_requests_total{method="GET",route="/api/v1/posts",status="200"} 1.0' in text
+    )
+    item_route = "/api/v1/posts/<id:post_id>"
+    assert f'{{method="GET",route="{item_route}",status="404"}} 1.0' in text
+    assert "blog_api_http_request_duration_seconds_bucket" in text
+
+
+def test_metrics_show_jobs_by_kind_and_status_and_the_backlog(
+    client: FlaskClient, alice: Account
+) -> None:
+    created = client.post(
+        "/api/v2/posts", json={"title": "Counted", "content": "x"}, headers=alice.headers
+    )
+    assert created.status_code == 201
+
+    text = client.get("/metrics").get_data(as_text=True)
+
+    # The test broker accepts messages but no worker consumes them: both jobs stay pending.
+    assert 'blog_api_jobs{kind="notify_author",status="pending"} 1.0' in text
+    assert 'blog_api_jobs{kind="audit_post_created",status="pending"} 1.0' in text
+    assert "blog_api_outbox_backlog 2.0" in text
+    assert "blog_api_outbox_oldest_pending_age_seconds" in text
+
+
+def test_unknown_method_on_health_is_a_json_405(client: FlaskClient) -> None:
+    response = client.post("/health")
+
+    assert_error(response, 405, "The method is not allowed for the requested URL.")
+    assert "GET" in response.headers["Allow"]
