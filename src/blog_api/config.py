@@ -97,6 +97,7 @@ ENVIRONMENT_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "JOB_REPUBLISH_AFTER": ("JOB_REPUBLISH_AFTER", float),
     "JOB_DISPATCH_TIMEOUT": ("JOB_DISPATCH_TIMEOUT", float),
     "JOB_DISPATCH_COOLDOWN": ("JOB_DISPATCH_COOLDOWN", float),
+    "JOB_DISPATCH_MODE": ("JOB_DISPATCH_MODE", str),
     "TASK_SOFT_TIME_LIMIT": ("TASK_SOFT_TIME_LIMIT", float),
     "TASK_TIME_LIMIT": ("TASK_TIME_LIMIT", float),
     "BROKER_VISIBILITY_TIMEOUT": ("BROKER_VISIBILITY_TIMEOUT", float),
@@ -174,6 +175,9 @@ class Config:
     JOB_REPUBLISH_AFTER = 30.0
     JOB_DISPATCH_TIMEOUT = 0.5
     JOB_DISPATCH_COOLDOWN = 5.0
+    # Test-only negative control: "naive" publishes like the tutorial (no outbox re-drive);
+    # ignored unless TESTING is on. See jobs/outbox.py.
+    JOB_DISPATCH_MODE = "outbox"
     TASK_SOFT_TIME_LIMIT = 30.0
     TASK_TIME_LIMIT = 60.0
     BROKER_VISIBILITY_TIMEOUT = 300.0

@@ -28,6 +28,15 @@ TASK_FOR_KIND = {
     AUDIT_POST_CREATED: "blog_api.record_post_created",
 }
 SWEEP_BATCH = 500
+# Test-only negative control: how far ahead naive-mode jobs are parked so the sweeper never
+# re-drives them (see `naive_dispatch`).
+NAIVE_PARK = timedelta(days=3650)
+
+
+def naive_dispatch() -> bool:
+    """True only when the testing configuration asks for the tutorial's publishing."""
+    config = current_app.config
+    return bool(config["TESTING"]) and config.get("JOB_DISPATCH_MODE") == "naive"
 
 
 def add_post_jobs(post: Post, api_version: str) -> list[Job]:
@@ -37,6 +46,8 @@ def add_post_jobs(post: Post, api_version: str) -> list[Job]:
     """
     kinds = [NOTIFY_AUTHOR] + ([AUDIT_POST_CREATED] if api_version == "v2" else [])
     republish_after = timedelta(seconds=current_app.config["JOB_REPUBLISH_AFTER"])
+    if naive_dispatch():  # test-only: no outbox re-drive, as in the tutorial
+        republish_after = NAIVE_PARK
     max_attempts = current_app.config["MAIL_MAX_RETRIES"] + 1
     jobs = [
         Job(

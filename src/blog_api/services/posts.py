@@ -39,6 +39,12 @@ def create_post(author: User, data: Mapping[str, Any], *, api_version: str) -> P
     db.session.flush()
     jobs = outbox.add_post_jobs(post, api_version)
     db.session.commit()
+    if outbox.naive_dispatch():
+        # Test-only negative control: the tutorial's unbounded publish after the commit; a
+        # broker error reaches the request (500) and nothing re-drives the jobs.
+        for task_name, job_id in outbox.job_messages(jobs):
+            current_app.extensions["celery"].send_task(task_name, args=[job_id])
+        return post
     current_app.extensions["job_dispatcher"].publish(outbox.job_messages(jobs))
     return post
 

@@ -1,0 +1,80 @@
+"""R12 (reliability §6.2) and its negative control: Redis without persistence is SIGKILLed while
+every job message still sits in it. The outbox re-drives all of them; the tutorial's naive
+publish (test-only JOB_DISPATCH_MODE=naive) loses them, which proves the oracle can fail."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from integration_stack import POSTGRESQL_ONLY, Stack, create_posts, free_port
+from oracle import Accepted, Figures, queued_messages, quiescence
+
+pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
+
+POSTS = 10
+QUIESCENCE_DEADLINE = 40.0
+
+
+def run_r12(stack: Stack, make_account: Callable[..., Any], mode: str) -> Figures:
+    port = free_port()
+    broker_url = f"redis://127.0.0.1:{port}/0"
+    stack.configure(CELERY_BROKER_URL=broker_url, JOB_DISPATCH_MODE=mode)
+    redis_server = stack.start_redis(port)  # --save "" --appendonly no: no persistence
+    stack.start_sink()
+    app = stack.app()
+    author = make_account(email=f"r12-{mode}@example.com")
+
+    # No worker yet: every job message waits in Redis.
+    created = create_posts(app.test_client(), author.headers, POSTS, versions=("v1", "v2"))
+    accepted = [Accepted(post.id, post.version) for post in created]
+    v2_posts = sum(post.version == "v2" for post in accepted)
+    assert queued_messages(broker_url, stack.queue) == POSTS + v2_posts
+
+    redis_server.stop(signal.SIGKILL)
+    stack.start_redis(port)
+    assert queued_messages(broker_url, stack.queue) == 0  # the restart lost every message
+
+    stack.start_worker(beat=True)
+    return quiescence(
+        app,
+        accepted,
+        stack.mail_log,
+        stack.audit_log,
+        deadline=QUIESCENCE_DEADLINE,
+        broker=(broker_url, stack.queue),
+    )
+
+
+def test_outbox_redelivers_every_job_once_after_redis_loses_its_queue(
+    fault_stack: Stack, make_account: Callable[..., Any]
+) -> None:
+    figures = run_r12(fault_stack, make_account, "outbox")
+
+    assert figures == Figures(
+        posts_accepted=POSTS,
+        emails_expected=POSTS,
+        emails_delivered=POSTS,
+        emails_duplicated=0,
+        emails_lost=0,
+        emails_dead=0,
+        emails_ambiguous=0,
+        audit_expected=POSTS // 2,
+        audit_written=POSTS // 2,
+        audit_duplicated=0,
+        audit_lost=0,
+        audit_malformed=0,
+    )
+
+
+def test_naive_publish_loses_every_job_when_redis_loses_its_queue_and_the_oracle_says_so(
+    fault_stack: Stack, make_account: Callable[..., Any]
+) -> None:
+    figures = run_r12(fault_stack, make_account, "naive")
+
+    assert figures.emails_lost == POSTS
+    assert figures.audit_lost == POSTS // 2
+    assert (figures.emails_delivered, figures.audit_written) == (0, 0)
+    assert (figures.emails_duplicated, figures.audit_duplicated) == (0, 0)
