@@ -73,6 +73,18 @@ def _empty_all_tables() -> None:
     db.session.commit()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """When a test fails, attach the logs of the processes its fixtures started (a `Stack`)."""
+    report = yield
+    if report.failed:
+        for value in getattr(item, "funcargs", {}).values():
+            log_sections = getattr(value, "log_sections", None)
+            if callable(log_sections):
+                report.sections.extend(log_sections())
+    return report
+
+
 @pytest.fixture(autouse=True)
 def fresh_limiter(monkeypatch: pytest.MonkeyPatch) -> None:
     """Forget rate-limiter state left by earlier apps in this process.

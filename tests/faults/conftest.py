@@ -13,7 +13,6 @@ import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from flask import Flask
@@ -27,16 +26,6 @@ from integration_stack import Stack  # noqa: E402
 from support import RUN_ID  # noqa: E402
 
 _numbers = itertools.count(1)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    report = yield
-    if report.failed:
-        for value in getattr(item, "funcargs", {}).values():
-            if isinstance(value, Stack):
-                report.sections.extend(value.log_sections())
-    return report
 
 
 @pytest.fixture
