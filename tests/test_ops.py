@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -84,3 +86,30 @@ def test_unknown_method_on_health_is_a_json_405(client: FlaskClient) -> None:
 
     assert_error(response, 405, "The method is not allowed for the requested URL.")
     assert "GET" in response.headers["Allow"]
+
+
+def test_json_log_format_writes_one_object_per_line_with_request_id(
+    make_app: Callable[..., Flask], capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = make_app(LOG_FORMAT="json")
+    capsys.readouterr()
+
+    app.test_client().post(
+        "/api/v1/login",
+        json={"username": "mallory\nforged line", "password": "wrong-password"},
+        headers={"X-Request-ID": "req-42"},
+    )
+
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]
+    failed = [r for r in records if r["message"].startswith("Failed login attempt")]
+    assert failed == [
+        {
+            "time": failed[0]["time"],
+            "level": "WARNING",
+            "logger": "blog_api",
+            "message": "Failed login attempt for mallory\nforged line",
+            "request_id": "req-42",
+            "url": "http://localhost/api/v1/login",
+        }
+    ]
