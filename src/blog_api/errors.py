@@ -28,8 +28,10 @@ def error_response(
     message: str,
     errors: Mapping[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
+    **details: Any,
 ) -> Response:
-    body: dict[str, Any] = {"error": HTTPStatus(status).phrase, "message": message}
+    """The error body; `details` adds endpoint-specific fields (e.g. `/ready`'s checks)."""
+    body: dict[str, Any] = {"error": HTTPStatus(status).phrase, "message": message, **details}
     if errors:
         body["errors"] = errors
     response = jsonify(body)

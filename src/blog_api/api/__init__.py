@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import flask_smorest
 import marshmallow as ma
@@ -20,10 +20,20 @@ from werkzeug.routing import IntegerConverter
 
 from blog_api import auth
 from blog_api.errors import REQUEST_MUST_BE_JSON, http_exception_response
+from blog_api.extensions import db
 from blog_api.schemas.common import ErrorSchema
 
 BEARER_SCHEME = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
 F = TypeVar("F", bound=Callable[..., Any])
+M = TypeVar("M")
+
+
+def get_or_404(model: type[M], ident: object) -> M:
+    """The row with primary key `ident`, or `404 <Model> not found`."""
+    instance = db.session.get(model, ident)
+    if instance is None:
+        abort(404, message=f"{model.__name__} not found")
+    return cast(M, instance)
 
 
 MAX_ID = 2**31 - 1
@@ -133,4 +143,3 @@ def register_apis(app: Flask) -> None:
     for blueprint in v2.BLUEPRINTS:
         api_v2.register_blueprint(blueprint)
     app.register_blueprint(root.blp)
-    app.extensions["blog_api.apis"] = {"v1": api_v1, "v2": api_v2}

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from flask import current_app
 from flask.views import MethodView
 from flask_smorest import abort
 
-from blog_api.api import Blueprint
+from blog_api.api import Blueprint, get_or_404
 from blog_api.api.pagination import paginate
-from blog_api.api.posts import get_post_or_404
 from blog_api.auth import caller
-from blog_api.extensions import db
-from blog_api.models import Job
+from blog_api.models import Job, Post
 from blog_api.schemas.jobs import JobListSchema, JobQuerySchema, JobSchema, PostJobsSchema
 from blog_api.services import jobs
 
@@ -30,21 +28,13 @@ def register_post_job_routes(post_blp: Blueprint) -> None:
         @post_blp.errors(403, 404)
         def get(self, post_id: int) -> Any:
             """The post's background jobs with status, attempts and last error (author or admin)"""
-            post = get_post_or_404(post_id)
-            user = caller()
-            if post.user_id != user.id and not user.is_admin:
+            post = get_or_404(Post, post_id)
+            if not caller().may_act_for(post.user_id):
                 abort(
                     403,
                     message="You can only view the jobs of your own posts unless you are an admin",
                 )
             return {"jobs": jobs.jobs_of_post(post.id)}
-
-
-def get_job_or_404(job_id: str) -> Job:
-    job = db.session.get(Job, job_id)
-    if job is None:
-        abort(404, message="Job not found")
-    return cast(Job, job)
 
 
 @blp.route("/jobs")
@@ -65,6 +55,6 @@ class JobRetry(MethodView):
     @blp.errors(404, 409)
     def post(self, job_id: str) -> Any:
         """Retry a dead job with a fresh set of attempts (admin)"""
-        job = jobs.retry_job(get_job_or_404(job_id))
+        job = jobs.retry_job(get_or_404(Job, job_id))
         current_app.logger.info("Job %s retried by admin %s", job.id, caller().username)
         return job

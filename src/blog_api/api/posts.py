@@ -7,7 +7,7 @@ post (`403` with the tutorial's messages), and only an admin may delete every po
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from flask import current_app, url_for
 from flask.views import MethodView
@@ -15,10 +15,10 @@ from flask_jwt_extended import get_jwt_identity
 from flask_smorest import abort
 from marshmallow import Schema
 
-from blog_api.api import Blueprint
+from blog_api.api import Blueprint, get_or_404
 from blog_api.api.pagination import paginate
 from blog_api.auth import caller
-from blog_api.extensions import db, limiter
+from blog_api.extensions import limiter
 from blog_api.models import Post
 from blog_api.schemas.common import MessageSchema
 from blog_api.services import delete_instance, posts, update_fields
@@ -33,17 +33,9 @@ class PostSchemas:
     query: type[Schema]
 
 
-def get_post_or_404(post_id: int) -> Post:
-    post = db.session.get(Post, post_id)
-    if post is None:
-        abort(404, message="Post not found")
-    return cast(Post, post)
-
-
 def get_own_post_or_403(post_id: int, action: str) -> Post:
-    post = get_post_or_404(post_id)
-    user = caller()
-    if post.user_id != user.id and not user.is_admin:
+    post = get_or_404(Post, post_id)
+    if not caller().may_act_for(post.user_id):
         abort(403, message=f"You can only {action} your own posts unless you are an admin")
     return post
 
@@ -100,7 +92,7 @@ def register_post_routes(blp: Blueprint, schemas: PostSchemas, api_version: str)
         @blp.errors(404)
         def get(self, post_id: int) -> Any:
             """Get a post (public)"""
-            return get_post_or_404(post_id)
+            return get_or_404(Post, post_id)
 
         @blp.login_required
         @blp.arguments(schemas.update)

@@ -10,7 +10,6 @@ from blog_api.errors import ConflictError
 from blog_api.extensions import db
 from blog_api.jobs import outbox
 from blog_api.models import JOB_STATUSES, Job
-from blog_api.models.base import utcnow
 from blog_api.services import jobs
 
 jobs_cli = AppGroup("jobs", help="Inspect and re-drive background jobs.")
@@ -46,6 +45,4 @@ def retry(job_id: str) -> None:
 @jobs_cli.command("sweep")
 def sweep() -> None:
     """Publish every due job now (what the periodic sweeper does)."""
-    due = outbox.due_jobs(utcnow())
-    outbox.send_messages(current_app.extensions["celery"], outbox.job_messages(due))
-    click.echo(f"Published {len(due)} job(s)")
+    click.echo(f"Published {outbox.sweep(current_app.extensions['celery'])} job(s)")

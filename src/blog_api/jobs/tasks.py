@@ -132,11 +132,10 @@ def record_post_created(self: Task, job_id: str) -> str:
 @shared_task(name="blog_api.sweep_jobs", bind=True)
 def sweep_jobs(self: Task) -> int:
     """Re-publish pending jobs that are due and running jobs whose lease expired."""
-    jobs = outbox.due_jobs(utcnow())
-    outbox.send_messages(self.app, outbox.job_messages(jobs))
-    if jobs:
-        log.info("Sweeper re-published %d job(s)", len(jobs))
-    return len(jobs)
+    count = outbox.sweep(self.app)
+    if count:
+        log.info("Sweeper re-published %d job(s)", count)
+    return count
 
 
 @shared_task(name="blog_api.purge_expired_tokens")

@@ -44,6 +44,10 @@ class User(Model):
     def is_admin(self) -> bool:
         return self.role == "admin"
 
+    def may_act_for(self, owner_id: int) -> bool:
+        """True for the owner of a resource and for admins."""
+        return self.id == owner_id or self.is_admin
+
     def __repr__(self) -> str:
         return f"<User {self.id} {self.username!r}>"
 

@@ -66,9 +66,7 @@ def ready() -> Any:
             executor.shutdown(wait=False, cancel_futures=True)
     failing = sorted(name for name, state in checks.items() if state != "ok")
     if failing:
-        response = error_response(503, f"Not ready: {', '.join(failing)}")
-        response.set_data(current_app.json.dumps({**response.get_json(), "checks": checks}))
-        return response
+        return error_response(503, f"Not ready: {', '.join(failing)}", checks=checks)
     return {"status": "ready", "checks": checks}
 
 

@@ -7,11 +7,10 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import abort
 
-from blog_api.api import Blueprint
+from blog_api.api import Blueprint, get_or_404
 from blog_api.api.pagination import paginate
 from blog_api.api.todos import TodoSchemas, register_todo_routes
 from blog_api.auth import caller
-from blog_api.extensions import db
 from blog_api.models import User
 from blog_api.schemas.todos import (
     TodoCreateSchema,
@@ -45,10 +44,9 @@ class UserTodos(MethodView):
     def get(self, filters: dict[str, Any], user_id: int) -> Any:
         """List one user's to-dos (that user or an admin)"""
         user = caller()
-        if user.id != user_id and not user.is_admin:
+        if not user.may_act_for(user_id):
             abort(403, message="You can only view your own todos unless you are an admin")
-        if db.session.get(User, user_id) is None:
-            abort(404, message="User not found")
+        get_or_404(User, user_id)
         statement = todos.todo_query(user, {**filters, "user_id": user_id})
         items, pagination = paginate(statement, filters)
         return {"todos": items, "pagination": pagination}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from flask import current_app, url_for
 from flask.views import MethodView
@@ -10,11 +10,11 @@ from flask_jwt_extended import current_user, verify_jwt_in_request
 from flask_smorest import abort
 from sqlalchemy import select
 
-from blog_api.api import Blueprint
+from blog_api.api import Blueprint, get_or_404
 from blog_api.api.pagination import paginate
 from blog_api.auth import caller
 from blog_api.auth.passwords import verify_password
-from blog_api.extensions import db, limiter
+from blog_api.extensions import limiter
 from blog_api.models import User
 from blog_api.schemas.common import MessageSchema, PaginationQuerySchema
 from blog_api.schemas.users import (
@@ -30,13 +30,6 @@ from blog_api.schemas.users import (
 from blog_api.services import users
 
 blp = Blueprint("users", __name__, url_prefix="/api/v1", description="User accounts")
-
-
-def get_user_or_404(user_id: int) -> User:
-    user = db.session.get(User, user_id)
-    if user is None:
-        abort(404, message="User not found")
-    return cast(User, user)
 
 
 def _register_limit() -> str:
@@ -73,14 +66,14 @@ class UserItem(MethodView):
     @blp.errors(404)
     def get(self, user_id: int) -> Any:
         """Get a user's public profile with their posts"""
-        return get_user_or_404(user_id)
+        return get_or_404(User, user_id)
 
     @blp.admin_required
     @blp.response(200, MessageSchema)
     @blp.errors(403, 404)
     def delete(self, user_id: int) -> Any:
         """Delete a user with their posts and to-dos (admin)"""
-        user = get_user_or_404(user_id)
+        user = get_or_404(User, user_id)
         users.delete_user(user)
         current_app.logger.info("User deleted: %s by admin %s", user.username, caller().username)
         return {"message": "User deleted"}
@@ -120,7 +113,7 @@ class UserRole(MethodView):
     @blp.errors(403, 404)
     def get(self, user_id: int) -> Any:
         """View a user's role (admin)"""
-        return get_user_or_404(user_id)
+        return get_or_404(User, user_id)
 
     @blp.admin_required
     @blp.arguments(RoleSchema)
@@ -128,7 +121,7 @@ class UserRole(MethodView):
     @blp.errors(403, 404)
     def put(self, data: dict[str, str], user_id: int) -> Any:
         """Change a user's role (admin)"""
-        user = get_user_or_404(user_id)
+        user = get_or_404(User, user_id)
         users.set_role(user, data["role"])
         current_app.logger.info(
             "Role changed: %s is now %s (by admin %s)", user.username, user.role, caller().username
