@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: run test lint typecheck pytest openapi clean help
+.PHONY: run test lint typecheck pytest openapi clean help venv chromium test-tools
 
 help:
 	@echo "make run   - set up and start the API on http://127.0.0.1:5000"
@@ -20,6 +20,22 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 venv: $(STAMP)
 
+# The browser and Postman tests: Debian's Chromium (installed when running as root, as CI does)
+# and newman from tests/postman/package-lock.json.
+NODE_STAMP := tests/postman/node_modules/.installed
+CHROMIUM := /usr/bin/chromium
+
+$(NODE_STAMP): tests/postman/package.json tests/postman/package-lock.json
+	cd tests/postman && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+chromium:
+	@if [ ! -x $(CHROMIUM) ] && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; \
+	fi
+
+test-tools: $(STAMP) $(NODE_STAMP) chromium
+
 run: $(STAMP)
 	VENV=$(VENV) ./scripts/run-stack.sh
 
@@ -31,7 +47,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 # The fast tiers share the two cores; the integration tier (real workers as subprocesses) runs alone.
-pytest: $(STAMP)
+pytest: $(STAMP) test-tools
 	$(VENV)/bin/pytest -n 2 -m "not integration" $(PYTEST_ARGS)
 	$(VENV)/bin/pytest -m integration $(PYTEST_ARGS)
 
@@ -42,4 +58,4 @@ openapi: $(STAMP)
 		--config-prefix V$${v}_ docs/openapi/v$$v.json; done
 
 clean:
-	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache tests/postman/node_modules

@@ -1,0 +1,145 @@
+"""A live HTTP side for a `Stack`: gunicorn serving the app, Flower, and the admin CLI, for the
+tests that talk to the API the way a browser, Postman or an operator does.
+
+Everything started here is a `Service` of the stack, so `Stack.close` stops it (by PID, process
+group included) and its log is attached to a failing test's report.
+"""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from integration_stack import BIN, Service, Stack, free_port, wait_until
+
+# Loopback requests never go through a proxy that the calling shell may have configured.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@dataclass(frozen=True)
+class LiveServer:
+    service: Service
+    url: str  # http://127.0.0.1:<port>, no trailing slash
+
+
+def http_get(
+    url: str, headers: dict[str, str] | None = None, timeout: float = 5.0
+) -> tuple[int, bytes]:
+    """GET a loopback `url`: its status and body; status 0 while nothing answers."""
+    if not url.startswith("http://127.0.0.1:"):
+        raise ValueError(f"not a loopback URL: {url}")
+    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 (checked above)
+    try:
+        with _DIRECT.open(request, timeout=timeout) as response:
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, bytes(error.read())
+    except OSError:
+        return 0, b""
+
+
+def http_status(url: str, headers: dict[str, str] | None = None, timeout: float = 2.0) -> int:
+    return http_get(url, headers, timeout)[0]
+
+
+def basic_auth(user: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return {"Authorization": f"Basic {token}"}
+
+
+def wait_for_http(service: Service, url: str, accept: set[int], timeout: float = 60.0) -> int:
+    """Wait until GET `url` answers with a status in `accept`; fails early if `service` died."""
+
+    def answered() -> int:
+        if not service.alive:
+            raise AssertionError(f"{service.name} exited before {url} answered:\n{service.log()}")
+        status = http_status(url)
+        return status if status in accept else 0
+
+    return wait_until(answered, timeout, f"{url} to answer with one of {sorted(accept)}", 0.2)
+
+
+def start_gunicorn(stack: Stack, *, workers: int = 2, timeout: float = 60.0) -> LiveServer:
+    """gunicorn serving `blog_api.wsgi:flask_app` with the stack's settings on a free port;
+    returns once `/health` answers 200."""
+    port = free_port()
+    service = stack.start(
+        "gunicorn",
+        [
+            str(BIN / "gunicorn"),
+            "--no-control-socket",
+            "--workers",
+            str(workers),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--access-logfile",
+            "-",
+            "blog_api.wsgi:flask_app",
+        ],
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_for_http(service, f"{url}/health", {200}, timeout)
+    return LiveServer(service, url)
+
+
+def start_flower(stack: Stack, basic_auth: str, timeout: float = 60.0) -> LiveServer:
+    """Flower on the stack's broker, started as the dev stack starts it: credentials in
+    FLOWER_BASIC_AUTH (never on the command line); returns once it answers at all."""
+    port = free_port()
+    service = stack.start(
+        "flower",
+        [
+            str(BIN / "celery"),
+            "-A",
+            "blog_api.wsgi.celery_app",
+            "flower",
+            "--address=127.0.0.1",
+            f"--port={port}",
+        ],
+        stack.env(FLOWER_BASIC_AUTH=basic_auth),
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_for_http(service, f"{url}/healthcheck", {200, 401}, timeout)
+    return LiveServer(service, url)
+
+
+def create_admin(stack: Stack, username: str, password: str, email: str) -> str:
+    """Create an admin with the operator's command, `flask users create-admin`; returns its
+    output."""
+    result = subprocess.run(
+        [
+            str(BIN / "flask"),
+            "--app",
+            "blog_api",
+            "users",
+            "create-admin",
+            "--username",
+            username,
+            "--email",
+            email,
+        ],
+        env={**stack.env(), "ADMIN_PASSWORD": password},
+        cwd=stack.tmp_path,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def node_tool(name: str) -> Path:
+    """An npm-installed command of tests/postman (installed by `make test` with `npm ci`)."""
+    return Path(__file__).resolve().parents[1] / "postman" / "node_modules" / ".bin" / name
+
+
+def without_proxy(environ: dict[str, str]) -> dict[str, str]:
+    """Loopback traffic must never go through a proxy a developer's shell may set."""
+    drop = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
+    return {k: v for k, v in environ.items() if k.lower() not in drop} | {"NO_PROXY": "*"}
