@@ -8,6 +8,7 @@ group included) and its log is attached to a failing test's report.
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 import urllib.error
 import urllib.request
@@ -26,13 +27,25 @@ class LiveServer:
     url: str  # http://127.0.0.1:<port>, no trailing slash
 
 
-def http_get(
-    url: str, headers: dict[str, str] | None = None, timeout: float = 5.0
+def http_request(
+    method: str,
+    url: str,
+    body: object = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 5.0,
 ) -> tuple[int, bytes]:
-    """GET a loopback `url`: its status and body; status 0 while nothing answers."""
+    """One request to a loopback `url` (`body` sent as JSON): its status and body; status 0
+    while nothing answers."""
     if not url.startswith("http://127.0.0.1:"):
         raise ValueError(f"not a loopback URL: {url}")
-    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 (checked above)
+    headers = dict(headers or {})
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(  # noqa: S310 (loopback http only, checked above)
+        url, data=data, headers=headers, method=method
+    )
     try:
         with _DIRECT.open(request, timeout=timeout) as response:
             return int(response.status), bytes(response.read())
@@ -40,6 +53,12 @@ def http_get(
         return error.code, bytes(error.read())
     except OSError:
         return 0, b""
+
+
+def http_get(
+    url: str, headers: dict[str, str] | None = None, timeout: float = 5.0
+) -> tuple[int, bytes]:
+    return http_request("GET", url, None, headers, timeout)
 
 
 def http_status(url: str, headers: dict[str, str] | None = None, timeout: float = 2.0) -> int:
