@@ -95,7 +95,9 @@ def browser(live_server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -
             headless=True,
             args=CHROMIUM_ARGS,
             viewport={"width": 1280, "height": 1000},
+            timeout=60_000,  # generous: the machine may be busy
         )
+        context.set_default_timeout(60_000)
         try:
             yield context
         finally:
@@ -115,7 +117,7 @@ def test_swagger_ui_shows_every_operation_without_leaving_the_server(
     page = browser.new_page()
     try:
         page.goto(f"{live_server.url}/api/{version}/docs", wait_until="networkidle")
-        page.locator(".opblock").first.wait_for(timeout=30_000)
+        page.locator(".opblock").first.wait_for()
         page.wait_for_load_state("networkidle")
         screenshot = tmp_path / f"swagger-ui-{version}.png"
         page.screenshot(path=str(screenshot), full_page=True)

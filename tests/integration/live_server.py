@@ -82,9 +82,11 @@ def wait_for_http(service: Service, url: str, accept: set[int], timeout: float =
     return wait_until(answered, timeout, f"{url} to answer with one of {sorted(accept)}", 0.2)
 
 
-def start_gunicorn(stack: Stack, *, workers: int = 2, timeout: float = 60.0) -> LiveServer:
+def start_gunicorn(
+    stack: Stack, *, workers: int = 2, wait: bool = True, timeout: float = 60.0
+) -> LiveServer:
     """gunicorn serving `blog_api.wsgi:flask_app` with the stack's settings on a free port;
-    returns once `/health` answers 200."""
+    returns once `/health` answers 200 (`wait`; else call `wait_until_serving`)."""
     port = free_port()
     service = stack.start(
         "gunicorn",
@@ -100,9 +102,14 @@ def start_gunicorn(stack: Stack, *, workers: int = 2, timeout: float = 60.0) -> 
             "blog_api.wsgi:flask_app",
         ],
     )
-    url = f"http://127.0.0.1:{port}"
-    wait_for_http(service, f"{url}/health", {200}, timeout)
-    return LiveServer(service, url)
+    server = LiveServer(service, f"http://127.0.0.1:{port}")
+    if wait:
+        wait_until_serving(server, timeout)
+    return server
+
+
+def wait_until_serving(server: LiveServer, timeout: float = 60.0) -> None:
+    wait_for_http(server.service, f"{server.url}/health", {200}, timeout)
 
 
 def start_flower(stack: Stack, basic_auth: str, timeout: float = 60.0) -> LiveServer:

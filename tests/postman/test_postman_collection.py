@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 from integration_stack import POSTGRESQL_ONLY, Stack, free_port, job_views, message_id
-from live_server import create_admin, node_tool, start_gunicorn, without_proxy
+from live_server import (
+    create_admin,
+    node_tool,
+    start_gunicorn,
+    wait_until_serving,
+    without_proxy,
+)
 
 from blog_api.models import AUDIT_POST_CREATED, NOTIFY_AUTHOR
 from support import require_service
@@ -66,9 +72,13 @@ def test_postman_collection_passes_against_a_live_stack(live_stack: Stack) -> No
     port = free_port()
     live_stack.start_redis(port)
     live_stack.configure(CELERY_BROKER_URL=f"redis://127.0.0.1:{port}/0")
-    live_stack.up(beat=True)
-    server = start_gunicorn(live_stack)
+    # Everything boots at once; the admin is created while the servers start.
+    sink = live_stack.start_sink(wait=False)
+    worker = live_stack.start_worker(beat=True, wait=False)
+    server = start_gunicorn(live_stack, wait=False)
     create_admin(live_stack, ADMIN_USERNAME, ADMIN_PASSWORD, "postman-admin@example.com")
+    live_stack.wait_until_ready(sink, worker)
+    wait_until_serving(server)
 
     result = run_newman(live_stack, server.url)
 
