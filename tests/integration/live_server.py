@@ -1,5 +1,5 @@
-"""A live HTTP side for a `Stack`: gunicorn serving the app, Flower, and the admin CLI, for the
-tests that talk to the API the way a browser, Postman or an operator does.
+"""A live HTTP side for a `Stack`: gunicorn serving the app, loopback HTTP helpers and the
+admin CLI, for the tests that talk to the API the way a browser, Postman or an operator does.
 
 Everything started here is a `Service` of the stack, so `Stack.close` stops it (by PID, process
 group included) and its log is attached to a failing test's report.
@@ -25,6 +25,10 @@ _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 class LiveServer:
     service: Service
     url: str  # http://127.0.0.1:<port>, no trailing slash
+
+    def log_sections(self) -> list[tuple[str, str]]:
+        """The server's log, attached to a failing test's report by the root conftest."""
+        return [(f"{self.service.name} {self.url}", self.service.log()[-20_000:])]
 
 
 def http_request(
@@ -110,27 +114,6 @@ def start_gunicorn(
 
 def wait_until_serving(server: LiveServer, timeout: float = 60.0) -> None:
     wait_for_http(server.service, f"{server.url}/health", {200}, timeout)
-
-
-def start_flower(stack: Stack, basic_auth: str, timeout: float = 60.0) -> LiveServer:
-    """Flower on the stack's broker, started as the dev stack starts it: credentials in
-    FLOWER_BASIC_AUTH (never on the command line); returns once it answers at all."""
-    port = free_port()
-    service = stack.start(
-        "flower",
-        [
-            str(BIN / "celery"),
-            "-A",
-            "blog_api.wsgi.celery_app",
-            "flower",
-            "--address=127.0.0.1",
-            f"--port={port}",
-        ],
-        stack.env(FLOWER_BASIC_AUTH=basic_auth),
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_for_http(service, f"{url}/healthcheck", {200, 401}, timeout)
-    return LiveServer(service, url)
 
 
 def create_admin(stack: Stack, username: str, password: str, email: str) -> str:
