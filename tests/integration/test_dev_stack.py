@@ -35,7 +35,8 @@ def stop_honcho(honcho: Service) -> None:
 
 
 def test_dev_stack_serves_the_api_and_flower_behind_basic_auth(bare_stack: Stack) -> None:
-    web_port, flower_port = free_port(), free_port()
+    web_port, flower_port, redis_port = free_port(), free_port(), free_port()
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
     web, flower = f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{flower_port}"
     honcho = bare_stack.start(
         "run-stack",
@@ -44,7 +45,11 @@ def test_dev_stack_serves_the_api_and_flower_behind_basic_auth(bare_stack: Stack
             FLASK_ENV="development",
             VAR_DIR=str(bare_stack.tmp_path / "var"),
             WEB_PORT=str(web_port),
-            REDIS_PORT=str(free_port()),
+            REDIS_PORT=str(redis_port),
+            # Spelled out so that a developer's .env (read in development) cannot point
+            # this stack at another broker.
+            CELERY_BROKER_URL=redis_url,
+            RATELIMIT_STORAGE_URI=redis_url,
             FLOWER_PORT=str(flower_port),
             FLOWER_BASIC_AUTH=f"{FLOWER_USER}:{FLOWER_PASSWORD}",
         ),
