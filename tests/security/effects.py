@@ -47,3 +47,12 @@ def run_pending_jobs(app: Flask) -> int:
     for job_id, kind in jobs:
         tasks[TASK_FOR_KIND[kind]].apply(args=[job_id], throw=True)
     return len(jobs)
+
+
+def audit_lines_since(audit: Path, offset: int) -> list[str]:
+    """The audit file's lines written after it was `offset` bytes long."""
+    if not audit.exists():
+        return []
+    with audit.open("rb") as audit_file:
+        audit_file.seek(offset)
+        return audit_file.read().decode("ascii").splitlines()
