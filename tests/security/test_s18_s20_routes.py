@@ -245,3 +245,25 @@ def test_s20_no_response_leaks_hashes_token_ids_or_other_users_emails(
     assert checked >= 30
     me = client.get("/api/v1/me", headers=alice.headers).get_json()
     assert me["email"] == "alice@example.com"  # her own address, on her own profile only
+
+
+def test_s29_versioned_routes_are_the_same_in_both_versions(app: Flask) -> None:
+    """Every to-do and post route of v1 exists in v2 with the same methods and the same
+    protection (the public/admin lists above treat both alike); v2's only additions are its
+    two documented listings. Every S-test on these routes runs on both versions."""
+    by_version: dict[str, set[tuple[str, str]]] = {"v1": set(), "v2": set()}
+    for rule, method in routes(app):
+        for version in by_version:
+            prefix = f"/api/{version}/"
+            if rule.rule.startswith(prefix) and rule.rule.split("/")[3] in {"posts", "todos"}:
+                by_version[version].add((rule.rule.removeprefix(prefix), method))
+
+    assert by_version["v2"] - by_version["v1"] == {
+        ("posts/recent", "GET"),
+        ("todos/priority", "GET"),
+    }
+    assert by_version["v1"] <= by_version["v2"]
+    for path, method in by_version["v1"]:
+        v1_route, v2_route = (f"/api/v1/{path}", method), (f"/api/v2/{path}", method)
+        assert (v1_route in PUBLIC) == (v2_route in PUBLIC), v1_route
+        assert (v1_route in ADMIN) == (v2_route in ADMIN), v1_route
