@@ -69,3 +69,13 @@ def assert_error(
         assert set(body) == {"error", "message", "errors"}
         assert set(body["errors"]) == fields
     return dict(body)
+
+
+def assert_too_many_requests(response: Any, limit: str) -> None:
+    """A JSON 429 that names the limit and says when to retry."""
+    assert response.status_code == 429, response.get_data(as_text=True)
+    body = response.json
+    assert set(body) == {"error", "message"}
+    assert body["error"] == "Too Many Requests"
+    assert limit in body["message"]
+    assert 1 <= int(response.headers["Retry-After"]) <= 60

@@ -1,22 +1,16 @@
-"""Login, token refresh and logout (SPEC §4.2), and every way a token can be refused."""
+"""Login, token refresh and logout (SPEC §4.2). Refused tokens: tests/security (S6-S15)."""
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-import argon2
 import jwt
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from blog_api.auth.passwords import hash_password
-from blog_api.extensions import db
-from blog_api.models import User
 from support import PASSWORD, Account, assert_error
 
 ACCESS_LIFETIME_LIMIT = 15 * 60
@@ -34,10 +28,6 @@ def login(client: FlaskClient, username: str, password: str = PASSWORD) -> Any:
     return client.post("/api/v1/login", json={"username": username, "password": password})
 
 
-def b64url(data: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
-
-
 # --- login ---------------------------------------------------------------------------------------
 
 
@@ -52,55 +42,8 @@ def test_login_returns_a_bearer_token_pair(app: Flask, client: FlaskClient, alic
     assert client.get("/api/v1/me", headers=bearer(body["access_token"])).json["id"] == alice.id
 
 
-def test_issued_tokens_carry_the_documented_claims(
-    app: Flask, client: FlaskClient, alice: Account
-) -> None:
-    access = claims_of(app, alice.access_token)
-    refresh = claims_of(app, alice.refresh_token)
-
-    for token, kind in ((access, "access"), (refresh, "refresh")):
-        assert {"sub", "jti", "iat", "exp", "type", "role"} <= set(token)
-        assert token["sub"] == str(alice.id)
-        assert token["type"] == kind
-        assert token["role"] == "user"
-    assert access["jti"] != refresh["jti"]
-    assert 0 < access["exp"] - access["iat"] <= ACCESS_LIFETIME_LIMIT
-    assert refresh["exp"] > access["exp"]
-
-
 def test_admin_tokens_carry_the_admin_role(app: Flask, admin: Account) -> None:
     assert claims_of(app, admin.access_token)["role"] == "admin"
-
-
-def test_unknown_user_and_wrong_password_get_identical_answers(
-    client: FlaskClient, alice: Account, row_counts: Callable[[], dict[str, int]]
-) -> None:
-    before = row_counts()
-
-    unknown = login(client, "nobody_here", "some password")
-    wrong = login(client, "alice", "some password")
-
-    assert_error(unknown, 401, "Invalid credentials")
-    assert (unknown.status_code, unknown.json) == (wrong.status_code, wrong.json)
-    assert unknown.get_data() == wrong.get_data()
-    assert row_counts() == before
-
-
-def test_login_for_an_unknown_user_still_verifies_a_password_hash(
-    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The dummy verification keeps the response time from revealing which usernames exist."""
-    verified: list[str] = []
-    real_verify = argon2.PasswordHasher.verify
-
-    def spy(self: argon2.PasswordHasher, hash: str, password: str) -> bool:
-        verified.append(password)
-        return real_verify(self, hash, password)
-
-    monkeypatch.setattr(argon2.PasswordHasher, "verify", spy)
-
-    assert_error(login(client, "nobody_here", "guess 12345"), 401, "Invalid credentials")
-    assert verified == ["guess 12345"]
 
 
 def test_login_with_a_nul_byte_in_the_username_is_invalid_credentials(
@@ -162,26 +105,6 @@ def test_protected_route_without_token_is_401(client: FlaskClient) -> None:
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
-def test_token_in_the_query_string_is_not_accepted(client: FlaskClient, alice: Account) -> None:
-    assert_error(client.get(f"/api/v1/me?jwt={alice.access_token}"), 401, "Missing token")
-
-
-def test_malformed_token_is_401(client: FlaskClient) -> None:
-    response = client.get("/api/v1/me", headers=bearer("not-a-jwt"))
-
-    assert response.status_code == 401
-    assert response.json["message"].startswith("Invalid token")
-
-
-def test_expired_access_token_is_401(
-    make_app: Callable[..., Flask], client: FlaskClient, alice: Account
-) -> None:
-    short_lived = make_app(JWT_ACCESS_TOKEN_EXPIRES=timedelta(seconds=-1))
-    expired = login(short_lived.test_client(), "alice").json["access_token"]
-
-    assert_error(client.get("/api/v1/me", headers=bearer(expired)), 401, "Token has expired")
-
-
 def test_expired_refresh_token_is_401(
     make_app: Callable[..., Flask], client: FlaskClient, alice: Account
 ) -> None:
@@ -191,72 +114,6 @@ def test_expired_refresh_token_is_401(
     response = client.post("/api/v1/refresh", json={"refresh_token": expired})
 
     assert_error(response, 401, "Token has expired")
-
-
-def test_alg_none_token_is_401(app: Flask, client: FlaskClient, alice: Account) -> None:
-    unsigned = f"{b64url({'alg': 'none', 'typ': 'JWT'})}.{alice.access_token.split('.')[1]}."
-
-    response = client.get("/api/v1/me", headers=bearer(unsigned))
-
-    assert response.status_code == 401
-    assert response.json["message"].startswith("Invalid token")
-    assert response.json["error"] == "Unauthorized"
-
-
-def test_token_signed_with_another_key_is_401(
-    app: Flask, client: FlaskClient, alice: Account
-) -> None:
-    forged = jwt.encode(
-        {**claims_of(app, alice.access_token), "role": "admin"},
-        "an-attacker-chosen-key-that-is-long-enough-0123456789",
-        algorithm="HS256",
-    )
-
-    response = client.get("/api/v1/me", headers=bearer(forged))
-
-    assert_error(response, 401, "Invalid token: Signature verification failed")
-
-
-def test_refresh_token_cannot_be_used_as_an_access_token(
-    client: FlaskClient, alice: Account
-) -> None:
-    response = client.get("/api/v1/me", headers=bearer(alice.refresh_token))
-
-    assert_error(response, 401, "Invalid token type")
-
-
-def test_access_token_cannot_be_used_to_refresh(
-    client: FlaskClient, alice: Account, row_counts: Callable[[], dict[str, int]]
-) -> None:
-    before = row_counts()
-
-    response = client.post("/api/v1/refresh", json={"refresh_token": alice.access_token})
-
-    assert_error(response, 401, "Invalid token type")
-    assert row_counts() == before
-
-
-def test_token_of_a_deleted_user_is_401(
-    client: FlaskClient, alice: Account, admin: Account
-) -> None:
-    assert client.delete(f"/api/v1/users/{alice.id}", headers=admin.headers).status_code == 200
-
-    assert client.get("/api/v1/me", headers=alice.headers).status_code == 401
-    refresh = client.post("/api/v1/refresh", json={"refresh_token": alice.refresh_token})
-    assert refresh.status_code == 401
-
-
-def test_token_of_a_deleted_user_does_not_work_for_a_new_user_with_the_same_id(
-    app: Flask, client: FlaskClient, alice: Account, admin: Account
-) -> None:
-    client.delete(f"/api/v1/users/{alice.id}", headers=admin.headers)
-    with app.app_context():
-        db.session.add(User(id=alice.id, username="mallory", password_hash=hash_password("x" * 8)))
-        db.session.commit()
-
-    response = client.get("/api/v1/me", headers=alice.headers)
-
-    assert_error(response, 401, "Token has been revoked")
 
 
 # --- refresh -------------------------------------------------------------------------------------
@@ -401,20 +258,6 @@ def test_logout_does_not_revoke_other_sessions(
     assert client.get("/api/v1/me", headers=bob.headers).status_code == 200
 
 
-def test_revoked_token_stays_revoked_after_a_restart(
-    make_app: Callable[..., Flask], client: FlaskClient, alice: Account
-) -> None:
-    client.post(
-        "/api/v1/logout", headers=alice.headers, json={"refresh_token": alice.refresh_token}
-    )
-
-    restarted = make_app().test_client()
-
-    assert_error(restarted.get("/api/v1/me", headers=alice.headers), 401, "Token has been revoked")
-    refresh = restarted.post("/api/v1/refresh", json={"refresh_token": alice.refresh_token})
-    assert_error(refresh, 401, "Token has been revoked")
-
-
 def test_token_still_valid_after_a_restart_without_logout(
     make_app: Callable[..., Flask], alice: Account
 ) -> None:
@@ -432,55 +275,6 @@ def test_logout_twice_with_the_same_token_is_401(
     response = client.post("/api/v1/logout", headers=alice.headers)
 
     assert_error(response, 401, "Token has been revoked")
-    assert row_counts() == before
-
-
-def bad_access_token(
-    kind: str, app: Flask, make_app: Callable[..., Flask], client: FlaskClient, alice: Account
-) -> str:
-    """One of the ways an access token can be unacceptable, for `alice`."""
-    if kind == "expired":
-        short_lived = make_app(JWT_ACCESS_TOKEN_EXPIRES=timedelta(seconds=-1)).test_client()
-        return str(login(short_lived, "alice").json["access_token"])
-    if kind == "unsigned":
-        return f"{b64url({'alg': 'none', 'typ': 'JWT'})}.{alice.access_token.split('.')[1]}."
-    if kind == "forged":
-        claims = claims_of(app, alice.access_token)
-        return jwt.encode(claims, "another-key-" + "k" * 32, algorithm="HS256")
-    if kind == "revoked":
-        client.post("/api/v1/logout", headers=alice.headers)
-        return alice.access_token
-    assert kind == "refresh"
-    return alice.refresh_token
-
-
-@pytest.mark.parametrize(
-    ("kind", "message"),
-    [
-        ("expired", "Token has expired"),
-        ("unsigned", "Invalid token: The specified alg value is not allowed"),
-        ("forged", "Invalid token: Signature verification failed"),
-        ("revoked", "Token has been revoked"),
-        ("refresh", "Invalid token type"),
-    ],
-)
-def test_logout_with_a_bad_access_token_writes_nothing(
-    app: Flask,
-    make_app: Callable[..., Flask],
-    client: FlaskClient,
-    alice: Account,
-    row_counts: Callable[[], dict[str, int]],
-    kind: str,
-    message: str,
-) -> None:
-    token = bad_access_token(kind, app, make_app, client, alice)
-    before = row_counts()
-
-    response = client.post(
-        "/api/v1/logout", headers=bearer(token), json={"refresh_token": alice.refresh_token}
-    )
-
-    assert_error(response, 401, message)
     assert row_counts() == before
 
 

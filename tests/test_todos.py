@@ -13,13 +13,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from resources import (
-    INVALID_PAGES,
     NOT_A_JSON_OBJECT,
     REQUEST_MUST_BE_JSON,
     TOO_LARGE_MESSAGE,
     RowCounts,
     assert_paginates,
-    assert_rejects_page,
     both_versions,
     create_todo,
     huge_body,
@@ -346,17 +344,6 @@ def test_user_todos_listing_paginates(client: FlaskClient, alice: Account) -> No
     assert_paginates(client, f"/api/v1/users/{alice.id}/todos", "todos", ids, alice.headers)
 
 
-@pytest.mark.parametrize(
-    "url",
-    ["/api/v1/todos", "/api/v2/todos", "/api/v2/todos/priority", "/api/v1/users/{user_id}/todos"],
-)
-@pytest.mark.parametrize(("query", "fields"), INVALID_PAGES)
-def test_todo_lists_reject_invalid_pagination(
-    client: FlaskClient, alice: Account, url: str, query: str, fields: set[str]
-) -> None:
-    assert_rejects_page(client, url.format(user_id=alice.id), query, fields, alice.headers)
-
-
 @both_versions
 @pytest.mark.parametrize(("value", "expected"), [("true", ["Done"]), ("false", ["Open"])])
 def test_list_todos_filters_by_completed(
@@ -366,15 +353,6 @@ def test_list_todos_filters_by_completed(
     create_todo(client, alice, version, title="Open", completed=False)
 
     assert listed_titles(client, alice, todos_url(version), completed=value) == expected
-
-
-@both_versions
-def test_list_todos_rejects_invalid_completed_filter(
-    client: FlaskClient, alice: Account, version: str
-) -> None:
-    response = client.get(f"{todos_url(version)}?completed=maybe", headers=alice.headers)
-
-    assert_error(response, 400, "Invalid query parameter(s): completed", {"completed"})
 
 
 @both_versions
@@ -486,23 +464,8 @@ def test_v2_list_todos_sorts_by_priority(
     assert [todo["priority"] for todo in response.get_json()["todos"]] == expected
 
 
-@pytest.mark.parametrize(
-    ("version", "sort"),
-    [
-        ("v1", "priority"),
-        ("v1", "-priority"),
-        ("v1", "user_id"),
-        ("v2", "user_id"),
-        ("v2", "description"),
-        ("v2", "--id"),
-        ("v2", "ID"),
-        ("v2", "title;DROP TABLE posts"),
-        ("v2", "(CASE WHEN 1=1 THEN id END)"),
-        ("v1", "title;DROP TABLE posts"),
-        ("v1", "(CASE WHEN 1=1 THEN id END)"),
-    ],
-)
-def test_unknown_sort_is_rejected_and_tables_stay_intact(
+@pytest.mark.parametrize(("version", "sort"), [("v1", "priority"), ("v1", "-priority")])
+def test_v1_cannot_sort_by_priority(
     app: Flask,
     client: FlaskClient,
     alice: Account,

@@ -58,6 +58,9 @@ ENVIRONMENT_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "JWT_SECRET_KEY": ("JWT_SECRET_KEY", str),
     "DATABASE_URL": ("SQLALCHEMY_DATABASE_URI", str),
     "API_VERSION": ("API_VERSION", str),
+    # Flask's own debug switch (`flask --debug`, FLASK_DEBUG=1): read here so that production's
+    # startup check sees it; the CLI would otherwise turn debug on after the factory returned.
+    "FLASK_DEBUG": ("DEBUG", _bool),
     "JWT_ACCESS_TOKEN_EXPIRES": ("JWT_ACCESS_TOKEN_EXPIRES", _seconds),
     "JWT_REFRESH_TOKEN_EXPIRES": ("JWT_REFRESH_TOKEN_EXPIRES", _seconds),
     "PASSWORD_MIN_LENGTH": ("PASSWORD_MIN_LENGTH", int),

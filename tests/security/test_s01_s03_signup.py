@@ -1,0 +1,207 @@
+"""S1-S3: registration refuses mass assignment, invalid fields and duplicates, and a refused
+registration writes nothing.
+
+Registration exists only in v1 (SPEC §4.2: users and tokens live in `/api/v1`); S1's mass
+assignment on the versioned routes is tested on both versions: to-dos here, posts in
+test_s19_s24_bodies.py. SPEC conflicts:
+`role: "admin"` from a caller who is not an admin is `403 Admin access required` (SPEC §4.2),
+not a 400 for an unknown field; a 73-byte password is accepted (argon2id has no 72-byte limit,
+SPEC allows up to 128 characters), so S2's case is "never 500, no truncation".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from attacks import login, on_both_versions
+from effects import Snapshot
+from flask.testing import FlaskClient
+
+from support import PASSWORD, Account, assert_error
+
+
+def register(client: FlaskClient, headers: dict[str, str] | None = None, **body: Any) -> Any:
+    body.setdefault("password", PASSWORD)
+    return client.post("/api/v1/users", json=body, headers=headers or {})
+
+
+@pytest.mark.parametrize("field", ["id", "is_admin", "created_at"])
+def test_s01_signup_with_a_mass_assigned_field_is_400_and_writes_nothing(
+    client: FlaskClient, snapshot: Callable[[], Snapshot], field: str
+) -> None:
+    before = snapshot()
+
+    response = register(client, username="carol", **{field: 1})
+
+    body = assert_error(response, 400, f"Unknown field(s): {field}", {field})
+    assert body["errors"][field] == ["Unknown field."]
+    assert snapshot() == before
+
+
+@pytest.mark.parametrize("as_user", [False, True], ids=["anonymous", "user-token"])
+def test_s01_signup_as_admin_without_an_admin_token_is_403_and_writes_nothing(
+    client: FlaskClient, alice: Account, snapshot: Callable[[], Snapshot], as_user: bool
+) -> None:
+    before = snapshot()
+
+    response = register(
+        client, headers=alice.headers if as_user else None, username="carol", role="admin"
+    )
+
+    assert_error(response, 403, "Admin access required")
+    assert snapshot() == before
+
+
+@pytest.mark.parametrize(
+    "field", [("user_id", 2), ("id", 7), ("created_at", "2020-01-01T00:00:00+00:00")]
+)
+def test_s01_create_todo_with_a_mass_assigned_field_is_400_on_both_versions(
+    client: FlaskClient,
+    alice: Account,
+    bob: Account,
+    snapshot: Callable[[], Snapshot],
+    field: tuple[str, Any],
+) -> None:
+    name, value = field
+    before = snapshot()
+
+    response = on_both_versions(
+        lambda version: client.post(
+            f"/api/{version}/todos", json={"title": "A to-do", name: value}, headers=alice.headers
+        )
+    )
+
+    assert_error(response, 400, f"Unknown field(s): {name}", {name})
+    assert snapshot() == before
+
+
+@pytest.mark.parametrize(
+    ("body", "message", "fields"),
+    [
+        pytest.param({}, "Missing username or password", {"username", "password"}, id="empty"),
+        pytest.param({"username": "carol"}, "Missing username or password", {"password"}),
+        pytest.param({"password": PASSWORD}, "Missing username or password", {"username"}),
+        pytest.param(
+            {"username": 7, "password": PASSWORD}, "Invalid field(s): username", {"username"}
+        ),
+        pytest.param(
+            {"username": "carol", "password": 12345678}, "Invalid field(s): password", {"password"}
+        ),
+        pytest.param(
+            {"username": "carol", "password": PASSWORD, "email": 5},
+            "Invalid field(s): email",
+            {"email"},
+        ),
+        pytest.param(
+            {"username": "carol", "password": PASSWORD, "email": "not-an-address"},
+            "Invalid field(s): email",
+            {"email"},
+        ),
+        pytest.param(
+            {"username": "carol", "password": PASSWORD, "email": "a" * 250 + "@example.com"},
+            "Invalid field(s): email",
+            {"email"},
+            id="email-too-long",
+        ),
+        pytest.param(
+            {"username": "ab", "password": PASSWORD},
+            "Invalid field(s): username",
+            {"username"},
+            id="username-too-short",
+        ),
+        pytest.param(
+            {"username": "u" * 51, "password": PASSWORD},
+            "Invalid field(s): username",
+            {"username"},
+            id="username-too-long",
+        ),
+        pytest.param(
+            {"username": "carol\nadmin", "password": PASSWORD},
+            "Invalid field(s): username",
+            {"username"},
+            id="username-control-chars",
+        ),
+        pytest.param(
+            {"username": "carol", "password": "seven77"},
+            "Invalid field(s): password",
+            {"password"},
+            id="password-7-chars",
+        ),
+        pytest.param(
+            {"username": "carol", "password": "ü" * 7},
+            "Invalid field(s): password",
+            {"password"},
+            id="password-7-multibyte-chars",
+        ),
+        pytest.param(
+            {"username": "carol", "password": "p" * 129},
+            "Invalid field(s): password",
+            {"password"},
+            id="password-129-chars",
+        ),
+        pytest.param(
+            {"username": "carol", "password": PASSWORD, "role": "superuser"},
+            "Invalid field(s): role",
+            {"role"},
+        ),
+        pytest.param(
+            {"username": "carol", "password": PASSWORD, "role": None},
+            "Invalid field(s): role",
+            {"role"},
+        ),
+    ],
+)
+def test_s02_signup_with_invalid_fields_is_400_per_field_and_writes_nothing(
+    client: FlaskClient,
+    snapshot: Callable[[], Snapshot],
+    body: dict[str, Any],
+    message: str,
+    fields: set[str],
+) -> None:
+    before = snapshot()
+
+    response = client.post("/api/v1/users", json=body)
+
+    assert_error(response, 400, message, fields)
+    assert snapshot() == before
+
+
+@pytest.mark.parametrize(
+    "password", [pytest.param("€" * 25, id="75-bytes"), pytest.param("a" * 72 + "X", id="73-bytes")]
+)
+def test_s02_password_over_72_bytes_is_neither_500_nor_truncated(
+    client: FlaskClient, password: str
+) -> None:
+    assert register(client, username="carol", password=password).status_code == 201
+
+    assert login(client, "carol", password).status_code == 200
+    assert_error(login(client, "carol", password[:-1] + "Y"), 401, "Invalid credentials")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        pytest.param({"username": "Alice"}, "Username already exists", id="username-case"),
+        pytest.param({"username": "ALICE"}, "Username already exists", id="username-upper"),
+        pytest.param({"username": "alice"}, "Username already exists", id="username"),
+        pytest.param(
+            {"username": "carol", "email": "ALICE@Example.COM"},
+            "Email already exists",
+            id="email-case",
+        ),
+    ],
+)
+def test_s03_duplicate_username_or_email_is_409_and_one_user_row(
+    client: FlaskClient,
+    alice: Account,
+    snapshot: Callable[[], Snapshot],
+    body: dict[str, str],
+    message: str,
+) -> None:
+    before = snapshot()
+
+    assert_error(register(client, **body), 409, message)
+    assert snapshot() == before
+    assert before.rows["users"] == 1

@@ -1,0 +1,208 @@
+"""S19, S21-S24 (the request side): bodies and query strings an attacker controls are refused
+with a JSON 400/413 on both versions, and a refused request writes nothing.
+
+SPEC differences: lists take `limit`/`offset` (S21's `per_page`/`page`), the to-do filters are
+`search` and `completed` (S23's `q`/`done`), and a body that is not JSON is `400 Request must be
+JSON` whatever its Content-Type (SPEC §4.1; S22 expects 415). Literal matching of `search` (S23's
+`q=' OR 1=1--`, `q=%`) is tested in
+tests/test_todos.py::test_search_and_title_filters_match_special_characters_literally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from attacks import VALID_POST, on_both_versions
+from effects import Snapshot
+from flask import Flask
+from flask.testing import FlaskClient
+
+from resources import (
+    INVALID_PAGES,
+    NOT_A_JSON_OBJECT,
+    REQUEST_MUST_BE_JSON,
+    TOO_LARGE_MESSAGE,
+    assert_rejects_page,
+    create_post,
+    create_todo,
+    huge_body,
+    ids_of,
+)
+from support import Account, assert_error, table_rows
+
+# Fields a create or update body may not carry: (fields, message, fields named in `errors`).
+INVALID_FIELDS = [
+    pytest.param({"title": 5}, "Invalid field(s): title", {"title"}, id="title-number"),
+    pytest.param({"title": None}, "Invalid field(s): title", {"title"}, id="title-null"),
+    pytest.param({"title": ""}, "Invalid field(s): title", {"title"}, id="title-empty"),
+    pytest.param({"title": "x" * 201}, "Invalid field(s): title", {"title"}, id="title-201"),
+    pytest.param({"title": "nul\x00byte"}, "Invalid field(s): title", {"title"}, id="title-nul"),
+    pytest.param({"content": ""}, "Invalid field(s): content", {"content"}, id="content-empty"),
+    pytest.param({"content": ["a"]}, "Invalid field(s): content", {"content"}, id="content-list"),
+    pytest.param(
+        {"content": "w" * 100_001}, "Invalid field(s): content", {"content"}, id="content-100k+1"
+    ),
+    pytest.param({"content": "a\x00b"}, "Invalid field(s): content", {"content"}, id="content-nul"),
+    pytest.param({"user_id": 2}, "Unknown field(s): user_id", {"user_id"}, id="user_id"),
+    pytest.param({"id": 7}, "Unknown field(s): id", {"id"}, id="id"),
+    pytest.param(
+        {"created_at": "2020-01-01T00:00:00+00:00"},
+        "Unknown field(s): created_at",
+        {"created_at"},
+        id="created_at",
+    ),
+    pytest.param({"word_count": 3}, "Unknown field(s): word_count", {"word_count"}, id="words"),
+]
+
+
+@pytest.mark.parametrize(("fields", "message", "error_fields"), INVALID_FIELDS)
+def test_s01_s22_s24_create_post_with_an_invalid_field_writes_nothing(
+    client: FlaskClient,
+    alice: Account,
+    snapshot: Callable[[], Snapshot],
+    fields: dict[str, Any],
+    message: str,
+    error_fields: set[str],
+) -> None:
+    """Mass assignment (S1), a 201-character title (S22), a NUL byte (S24: 400, not 500)."""
+    before = snapshot()
+
+    response = on_both_versions(
+        lambda version: client.post(
+            f"/api/{version}/posts", json={**VALID_POST, **fields}, headers=alice.headers
+        )
+    )
+
+    assert_error(response, 400, message, error_fields)
+    assert snapshot() == before
+
+
+@pytest.mark.parametrize(("fields", "message", "error_fields"), INVALID_FIELDS)
+def test_s19_update_post_with_an_invalid_or_protected_field_changes_nothing(
+    app: Flask,
+    client: FlaskClient,
+    alice: Account,
+    snapshot: Callable[[], Snapshot],
+    fields: dict[str, Any],
+    message: str,
+    error_fields: set[str],
+) -> None:
+    post = create_post(client, alice, "v1")
+    before = (snapshot(), table_rows(app, "posts"))
+
+    response = on_both_versions(
+        lambda version: client.put(
+            f"/api/{version}/posts/{post['id']}", json=fields, headers=alice.headers
+        )
+    )
+
+    assert_error(response, 400, message, error_fields)
+    assert (snapshot(), table_rows(app, "posts")) == before
+
+
+@pytest.mark.parametrize("body", NOT_A_JSON_OBJECT)
+def test_s22_create_post_with_a_body_that_is_not_a_json_object_writes_nothing(
+    client: FlaskClient, alice: Account, snapshot: Callable[[], Snapshot], body: dict[str, Any]
+) -> None:
+    before = snapshot()
+
+    response = on_both_versions(
+        lambda version: client.post(f"/api/{version}/posts", headers=alice.headers, **body)
+    )
+
+    assert_error(response, 400, REQUEST_MUST_BE_JSON)
+    assert snapshot() == before
+
+
+def test_s22_create_post_with_a_body_over_one_mebibyte_is_413(
+    client: FlaskClient, alice: Account, snapshot: Callable[[], Snapshot]
+) -> None:
+    before = snapshot()
+
+    response = on_both_versions(
+        lambda version: client.post(f"/api/{version}/posts", headers=alice.headers, **huge_body())
+    )
+
+    assert_error(response, 413, TOO_LARGE_MESSAGE)
+    assert snapshot() == before
+
+
+@pytest.mark.parametrize("resource", ["posts", "todos"])
+@pytest.mark.parametrize(("query", "fields"), INVALID_PAGES)
+def test_s21_invalid_pagination_is_400(
+    client: FlaskClient, alice: Account, resource: str, query: str, fields: set[str]
+) -> None:
+    response = on_both_versions(
+        lambda version: client.get(f"/api/{version}/{resource}?{query}", headers=alice.headers)
+    )
+
+    names = ", ".join(sorted(fields))
+    assert_error(response, 400, f"Invalid query parameter(s): {names}", fields)
+
+
+@pytest.mark.parametrize("url", ["/api/v2/todos/priority", "/api/v1/users/{user_id}/todos"])
+@pytest.mark.parametrize(("query", "fields"), INVALID_PAGES)
+def test_s21_invalid_pagination_is_400_on_single_version_lists(
+    client: FlaskClient, alice: Account, url: str, query: str, fields: set[str]
+) -> None:
+    assert_rejects_page(client, url.format(user_id=alice.id), query, fields, alice.headers)
+
+
+@pytest.mark.parametrize("resource", ["posts", "todos"])
+def test_s21_pages_hold_at_most_100_items_and_a_far_offset_is_empty(
+    client: FlaskClient, alice: Account, resource: str
+) -> None:
+    create = create_post if resource == "posts" else create_todo
+    for _ in range(3):
+        create(client, alice, "v1")
+
+    largest = on_both_versions(
+        lambda version: client.get(f"/api/{version}/{resource}?limit=100", headers=alice.headers)
+    )
+    beyond = on_both_versions(
+        lambda version: client.get(
+            f"/api/{version}/{resource}?offset={10**9}", headers=alice.headers
+        )
+    )
+
+    assert len(ids_of(largest, resource)) == 3
+    assert largest.get_json()["pagination"]["limit"] == 100
+    assert ids_of(beyond, resource) == []
+    assert beyond.get_json()["pagination"] == {"total": 3, "limit": 20, "offset": 10**9}
+
+
+@pytest.mark.parametrize(
+    ("parameter", "value"),
+    [
+        ("sort", "title;DROP TABLE posts"),
+        ("sort", "(CASE WHEN 1=1 THEN id END)"),
+        ("sort", "user_id"),
+        ("sort", "description"),
+        ("sort", "--id"),
+        ("sort", "ID"),
+        ("completed", "true'"),
+        ("completed", "maybe"),
+    ],
+)
+def test_s23_unknown_sort_or_filter_value_is_400_and_tables_stay_intact(
+    app: Flask,
+    client: FlaskClient,
+    alice: Account,
+    snapshot: Callable[[], Snapshot],
+    parameter: str,
+    value: str,
+) -> None:
+    create_todo(client, alice, "v1")
+    create_post(client, alice, "v1")
+    before = (snapshot(), table_rows(app, "todos"), table_rows(app, "posts"))
+
+    response = on_both_versions(
+        lambda version: client.get(
+            f"/api/{version}/todos", query_string={parameter: value}, headers=alice.headers
+        )
+    )
+
+    assert_error(response, 400, f"Invalid query parameter(s): {parameter}", {parameter})
+    assert (snapshot(), table_rows(app, "todos"), table_rows(app, "posts")) == before
