@@ -15,6 +15,7 @@ from celery import Celery, Task
 from flask import Flask
 
 from blog_api.config import ConfigError
+from blog_api.ops.logging import job_log_scope
 
 
 def check_timeouts(config: Mapping[str, Any]) -> None:
@@ -87,7 +88,7 @@ def celery_init_app(app: Flask) -> Celery[Any]:
 
     class FlaskTask(Task):
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
-            with app.app_context():
+            with app.app_context(), job_log_scope():
                 return self.run(*args, **kwargs)
 
     celery_app = Celery(app.name, task_cls=FlaskTask)
@@ -98,5 +99,7 @@ def celery_init_app(app: Flask) -> Celery[Any]:
     # Importing the tasks registers them on this app: a worker never drops a message as
     # "unregistered".
     from blog_api.jobs import tasks  # noqa: F401
+    from blog_api.jobs.heartbeat import install_heartbeat
 
+    install_heartbeat(celery_app, app)
     return celery_app
