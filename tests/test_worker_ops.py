@@ -106,6 +106,29 @@ def test_workers_silent_past_the_forget_horizon_disappear(make_app: Callable[...
         assert db.session.scalars(select(WorkerHeartbeat.worker)).all() == ["quiet@host"]
 
 
+def test_operators_list_workers_and_forget_one_that_was_scaled_down(
+    app: Flask, client: FlaskClient
+) -> None:
+    now = utcnow()
+    with app.app_context():
+        record_heartbeat("kept@host", now - timedelta(hours=1), now - timedelta(seconds=5))
+        record_heartbeat("retired@host", now - timedelta(hours=1), now - timedelta(minutes=5))
+    runner = app.test_cli_runner()
+
+    listed = runner.invoke(args=["jobs", "workers"])
+    forgotten = runner.invoke(args=["jobs", "forget-worker", "retired@host"])
+    again = runner.invoke(args=["jobs", "forget-worker", "retired@host"])
+
+    assert listed.exit_code == 0
+    lines = listed.output.splitlines()
+    assert [line.split()[0] for line in lines] == ["kept@host", "retired@host"]
+    assert re.search(r"last seen (29\d|30\d)s ago", lines[1])
+    assert (forgotten.exit_code, forgotten.output) == (0, "Forgot worker retired@host\n")
+    assert again.exit_code == 1
+    assert "no heartbeat recorded for retired@host" in again.output
+    assert set(heartbeat_ages(client)) == {"kept@host"}
+
+
 def test_the_heartbeat_thread_beats_until_stopped(make_app: Callable[..., Flask]) -> None:
     app = make_app(WORKER_HEARTBEAT_INTERVAL=0.05)
     heartbeat = Heartbeat(app, "thread@host")
