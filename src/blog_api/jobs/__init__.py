@@ -7,15 +7,17 @@ Worker:  celery -A blog_api.wsgi.celery_app worker --beat --loglevel=INFO
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
 from celery import Celery, Task
+from celery.signals import after_setup_logger, task_postrun, task_prerun
 from flask import Flask
 
 from blog_api.config import ConfigError
-from blog_api.ops.logging import job_log_scope
+from blog_api.ops.logging import begin_job_log_scope, end_job_log_scope, tag_worker_handlers
 
 
 def check_timeouts(config: Mapping[str, Any]) -> None:
@@ -83,12 +85,29 @@ def celery_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+# The log scope of each task run in this process, from task_prerun to task_postrun: it covers
+# Celery's own "succeeded" / "retry" line, which is logged after the task body returns.
+_log_scopes: dict[tuple[int, str], Any] = {}
+
+
+@task_prerun.connect
+def open_job_log_scope(task_id: str, **_: Any) -> None:
+    _log_scopes[threading.get_ident(), task_id] = begin_job_log_scope()
+
+
+@task_postrun.connect
+def close_job_log_scope(task_id: str, **_: Any) -> None:
+    token = _log_scopes.pop((threading.get_ident(), task_id), None)
+    if token is not None:
+        end_job_log_scope(token)
+
+
 def celery_init_app(app: Flask) -> Celery[Any]:
     """Create the Celery app bound to `app` (Flask's documented pattern)."""
 
     class FlaskTask(Task):
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
-            with app.app_context(), job_log_scope():
+            with app.app_context():
                 return self.run(*args, **kwargs)
 
     celery_app = Celery(app.name, task_cls=FlaskTask)
@@ -102,4 +121,10 @@ def celery_init_app(app: Flask) -> Celery[Any]:
     from blog_api.jobs.heartbeat import install_heartbeat
 
     install_heartbeat(celery_app, app)
+
+    def tag_celery_log_lines(logger: Any, format: str, **_: Any) -> None:
+        tag_worker_handlers(logger, app.config["LOG_FORMAT"], format)
+
+    # A worker process builds one app; the first app of a process owns this receiver.
+    after_setup_logger.connect(tag_celery_log_lines, weak=False, dispatch_uid="blog_api.logging")
     return celery_app

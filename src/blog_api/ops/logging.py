@@ -15,7 +15,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from logging.handlers import RotatingFileHandler
 
@@ -40,14 +40,24 @@ def valid_request_id(value: str) -> bool:
     return bool(_VALID_REQUEST_ID.match(value))
 
 
+def begin_job_log_scope() -> Token[dict[str, str] | None]:
+    """At the start of a task run (Celery's task_prerun); `bind_job` fills the scope in."""
+    return _job_scope.set({})
+
+
+def end_job_log_scope(token: Token[dict[str, str] | None]) -> None:
+    """After the task run, including Celery's own "succeeded" or "retry" line (task_postrun)."""
+    _job_scope.reset(token)
+
+
 @contextmanager
 def job_log_scope() -> Iterator[None]:
-    """Around one task run: what `bind_job` records inside it is forgotten afterwards."""
-    token = _job_scope.set({})
+    """One task run's scope as a `with` block."""
+    token = begin_job_log_scope()
     try:
         yield
     finally:
-        _job_scope.reset(token)
+        end_job_log_scope(token)
 
 
 def bind_job(job_id: str, request_id: str | None) -> None:
@@ -106,6 +116,20 @@ def _formatter(app: Flask, fmt: str) -> logging.Formatter:
     if app.config["LOG_FORMAT"] == "json":
         return JsonFormatter()
     return SafeFormatter(fmt)
+
+
+def tag_worker_handlers(logger: logging.Logger, log_format: str, celery_format: str) -> None:
+    """Give the handlers Celery sets up in a worker our filter and `LOG_FORMAT`, so that its own
+    lines about a job ("succeeded", "retry") carry the request id too."""
+    for handler in logger.handlers:
+        if getattr(handler, "blog_api", False):
+            continue
+        handler.addFilter(RequestContextFilter())
+        if log_format == "json":
+            handler.setFormatter(JsonFormatter())
+        else:
+            tagged = celery_format.replace("%(message)s", "[request_id=%(request_id)s] %(message)s")
+            handler.setFormatter(SafeFormatter(tagged))
 
 
 def configure_logging(app: Flask) -> None:
