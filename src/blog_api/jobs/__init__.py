@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Mapping
+from contextvars import Token
 from datetime import timedelta
 from typing import Any
 
@@ -87,7 +88,7 @@ def celery_settings(config: Mapping[str, Any]) -> dict[str, Any]:
 
 # The log scope of each task run in this process, from task_prerun to task_postrun: it covers
 # Celery's own "succeeded" / "retry" line, which is logged after the task body returns.
-_log_scopes: dict[tuple[int, str], Any] = {}
+_log_scopes: dict[tuple[int, str], Token[dict[str, str] | None]] = {}
 
 
 @task_prerun.connect
