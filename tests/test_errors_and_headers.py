@@ -209,7 +209,7 @@ def test_unexpected_exception_is_a_json_500_without_details(
     assert "RuntimeError" not in text
     # The details go to the log instead, under the request id.
     logged = log_output.getvalue()
-    assert "[crash-1] 500 error: RuntimeError" in logged
+    assert "[request_id=crash-1] 500 error: RuntimeError" in logged
     assert SECRET_DETAIL in logged
 
 
@@ -293,14 +293,14 @@ def test_log_lines_carry_request_id_and_url(
     )
 
     (line,) = [line for line in log_output.getvalue().splitlines() if "logged in" in line]
-    assert "[login-42] User logged in: alice" in line
+    assert "[request_id=login-42] User logged in: alice" in line
     assert line.endswith("[http://localhost/api/v1/login]")
 
 
 def test_line_breaks_in_logged_usernames_are_escaped(
     client: FlaskClient, log_output: io.StringIO
 ) -> None:
-    forged = "mallory\r\n2024-01-01 00:00:00,000 INFO [-] User logged in: admin [x]"
+    forged = "mallory\r\n2024-01-01 00:00:00,000 INFO [request_id=-] User logged in: admin [x]"
 
     client.post("/api/v1/login", json={"username": forged, "password": "whatever1"})
 

@@ -101,6 +101,8 @@ ENVIRONMENT_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "JOB_DISPATCH_TIMEOUT": ("JOB_DISPATCH_TIMEOUT", float),
     "JOB_DISPATCH_COOLDOWN": ("JOB_DISPATCH_COOLDOWN", float),
     "JOB_DISPATCH_MODE": ("JOB_DISPATCH_MODE", str),
+    "WORKER_HEARTBEAT_INTERVAL": ("WORKER_HEARTBEAT_INTERVAL", float),
+    "WORKER_HEARTBEAT_FORGET_AFTER": ("WORKER_HEARTBEAT_FORGET_AFTER", float),
     "TASK_SOFT_TIME_LIMIT": ("TASK_SOFT_TIME_LIMIT", float),
     "TASK_TIME_LIMIT": ("TASK_TIME_LIMIT", float),
     "BROKER_VISIBILITY_TIMEOUT": ("BROKER_VISIBILITY_TIMEOUT", float),
@@ -181,6 +183,10 @@ class Config:
     # Test-only negative control: "naive" publishes like the tutorial (no outbox re-drive);
     # ignored unless TESTING is on. See jobs/outbox.py.
     JOB_DISPATCH_MODE = "outbox"
+    # Each worker writes its heartbeat row this often; a row silent for FORGET_AFTER is
+    # dropped (until then a dead worker's age keeps growing in /metrics, where alerts see it).
+    WORKER_HEARTBEAT_INTERVAL = 5.0
+    WORKER_HEARTBEAT_FORGET_AFTER = 86400.0
     TASK_SOFT_TIME_LIMIT = 30.0
     TASK_TIME_LIMIT = 60.0
     BROKER_VISIBILITY_TIMEOUT = 300.0

@@ -7,14 +7,18 @@ Worker:  celery -A blog_api.wsgi.celery_app worker --beat --loglevel=INFO
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Mapping
+from contextvars import Token
 from datetime import timedelta
 from typing import Any
 
 from celery import Celery, Task
+from celery.signals import after_setup_logger, task_postrun, task_prerun
 from flask import Flask
 
 from blog_api.config import ConfigError
+from blog_api.ops.logging import begin_job_log_scope, end_job_log_scope, tag_worker_handlers
 
 
 def check_timeouts(config: Mapping[str, Any]) -> None:
@@ -82,6 +86,23 @@ def celery_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+# The log scope of each task run in this process, from task_prerun to task_postrun: it covers
+# Celery's own "succeeded" / "retry" line, which is logged after the task body returns.
+_log_scopes: dict[tuple[int, str], Token[dict[str, str] | None]] = {}
+
+
+@task_prerun.connect
+def open_job_log_scope(task_id: str, **_: Any) -> None:
+    _log_scopes[threading.get_ident(), task_id] = begin_job_log_scope()
+
+
+@task_postrun.connect
+def close_job_log_scope(task_id: str, **_: Any) -> None:
+    token = _log_scopes.pop((threading.get_ident(), task_id), None)
+    if token is not None:
+        end_job_log_scope(token)
+
+
 def celery_init_app(app: Flask) -> Celery[Any]:
     """Create the Celery app bound to `app` (Flask's documented pattern)."""
 
@@ -98,5 +119,13 @@ def celery_init_app(app: Flask) -> Celery[Any]:
     # Importing the tasks registers them on this app: a worker never drops a message as
     # "unregistered".
     from blog_api.jobs import tasks  # noqa: F401
+    from blog_api.jobs.heartbeat import install_heartbeat
 
+    install_heartbeat(celery_app, app)
+
+    def tag_celery_log_lines(logger: Any, format: str, **_: Any) -> None:
+        tag_worker_handlers(logger, app.config["LOG_FORMAT"], format)
+
+    # A worker process builds one app; the first app of a process owns this receiver.
+    after_setup_logger.connect(tag_celery_log_lines, weak=False, dispatch_uid="blog_api.logging")
     return celery_app

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timedelta
 
-from flask import current_app
+from flask import current_app, g, has_request_context
 from sqlalchemy import or_, select, update
 
 from blog_api.extensions import db
@@ -48,11 +48,14 @@ def add_post_jobs(post: Post, api_version: str) -> list[Job]:
     if naive_dispatch():  # test-only: no outbox re-drive, as in the tutorial
         republish_after = NAIVE_PARK
     max_attempts = current_app.config["MAIL_MAX_RETRIES"] + 1
+    # The worker's log lines for these jobs carry the creating request's (validated) id.
+    request_id = g.get("request_id") if has_request_context() else None
     jobs = [
         Job(
             kind=kind,
             post_id=post.id,
             max_attempts=max_attempts,
+            request_id=request_id,
             # The fast path publishes now; the sweeper steps in only if that message is lost.
             available_at=utcnow() + republish_after,
         )

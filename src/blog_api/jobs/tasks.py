@@ -18,6 +18,7 @@ from blog_api.jobs.errors import PermanentJobError
 from blog_api.jobs.faults import crash_point
 from blog_api.models import Job, Post
 from blog_api.models.base import utcnow
+from blog_api.ops.logging import bind_job
 from blog_api.services import tokens
 from blog_api.services.audit import append_audit_record
 from blog_api.services.mailer import build_post_notification, send_email
@@ -37,6 +38,7 @@ def run_job(task: Task, job_id: str, effect: Effect) -> str:
     if job is None:
         log.info("Job %s: already claimed or finished, nothing to do", job_id)
         return "skipped-duplicate"
+    bind_job(job.id, job.request_id)
     crash_point("after_claim")
     try:
         outcome = effect(job)

@@ -5,6 +5,7 @@ from blog_api.models.posts import Post
 from blog_api.models.todos import Todo
 from blog_api.models.tokens import TokenBlocklist
 from blog_api.models.users import ROLES, User
+from blog_api.models.workers import WorkerHeartbeat
 
 __all__ = [
     "AUDIT_POST_CREATED",
@@ -17,4 +18,5 @@ __all__ = [
     "Todo",
     "TokenBlocklist",
     "User",
+    "WorkerHeartbeat",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, request
@@ -20,7 +21,7 @@ from sqlalchemy import func, select, text
 
 from blog_api.errors import error_response
 from blog_api.extensions import db, limiter
-from blog_api.models import Job
+from blog_api.models import Job, WorkerHeartbeat
 from blog_api.models.base import utcnow
 
 blp = Blueprint("ops", __name__)
@@ -71,7 +72,8 @@ def ready() -> Any:
 
 
 class JobCollector:
-    """Job figures read from the database at scrape time (any process can serve them)."""
+    """Job and worker figures read from the database at scrape time (any process can serve
+    them, and they are the same whichever process answers)."""
 
     def __init__(self, app: Flask) -> None:
         self.app = app
@@ -84,6 +86,13 @@ class JobCollector:
             oldest = db.session.scalar(
                 select(func.min(Job.created_at)).where(Job.status == "pending")
             )
+            now = utcnow()
+            forget = timedelta(seconds=self.app.config["WORKER_HEARTBEAT_FORGET_AFTER"])
+            heartbeats = db.session.execute(
+                select(WorkerHeartbeat.worker, WorkerHeartbeat.last_seen)
+                .where(WorkerHeartbeat.last_seen >= now - forget)
+                .order_by(WorkerHeartbeat.worker)
+            ).all()
         jobs = GaugeMetricFamily(
             "blog_api_jobs", "Background jobs by kind and status", labels=["kind", "status"]
         )
@@ -93,10 +102,19 @@ class JobCollector:
             backlog += count if status in ("pending", "running") else 0
         yield jobs
         yield GaugeMetricFamily("blog_api_outbox_backlog", "Jobs pending or running", value=backlog)
-        age = (utcnow() - oldest).total_seconds() if oldest else 0.0
+        age = (now - oldest).total_seconds() if oldest else 0.0
         yield GaugeMetricFamily(
             "blog_api_outbox_oldest_pending_age_seconds", "Age of the oldest pending job", value=age
         )
+        worker_ages = GaugeMetricFamily(
+            "blog_api_worker_heartbeat_age_seconds",
+            "Seconds since each Celery worker last recorded its heartbeat",
+            labels=["worker"],
+        )
+        for worker, last_seen in heartbeats:
+            # Clocks of two machines may disagree slightly: never report a negative age.
+            worker_ages.add_metric([worker], max((now - last_seen).total_seconds(), 0.0))
+        yield worker_ages
 
 
 def register_ops(app: Flask) -> None:

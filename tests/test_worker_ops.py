@@ -1,0 +1,272 @@
+"""Worker heartbeats in `/metrics` and the creating request's id in a job's log lines.
+
+Real database (SQLite file and PostgreSQL); the heartbeat thread is real, tasks run in-process
+through Celery's `apply` (the integration tier runs the same with real workers).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from blog_api.extensions import db
+from blog_api.jobs.heartbeat import Heartbeat, forget_silent_workers, record_heartbeat
+from blog_api.models import AUDIT_POST_CREATED, Job, WorkerHeartbeat
+from blog_api.models.base import utcnow
+from blog_api.ops.logging import bind_job, job_log_scope
+from support import Account
+
+AGE_METRIC = "blog_api_worker_heartbeat_age_seconds"
+
+
+def heartbeat_ages(client: FlaskClient) -> dict[str, float]:
+    """The worker label -> age pairs of the heartbeat gauge in `/metrics`."""
+    text = client.get("/metrics").get_data(as_text=True)
+    return {
+        worker: float(age)
+        for worker, age in re.findall(rf'^{AGE_METRIC}{{worker="([^"]*)"}} (\S+)$', text, re.M)
+    }
+
+
+@contextmanager
+def console_lines(app: Flask) -> Iterator[io.StringIO]:
+    """What the app's console handler writes, as an operator reads it."""
+    (console,) = [h for h in app.logger.handlers if getattr(h, "blog_api", False)]
+    assert isinstance(console, logging.StreamHandler)
+    stream = io.StringIO()
+    previous = console.setStream(stream)
+    try:
+        yield stream
+    finally:
+        console.setStream(previous)
+
+
+# --- heartbeat -----------------------------------------------------------------------------------
+
+
+def test_metrics_show_each_workers_heartbeat_age(app: Flask, client: FlaskClient) -> None:
+    now = utcnow()
+    with app.app_context():
+        record_heartbeat("fresh@host-a", now - timedelta(hours=1), now - timedelta(seconds=2))
+        record_heartbeat("stale@host-b", now - timedelta(hours=1), now - timedelta(minutes=10))
+
+    ages = heartbeat_ages(client)
+
+    assert set(ages) == {"fresh@host-a", "stale@host-b"}
+    assert 2 <= ages["fresh@host-a"] < 60
+    assert 600 <= ages["stale@host-b"] < 660
+
+
+def test_a_restarted_worker_takes_over_its_row_and_its_age_starts_again(
+    app: Flask, client: FlaskClient
+) -> None:
+    now = utcnow()
+    with app.app_context():
+        record_heartbeat("w1@host", now - timedelta(hours=2), now - timedelta(hours=1))
+        record_heartbeat("w1@host", now, now)
+        rows = db.session.scalars(select(WorkerHeartbeat)).all()
+        assert [(row.worker, row.started_at) for row in rows] == [("w1@host", now)]
+
+    assert heartbeat_ages(client)["w1@host"] < 60
+
+
+def test_a_clock_ahead_of_the_api_shows_age_zero_not_negative(
+    app: Flask, client: FlaskClient
+) -> None:
+    with app.app_context():
+        record_heartbeat("ahead@host", utcnow(), utcnow() + timedelta(seconds=30))
+
+    assert heartbeat_ages(client) == {"ahead@host": 0.0}
+
+
+def test_workers_silent_past_the_forget_horizon_disappear(make_app: Callable[..., Flask]) -> None:
+    app = make_app(WORKER_HEARTBEAT_FORGET_AFTER=3600)
+    now = utcnow()
+    with app.app_context():
+        record_heartbeat("gone@host", now - timedelta(days=2), now - timedelta(hours=2))
+        record_heartbeat("quiet@host", now - timedelta(days=2), now - timedelta(minutes=50))
+
+    # The scrape never writes: it leaves the row but does not show it.
+    assert set(heartbeat_ages(app.test_client())) == {"quiet@host"}
+    with app.app_context():
+        assert forget_silent_workers() == 1
+        assert db.session.scalars(select(WorkerHeartbeat.worker)).all() == ["quiet@host"]
+
+
+def test_operators_list_workers_and_forget_one_that_was_scaled_down(
+    app: Flask, client: FlaskClient
+) -> None:
+    now = utcnow()
+    with app.app_context():
+        record_heartbeat("kept@host", now - timedelta(hours=1), now - timedelta(seconds=5))
+        record_heartbeat("retired@host", now - timedelta(hours=1), now - timedelta(minutes=5))
+    runner = app.test_cli_runner()
+
+    listed = runner.invoke(args=["jobs", "workers"])
+    forgotten = runner.invoke(args=["jobs", "forget-worker", "retired@host"])
+    again = runner.invoke(args=["jobs", "forget-worker", "retired@host"])
+
+    assert listed.exit_code == 0
+    lines = listed.output.splitlines()
+    assert [line.split()[0] for line in lines] == ["kept@host", "retired@host"]
+    assert re.search(r"last seen (29\d|30\d)s ago", lines[1])
+    assert (forgotten.exit_code, forgotten.output) == (0, "Forgot worker retired@host\n")
+    assert again.exit_code == 1
+    assert "no heartbeat recorded for retired@host" in again.output
+    assert set(heartbeat_ages(client)) == {"kept@host"}
+
+
+def test_the_heartbeat_thread_beats_until_stopped(make_app: Callable[..., Flask]) -> None:
+    app = make_app(WORKER_HEARTBEAT_INTERVAL=0.05)
+    heartbeat = Heartbeat(app, "thread@host")
+
+    def last_seen() -> datetime | None:
+        with app.app_context():
+            return db.session.scalar(
+                select(WorkerHeartbeat.last_seen).where(WorkerHeartbeat.worker == "thread@host")
+            )
+
+    heartbeat.start()
+    try:
+        first = wait_for(last_seen, "the first heartbeat")
+        wait_for(lambda: (seen := last_seen()) is not None and seen > first, "a second heartbeat")
+    finally:
+        heartbeat.stop()
+    assert not heartbeat._thread.is_alive()  # joined: nothing writes after stop()
+
+
+def test_a_heartbeat_without_a_database_logs_once_and_never_raises(
+    make_app: Callable[..., Flask],
+) -> None:
+    app = make_app(
+        SQLALCHEMY_DATABASE_URI="postgresql+psycopg://postgres@127.0.0.1:1/none",
+        SQLALCHEMY_ENGINE_OPTIONS={"connect_args": {"connect_timeout": 1}},
+    )
+    heartbeat = Heartbeat(app, "cut-off@host")
+
+    with console_lines(app) as output:
+        heartbeat.beat()
+        heartbeat.beat()
+
+    warnings = [line for line in output.getvalue().splitlines() if "not recorded" in line]
+    assert len(warnings) == 1
+    assert "Worker heartbeat of cut-off@host not recorded" in warnings[0]
+
+
+def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
+    """Poll with a deadline (the thread under test runs on its own schedule)."""
+    deadline = time.monotonic() + timeout
+    while (result := predicate()) is None or result is False:
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.02)
+    return result
+
+
+# --- request id in job log lines -----------------------------------------------------------------
+
+
+def test_jobs_remember_the_request_id_of_the_post_that_created_them(
+    app: Flask, client: FlaskClient, alice: Account
+) -> None:
+    response = client.post(
+        "/api/v2/posts",
+        json={"title": "Traced", "content": "x"},
+        headers={**alice.headers, "X-Request-ID": "abc-123"},
+    )
+    assert response.status_code == 201
+
+    with app.app_context():
+        request_ids = db.session.scalars(
+            select(Job.request_id).where(Job.post_id == response.json["id"])
+        ).all()
+    assert request_ids == ["abc-123", "abc-123"]
+
+
+def test_an_invalid_request_id_is_replaced_before_it_is_stored(
+    app: Flask, client: FlaskClient, alice: Account
+) -> None:
+    response = client.post(
+        "/api/v1/posts",
+        json={"title": "Forged", "content": "x"},
+        headers={**alice.headers, "X-Request-ID": 'abc" onload="x'},
+    )
+    assert response.status_code == 201
+
+    with app.app_context():
+        stored = db.session.scalar(select(Job.request_id).where(Job.post_id == response.json["id"]))
+    assert stored == response.headers["X-Request-ID"]
+    assert re.fullmatch(r"[0-9a-f]{32}", stored or "")
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_jobs_log_lines_carry_the_request_id_of_its_post(
+    make_app: Callable[..., Flask], alice: Account, tmp_path: Path, log_format: str
+) -> None:
+    app = make_app(LOG_FORMAT=log_format, POST_AUDIT_LOG=str(tmp_path / "audit.log"))
+    client = app.test_client()
+    response = client.post(
+        "/api/v2/posts",
+        json={"title": "Traced", "content": "x"},
+        headers={**alice.headers, "X-Request-ID": "abc-123"},
+    )
+    assert response.status_code == 201
+    with app.app_context():
+        job_id = db.session.scalar(
+            select(Job.id).where(Job.post_id == response.json["id"], Job.kind == AUDIT_POST_CREATED)
+        )
+    task = app.extensions["celery"].tasks["blog_api.record_post_created"]
+
+    with console_lines(app) as output:
+        assert task.apply(args=[job_id]).get() == "done"
+        app.logger.info("after the job")
+
+    lines = output.getvalue().splitlines()
+    written = [line for line in lines if "Audit record written" in line]
+    after = [line for line in lines if "after the job" in line]
+    assert len(written) == 1
+    assert len(after) == 1
+    if log_format == "text":
+        assert "[request_id=abc-123] Audit record written for post" in written[0]
+        assert "[request_id=-] after the job" in after[0]
+    else:
+        record = json.loads(written[0])
+        assert (record["request_id"], record["job_id"]) == ("abc-123", job_id)
+        assert json.loads(after[0])["request_id"] == "-"
+        assert "job_id" not in json.loads(after[0])
+
+
+def test_a_stored_request_id_that_is_not_valid_is_not_logged(
+    make_app: Callable[..., Flask],
+) -> None:
+    app = make_app()
+
+    with console_lines(app) as output, app.app_context(), job_log_scope():
+        bind_job("job-1", "forged\nINFO line")
+        app.logger.warning("inside the job")
+
+    (line,) = output.getvalue().splitlines()
+    assert "[request_id=-] inside the job" in line
+
+
+def test_bind_job_outside_a_task_run_tags_nothing(make_app: Callable[..., Flask]) -> None:
+    app = make_app()
+
+    with console_lines(app) as output, app.app_context():
+        bind_job("job-1", "abc-123")
+        app.logger.warning("no task here")
+
+    assert "[request_id=-] no task here" in output.getvalue()
