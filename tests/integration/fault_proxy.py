@@ -2,12 +2,14 @@
 
     proxy = FaultProxy(target_port); proxy.start()
     url = f"redis://127.0.0.1:{proxy.port}/0"
-    proxy.set_mode("blackhole")   # pass | latency | reset | blackhole, switchable at any time
+    proxy.set_mode("blackhole")   # pass | latency | reset | refuse | blackhole, at any time
 
 - pass: bytes flow both ways.
 - latency: every chunk is held `latency` seconds (plus uniform jitter) before it is forwarded.
 - reset: every open connection is closed with a TCP RST; new ones are accepted and reset at
   once (the client sees "connection reset", as when the server crashed).
+- refuse: open connections keep working, new ones are reset at once (a listener that is gone
+  while established sessions survive, e.g. a broker's connection limit).
 - blackhole: connections stay open, bytes are read and dropped, nothing ever comes back (a
   frozen server or a dead network path); switching back to pass does not revive the
   connections that saw the blackhole: they are reset, as a real stalled peer eventually is.
@@ -22,13 +24,16 @@ import struct
 import threading
 import time
 
-MODES = frozenset({"pass", "latency", "reset", "blackhole"})
+MODES = frozenset({"pass", "latency", "reset", "refuse", "blackhole"})
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close with RST (SO_LINGER 0) instead of FIN."""
+    """Drop the connection at once: SO_LINGER 0 (RST where the kernel can), and shutdown()
+    first, which also wakes the proxy's own thread blocked in recv() on it."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         sock.close()
 
@@ -114,7 +119,7 @@ class FaultProxy:
             except OSError:
                 return
             self.connections_accepted += 1
-            if self.mode == "reset":
+            if self.mode in ("reset", "refuse"):
                 self.connections_reset += 1
                 _reset(client)
                 continue
