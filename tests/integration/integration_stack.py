@@ -306,12 +306,31 @@ class Stack:
         if pool != "solo":
             args += ["-c", str(concurrency)]
         if beat:
-            assert not any(s.alive and "--beat" in s.args for s in self.services), "one beat only"
+            assert not self.beat_running(), "one beat only"
             args += ["--beat", "-s", str(self.tmp_path / "beat-schedule")]
         worker = self.start(f"worker{number}", args, self.env(**env))
         if wait:
             self.wait_until_ready(worker)
         return worker
+
+    def beat_running(self) -> bool:
+        return any(s.alive and ("--beat" in s.args or s.name == "beat") for s in self.services)
+
+    def start_beat(self) -> Service:
+        """`celery beat` (the sweeper's schedule) as its own process."""
+        assert not self.beat_running(), "one beat only"
+        args = [
+            str(BIN / "celery"),
+            "-A",
+            "blog_api.wsgi.celery_app",
+            "beat",
+            "--loglevel=INFO",
+            "-s",
+            str(self.tmp_path / "beat-schedule"),
+        ]
+        beat = self.start("beat", args)
+        self.wait_for_log(beat, "beat: Starting...")
+        return beat
 
     def wait_until_ready(self, *services: Service, timeout: float = 60.0) -> None:
         for service in services:
