@@ -75,15 +75,15 @@ def test_naive_publish_under_a_stopped_redis_answers_500_for_stored_posts_and_lo
     fault_stack: Stack, report_figures: Callable[..., None]
 ) -> None:
     """R4, negative control: JOB_DISPATCH_MODE=naive (the tutorial's publish after commit)."""
-    figures, extra = run_r4(fault_stack, "naive", 10)
+    figures, extra = run_r4(fault_stack, "naive", 4)
     report_figures("R4-naive", "as R4, naive publish (negative control)", figures, **extra)
 
     # Every request failed although its post was stored: the oracle sees the stored posts of
     # rejected requests, and their e-mails and audit lines never come.
-    assert extra["statuses"] == {"500": 10}
-    assert figures.rejected_with_effects == 10
-    assert figures.emails_lost == 10
-    assert figures.audit_lost == 5
+    assert extra["statuses"] == {"500": 4}
+    assert figures.rejected_with_effects == 4
+    assert figures.emails_lost == 4
+    assert figures.audit_lost == 2
 
 
 def test_posts_while_redis_hangs_each_return_201_within_3s_and_are_mailed_once_after(

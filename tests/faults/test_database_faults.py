@@ -176,8 +176,8 @@ def run_sqlite_writers(
 def test_sqlite_with_concurrent_writers_has_no_locked_errors_and_loses_nothing(
     redis_stack: Stack, report_figures: Callable[..., None]
 ) -> None:
-    """R27: SQLite default mode, gunicorn 2 workers + celery + sweeper, 8 writers for 10 s."""
-    run_sqlite_writers(redis_stack, report_figures, writers=8, seconds=10)
+    """R27: SQLite default mode, gunicorn 2 workers + celery + sweeper, 6 writers for 6 s."""
+    run_sqlite_writers(redis_stack, report_figures, writers=6, seconds=6)
 
 
 @pytest.mark.long

@@ -257,6 +257,7 @@ def test_a_warm_shutdown_during_20_in_flight_tasks_loses_and_duplicates_nothing(
     wait_until(lambda: stack.deliveries(), 30, "the first delivery")
     assert worker.stop(signal.SIGTERM, timeout=30) == 0  # warm: finishes what it runs
     in_flight_done = len(stack.deliveries())
+    proxy.set_mode("pass")  # the rest at full speed
     stack.start_worker(beat=True, concurrency=2)
     figures = settle(stack, app, accepted)
     report_figures(

@@ -97,6 +97,8 @@ class FaultProxy:
     def close(self) -> None:
         self._stopping.set()
         with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+        with contextlib.suppress(OSError):
             self._listener.close()
         with self._lock:
             pairs = list(self._pairs)
