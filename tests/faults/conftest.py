@@ -62,10 +62,10 @@ def report_figures(
     started = time.monotonic()
 
     def report(scenario: str, injection: str, figures: Figures, **extra: Any) -> None:
-        doc = (request.node.function.__doc__ or "").strip().splitlines()
+        paragraph = (request.node.function.__doc__ or "").strip().split("\n\n", 1)[0]
         entry = {
             "scenario": scenario,
-            "summary": doc[0].split(": ", 1)[-1] if doc else request.node.name,
+            "summary": " ".join(paragraph.split()).split(": ", 1)[-1] or request.node.name,
             "injection": injection,
             "node_id": request.node.nodeid,
             "seconds": round(time.monotonic() - started, 1),

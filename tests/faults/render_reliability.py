@@ -10,12 +10,14 @@ latest run of each test wins. The table sits between the two marker comments of 
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import sys
 from pathlib import Path
 
-DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "RELIABILITY.md"
+REPOSITORY = Path(__file__).resolve().parents[2]
+DOCUMENT = REPOSITORY / "docs" / "RELIABILITY.md"
 START, END = "<!-- figures:start -->", "<!-- figures:end -->"
 
 
@@ -23,6 +25,21 @@ def scenario_key(entry: dict[str, object]) -> tuple[int, str]:
     scenario = str(entry["scenario"])
     number = re.match(r"R(\d+)", scenario)
     return (int(number.group(1)) if number else 999, scenario)
+
+
+def summary(entry: dict[str, object]) -> str:
+    """The first paragraph of the test's docstring, without its "R<n>:" prefix."""
+    path, _, name = str(entry["node_id"]).partition("::")
+    name = name.split("[", 1)[0]
+    try:
+        tree = ast.parse((REPOSITORY / path).read_text(encoding="utf-8"))
+    except OSError:
+        return str(entry["summary"])
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            paragraph = (ast.get_docstring(node) or "").split("\n\n", 1)[0]
+            return " ".join(paragraph.split()).split(": ", 1)[-1]
+    return str(entry["summary"])
 
 
 def row(entry: dict[str, object]) -> str:
@@ -42,7 +59,7 @@ def row(entry: dict[str, object]) -> str:
     notes = ", ".join(f"{key} {value}" for key, value in extra.items())
     command = f"{'FAULT_LONG=1 ' if entry.get('long') else ''}.venv/bin/pytest '{entry['node_id']}'"
     return (
-        f"| {entry['scenario']} | {entry['summary']} | {entry['injection']} | "
+        f"| {entry['scenario']} | {summary(entry)} | {entry['injection']} | "
         f"{f['posts_accepted']} | {emails} | {audit} | {rejected} | {notes} | "
         f"{entry['seconds']} | `{command}` |"
     )

@@ -39,7 +39,7 @@ def run_happy_path(stack: Stack, report_figures: Callable[..., None], posts: int
 def test_every_post_over_http_is_mailed_once_and_every_v2_post_audited_once(
     redis_stack: Stack, report_figures: Callable[..., None]
 ) -> None:
-    """R1: happy path, 40 sequential posts over HTTP (the spec's 200 run with -m long)."""
+    """R1: happy path, 40 sequential posts over HTTP (200 in make test-faults-long)."""
     run_happy_path(redis_stack, report_figures, 40)
 
 
