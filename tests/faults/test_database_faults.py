@@ -193,6 +193,6 @@ def test_sqlite_with_concurrent_writers_has_no_locked_errors_and_loses_nothing(
 def test_sqlite_with_20_concurrent_writers_for_60s_has_no_locked_errors(
     redis_stack: Stack, report_figures: Callable[..., None]
 ) -> None:
-    """R27: SQLite default mode at the spec's 20 writers for 60 s (each paced at 2 posts a
-    second, so that celery -c 2 on this machine can drain them)."""
+    """R27: SQLite default mode at the spec's 20 writers for 60 s (each pauses 1 s after every
+    pair of posts, so that celery -c 2 on this machine can drain them)."""
     run_sqlite_writers(redis_stack, report_figures, writers=20, seconds=60, think=1.0)
