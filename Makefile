@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: run test lint typecheck pytest openapi clean help venv chromium test-tools
+.PHONY: run test lint typecheck pytest test-faults-long openapi clean help venv chromium test-tools
 
 help:
 	@echo "make run   - set up and start the API on http://127.0.0.1:5000"
@@ -52,6 +52,11 @@ pytest: $(STAMP) test-tools
 	$(VENV)/bin/pytest -m integration $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# The slow fault scenarios (full N, visibility-timeout redelivery), excluded from `make test`;
+# their figures go to FAULT_FIGURES (see docs/RELIABILITY.md).
+test-faults-long: $(STAMP)
+	FAULT_LONG=1 $(VENV)/bin/pytest -m long tests/faults $(PYTEST_ARGS)
 
 openapi: $(STAMP)
 	for v in 1 2; do FLASK_ENV=testing $(VENV)/bin/flask --app blog_api openapi write \

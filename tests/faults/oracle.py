@@ -7,24 +7,33 @@ has nothing left to do.
 
 E-mails are matched to posts through the jobs table: the Message-ID of a notification is
 `<notify-{job_id}@domain>`; an audit line carries its job id as `event_id`.
+
+Rejected requests (any non-2xx answer, or no answer at all) are matched by their post title,
+which the generator makes unique: for each one there must be no post, no job, no e-mail and no
+audit line (`rejected_with_effects`). A rejected request whose post was stored anyway still owes
+its e-mail and audit line (the author sees the post): it is counted as expected too, so an
+effect it never gets shows up as lost.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
+import uuid
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
 import redis
 from flask import Flask
-from integration_stack import message_id, wait_until
+from integration_stack import HttpClient, message_id, wait_until
 from sqlalchemy import select
 
 from blog_api.extensions import db
-from blog_api.models import AUDIT_POST_CREATED, NOTIFY_AUTHOR, Job
+from blog_api.models import AUDIT_POST_CREATED, NOTIFY_AUTHOR, Job, Post
 from blog_api.models.base import utcnow
 
 # A pending job due further ahead than this is parked: nothing will ever run it (the naive
@@ -41,6 +50,15 @@ class Accepted:
 
 
 @dataclass(frozen=True)
+class Rejected:
+    """A create-post request that did not get a 201 (status 0: no answer)."""
+
+    title: str
+    version: str
+    status: int
+
+
+@dataclass(frozen=True)
 class Figures:
     posts_accepted: int
     emails_expected: int
@@ -54,6 +72,8 @@ class Figures:
     audit_duplicated: int
     audit_lost: int
     audit_malformed: int
+    requests_rejected: int = 0
+    rejected_with_effects: int = 0
 
 
 def _jobs(app: Flask, post_ids: list[int]) -> list[tuple[str, str, int, str]]:
@@ -69,12 +89,43 @@ def _jobs(app: Flask, post_ids: list[int]) -> list[tuple[str, str, int, str]]:
     return rows
 
 
-def _delivered_message_ids(mail_log: Path) -> Counter[str]:
+def _mail_records(mail_log: Path) -> list[dict[str, object]]:
     if not mail_log.exists():
-        return Counter()
+        return []
     lines = mail_log.read_text(encoding="utf-8").splitlines(keepends=True)
-    records = [json.loads(line) for line in lines if line.endswith("\n")]  # skip a torn tail
-    return Counter(r["message_id"] for r in records if r["event"] == "delivered")
+    return [json.loads(line) for line in lines if line.endswith("\n")]  # skip a torn tail
+
+
+def _delivered_message_ids(mail_log: Path) -> Counter[str]:
+    records = _mail_records(mail_log)
+    return Counter(str(r["message_id"]) for r in records if r["event"] == "delivered")
+
+
+def _posts_titled(app: Flask, titles: list[str]) -> dict[str, int]:
+    with app.app_context():
+        statement = select(Post.title, Post.id).where(Post.title.in_(titles))
+        found = {str(row[0]): int(row[1]) for row in db.session.execute(statement)}
+        db.session.remove()
+    return found
+
+
+def _rejected_effects(
+    app: Flask, rejected: list[Rejected], mail_log: Path, audit_log: Path
+) -> tuple[int, list[Accepted]]:
+    """How many rejected requests left any trace, and the posts they stored anyway."""
+    titles = [r.title for r in rejected]
+    stored = _posts_titled(app, titles) if titles else {}
+    subjects = " ".join(str(r.get("subject")) for r in _mail_records(mail_log))
+    audit_text = audit_log.read_text(encoding="utf-8") if audit_log.exists() else ""
+    audit_titles = set()
+    for line in audit_text.splitlines():
+        with contextlib.suppress(ValueError, AttributeError):
+            audit_titles.add(json.loads(line).get("title"))
+    traced = sum(
+        r.title in stored or r.title in subjects or r.title in audit_titles for r in rejected
+    )
+    by_title = {r.title: r for r in rejected}
+    return traced, [Accepted(post_id, by_title[t].version) for t, post_id in stored.items()]
 
 
 def _audit_event_ids(audit_log: Path) -> tuple[Counter[str], int]:
@@ -101,6 +152,7 @@ def measure(
     mail_log: Path,
     audit_log: Path,
     *,
+    rejected: Iterable[Rejected] = (),
     ambiguous_allowed: bool = False,
 ) -> Figures:
     """Count expected, delivered, duplicated, lost and dead effects of the accepted posts.
@@ -109,7 +161,9 @@ def measure(
     injects the crash between SMTP 250 and the commit (`ambiguous_allowed`, R9). `lost`: an
     expected effect that did not happen although its job is not `dead`.
     """
-    posts = list(accepted)
+    refused = list(rejected)
+    traced, stored_anyway = _rejected_effects(app, refused, mail_log, audit_log)
+    posts = list(accepted) + stored_anyway
     v2_posts = {post.post_id for post in posts if post.version == "v2"}
     jobs = _jobs(app, [post.post_id for post in posts])
     notify = {
@@ -157,7 +211,20 @@ def measure(
         audit_duplicated=audit_duplicated,
         audit_lost=audit_lost,
         audit_malformed=malformed,
+        requests_rejected=len(refused),
+        rejected_with_effects=traced,
     )
+
+
+def assert_clean(figures: Figures, dead: int = 0, ambiguous: int = 0) -> None:
+    """Every scenario's verdict: nothing lost, nothing duplicated, nothing torn, no effect of a
+    rejected request; `dead` e-mails and `ambiguous` (R9) duplicates only where injected."""
+    assert (figures.emails_lost, figures.emails_duplicated) == (0, 0), figures
+    assert (figures.audit_lost, figures.audit_duplicated, figures.audit_malformed) == (0, 0, 0)
+    assert figures.rejected_with_effects == 0, figures
+    assert (figures.emails_dead, figures.emails_ambiguous) == (dead, ambiguous), figures
+    assert figures.emails_delivered + figures.emails_dead == figures.emails_expected, figures
+    assert figures.audit_written == figures.audit_expected, figures
 
 
 def busy_jobs(app: Flask, post_ids: list[int]) -> int:
@@ -190,13 +257,16 @@ def quiescence(
     *,
     deadline: float,
     broker: tuple[str, str] | None = None,
+    rejected: Iterable[Rejected] = (),
     ambiguous_allowed: bool = False,
 ) -> Figures:
     """Wait (at most `deadline` seconds, then fail) until no job of the accepted posts is
     running or waiting to run and, given `broker` = (private Redis URL, queue), no message is
     queued or unacknowledged there; then measure."""
     posts = list(accepted)
-    post_ids = [post.post_id for post in posts]
+    refused = list(rejected)
+    stored_anyway = _posts_titled(app, [r.title for r in refused]) if refused else {}
+    post_ids = [post.post_id for post in posts] + list(stored_anyway.values())
 
     def busy() -> int:
         return busy_jobs(app, post_ids) + (queued_messages(*broker) if broker else 0)
@@ -207,4 +277,59 @@ def quiescence(
         lambda: f"quiescence; {busy()} job(s) or message(s) still in flight",
         interval=0.2,
     )
-    return measure(app, posts, mail_log, audit_log, ambiguous_allowed=ambiguous_allowed)
+    return measure(
+        app, posts, mail_log, audit_log, rejected=refused, ambiguous_allowed=ambiguous_allowed
+    )
+
+
+@dataclass
+class Traffic:
+    """What a generator sent: the 201s, the rest, and the time each request took."""
+
+    accepted: list[Accepted] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    statuses: Counter[int] = field(default_factory=Counter)
+
+    def p99(self) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else 0.0
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "statuses": {str(code): count for code, count in sorted(self.statuses.items())},
+            "post_p99_s": round(self.p99(), 3),
+            "post_max_s": round(max(self.latencies, default=0.0), 3),
+        }
+
+
+def post_over_http(
+    client: HttpClient,
+    headers: dict[str, str],
+    count: int,
+    prefix: str,
+    versions: tuple[str, ...] = ("v1", "v2"),
+    traffic: Traffic | None = None,
+) -> Traffic:
+    """Create `count` posts with unique titles over real HTTP, recording every answer."""
+    traffic = traffic if traffic is not None else Traffic()
+    for number in range(count):
+        version = versions[number % len(versions)]
+        title = f"{prefix} {uuid.uuid4().hex[:12]}"
+        body: dict[str, str] = {"title": title, "content": f"Body of {title}."}
+        if version == "v2":
+            body["category"] = "faults"
+        started = time.perf_counter()
+        try:
+            response = client.request("POST", f"/api/{version}/posts", body, headers)
+            status = response.status
+        except OSError:
+            status = 0
+        traffic.latencies.append(time.perf_counter() - started)
+        traffic.statuses[status] += 1
+        if status == 201:
+            assert response.body["title"] == title
+            traffic.accepted.append(Accepted(int(response.body["id"]), version))
+        else:
+            traffic.rejected.append(Rejected(title, version, status))
+    return traffic

@@ -49,9 +49,11 @@ def run_r12(stack: Stack, make_account: Callable[..., Any], mode: str) -> Figure
 
 
 def test_outbox_redelivers_every_job_once_after_redis_loses_its_queue(
-    fault_stack: Stack, make_account: Callable[..., Any]
+    fault_stack: Stack, make_account: Callable[..., Any], report_figures: Callable[..., None]
 ) -> None:
+    """R12: Redis without persistence SIGKILLed with every job message in it."""
     figures = run_r12(fault_stack, make_account, "outbox")
+    report_figures("R12", f"no persistence, {POSTS} queued messages, kill -9 Redis", figures)
 
     assert figures == Figures(
         posts_accepted=POSTS,
@@ -70,9 +72,11 @@ def test_outbox_redelivers_every_job_once_after_redis_loses_its_queue(
 
 
 def test_naive_publish_loses_every_job_when_redis_loses_its_queue_and_the_oracle_says_so(
-    fault_stack: Stack, make_account: Callable[..., Any]
+    fault_stack: Stack, make_account: Callable[..., Any], report_figures: Callable[..., None]
 ) -> None:
+    """R12, negative control: the same with the naive publish (JOB_DISPATCH_MODE=naive)."""
     figures = run_r12(fault_stack, make_account, "naive")
+    report_figures("R12-naive", "as R12, naive publish (negative control)", figures)
 
     assert figures.emails_lost == POSTS
     assert figures.audit_lost == POSTS // 2

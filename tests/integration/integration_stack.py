@@ -8,6 +8,7 @@ then SIGKILL of its process group) when the test ends, pass or fail.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ from typing import Any, TypeVar
 
 import pytest
 import redis
+from fault_proxy import FaultProxy
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -33,6 +35,7 @@ from blog_api.models import AUDIT_POST_CREATED, NOTIFY_AUTHOR, Job
 
 T = TypeVar("T")
 BIN = Path(sys.executable).parent
+REPOSITORY = Path(__file__).resolve().parents[2]
 FINISHED = frozenset({"done", "skipped", "dead"})
 MESSAGE_ID_DOMAIN = "blog-api.local"
 
@@ -171,6 +174,7 @@ class Stack:
     settings: dict[str, str] = field(default_factory=dict)
     services: list[Service] = field(default_factory=list)
     apps: list[Flask] = field(default_factory=list)
+    proxies: list[FaultProxy] = field(default_factory=list)
     _count: int = 0
 
     def __post_init__(self) -> None:
@@ -302,12 +306,31 @@ class Stack:
         if pool != "solo":
             args += ["-c", str(concurrency)]
         if beat:
-            assert not any(s.alive and "--beat" in s.args for s in self.services), "one beat only"
+            assert not self.beat_running(), "one beat only"
             args += ["--beat", "-s", str(self.tmp_path / "beat-schedule")]
         worker = self.start(f"worker{number}", args, self.env(**env))
         if wait:
             self.wait_until_ready(worker)
         return worker
+
+    def beat_running(self) -> bool:
+        return any(s.alive and ("--beat" in s.args or s.name == "beat") for s in self.services)
+
+    def start_beat(self) -> Service:
+        """`celery beat` (the sweeper's schedule) as its own process."""
+        assert not self.beat_running(), "one beat only"
+        args = [
+            str(BIN / "celery"),
+            "-A",
+            "blog_api.wsgi.celery_app",
+            "beat",
+            "--loglevel=INFO",
+            "-s",
+            str(self.tmp_path / "beat-schedule"),
+        ]
+        beat = self.start("beat", args)
+        self.wait_for_log(beat, "beat: Starting...")
+        return beat
 
     def wait_until_ready(self, *services: Service, timeout: float = 60.0) -> None:
         for service in services:
@@ -363,6 +386,44 @@ class Stack:
         wait_until(answers, 15, f"redis-server on port {port} to answer PING")
         return server
 
+    def proxy(self, target_port: int) -> FaultProxy:
+        """A TCP fault proxy (pass / latency / reset / blackhole) in front of `target_port`."""
+        proxy = FaultProxy(target_port).start()
+        self.proxies.append(proxy)
+        return proxy
+
+    def start_gunicorn(self, workers: int = 2, **env: str) -> HttpClient:
+        """gunicorn with `workers` sync workers serving the app with this stack's settings
+        (production's gunicorn.conf.py, testing configuration); returns a client for it."""
+        port = free_port()
+        server = self.start(
+            "gunicorn",
+            [
+                str(BIN / "gunicorn"),
+                "-c",
+                str(REPOSITORY / "gunicorn.conf.py"),
+                "blog_api.wsgi:flask_app",
+            ],
+            self.env(
+                GUNICORN_BIND=f"127.0.0.1:{port}",
+                GUNICORN_WORKERS=str(workers),
+                RATELIMIT_ENABLED="false",
+                **env,
+            ),
+        )
+        client = HttpClient(port)
+
+        def answers() -> bool:
+            if not server.alive:
+                raise AssertionError(f"gunicorn exited:\n{server.log()[-4000:]}")
+            try:
+                return client.request("GET", "/health").status == 200
+            except OSError:
+                return False
+
+        wait_until(answers, 30, "gunicorn to answer /health")
+        return client
+
     def close(self) -> None:
         """Stop every process and release the apps' broker connections.
 
@@ -378,6 +439,9 @@ class Stack:
         for app in self.apps:
             app.extensions["celery"].close()
         self.apps.clear()
+        for proxy in self.proxies:
+            proxy.close()
+        self.proxies.clear()
 
     def log_sections(self) -> list[tuple[str, str]]:
         return [
@@ -417,6 +481,55 @@ class Stack:
 
 
 # -- the application side ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    body: Any
+    elapsed: float
+
+
+class HttpClient:
+    """JSON over real HTTP to a server on 127.0.0.1 (one connection per request)."""
+
+    def __init__(self, port: int, timeout: float = 15.0) -> None:
+        self.port = port
+        self.timeout = timeout
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> HttpResponse:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+        data = None if body is None else json.dumps(body).encode()
+        all_headers = {"Content-Type": "application/json", **(headers or {})}
+        started = time.perf_counter()
+        try:
+            connection.request(method, path, body=data, headers=all_headers)
+            response = connection.getresponse()
+            raw = response.read()
+        finally:
+            connection.close()
+        elapsed = time.perf_counter() - started
+        try:
+            parsed = json.loads(raw) if raw else None
+        except ValueError:
+            parsed = raw.decode("utf-8", "replace")
+        return HttpResponse(response.status, parsed, elapsed)
+
+    def account(self, name: str, email: str | None = None) -> dict[str, str]:
+        """Register `name` and log in over HTTP; returns the Authorization header."""
+        password = "correct horse battery"
+        body = {"username": name, "password": password, "email": email or f"{name}@example.com"}
+        created = self.request("POST", "/api/v1/users", body)
+        assert created.status == 201, created
+        login = self.request("POST", "/api/v1/login", {"username": name, "password": password})
+        assert login.status == 200, login
+        return {"Authorization": f"Bearer {login.body['access_token']}"}
 
 
 def create_posts(

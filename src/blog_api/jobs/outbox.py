@@ -126,12 +126,15 @@ def finish_job(job: Job, status: str, error: str | None = None) -> None:
     """
     deadline = time.monotonic() + current_app.config["JOB_LEASE_SECONDS"] / 2
     delay = 0.2
+    # Plain values: after a rollback the ORM object's attributes are expired, and reading them
+    # would need the very database that just failed.
+    job_id, owner = job.id, job.claimed_by
     while True:
         try:
             now = utcnow()
             db.session.execute(
                 update(Job)
-                .where(Job.id == job.id, Job.claimed_by == job.claimed_by)
+                .where(Job.id == job_id, Job.claimed_by == owner)
                 .values(
                     status=status,
                     lease_until=None,
@@ -147,7 +150,7 @@ def finish_job(job: Job, status: str, error: str | None = None) -> None:
             db.session.rollback()
             if time.monotonic() + delay > deadline:
                 raise
-            log.warning("Could not record job %s as %s; retrying", job.id, status, exc_info=True)
+            log.warning("Could not record job %s as %s; retrying", job_id, status, exc_info=True)
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 

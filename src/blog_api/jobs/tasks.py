@@ -39,7 +39,7 @@ def run_job(task: Task, job_id: str, effect: Effect) -> str:
         log.info("Job %s: already claimed or finished, nothing to do", job_id)
         return "skipped-duplicate"
     bind_job(job.id, job.request_id)
-    crash_point("after_claim")
+    crash_point("after_claim", job.post_id)
     try:
         outcome = effect(job)
     except PermanentJobError as error:
@@ -74,7 +74,7 @@ def run_job(task: Task, job_id: str, effect: Effect) -> str:
         # `retry()` a None max_retries would mean Celery's default of 3, not unlimited).
         raise task.retry(countdown=countdown, exc=error) from error
     outbox.finish_job(job, outcome)
-    crash_point("after_commit_before_ack")
+    crash_point("after_commit_before_ack", job.post_id)
     return outcome
 
 
@@ -89,10 +89,10 @@ def notify_author(job: Job) -> str:
         )
         return "skipped"
     message = build_post_notification(job.id, author.email, author.username, post.id, post.title)
-    crash_point("before_smtp_data")
+    crash_point("before_smtp_data", post.id)
     send_email(message)
     log.info("Email sent to user %s for post %r", author.id, post.title)
-    crash_point("after_smtp_250_before_commit")
+    crash_point("after_smtp_250_before_commit", post.id)
     return "done"
 
 
@@ -115,7 +115,7 @@ def audit_post_created(job: Job) -> str:
     )
     if written:
         log.info("Audit record written for post %s", post.id)
-    crash_point("after_audit_write_before_commit")
+    crash_point("after_audit_write_before_commit", post.id)
     return "done"
 
 

@@ -3,14 +3,17 @@
     python -m blog_api.ops.smtp_sink --port 8025
     python -m blog_api.ops.smtp_sink --port 8025 --record mails.jsonl --fail-codes 451,451
 
-`--fail-codes` answers the first DATA commands with those codes (4xx: try later, 5xx: refused),
-then accepts; `--always CODE` refuses every message. Attempts and deliveries are recorded as
-JSON lines, so tests can count them.
+`--fail-codes` scripts the answers to the first DATA commands, then the sink accepts: a code
+(4xx: try later, 5xx: refused), `stall` (take the message, never answer: the client's timeout
+fires) or `drop` (take the message, close the connection instead of answering 250);
+`--always CODE|stall|drop` does that to every message. Attempts and deliveries are recorded as
+JSON lines (event delivered / refused / stalled / dropped), so tests can count them.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import signal
 import sys
@@ -24,7 +27,7 @@ from aiosmtpd.controller import Controller
 
 
 class SinkHandler:
-    def __init__(self, record: str | None, fail_codes: list[int], always: int | None) -> None:
+    def __init__(self, record: str | None, fail_codes: list[str], always: str | None) -> None:
         self.record = record
         self.fail_codes = list(fail_codes)
         self.always = always
@@ -45,8 +48,16 @@ class SinkHandler:
             "subject": message.get("Subject"),
             "headers": sorted({key.lower() for key in message}),
         }
-        code = self.always or (self.fail_codes.pop(0) if self.fail_codes else None)
-        if code:
+        action = self.always or (self.fail_codes.pop(0) if self.fail_codes else None)
+        if action == "stall":
+            self._write({**entry, "event": "stalled"})
+            await asyncio.sleep(3600)  # never answer; the client's socket timeout ends it
+        if action == "drop":
+            self._write({**entry, "event": "dropped"})
+            server.transport.abort()
+            return "421 Connection dropped"  # never reaches the client
+        if action:
+            code = int(action)
             self._write({**entry, "event": "refused", "code": code})
             text = "Try again later" if code < 500 else "Mailbox unavailable"
             return f"{code} {text}"
@@ -66,10 +77,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8025)
     parser.add_argument("--record", default=None, help="append a JSON line per attempt here")
-    parser.add_argument("--fail-codes", default="", help="e.g. 451,451: refuse the first DATAs")
-    parser.add_argument("--always", type=int, default=None, help="refuse every DATA with CODE")
+    parser.add_argument(
+        "--fail-codes", default="", help="e.g. 451,stall,drop: script the first DATAs"
+    )
+    parser.add_argument("--always", default=None, help="CODE, stall or drop on every DATA")
     args = parser.parse_args(argv)
-    codes = [int(code) for code in args.fail_codes.split(",") if code.strip()]
+    codes = [code.strip() for code in args.fail_codes.split(",") if code.strip()]
+    for action in [*codes, args.always or "250"]:
+        if action not in ("stall", "drop") and not action.isdigit():
+            parser.error(f"not a code, stall or drop: {action!r}")
     controller = Controller(
         SinkHandler(args.record, codes, args.always), hostname=args.host, port=args.port
     )

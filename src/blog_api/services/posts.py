@@ -10,6 +10,7 @@ from sqlalchemy import Select, delete, func, select
 
 from blog_api.extensions import db
 from blog_api.jobs import outbox
+from blog_api.jobs.faults import crash_point
 from blog_api.models import Post, User
 
 
@@ -38,6 +39,7 @@ def create_post(author: User, data: Mapping[str, Any], *, api_version: str) -> P
     db.session.add(post)
     db.session.flush()
     jobs = outbox.add_post_jobs(post, api_version)
+    crash_point("between_flush_and_commit", post.id)  # test-only (R3: a slow commit)
     db.session.commit()
     if outbox.naive_dispatch():
         # Test-only negative control: the tutorial's unbounded publish after the commit; a

@@ -1,0 +1,225 @@
+"""Broker faults (reliability §6.2): Redis stopped (R4, with the naive negative control), Redis
+hanging behind a blackhole (R5), one job published twice (R11), the retry's publish cut (R19).
+Posts go over real HTTP to gunicorn with 2 workers where the request path is under test."""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+from collections.abc import Callable
+
+import pytest
+from integration_stack import POSTGRESQL_ONLY, Stack, free_port, job_views, wait_until
+from oracle import (
+    Accepted,
+    Figures,
+    assert_clean,
+    post_over_http,
+    queued_messages,
+    quiescence,
+)
+
+pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
+
+
+def quiet_period(stack: Stack) -> None:
+    """Long enough for the sweeper to have re-published everything twice, were it able to."""
+    time.sleep(float(stack.settings["JOB_REPUBLISH_AFTER"]) + 2.5)
+
+
+def run_r4(stack: Stack, mode: str, posts: int) -> tuple[Figures, dict[str, object]]:
+    port = free_port()
+    broker_url = f"redis://127.0.0.1:{port}/0"
+    stack.configure(CELERY_BROKER_URL=broker_url, JOB_DISPATCH_MODE=mode)
+    broker = stack.start_redis(port)
+    stack.up(beat=True)
+    server = stack.start_gunicorn(workers=2)
+    app = stack.app()
+    author = server.account(f"r4_{uuid.uuid4().hex[:8]}")
+    before = post_over_http(server, author, 2, "R4 before")  # the whole path works first
+    quiescence(app, before.accepted, stack.mail_log, stack.audit_log, deadline=30)
+
+    broker.stop(signal.SIGKILL)
+    traffic = post_over_http(server, author, posts, "R4 during")
+    quiet_period(stack)
+    delivered_while_down = len(stack.deliveries()) - 2
+
+    stack.start_redis(port)
+    figures = quiescence(
+        app,
+        before.accepted + traffic.accepted,
+        stack.mail_log,
+        stack.audit_log,
+        deadline=60,
+        broker=(broker_url, stack.queue),
+        rejected=traffic.rejected,
+    )
+    return figures, {**traffic.summary(), "emails_while_down": delivered_while_down}
+
+
+def test_posts_while_redis_is_stopped_return_201_fast_and_are_all_mailed_once_after_restart(
+    fault_stack: Stack, report_figures: Callable[..., None]
+) -> None:
+    """R4: Redis stopped before the POSTs (SIGKILL), 50 posts over HTTP, then restarted."""
+    figures, extra = run_r4(fault_stack, "outbox", 50)
+    report_figures("R4", "redis-server SIGKILLed, 50 POSTs, restarted", figures, **extra)
+
+    assert extra["statuses"] == {"201": 50}
+    assert float(extra["post_p99_s"]) < 1.0  # type: ignore[arg-type]
+    assert extra["emails_while_down"] == 0
+    assert_clean(figures)
+
+
+def test_naive_publish_under_a_stopped_redis_answers_500_for_stored_posts_and_loses_their_mail(
+    fault_stack: Stack, report_figures: Callable[..., None]
+) -> None:
+    """R4, negative control: JOB_DISPATCH_MODE=naive (the tutorial's publish after commit)."""
+    figures, extra = run_r4(fault_stack, "naive", 4)
+    report_figures("R4-naive", "as R4, naive publish (negative control)", figures, **extra)
+
+    # Every request failed although its post was stored: the oracle sees the stored posts of
+    # rejected requests, and their e-mails and audit lines never come.
+    assert extra["statuses"] == {"500": 4}
+    assert figures.rejected_with_effects == 4
+    assert figures.emails_lost == 4
+    assert figures.audit_lost == 2
+
+
+def test_posts_while_redis_hangs_each_return_201_within_3s_and_are_mailed_once_after(
+    fault_stack: Stack, report_figures: Callable[..., None]
+) -> None:
+    """R5: Redis hangs (proxy blackhole: TCP open, no answer) during 30 POSTs."""
+    port = free_port()
+    stack = fault_stack
+    stack.start_redis(port)
+    proxy = stack.proxy(port)
+    broker_url = f"redis://127.0.0.1:{proxy.port}/0"
+    stack.configure(CELERY_BROKER_URL=broker_url)
+    stack.up(beat=True)
+    server = stack.start_gunicorn(workers=2)
+    app = stack.app()
+    author = server.account(f"r5_{uuid.uuid4().hex[:8]}")
+    before = post_over_http(server, author, 2, "R5 before")
+    quiescence(app, before.accepted, stack.mail_log, stack.audit_log, deadline=30)
+
+    proxy.set_mode("blackhole")
+    traffic = post_over_http(server, author, 30, "R5 during")
+    quiet_period(stack)
+    delivered_while_hung = len(stack.deliveries()) - 2
+    proxy.set_mode("pass")
+
+    figures = quiescence(
+        app,
+        before.accepted + traffic.accepted,
+        stack.mail_log,
+        stack.audit_log,
+        deadline=90,
+        broker=(f"redis://127.0.0.1:{port}/0", stack.queue),
+        rejected=traffic.rejected,
+    )
+    extra = {**traffic.summary(), "emails_while_hung": delivered_while_hung}
+    report_figures("R5", "proxy blackholes Redis during 30 POSTs", figures, **extra)
+
+    assert traffic.statuses == {201: 30}
+    assert max(traffic.latencies) <= 3.0, traffic.latencies
+    assert delivered_while_hung == 0
+    assert_clean(figures)
+
+
+def test_the_same_job_published_twice_to_two_workers_sends_one_email(
+    redis_stack: Stack, report_figures: Callable[..., None], make_account: Callable[..., object]
+) -> None:
+    """R11: one outbox id published twice, two worker processes; the claim lets one win."""
+    stack = redis_stack
+    stack.configure(JOB_REPUBLISH_AFTER=60)  # only the two messages below, no sweeper
+    app = stack.app()
+    author = make_account(email="twice@example.com")
+    # No worker yet: both messages wait in the queue.
+    response = app.test_client().post(
+        "/api/v1/posts", json={"title": "Twice", "content": "x"}, headers=author.headers
+    )
+    assert response.status_code == 201
+    post_id = response.json["id"]
+    [job] = job_views(app, [post_id])
+    app.extensions["celery"].send_task("blog_api.send_post_notification", args=[job.id])
+    assert queued_messages(stack.broker_url, stack.queue) == 2
+
+    workers = stack.up(workers=2)
+
+    def outcomes() -> list[str]:
+        logs = "".join(worker.log() for worker in workers)
+        return [
+            line.rsplit(": ", 1)[-1]
+            for line in logs.splitlines()
+            if "send_post_notification[" in line and " succeeded in " in line
+        ]
+
+    # Both copies were consumed; the second one found the job taken and did nothing.
+    wait_until(lambda: len(outcomes()) == 2, 30, lambda: f"two task results, got {outcomes()}")
+    figures = quiescence(
+        app,
+        [Accepted(post_id, "v1")],
+        stack.mail_log,
+        stack.audit_log,
+        deadline=30,
+        broker=(stack.broker_url, stack.queue),
+    )
+    report_figures("R11", "same job id published twice, 2 workers", figures)
+
+    assert sorted(outcomes()) == ["'done'", "'skipped-duplicate'"]
+    [job] = job_views(app, [post_id])
+    assert (job.status, job.attempts) == ("done", 1)
+    assert_clean(figures)
+
+
+def test_a_retry_whose_publish_is_cut_is_re_driven_by_the_sweeper_with_one_email(
+    fault_stack: Stack, report_figures: Callable[..., None], make_account: Callable[..., object]
+) -> None:
+    """R19: the proxy cuts Redis exactly while the task publishes its retry.
+
+    Cutting every connection instead would make the worker cancel the running task on the
+    consumer's connection loss (worker_cancel_long_running_tasks_on_connection_loss) before it
+    reaches the retry: that is R6/R7's territory, covered there."""
+    stack = fault_stack
+    port = free_port()
+    stack.start_redis(port)
+    proxy = stack.proxy(port)
+    stack.configure(
+        CELERY_BROKER_URL=f"redis://127.0.0.1:{proxy.port}/0", BROKER_VISIBILITY_TIMEOUT=12
+    )
+    # The first DATA is never answered: the mail timeout fires, and the task asks for a retry.
+    stack.up("--fail-codes", "stall", beat=True)
+    app = stack.app()
+    author = make_account(email="r19@example.com")
+    response = app.test_client().post(
+        "/api/v1/posts", json={"title": "R19", "content": "x"}, headers=author.headers
+    )
+    assert response.status_code == 201
+    post_id = response.json["id"]
+
+    wait_until(
+        lambda: any(r["event"] == "stalled" for r in stack.mail_records()), 30, "a stalled DATA"
+    )
+    # New broker connections fail: the pool child's first publish, its retry, is refused,
+    # while the worker keeps consuming on its established connection.
+    proxy.set_mode("refuse")
+    wait_until(
+        lambda: any("Reject" in s.log() for s in stack.services if "worker" in s.name),
+        30,
+        "the task to fail its attempt and ask for a retry",
+    )
+    proxy.set_mode("pass")
+
+    figures = quiescence(
+        app,
+        [Accepted(post_id, "v1")],
+        stack.mail_log,
+        stack.audit_log,
+        deadline=60,
+        broker=(f"redis://127.0.0.1:{port}/0", stack.queue),
+    )
+    [job] = job_views(app, [post_id])
+    report_figures("R19", "SMTP stall, then proxy resets Redis during the retry", figures)
+    assert (job.status, job.attempts) == ("done", 2)
+    assert_clean(figures)
