@@ -37,11 +37,22 @@ def is_token_revoked(payload: dict[str, Any]) -> bool:
     jti = payload.get("jti")
     if not jti:
         return True
-    user = _user_for(payload)
-    if user is not None and payload.get("pwd") != user.password_changed_at.timestamp():
-        return True
-    revoked = db.session.scalar(select(TokenBlocklist.id).where(TokenBlocklist.jti == jti))
-    return revoked is not None
+    on_blocklist = select(TokenBlocklist.id).where(TokenBlocklist.jti == jti).exists()
+    try:
+        user_id = int(payload["sub"])
+    except (KeyError, TypeError, ValueError):
+        user_id = None
+    # One query for the owner and the blocklist; it also puts the user in the session's
+    # identity map, so the user lookup that follows costs no second query.
+    row = None
+    if user_id is not None:
+        row = db.session.execute(
+            select(User, on_blocklist.label("revoked")).where(User.id == user_id)
+        ).first()
+    if row is None:  # no such user: only the blocklist decides (the lookup then fails)
+        return bool(db.session.scalar(select(on_blocklist)))
+    user, revoked = row
+    return payload.get("pwd") != user.password_changed_at.timestamp() or bool(revoked)
 
 
 def register_jwt_callbacks(app: Flask) -> None:
