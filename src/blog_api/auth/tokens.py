@@ -7,9 +7,9 @@ timestamp, which revokes every earlier token in one write instead of one blockli
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from flask import Flask, Response
+from flask import Flask, Response, g
 from sqlalchemy import select
 
 from blog_api.errors import error_response
@@ -52,6 +52,8 @@ def is_token_revoked(payload: dict[str, Any]) -> bool:
     if row is None:  # no such user: only the blocklist decides (the lookup then fails)
         return bool(db.session.scalar(select(on_blocklist)))
     user, revoked = row
+    # The session only holds loaded objects weakly: keep the user for the lookup that follows.
+    g.token_user = user
     return payload.get("pwd") != user.password_changed_at.timestamp() or bool(revoked)
 
 
@@ -69,6 +71,9 @@ def register_jwt_callbacks(app: Flask) -> None:
 
     @jwt.user_lookup_loader
     def load_user(_header: dict[str, Any], payload: dict[str, Any]) -> User | None:
+        user = g.pop("token_user", None)
+        if user is not None and str(user.id) == str(payload.get("sub")):
+            return cast(User, user)
         return _user_for(payload)
 
     @jwt.token_in_blocklist_loader
