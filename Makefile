@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: run test lint typecheck pytest openapi clean help
+.PHONY: run test lint typecheck pytest openapi clean help bench bench-quick bench-deps
 
 help:
 	@echo "make run   - set up and start the API on http://127.0.0.1:5000"
@@ -24,8 +24,8 @@ run: $(STAMP)
 	VENV=$(VENV) ./scripts/run-stack.sh
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -36,6 +36,20 @@ pytest: $(STAMP)
 	$(VENV)/bin/pytest -m integration $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# Benchmarks (never part of `make test`): wrk from Debian when root and missing, plus the
+# Python tools in bench/requirements.txt. Results go to bench/RESULTS.md.
+bench-deps: $(STAMP)
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get install -y -qq wrk \
+		|| { apt-get update -qq && apt-get install -y -qq wrk; }; }; } \
+		|| { echo "wrk is missing: install it (Debian package wrk)"; exit 1; }
+	$(PIP) install --quiet -r bench/requirements.txt
+
+bench: bench-deps
+	$(PY) bench/run.py --mode full
+
+bench-quick: bench-deps
+	$(PY) bench/run.py --mode quick --output bench/RESULTS-quick.md
 
 openapi: $(STAMP)
 	for v in 1 2; do FLASK_ENV=testing $(VENV)/bin/flask --app blog_api openapi write \

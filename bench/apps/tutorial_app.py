@@ -48,9 +48,7 @@ def setup_logging(flask_app: Flask) -> None:
         handler = RotatingFileHandler("app.log", maxBytes=10000, backupCount=3)
         handler.setLevel(logging.INFO)
         handler.setFormatter(
-            logging.Formatter(
-                "%(asctime)s %(levelname)s: %(message)s [in %(pathname)s:%(lineno)d]"
-            )
+            logging.Formatter("%(asctime)s %(levelname)s: %(message)s [in %(pathname)s:%(lineno)d]")
         )
         flask_app.logger.addHandler(handler)
     console_handler = logging.StreamHandler()
