@@ -719,6 +719,7 @@ class Bench:
         return {
             "gunicorn": [proc_status(pid, "VmHWM") for pid in server.worker_pids()],
             "celery": [proc_status(pid, "VmHWM") for pid in server.celery_pids()],
+            "gunicorn now": [proc_status(pid, "VmRSS") for pid in server.worker_pids()],
         }
 
     def scenario(self, server: Server, name: str, seconds: float) -> LoadResult:
@@ -1177,7 +1178,12 @@ def report_throughput(plan: Plan, results: Results, report: Report) -> None:
 def report_memory(memory: dict[str, dict[str, int]], report: Report) -> None:
     report.add("## Memory: peak RSS (VmHWM) per process, highest over the rounds")
     report.add("")
-    report.add("Targets: each gunicorn worker ≤ 100 MB, each Celery process ≤ 120 MB.")
+    report.add(
+        "Targets: each gunicorn worker ≤ 100 MB, each Celery process ≤ 120 MB. Rows: `gunicorn "
+        "N` / `celery N` = peak RSS (VmHWM) of the N-th largest process; `(before logins)` = "
+        "the same just before the login scenario; `gunicorn now N` = RSS (VmRSS) at the end of "
+        "the configuration's scenarios (argon2id frees its memory after each hash)."
+    )
     report.add("")
     report.add("| configuration | process | peak RSS MB |")
     report.add("|---|---|---|")
