@@ -760,7 +760,7 @@ class Bench:
         try:
             with engine.connect() as conn:
                 rows = conn.execute(text("SELECT status, count(*) FROM jobs GROUP BY status"))
-                return Counter(dict(rows.tuples().all()))
+                return Counter({str(row[0]): int(row[1]) for row in rows})
         finally:
             engine.dispose()
 
@@ -787,7 +787,7 @@ class Bench:
                 rows = conn.execute(
                     text("SELECT id, post_id FROM jobs WHERE kind = 'notify_author'")
                 )
-                return dict(rows.tuples().all())
+                return {str(row[0]): int(row[1]) for row in rows}
         finally:
             engine.dispose()
 
