@@ -1061,6 +1061,12 @@ def ratio_values(a: list[LoadResult], b: list[LoadResult], attr: str) -> list[fl
     ]
 
 
+def cpu_per_request(result: LoadResult) -> float:
+    """CPU time the gunicorn workers spent per answered request (ms): independent of how busy
+    the rest of the machine is, unlike req/s."""
+    return 1000 * sum(result.spread.get("cpu_s", [])) / result.requests if result.requests else 0
+
+
 def report_throughput(plan: Plan, results: Results, report: Report) -> None:
     report.add("## Throughput and latency (closed loop)")
     report.add("")
@@ -1073,9 +1079,9 @@ def report_throughput(plan: Plan, results: Results, report: Report) -> None:
     report.add("")
     report.add(
         "| configuration | scenario | req/s | p50 ms | p99 ms | errors | "
-        "connections per worker (mid-run) | CPU s per worker |"
+        "gunicorn CPU ms per request | connections per worker (mid-run) | CPU s per worker |"
     )
-    report.add("|---|---|---|---|---|---|---|---|")
+    report.add("|---|---|---|---|---|---|---|---|---|")
     for config in plan.configs:
         for name in config.scenarios:
             values = results[config.name][name]
@@ -1083,6 +1089,7 @@ def report_throughput(plan: Plan, results: Results, report: Report) -> None:
                 f"| {config.name} | {name} | {summary([v.rps for v in values])} | "
                 f"{summary([v.p50_ms for v in values], 1)} | "
                 f"{summary([v.p99_ms for v in values], 1)} | {sum(v.errors for v in values)} | "
+                f"{summary([cpu_per_request(v) for v in values], 2)} | "
                 f"{'; '.join(str(v.spread.get('connections')) for v in values)} | "
                 f"{'; '.join(str(v.spread.get('cpu_s')) for v in values)} |"
             )
@@ -1113,6 +1120,21 @@ def report_throughput(plan: Plan, results: Results, report: Report) -> None:
                     "≤ 0.7",
                     ratio_values(ours["POST v1"], tutorial["POST v1"], "p99_ms"),
                     0.7,
+                    False,
+                )
+            )
+        if "POST v1" in ours and "POST v1" in tutorial:
+            rows.append(
+                (
+                    config.name,
+                    "POST v1 CPU per request vs tutorial",
+                    "(info)",
+                    [
+                        cpu_per_request(a) / cpu_per_request(b)
+                        for a, b in zip(ours["POST v1"], tutorial["POST v1"], strict=False)
+                        if cpu_per_request(b)
+                    ],
+                    None,
                     False,
                 )
             )
