@@ -847,7 +847,7 @@ def plan_for(mode: str) -> Plan:
     two = ["POST v1", "GET list"]
     return Plan(
         3,
-        5,
+        4,
         [
             Config("bare sync", "bare", None, "sync", ["GET /"]),
             Config("tutorial sqlite sync", "tutorial", "sqlite", "sync", TUT_ALL),
