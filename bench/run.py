@@ -1018,7 +1018,7 @@ def run(bench: Bench, plan: Plan, report: Report) -> None:
                     if name == "login":  # argon2id's memory cost shows in the peak RSS
                         for kind, values in bench.memory(server).items():
                             for index, kb in enumerate(sorted(values, reverse=True)):
-                                key = f"{kind} {index + 1} (before logins)"
+                                key = f"{kind} {index + 1} (before the login scenario)"
                                 memory[config.name][key] = max(memory[config.name][key], kb)
                     result = bench.scenario(server, name, plan.seconds)
                     results[config.name][name].append(result)
@@ -1202,8 +1202,9 @@ def report_memory(memory: dict[str, dict[str, int]], report: Report) -> None:
     report.add("")
     report.add(
         "Targets: each gunicorn worker ≤ 100 MB, each Celery process ≤ 120 MB. Rows: `gunicorn "
-        "N` / `celery N` = peak RSS (VmHWM) of the N-th largest process; `(before logins)` = "
-        "the same just before the login scenario; `gunicorn now N` = RSS (VmRSS) at the end of "
+        "N` / `celery N` = peak RSS (VmHWM) of the N-th largest process; `(before the login "
+        "scenario)` = the same just before it (the driver itself logs in once at start-up, "
+        "and that hash lands on one worker); `gunicorn now N` = RSS (VmRSS) at the end of "
         "the configuration's scenarios (argon2id frees its memory after each hash)."
     )
     report.add("")
