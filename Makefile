@@ -6,7 +6,8 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: run test lint typecheck pytest test-faults-long openapi clean help venv chromium test-tools
+.PHONY: run test lint typecheck pytest test-faults-long openapi clean help venv chromium test-tools \
+	bench bench-quick bench-deps
 
 help:
 	@echo "make run   - set up and start the API on http://127.0.0.1:5000"
@@ -40,8 +41,8 @@ run: $(STAMP)
 	VENV=$(VENV) ./scripts/run-stack.sh
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -57,6 +58,20 @@ test: lint typecheck pytest
 # their figures go to FAULT_FIGURES (see docs/RELIABILITY.md).
 test-faults-long: $(STAMP)
 	FAULT_LONG=1 $(VENV)/bin/pytest -m long tests/faults $(PYTEST_ARGS)
+
+# Benchmarks (never part of `make test`): wrk from Debian when root and missing, plus the
+# Python tools in bench/requirements.txt. Results go to bench/RESULTS.md.
+bench-deps: $(STAMP)
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get install -y -qq wrk \
+		|| { apt-get update -qq && apt-get install -y -qq wrk; }; }; } \
+		|| { echo "wrk is missing: install it (Debian package wrk)"; exit 1; }
+	$(PIP) install --quiet -r bench/requirements.txt
+
+bench: bench-deps
+	$(PY) bench/run.py --mode full
+
+bench-quick: bench-deps
+	$(PY) bench/run.py --mode quick --output bench/RESULTS-quick.md
 
 openapi: $(STAMP)
 	for v in 1 2; do FLASK_ENV=testing $(VENV)/bin/flask --app blog_api openapi write \

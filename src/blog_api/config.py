@@ -140,7 +140,9 @@ class Config:
     REDIS_URL: str | None = None
     RATELIMIT_STORAGE_URI: str | None = None
     RATELIMIT_ENABLED = True
-    RATELIMIT_HEADERS_ENABLED = True
+    # No X-RateLimit-* headers (SPEC asks only for Retry-After on 429, which errors.py sets):
+    # computing them costs two more Redis round trips on every rate-limited request.
+    RATELIMIT_HEADERS_ENABLED = False
     # A limiter whose Redis is down must not turn logins into 500s: count in memory meanwhile.
     RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
     RATELIMIT_STORAGE_OPTIONS = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}

@@ -7,9 +7,9 @@ timestamp, which revokes every earlier token in one write instead of one blockli
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from flask import Flask, Response
+from flask import Flask, Response, g
 from sqlalchemy import select
 
 from blog_api.errors import error_response
@@ -37,11 +37,24 @@ def is_token_revoked(payload: dict[str, Any]) -> bool:
     jti = payload.get("jti")
     if not jti:
         return True
-    user = _user_for(payload)
-    if user is not None and payload.get("pwd") != user.password_changed_at.timestamp():
-        return True
-    revoked = db.session.scalar(select(TokenBlocklist.id).where(TokenBlocklist.jti == jti))
-    return revoked is not None
+    on_blocklist = select(TokenBlocklist.id).where(TokenBlocklist.jti == jti).exists()
+    try:
+        user_id = int(payload["sub"])
+    except (KeyError, TypeError, ValueError):
+        user_id = None
+    # One query for the owner and the blocklist; it also puts the user in the session's
+    # identity map, so the user lookup that follows costs no second query.
+    row = None
+    if user_id is not None:
+        row = db.session.execute(
+            select(User, on_blocklist.label("revoked")).where(User.id == user_id)
+        ).first()
+    if row is None:  # no such user: only the blocklist decides (the lookup then fails)
+        return bool(db.session.scalar(select(on_blocklist)))
+    user, revoked = row
+    # The session only holds loaded objects weakly: keep the user for the lookup that follows.
+    g.token_user = user
+    return payload.get("pwd") != user.password_changed_at.timestamp() or bool(revoked)
 
 
 def register_jwt_callbacks(app: Flask) -> None:
@@ -58,6 +71,9 @@ def register_jwt_callbacks(app: Flask) -> None:
 
     @jwt.user_lookup_loader
     def load_user(_header: dict[str, Any], payload: dict[str, Any]) -> User | None:
+        user = g.pop("token_user", None)
+        if user is not None and str(user.id) == str(payload.get("sub")):
+            return cast(User, user)
         return _user_for(payload)
 
     @jwt.token_in_blocklist_loader
