@@ -79,11 +79,13 @@ def test_naive_publish_under_a_stopped_redis_answers_500_for_stored_posts_and_lo
     report_figures("R4-naive", "as R4, naive publish (negative control)", figures, **extra)
 
     # Every request failed although its post was stored: the oracle sees the stored posts of
-    # rejected requests, and their e-mails and audit lines never come.
+    # rejected requests, and their e-mails and audit lines never come. On a loaded machine a job
+    # of the posts made before the outage may also be waiting for a retry when Redis dies; the
+    # naive build loses that one too, so the losses are at least those of the refused posts.
     assert extra["statuses"] == {"500": 4}
     assert figures.rejected_with_effects == 4
-    assert figures.emails_lost == 4
-    assert figures.audit_lost == 2
+    assert figures.emails_lost >= 4
+    assert figures.audit_lost >= 2
 
 
 def test_posts_while_redis_hangs_each_return_201_within_3s_and_are_mailed_once_after(
