@@ -7,6 +7,7 @@ one per tier, and `import conftest` would be ambiguous).
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from blog_api.extensions import db
@@ -79,3 +81,13 @@ def assert_too_many_requests(response: Any, limit: str) -> None:
     assert body["error"] == "Too Many Requests"
     assert limit in body["message"]
     assert 1 <= int(response.headers["Retry-After"]) <= 60
+
+
+HEARTBEAT_AGE_METRIC = "blog_api_worker_heartbeat_age_seconds"
+
+
+def heartbeat_ages(client: FlaskClient) -> dict[str, float]:
+    """The worker label -> age pairs of the heartbeat gauge in `/metrics`."""
+    text = client.get("/metrics").get_data(as_text=True)
+    pattern = rf'^{HEARTBEAT_AGE_METRIC}{{worker="([^"]*)"}} (\S+)$'
+    return {worker: float(age) for worker, age in re.findall(pattern, text, re.M)}

@@ -27,18 +27,7 @@ from blog_api.jobs.heartbeat import Heartbeat, forget_silent_workers, record_hea
 from blog_api.models import AUDIT_POST_CREATED, Job, WorkerHeartbeat
 from blog_api.models.base import utcnow
 from blog_api.ops.logging import bind_job, job_log_scope
-from support import Account
-
-AGE_METRIC = "blog_api_worker_heartbeat_age_seconds"
-
-
-def heartbeat_ages(client: FlaskClient) -> dict[str, float]:
-    """The worker label -> age pairs of the heartbeat gauge in `/metrics`."""
-    text = client.get("/metrics").get_data(as_text=True)
-    return {
-        worker: float(age)
-        for worker, age in re.findall(rf'^{AGE_METRIC}{{worker="([^"]*)"}} (\S+)$', text, re.M)
-    }
+from support import Account, heartbeat_ages
 
 
 @contextmanager

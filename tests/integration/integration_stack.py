@@ -316,9 +316,12 @@ class Stack:
     def beat_running(self) -> bool:
         return any(s.alive and ("--beat" in s.args or s.name == "beat") for s in self.services)
 
-    def start_beat(self) -> Service:
-        """`celery beat` (the sweeper's schedule) as its own process."""
-        assert not self.beat_running(), "one beat only"
+    def start_beat(self, name: str = "beat", *, wait: bool = True) -> Service:
+        """`celery beat` (the sweeper's schedule) as its own process, with its own schedule file.
+
+        One beat unless a second sweeper is asked for by giving it another `name`.
+        """
+        assert name != "beat" or not self.beat_running(), "one beat only"
         args = [
             str(BIN / "celery"),
             "-A",
@@ -326,10 +329,11 @@ class Stack:
             "beat",
             "--loglevel=INFO",
             "-s",
-            str(self.tmp_path / "beat-schedule"),
+            str(self.tmp_path / f"{name}-schedule"),
         ]
-        beat = self.start("beat", args)
-        self.wait_for_log(beat, "beat: Starting...")
+        beat = self.start(name, args)
+        if wait:
+            self.wait_for_log(beat, "beat: Starting...")
         return beat
 
     def wait_until_ready(self, *services: Service, timeout: float = 60.0) -> None:

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 from integration_stack import (
-    BIN,
     POSTGRESQL_ONLY,
     Service,
     Stack,
@@ -29,22 +28,6 @@ from integration_stack import (
 pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
 POSTS = 500
 EFFECT_LINES = ("Email sent to user", "Audit record written for post")
-
-
-def start_beat(stack: Stack, number: int) -> Service:
-    """A standalone `celery beat` with its own schedule file: a second sweeper, not a copy."""
-    return stack.start(
-        f"beat{number}",
-        [
-            str(BIN / "celery"),
-            "-A",
-            "blog_api.wsgi.celery_app",
-            "beat",
-            "--loglevel=INFO",
-            "-s",
-            str(stack.tmp_path / f"beat{number}-schedule"),
-        ],
-    )
 
 
 def effects_logged(worker: Service) -> int:
@@ -70,7 +53,7 @@ def test_two_workers_and_two_sweepers_process_500_posts_each_effect_once(
     stack.start_redis(port)
     sink = stack.start_sink(wait=False)
     workers = [stack.start_worker(concurrency=2, wait=False) for _ in range(2)]
-    beats = [start_beat(stack, number) for number in (1, 2)]
+    beats = [stack.start_beat(f"beat{number}", wait=False) for number in (1, 2)]
     app = stack.app()
     # An API process cut off from the broker: its jobs wait in the outbox for the sweepers.
     cut_off = stack.app(CELERY_BROKER_URL="redis://127.0.0.1:1/0", JOB_DISPATCH_COOLDOWN=3600)

@@ -4,24 +4,15 @@ it writes for a job carry the X-Request-ID of the POST that created the job."""
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from flask.testing import FlaskClient
 from integration_stack import POSTGRESQL_ONLY, Stack, wait_for_jobs, wait_until
 
+from support import heartbeat_ages
+
 pytestmark = pytest.mark.integration
-AGE_METRIC = "blog_api_worker_heartbeat_age_seconds"
-
-
-def heartbeat_ages(client: FlaskClient) -> dict[str, float]:
-    text = client.get("/metrics").get_data(as_text=True)
-    return {
-        worker: float(age)
-        for worker, age in re.findall(rf'^{AGE_METRIC}{{worker="([^"]*)"}} (\S+)$', text, re.M)
-    }
 
 
 @POSTGRESQL_ONLY
