@@ -192,6 +192,29 @@ def test_due_jobs_returns_pending_due_and_expired_lease_jobs_and_pushes_them_bac
         assert {job.id for job in again} == {ids["due"], ids["lease_expired"]}
 
 
+def test_the_sweeper_backs_off_with_the_job_s_age_up_to_a_cap(app: Flask) -> None:
+    """A job still pending long after creation is most likely queued behind a backlog: each
+    re-drive waits as long as the job is old (R at least, 8R at most), so a backlog of W
+    seconds costs about log2(W/R) extra copies per job instead of W/R."""
+    now = utcnow()
+    with app.app_context():
+        republish_after = timedelta(seconds=app.config["JOB_REPUBLISH_AFTER"])
+    ages = {"new": timedelta(0), "older": republish_after * 3, "ancient": republish_after * 50}
+    ids = {}
+    for name, age in ages.items():
+        ids[name] = new_job(app, email=f"{name}@example.com")
+        set_job(app, ids[name], created_at=now - age, available_at=now - timedelta(seconds=1))
+
+    with app.app_context():
+        due = {job.id: job.available_at - now for job in due_jobs(now)}
+
+    assert due == {
+        ids["new"]: republish_after,
+        ids["older"]: republish_after * 3,
+        ids["ancient"]: republish_after * outbox.REPUBLISH_BACKOFF_CAP,
+    }
+
+
 def test_a_notification_for_an_author_without_email_is_skipped(
     make_app: Callable[..., Flask],
 ) -> None:
@@ -234,6 +257,8 @@ def test_the_dispatcher_fails_fast_then_goes_quiet_when_the_broker_is_unreachabl
     with app.app_context():
         jobs = db.session.query(Job).filter_by(post_id=response.json["id"]).all()
         assert [(job.status, job.attempts) for job in jobs] == [("pending", 0)]
+        # Not published: due at the next sweep, not JOB_REPUBLISH_AFTER from now.
+        assert [job.id for job in due_jobs(utcnow())] == [job.id for job in jobs]
         messages = outbox.job_messages(jobs)
         dispatcher = app.extensions["job_dispatcher"]
         started = time.perf_counter()

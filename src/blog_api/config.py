@@ -80,6 +80,7 @@ ENVIRONMENT_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "LOG_FORMAT": ("LOG_FORMAT", str),
     "CELERY_BROKER_URL": ("CELERY_BROKER_URL", str),
     "CELERY_QUEUE": ("CELERY_QUEUE", str),
+    "CELERY_PREFETCH_MULTIPLIER": ("CELERY_PREFETCH_MULTIPLIER", int),
     "MAIL_SERVER": ("MAIL_SERVER", str),
     "MAIL_PORT": ("MAIL_PORT", int),
     "MAIL_USE_TLS": ("MAIL_USE_TLS", _bool),
@@ -88,6 +89,8 @@ ENVIRONMENT_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "MAIL_PASSWORD": ("MAIL_PASSWORD", str),
     "MAIL_DEFAULT_SENDER": ("MAIL_DEFAULT_SENDER", str),
     "MAIL_TIMEOUT": ("MAIL_TIMEOUT", float),
+    "MAIL_CONNECTION_MAX_IDLE": ("MAIL_CONNECTION_MAX_IDLE", float),
+    "MAIL_CONNECTION_MAX_MESSAGES": ("MAIL_CONNECTION_MAX_MESSAGES", int),
     "MAIL_MAX_RETRIES": ("MAIL_MAX_RETRIES", int),
     "MAIL_RETRY_BACKOFF": ("MAIL_RETRY_BACKOFF", float),
     "MAIL_RETRY_BACKOFF_MAX": ("MAIL_RETRY_BACKOFF_MAX", float),
@@ -162,6 +165,8 @@ class Config:
     #   < BROKER_VISIBILITY_TIMEOUT, and MAIL_RETRY_BACKOFF_MAX < BROKER_VISIBILITY_TIMEOUT.
     CELERY_BROKER_URL: str | None = None
     CELERY_QUEUE = "blog_api"
+    # Messages each pool process may hold ahead (Celery's worker_prefetch_multiplier).
+    CELERY_PREFETCH_MULTIPLIER = 1
     MAIL_SERVER = "127.0.0.1"
     MAIL_PORT = 8025
     MAIL_USE_TLS = False
@@ -170,6 +175,10 @@ class Config:
     MAIL_PASSWORD: str | None = None
     MAIL_DEFAULT_SENDER = "Blog API <noreply@blog-api.local>"
     MAIL_TIMEOUT = 10.0
+    # A worker keeps its SMTP connection for the next message (services/mailer.py): closed
+    # after this many idle seconds or messages; MAIL_CONNECTION_MAX_MESSAGES=1 turns it off.
+    MAIL_CONNECTION_MAX_IDLE = 15.0
+    MAIL_CONNECTION_MAX_MESSAGES = 50
     MAIL_MAX_RETRIES = 5
     MAIL_RETRY_BACKOFF = 2.0
     MAIL_RETRY_BACKOFF_MAX = 60.0

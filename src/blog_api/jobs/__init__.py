@@ -14,7 +14,12 @@ from datetime import timedelta
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import after_setup_logger, task_postrun, task_prerun
+from celery.signals import (
+    after_setup_logger,
+    task_postrun,
+    task_prerun,
+    worker_process_shutdown,
+)
 from flask import Flask
 
 from blog_api.config import ConfigError
@@ -62,7 +67,7 @@ def celery_settings(config: Mapping[str, Any]) -> dict[str, Any]:
         "accept_content": ["json"],
         # A crash means redelivery, never loss; the job claim makes redelivery harmless.
         "task_acks_late": True,
-        "worker_prefetch_multiplier": 1,
+        "worker_prefetch_multiplier": config["CELERY_PREFETCH_MULTIPLIER"],
         # A killed pool child is re-driven by the sweeper once its lease expires, and the
         # attempt counter dead-letters a job that keeps killing workers (no poison loop).
         "task_reject_on_worker_lost": False,
@@ -101,6 +106,14 @@ def close_job_log_scope(task_id: str, **_: Any) -> None:
     token = _log_scopes.pop((threading.get_ident(), task_id), None)
     if token is not None:
         end_job_log_scope(token)
+
+
+@worker_process_shutdown.connect
+def close_smtp_connection(**_: Any) -> None:
+    """A pool process that exits says QUIT on the SMTP connection it kept."""
+    from blog_api.services.mailer import close_kept_connection
+
+    close_kept_connection()
 
 
 def celery_init_app(app: Flask) -> Celery[Any]:

@@ -15,10 +15,12 @@ from datetime import datetime, timedelta
 
 from flask import current_app, g, has_request_context
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from blog_api.extensions import db
 from blog_api.models import AUDIT_POST_CREATED, NOTIFY_AUTHOR, Job, Post
 from blog_api.models.base import utcnow
+from blog_api.services import commit_keeping_state
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,8 @@ TASK_FOR_KIND = {
     AUDIT_POST_CREATED: "blog_api.record_post_created",
 }
 SWEEP_BATCH = 500
+# A job is re-published at most every REPUBLISH_BACKOFF_CAP x JOB_REPUBLISH_AFTER (see due_jobs).
+REPUBLISH_BACKOFF_CAP = 8
 # Test-only negative control: how far ahead naive-mode jobs are parked so the sweeper never
 # re-drives them (see `naive_dispatch`).
 NAIVE_PARK = timedelta(days=3650)
@@ -65,6 +69,25 @@ def add_post_jobs(post: Post, api_version: str) -> list[Job]:
     return jobs
 
 
+def make_due_now(jobs: Sequence[Job]) -> None:
+    """The fast path could not publish these jobs: let the next sweep re-drive them (within
+    JOB_SWEEP_INTERVAL of the broker's return) instead of JOB_REPUBLISH_AFTER after creation.
+
+    Best effort: if this write fails too, the jobs keep their normal re-drive time.
+    """
+    try:
+        db.session.execute(
+            update(Job)
+            .where(Job.id.in_([job.id for job in jobs]), Job.status == "pending")
+            .values(available_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        commit_keeping_state()
+    except SQLAlchemyError:
+        db.session.rollback()
+        log.warning("Could not mark unpublished jobs as due; the sweeper finds them later")
+
+
 def claim_job(job_id: str, worker_id: str) -> Job | None:
     """Take the job for one attempt, or None when it is not ours to run.
 
@@ -73,7 +96,9 @@ def claim_job(job_id: str, worker_id: str) -> Job | None:
     """
     now = utcnow()
     lease = timedelta(seconds=current_app.config["JOB_LEASE_SECONDS"])
-    result = db.session.execute(
+    # One statement: the UPDATE returns the claimed row (SQLite >= 3.35, PostgreSQL), and the
+    # commit keeps it in memory, so the job is not read again.
+    job = db.session.scalars(
         update(Job)
         .where(
             Job.id == job_id,
@@ -87,13 +112,13 @@ def claim_job(job_id: str, worker_id: str) -> Job | None:
             claimed_by=worker_id,
             updated_at=now,
         )
-        .execution_options(synchronize_session=False)
-    )
-    db.session.commit()
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+        .returning(Job)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    ).first()
+    commit_keeping_state()
+    if job is None:
         _dead_letter_if_exhausted(job_id)
-        return None
-    return db.session.get(Job, job_id)
+    return job
 
 
 def _dead_letter_if_exhausted(job_id: str) -> None:
@@ -176,7 +201,8 @@ def release_job(job: Job, error: str, retry_in: float) -> None:
 
 
 def due_jobs(now: datetime, limit: int = SWEEP_BATCH) -> list[Job]:
-    """Jobs the sweeper must (re)publish, pushed back so the next sweep leaves them alone.
+    """Jobs the sweeper must (re)publish, pushed back (by their age) so that the next sweeps
+    leave them alone.
 
     A running job whose lease expired is due too, but it also waits for `available_at`: that is
     what "pushed back" means for it, so an unclaimed copy is not re-published on every sweep.
@@ -198,8 +224,12 @@ def due_jobs(now: datetime, limit: int = SWEEP_BATCH) -> list[Job]:
         statement = statement.with_for_update(skip_locked=True)
     jobs = list(db.session.scalars(statement))
     republish_after = timedelta(seconds=current_app.config["JOB_REPUBLISH_AFTER"])
+    longest = republish_after * REPUBLISH_BACKOFF_CAP
     for job in jobs:
-        job.available_at = now + republish_after
+        # Back off with the job's age: a job still pending long after it was published is
+        # most likely queued behind a backlog, not lost, and every copy sent costs a worker a
+        # claim. Re-drives come at about R, 2R, 4R, 8R ... after creation, then every 8R.
+        job.available_at = now + min(max(republish_after, now - job.created_at), longest)
     db.session.commit()
     return jobs
 

@@ -11,12 +11,13 @@ from collections.abc import Callable
 
 from celery import Task, shared_task
 from flask import current_app
+from sqlalchemy import select
 
 from blog_api.extensions import db
 from blog_api.jobs import outbox
 from blog_api.jobs.errors import PermanentJobError
 from blog_api.jobs.faults import crash_point
-from blog_api.models import Job, Post
+from blog_api.models import Job, Post, User
 from blog_api.models.base import utcnow
 from blog_api.ops.logging import bind_job
 from blog_api.services import tokens
@@ -79,10 +80,12 @@ def run_job(task: Task, job_id: str, effect: Effect) -> str:
 
 
 def notify_author(job: Job) -> str:
-    post = db.session.get(Post, job.post_id)
-    if post is None:
+    row = db.session.execute(
+        select(Post, User).join(User, Post.user_id == User.id).where(Post.id == job.post_id)
+    ).first()
+    if row is None:
         return "skipped"
-    author = post.user
+    post, author = row
     if not author.email:
         log.info(
             "No e-mail address for user %s; notification for post %s skipped", author.id, post.id

@@ -47,6 +47,8 @@ class SinkHandler:
             "rcpt_tos": envelope.rcpt_tos,
             "subject": message.get("Subject"),
             "headers": sorted({key.lower() for key in message}),
+            # The client's address and port: messages sent on one connection share it.
+            "peer": ":".join(str(part) for part in session.peer or ()),
         }
         action = self.always or (self.fail_codes.pop(0) if self.fail_codes else None)
         if action == "stall":

@@ -1,11 +1,24 @@
-"""E-mail over SMTP, with errors sorted into transient (retry) and permanent (give up)."""
+"""E-mail over SMTP, with errors sorted into transient (retry) and permanent (give up).
+
+Each worker process (each thread, in a thread pool) keeps its SMTP connection open between
+messages, as mail clients do: a busy worker then pays the TCP handshake, greeting, EHLO, TLS and
+login once per `MAIL_CONNECTION_MAX_MESSAGES` messages instead of once per message. A connection
+idle for longer than `MAIL_CONNECTION_MAX_IDLE` seconds is closed and opened again on the next
+message. If a kept connection turns out to be closed by the server before the message's DATA
+was sent (a restart, an idle timeout, a 421 at MAIL FROM), the message is sent once more on a
+fresh connection: the server has not seen it, so this cannot duplicate it. Any failure from
+DATA on is handled as for a fresh connection, and the connection is dropped.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import smtplib
 import ssl
+import threading
+import time
 from email.message import EmailMessage
 from email.utils import formataddr
 from typing import Any
@@ -62,12 +75,7 @@ def send_email(message: EmailMessage) -> None:
     _maybe_inject_failure()
     config = current_app.config
     try:
-        with _connect(config) as smtp:
-            if config["MAIL_USE_TLS"] and not config["MAIL_USE_SSL"]:
-                smtp.starttls(context=ssl.create_default_context())
-            if config["MAIL_USERNAME"]:
-                smtp.login(config["MAIL_USERNAME"], config["MAIL_PASSWORD"] or "")
-            smtp.send_message(message)
+        _send_on_kept_connection(config, message)
     except smtplib.SMTPRecipientsRefused as error:
         code, reply = next(iter(error.recipients.values()))
         raise _classify(code, reply) from error
@@ -77,11 +85,134 @@ def send_email(message: EmailMessage) -> None:
         raise TransientJobError(f"SMTP connection failed: {error!r}") from error
 
 
-def _connect(config: Any) -> smtplib.SMTP:
+class _DataTracking:
+    """Remembers whether DATA was started on this connection (from then on a failure is
+    ambiguous: the server may have taken the message)."""
+
+    data_started = False
+
+    def data(self, msg: Any) -> tuple[int, bytes]:
+        self.data_started = True
+        return super().data(msg)  # type: ignore[misc]
+
+
+class _SMTP(_DataTracking, smtplib.SMTP):
+    pass
+
+
+class _SMTPSSL(_DataTracking, smtplib.SMTP_SSL):
+    pass
+
+
+class _KeptConnection(threading.local):
+    smtp: _SMTP | _SMTPSSL | None = None
+    settings: tuple[Any, ...] = ()
+    last_used = 0.0
+    sent = 0
+
+
+_kept = _KeptConnection()
+
+
+def _send_on_kept_connection(config: Any, message: EmailMessage) -> None:
+    smtp = _take_kept_connection(config)
+    if smtp is not None:
+        smtp.data_started = False
+        try:
+            smtp.send_message(message)
+            _keep(smtp, fresh=False)
+            return
+        except (smtplib.SMTPServerDisconnected, smtplib.SMTPSenderRefused, OSError) as error:
+            _close(smtp)
+            if smtp.data_started or not _closed_by_server(error):
+                raise
+            # Closed by the server before it saw this message: send it on a new connection.
+        except BaseException:
+            _close(smtp)
+            raise
+    smtp = _connect(config)
+    try:
+        smtp.send_message(message)
+    except BaseException:
+        _close(smtp)
+        raise
+    _keep(smtp, fresh=True)
+
+
+def _closed_by_server(error: Exception) -> bool:
+    """A kept connection the server had closed (not a slow server: a timeout is not retried
+    here, or one message could wait twice MAIL_TIMEOUT)."""
+    if isinstance(error, smtplib.SMTPSenderRefused):
+        return error.smtp_code == 421
+    return not isinstance(error, TimeoutError)
+
+
+def _settings(config: Any) -> tuple[Any, ...]:
+    keys = ("MAIL_SERVER", "MAIL_PORT", "MAIL_USE_SSL", "MAIL_USE_TLS", "MAIL_USERNAME")
+    return (*(config[key] for key in keys), config["MAIL_PASSWORD"])
+
+
+def _take_kept_connection(config: Any) -> _SMTP | _SMTPSSL | None:
+    """This thread's open connection if it may carry one more message (else close it)."""
+    smtp, _kept.smtp = _kept.smtp, None
+    if smtp is None:
+        return None
+    fresh_enough = time.monotonic() - _kept.last_used <= config["MAIL_CONNECTION_MAX_IDLE"]
+    if (
+        fresh_enough
+        and _kept.sent < config["MAIL_CONNECTION_MAX_MESSAGES"]
+        and _kept.settings == _settings(config)
+    ):
+        return smtp
+    _quit(smtp)
+    return None
+
+
+def _keep(smtp: _SMTP | _SMTPSSL, *, fresh: bool) -> None:
+    config = current_app.config
+    if config["MAIL_CONNECTION_MAX_MESSAGES"] <= 1:
+        _quit(smtp)
+        return
+    _kept.sent = 1 if fresh else _kept.sent + 1
+    _kept.smtp, _kept.settings = smtp, _settings(config)
+    _kept.last_used = time.monotonic()
+
+
+def close_kept_connection() -> None:
+    """Say QUIT on this thread's kept connection, if any (worker shutdown, tests)."""
+    smtp, _kept.smtp = _kept.smtp, None
+    if smtp is not None:
+        _quit(smtp)
+
+
+def _quit(smtp: smtplib.SMTP) -> None:
+    try:
+        smtp.quit()
+    except (smtplib.SMTPException, OSError):
+        _close(smtp)
+
+
+def _close(smtp: smtplib.SMTP) -> None:
+    with contextlib.suppress(OSError):
+        smtp.close()
+
+
+def _connect(config: Any) -> _SMTP | _SMTPSSL:
     host, port, timeout = config["MAIL_SERVER"], config["MAIL_PORT"], config["MAIL_TIMEOUT"]
+    smtp: _SMTP | _SMTPSSL
     if config["MAIL_USE_SSL"]:
-        return smtplib.SMTP_SSL(host, port, timeout=timeout, context=ssl.create_default_context())
-    return smtplib.SMTP(host, port, timeout=timeout)
+        smtp = _SMTPSSL(host, port, timeout=timeout, context=ssl.create_default_context())
+    else:
+        smtp = _SMTP(host, port, timeout=timeout)
+    try:
+        if config["MAIL_USE_TLS"] and not config["MAIL_USE_SSL"]:
+            smtp.starttls(context=ssl.create_default_context())
+        if config["MAIL_USERNAME"]:
+            smtp.login(config["MAIL_USERNAME"], config["MAIL_PASSWORD"] or "")
+    except BaseException:
+        _close(smtp)
+        raise
+    return smtp
 
 
 def _classify(code: int, reply: bytes | str) -> Exception:

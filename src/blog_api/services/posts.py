@@ -49,7 +49,8 @@ def create_post(author: User, data: Mapping[str, Any], *, api_version: str) -> P
         for task_name, job_id in outbox.job_messages(jobs):
             current_app.extensions["celery"].send_task(task_name, args=[job_id])
         return post
-    current_app.extensions["job_dispatcher"].publish(outbox.job_messages(jobs))
+    if not current_app.extensions["job_dispatcher"].publish(outbox.job_messages(jobs)):
+        outbox.make_due_now(jobs)
     return post
 
 

@@ -1,0 +1,179 @@
+"""The worker's kept SMTP connection (services/mailer.py), against a real SMTP server: the
+project's sink (aiosmtpd) listening on a free local port in this process.
+
+No database: only the mail settings and an app context.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from flask import Flask
+
+from blog_api import create_app
+from blog_api.jobs.errors import PermanentJobError, TransientJobError
+from blog_api.ops.smtp_sink import SinkHandler
+from blog_api.services.mailer import build_post_notification, close_kept_connection, send_email
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Sink:
+    """The SMTP sink on one port; `restart` closes every open connection, as a server restart
+    does."""
+
+    def __init__(self, record: Path) -> None:
+        self.port = free_port()
+        self.record = record
+        self.controller: Controller | None = None
+
+    def start(self) -> None:
+        self.handler = SinkHandler(str(self.record), [], None)
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def script(self, *actions: str) -> None:
+        """Answer the next DATA commands with these actions (a code, stall or drop)."""
+        self.handler.fail_codes.extend(actions)
+
+    def stop(self) -> None:
+        if self.controller:
+            self.controller.stop()
+            self.controller = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def entries(self) -> list[dict[str, Any]]:
+        if not self.record.exists():
+            return []
+        return [json.loads(line) for line in self.record.read_text().splitlines()]
+
+    def entries_of(self, number: int) -> list[dict[str, Any]]:
+        return [entry for entry in self.entries() if entry["message_id"] == message_id(number)]
+
+
+def message_id(number: int) -> str:
+    return f"<notify-job-{number}@blog-api.local>"
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Iterator[Sink]:
+    server = Sink(tmp_path / "mail.jsonl")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mail_app(sink: Sink) -> Iterator[Callable[..., Flask]]:
+    def build(**overrides: Any) -> Flask:
+        settings = {"MAIL_PORT": sink.port, "SQLALCHEMY_DATABASE_URI": "sqlite://", **overrides}
+        return create_app("testing", **settings)
+
+    yield build
+    close_kept_connection()
+
+
+def send(app: Flask, number: int) -> None:
+    with app.app_context():
+        send_email(
+            build_post_notification(f"job-{number}", "ann@example.com", "ann", number, "Title")
+        )
+
+
+def delivered(sink: Sink) -> list[dict[str, Any]]:
+    return [entry for entry in sink.entries() if entry["event"] == "delivered"]
+
+
+def test_consecutive_messages_share_one_connection(
+    mail_app: Callable[..., Flask], sink: Sink
+) -> None:
+    app = mail_app()
+    for number in range(3):
+        send(app, number)
+
+    entries = delivered(sink)
+    assert [entry["message_id"] for entry in entries] == [message_id(n) for n in range(3)]
+    assert len({entry["peer"] for entry in entries}) == 1
+
+
+def test_max_messages_one_opens_a_connection_per_message(
+    mail_app: Callable[..., Flask], sink: Sink
+) -> None:
+    app = mail_app(MAIL_CONNECTION_MAX_MESSAGES=1)
+    for number in range(3):
+        send(app, number)
+
+    assert len({entry["peer"] for entry in delivered(sink)}) == 3
+
+
+def test_a_connection_past_its_message_budget_or_idle_limit_is_replaced(
+    mail_app: Callable[..., Flask], sink: Sink
+) -> None:
+    for number in range(4):
+        send(mail_app(MAIL_CONNECTION_MAX_MESSAGES=2), number)
+    assert len({entry["peer"] for entry in delivered(sink)}) == 2
+
+    idle = mail_app(MAIL_CONNECTION_MAX_IDLE=0)
+    send(idle, 10)
+    send(idle, 11)
+    assert len({entry["peer"] for entry in delivered(sink)}) == 4
+
+
+def test_a_connection_the_server_closed_is_replaced_and_the_message_sent_once(
+    mail_app: Callable[..., Flask], sink: Sink
+) -> None:
+    app = mail_app()
+    send(app, 1)
+    sink.restart()  # the kept connection is now closed on the server's side
+
+    send(app, 2)
+
+    entries = delivered(sink)
+    assert [entry["message_id"] for entry in entries] == [message_id(1), message_id(2)]
+    assert entries[0]["peer"] != entries[1]["peer"]
+
+
+def test_a_failure_after_data_on_a_kept_connection_is_not_resent(
+    mail_app: Callable[..., Flask], sink: Sink
+) -> None:
+    app = mail_app()
+    send(app, 1)
+    sink.script("drop")  # takes the next message, then closes without a reply
+
+    with pytest.raises(TransientJobError, match="SMTP connection failed"):
+        send(app, 2)
+    assert [entry["event"] for entry in sink.entries_of(2)] == ["dropped"]
+
+    send(app, 3)  # on a new connection: the dropped one was not kept
+    entries = delivered(sink)
+    assert [entry["message_id"] for entry in entries] == [message_id(1), message_id(3)]
+    assert entries[0]["peer"] != entries[1]["peer"]
+
+
+def test_refusals_on_a_kept_connection_are_classified_as_on_a_new_one(
+    mail_app: Callable[..., Flask], sink: Sink
+) -> None:
+    app = mail_app()
+    send(app, 1)
+    sink.script("451", "550")
+
+    with pytest.raises(TransientJobError, match="SMTP 451"):
+        send(app, 2)
+    with pytest.raises(PermanentJobError, match="SMTP 550"):
+        send(app, 3)
+
+    assert [entry["event"] for entry in sink.entries_of(2)] == ["refused"]
+    assert [entry["event"] for entry in sink.entries_of(3)] == ["refused"]
