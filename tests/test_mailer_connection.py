@@ -19,7 +19,12 @@ from flask import Flask
 from blog_api import create_app
 from blog_api.jobs.errors import PermanentJobError, TransientJobError
 from blog_api.ops.smtp_sink import SinkHandler
-from blog_api.services.mailer import build_post_notification, close_kept_connection, send_email
+from blog_api.services.mailer import (
+    build_post_notification,
+    close_kept_connection,
+    header_safe,
+    send_email,
+)
 
 
 def free_port() -> int:
@@ -177,3 +182,28 @@ def test_refusals_on_a_kept_connection_are_classified_as_on_a_new_one(
 
     assert [entry["event"] for entry in sink.entries_of(2)] == ["refused"]
     assert [entry["event"] for entry in sink.entries_of(3)] == ["refused"]
+
+
+def test_non_ascii_titles_and_names_arrive_decoded_in_one_subject_line(
+    mail_app: Callable[..., Flask], sink: Sink
+) -> None:
+    title = "Ünïcödé ✓ " * 12 + "\r\nBcc: x@example.com"
+    with mail_app().app_context():
+        send_email(build_post_notification("job-u", "zoe@example.com", "Zoë Ünï", 7, title))
+
+    (entry,) = delivered(sink)
+    assert entry["subject"] == f"Your post '{header_safe(title)}' is published"
+    assert entry["subject"].startswith("Your post 'Ünïcödé ✓ Ünïcödé")
+    assert "bcc" not in entry["headers"]
+    assert entry["rcpt_tos"] == ["zoe@example.com"]
+
+
+def test_an_internationalised_address_fails_permanently_without_a_connection(
+    mail_app: Callable[..., Flask], sink: Sink
+) -> None:
+    with (
+        mail_app().app_context(),
+        pytest.raises(PermanentJobError, match="Internationalised address"),
+    ):
+        build_post_notification("job-i", "zoë@example.com", "Zoë", 8, "Title")
+    assert sink.entries() == []
