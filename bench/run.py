@@ -575,9 +575,6 @@ class Bench:
                 "POST_RATE_LIMIT": HIGH_LIMIT,
                 "LOGIN_RATE_LIMIT": HIGH_LIMIT,
                 "REGISTER_RATE_LIMIT": HIGH_LIMIT,
-                # Re-drive after a broker outage within the benchmark's patience.
-                "JOB_REPUBLISH_AFTER": "5",
-                "JOB_SWEEP_INTERVAL": "1",
             }
         elif config.app == "tutorial":
             assert config.database

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import dotenv
@@ -202,3 +205,22 @@ def test_development_loads_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     app: Flask = create_app("development", SQLALCHEMY_DATABASE_URI="sqlite://")
 
     assert app.config["API_VERSION"] == "from-dotenv"
+
+
+def test_server_processes_leave_the_migration_commands_and_alembic_out(tmp_path: Path) -> None:
+    """`blog_api.wsgi` (gunicorn, Celery) never loads Flask-Migrate and Alembic (11 MB of RSS
+    per process); the `flask db` commands stay on every other app."""
+    probe = (
+        "import sys, blog_api.wsgi as w; "
+        "print('alembic' in sys.modules, 'migrate' in w.flask_app.extensions, "
+        "'db' in w.flask_app.cli.commands)"
+    )
+    env = {**os.environ, "FLASK_ENV": "testing", "LOG_FILE": str(tmp_path / "app.log")}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["False", "False", "False"]
+
+    app = create_app("testing", SQLALCHEMY_DATABASE_URI="sqlite://")
+    assert "migrate" in app.extensions
+    assert "db" in app.cli.commands

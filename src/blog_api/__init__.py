@@ -17,7 +17,7 @@ from blog_api.api import register_apis
 from blog_api.auth.tokens import register_jwt_callbacks
 from blog_api.config import config_class, read_environment
 from blog_api.errors import register_error_handlers
-from blog_api.extensions import db, limiter, migrate
+from blog_api.extensions import db, limiter
 from blog_api.jobs import celery_init_app, celery_settings
 from blog_api.jobs.cli import jobs_cli
 from blog_api.jobs.outbox import Dispatcher
@@ -63,7 +63,11 @@ def create_app(config_name: str | None = None, **overrides: Any) -> Flask:
 def register_extensions(app: Flask) -> None:
     """Bind the database, migrations, JWT and rate limiting to `app`."""
     db.init_app(app)
-    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
+    if app.config["MIGRATIONS_CLI"]:
+        # Imported here: Flask-Migrate brings Alembic, 11 MB that a server process never uses.
+        from flask_migrate import Migrate
+
+        Migrate(app, db, directory=str(MIGRATIONS_DIR))
     register_jwt_callbacks(app)
     if not app.config.get("RATELIMIT_STORAGE_URI"):
         app.config["RATELIMIT_STORAGE_URI"] = app.config.get("REDIS_URL") or "memory://"

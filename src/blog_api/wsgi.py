@@ -15,7 +15,8 @@ from celery.signals import worker_process_init
 from blog_api import create_app
 from blog_api.extensions import db
 
-flask_app = create_app()
+# Servers never run migrations (`flask --app blog_api db upgrade` does): no Alembic in memory.
+flask_app = create_app(MIGRATIONS_CLI=False)
 celery_app: Celery[Any] = flask_app.extensions["celery"]
 
 

@@ -40,7 +40,8 @@ def run_job(task: Task, job_id: str, effect: Effect) -> str:
         log.info("Job %s: already claimed or finished, nothing to do", job_id)
         return "skipped-duplicate"
     bind_job(job.id, job.request_id)
-    crash_point("after_claim", job.post_id)
+    post_id = job.post_id  # read now: finish_job's commit expires the object
+    crash_point("after_claim", post_id)
     try:
         outcome = effect(job)
     except PermanentJobError as error:
@@ -75,7 +76,7 @@ def run_job(task: Task, job_id: str, effect: Effect) -> str:
         # `retry()` a None max_retries would mean Celery's default of 3, not unlimited).
         raise task.retry(countdown=countdown, exc=error) from error
     outbox.finish_job(job, outcome)
-    crash_point("after_commit_before_ack", job.post_id)
+    crash_point("after_commit_before_ack", post_id)
     return outcome
 
 
