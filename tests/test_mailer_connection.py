@@ -42,8 +42,8 @@ class Sink:
         self.record = record
         self.controller: Controller | None = None
 
-    def start(self) -> None:
-        self.handler = SinkHandler(str(self.record), [], None)
+    def start(self, quiet: bool = False) -> None:
+        self.handler = SinkHandler(str(self.record), [], None, quiet)
         self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
         self.controller.start()
 
@@ -207,3 +207,23 @@ def test_an_internationalised_address_fails_permanently_without_a_connection(
     ):
         build_post_notification("job-i", "zoë@example.com", "Zoë", 8, "Title")
     assert sink.entries() == []
+
+
+def test_a_quiet_sink_records_the_same_entries_without_printing(
+    mail_app: Callable[..., Flask], sink: Sink, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = mail_app(MAIL_CONNECTION_MAX_MESSAGES=1)
+    send(app, 1)
+    sink.stop()
+    sink.start(quiet=True)
+    send(app, 2)
+
+    loud, quiet = delivered(sink)
+    printed = capsys.readouterr().out
+    assert "Message-ID: <notify-job-1@blog-api.local>" in printed
+    assert "job-2" not in printed
+    ignored = {"time", "message_id", "peer"}
+    assert {k: v for k, v in loud.items() if k not in ignored} == {
+        k: v for k, v in quiet.items() if k not in ignored
+    }
+    assert quiet["message_id"] == message_id(2)

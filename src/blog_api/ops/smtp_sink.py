@@ -8,6 +8,8 @@
 fires) or `drop` (take the message, close the connection instead of answering 250);
 `--always CODE|stall|drop` does that to every message. Attempts and deliveries are recorded as
 JSON lines (event delivered / refused / stalled / dropped), so tests can count them.
+`--quiet` records without printing (and parses only the headers): the benchmark's stand-in
+for a mail server on another machine.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import signal
 import sys
 import threading
 import time
-from email import message_from_bytes
+from email.parser import BytesParser
 from email.policy import default as default_policy
 from typing import Any
 
@@ -27,10 +29,13 @@ from aiosmtpd.controller import Controller
 
 
 class SinkHandler:
-    def __init__(self, record: str | None, fail_codes: list[str], always: str | None) -> None:
+    def __init__(
+        self, record: str | None, fail_codes: list[str], always: str | None, quiet: bool = False
+    ) -> None:
         self.record = record
         self.fail_codes = list(fail_codes)
         self.always = always
+        self.quiet = quiet
         self.lock = threading.Lock()
 
     def _write(self, entry: dict[str, Any]) -> None:
@@ -39,7 +44,9 @@ class SinkHandler:
                 record_file.write(json.dumps(entry) + "\n")
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        message = message_from_bytes(envelope.content, policy=default_policy)
+        # Quiet: the headers are all that is recorded, and the body is never printed.
+        parser = BytesParser(policy=default_policy)
+        message = parser.parsebytes(envelope.content, headersonly=self.quiet)
         entry = {
             "time": time.time(),
             "message_id": message.get("Message-ID"),
@@ -64,6 +71,8 @@ class SinkHandler:
             text = "Try again later" if code < 500 else "Mailbox unavailable"
             return f"{code} {text}"
         self._write({**entry, "event": "delivered"})
+        if self.quiet:
+            return "250 Message accepted for delivery"
         body = message.get_body(preferencelist=("plain",))
         print(
             f"--- e-mail to {', '.join(envelope.rcpt_tos)} ---\n"
@@ -83,13 +92,16 @@ def main(argv: list[str] | None = None) -> None:
         "--fail-codes", default="", help="e.g. 451,stall,drop: script the first DATAs"
     )
     parser.add_argument("--always", default=None, help="CODE, stall or drop on every DATA")
+    parser.add_argument("--quiet", action="store_true", help="record only; print no e-mail")
     args = parser.parse_args(argv)
     codes = [code.strip() for code in args.fail_codes.split(",") if code.strip()]
     for action in [*codes, args.always or "250"]:
         if action not in ("stall", "drop") and not action.isdigit():
             parser.error(f"not a code, stall or drop: {action!r}")
     controller = Controller(
-        SinkHandler(args.record, codes, args.always), hostname=args.host, port=args.port
+        SinkHandler(args.record, codes, args.always, args.quiet),
+        hostname=args.host,
+        port=args.port,
     )
     controller.start()
     print(f"SMTP sink listening on {args.host}:{args.port}", flush=True)
