@@ -80,8 +80,7 @@ def make_due_now(jobs: Sequence[Job]) -> None:
             update(Job)
             .where(Job.id.in_([job.id for job in jobs]), Job.status == "pending")
             .values(available_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
+        )  # the default session synchronisation updates the objects in memory too
         commit_keeping_state()
     except SQLAlchemyError:
         db.session.rollback()

@@ -47,5 +47,6 @@ def retry_job(job: Job) -> Job:
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise ConflictError(f"Only dead jobs can be retried (this one is {job.status})")
     db.session.refresh(job)
-    current_app.extensions["job_dispatcher"].publish(outbox.job_messages([job]))
+    if not current_app.extensions["job_dispatcher"].publish(outbox.job_messages([job])):
+        outbox.make_due_now([job])
     return job

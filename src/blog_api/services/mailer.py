@@ -179,7 +179,7 @@ def _take_kept_connection(config: Any) -> _SMTP | _SMTPSSL | None:
         and _kept.settings == _settings(config)
     ):
         return smtp
-    _quit(smtp)
+    _close(smtp)  # no QUIT: a server that stopped answering would hold the job MAIL_TIMEOUT
     return None
 
 
