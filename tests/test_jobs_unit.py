@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from flask import Flask
 from sqlalchemy import update
 
@@ -213,6 +214,32 @@ def test_the_sweeper_backs_off_with_the_job_s_age_up_to_a_cap(app: Flask) -> Non
         ids["older"]: republish_after * 3,
         ids["ancient"]: republish_after * outbox.REPUBLISH_BACKOFF_CAP,
     }
+
+
+def test_one_sweep_publishes_batch_after_batch_up_to_its_limit(
+    make_app: Callable[..., Flask], redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a broker outage thousands of jobs are due at once: one sweep keeps publishing while
+    its batches come back full, up to SWEEP_MAX_BATCHES (real Celery app, real Redis queue)."""
+    queue = f"sweep-{uuid.uuid4().hex}"
+    app = make_app(CELERY_BROKER_URL=redis_url, CELERY_QUEUE=queue)
+    monkeypatch.setattr(outbox, "SWEEP_BATCH", 2)
+    ids = [new_job(app, email=f"due{n}@example.com") for n in range(5)]
+    for job_id in ids:
+        set_job(app, job_id, available_at=utcnow() - timedelta(seconds=1))
+    broker = redis.Redis.from_url(redis_url)
+
+    try:
+        with app.app_context():
+            assert outbox.sweep(app.extensions["celery"], max_batches=2) == 4
+            assert broker.llen(queue) == 4
+            for job_id in ids:  # due again
+                set_job(app, job_id, available_at=utcnow() - timedelta(seconds=1))
+            assert outbox.sweep(app.extensions["celery"]) == 5
+            assert broker.llen(queue) == 9
+    finally:
+        broker.delete(queue)
+        broker.close()
 
 
 def test_a_notification_for_an_author_without_email_is_skipped(

@@ -29,6 +29,8 @@ TASK_FOR_KIND = {
     AUDIT_POST_CREATED: "blog_api.record_post_created",
 }
 SWEEP_BATCH = 500
+# Batches one sweep may publish (the rest waits for the next sweep).
+SWEEP_MAX_BATCHES = 20
 # A job is re-published at most every REPUBLISH_BACKOFF_CAP x JOB_REPUBLISH_AFTER (see due_jobs).
 REPUBLISH_BACKOFF_CAP = 8
 # Test-only negative control: how far ahead naive-mode jobs are parked so the sweeper never
@@ -233,11 +235,17 @@ def due_jobs(now: datetime, limit: int = SWEEP_BATCH) -> list[Job]:
     return jobs
 
 
-def sweep(celery_app: object) -> int:
-    """Publish every due job (see `due_jobs`); returns how many."""
-    jobs = due_jobs(utcnow())
-    send_messages(celery_app, job_messages(jobs))
-    return len(jobs)
+def sweep(celery_app: object, max_batches: int = SWEEP_MAX_BATCHES) -> int:
+    """Publish every due job (see `due_jobs`), batch after batch while batches come back full
+    (after a broker outage thousands are due at once); returns how many."""
+    published = 0
+    for _ in range(max_batches):
+        jobs = due_jobs(utcnow(), SWEEP_BATCH)
+        send_messages(celery_app, job_messages(jobs))
+        published += len(jobs)
+        if len(jobs) < SWEEP_BATCH:
+            break
+    return published
 
 
 def job_messages(jobs: Iterable[Job]) -> list[tuple[str, str]]:
