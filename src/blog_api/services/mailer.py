@@ -194,9 +194,12 @@ def _keep(smtp: _SMTP | _SMTPSSL, *, fresh: bool) -> None:
 
 
 def close_kept_connection() -> None:
-    """Say QUIT on this thread's kept connection, if any (worker shutdown, tests)."""
+    """Say QUIT on this thread's kept connection, if any (worker shutdown, tests); a server
+    that does not answer within a second does not hold the shutdown up."""
     smtp, _kept.smtp = _kept.smtp, None
     if smtp is not None:
+        if smtp.sock is not None:
+            smtp.sock.settimeout(1.0)
         _quit(smtp)
 
 
