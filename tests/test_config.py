@@ -224,3 +224,19 @@ def test_server_processes_leave_the_migration_commands_and_alembic_out(tmp_path:
     app = create_app("testing", SQLALCHEMY_DATABASE_URI="sqlite://")
     assert "migrate" in app.extensions
     assert "db" in app.cli.commands
+
+
+def test_redis_broker_options_bound_every_wait_and_restore_orphans_promptly() -> None:
+    app = create_app(
+        "testing", SQLALCHEMY_DATABASE_URI="sqlite://", CELERY_BROKER_URL="redis://r:6379/0"
+    )
+    options = app.config["CELERY"]["broker_transport_options"]
+    assert options["socket_timeout"] == 10
+    assert options["socket_connect_timeout"] == 3
+    assert options["unacked_restore_throttle"] == 1
+    assert options["visibility_timeout"] == app.config["BROKER_VISIBILITY_TIMEOUT"]
+
+    amqp = create_app(
+        "testing", SQLALCHEMY_DATABASE_URI="sqlite://", CELERY_BROKER_URL="amqp://guest@r//"
+    )
+    assert "unacked_restore_throttle" not in amqp.config["CELERY"]["broker_transport_options"]

@@ -53,6 +53,10 @@ def celery_settings(config: Mapping[str, Any]) -> dict[str, Any]:
         # Finite socket timeouts so that no publish or consume blocks forever on a hung Redis.
         # (A request's wait is bounded separately by the dispatcher, see jobs/outbox.py.)
         transport_options |= {"socket_timeout": 10, "socket_connect_timeout": 3}
+        # A message whose consumer never acknowledged it (a killed worker, or Redis restarted
+        # from its AOF) is restored after the visibility timeout plus at most 10 s; kombu's
+        # default checks only every tenth 10 s tick, up to 100 s late.
+        transport_options["unacked_restore_throttle"] = 1
     queue = config["CELERY_QUEUE"]
     return {
         "broker_url": broker_url,
