@@ -256,6 +256,23 @@ def test_a_notification_for_an_author_without_email_is_skipped(
     assert (job.status, job.attempts, job.last_error) == ("skipped", 1, None)
 
 
+def test_an_admin_retry_the_broker_refuses_is_due_at_the_next_sweep_and_says_so(
+    make_app: Callable[..., Flask], make_account: Callable[..., Any]
+) -> None:
+    app = make_app(CELERY_BROKER_URL="redis://127.0.0.1:1/0")
+    admin = make_account(role="admin")
+    job_id = new_job(app)
+    set_job(app, job_id, status="dead", attempts=6)
+
+    response = app.test_client().post(f"/api/v1/jobs/{job_id}/retry", headers=admin.headers)
+
+    assert response.status_code == 200, response.json
+    assert (response.json["status"], response.json["attempts"]) == ("pending", 0)
+    stored = load(app, job_id).available_at
+    assert stored <= utcnow()
+    assert response.json["available_at"] == stored.isoformat()
+
+
 def test_the_dispatcher_fails_fast_then_goes_quiet_when_the_broker_is_unreachable(
     make_app: Callable[..., Flask],
     make_account: Callable[..., Any],

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from flask import current_app, g, has_request_context
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm.attributes import set_committed_value
 
 from blog_api.extensions import db
 from blog_api.models import AUDIT_POST_CREATED, NOTIFY_AUTHOR, Job, Post
@@ -75,18 +76,24 @@ def make_due_now(jobs: Sequence[Job]) -> None:
     """The fast path could not publish these jobs: let the next sweep re-drive them (within
     JOB_SWEEP_INTERVAL of the broker's return) instead of JOB_REPUBLISH_AFTER after creation.
 
-    Best effort: if this write fails too, the jobs keep their normal re-drive time.
+    Best effort, on a connection of its own: if this write fails too, the jobs keep their
+    normal re-drive time, and the caller's session (whose post the response still needs) is
+    not rolled back and expired by the failure.
     """
+    now = utcnow()
     try:
-        db.session.execute(
-            update(Job)
-            .where(Job.id.in_([job.id for job in jobs]), Job.status == "pending")
-            .values(available_at=utcnow())
-        )  # the default session synchronisation updates the objects in memory too
-        commit_keeping_state()
+        with db.engine.begin() as connection:
+            connection.execute(
+                update(Job)
+                .where(Job.id.in_([job.id for job in jobs]), Job.status == "pending")
+                .values(available_at=now)
+            )
     except SQLAlchemyError:
-        db.session.rollback()
         log.warning("Could not mark unpublished jobs as due; the sweeper finds them later")
+        return
+    for job in jobs:  # what was written, without reading it back
+        if job.status == "pending":
+            set_committed_value(job, "available_at", now)
 
 
 def claim_job(job_id: str, worker_id: str) -> Job | None:

@@ -135,7 +135,7 @@ def _send_on_kept_connection(config: Any, message: Message) -> None:
         smtp.data_started = False
         try:
             smtp.send_message(message)
-            _keep(smtp, fresh=False)
+            _keep(smtp, config, fresh=False)
             return
         except (smtplib.SMTPServerDisconnected, smtplib.SMTPSenderRefused, OSError) as error:
             _close(smtp)
@@ -151,7 +151,7 @@ def _send_on_kept_connection(config: Any, message: Message) -> None:
     except BaseException:
         _close(smtp)
         raise
-    _keep(smtp, fresh=True)
+    _keep(smtp, config, fresh=True)
 
 
 def _closed_by_server(error: Exception) -> bool:
@@ -183,8 +183,7 @@ def _take_kept_connection(config: Any) -> _SMTP | _SMTPSSL | None:
     return None
 
 
-def _keep(smtp: _SMTP | _SMTPSSL, *, fresh: bool) -> None:
-    config = current_app.config
+def _keep(smtp: _SMTP | _SMTPSSL, config: Any, *, fresh: bool) -> None:
     if config["MAIL_CONNECTION_MAX_MESSAGES"] <= 1:
         _quit(smtp)
         return
