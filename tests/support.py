@@ -1,4 +1,5 @@
-"""Shared test vocabulary: accounts, the error-shape assertion, service checks.
+"""Shared test vocabulary: accounts, the error-shape assertion, service checks, polling with a
+deadline and free ports.
 
 Kept out of conftest.py so that test modules can import it by name (two conftest modules exist,
 one per tier, and `import conftest` would be ambiguous).
@@ -8,10 +9,13 @@ from __future__ import annotations
 
 import os
 import re
+import socket
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from flask import Flask
@@ -20,6 +24,7 @@ from sqlalchemy import text
 
 from blog_api.extensions import db
 
+T = TypeVar("T")
 RUN_ID = uuid.uuid4().hex[:10]
 PASSWORD = "correct horse battery"
 
@@ -91,3 +96,27 @@ def heartbeat_ages(client: FlaskClient) -> dict[str, float]:
     text = client.get("/metrics").get_data(as_text=True)
     pattern = rf'^{HEARTBEAT_AGE_METRIC}{{worker="([^"]*)"}} (\S+)$'
     return {worker: float(age) for worker, age in re.findall(pattern, text, re.M)}
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float,
+    message: str | Callable[[], str],
+    interval: float = 0.1,
+) -> T:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            text = message() if callable(message) else message
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {text}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -7,7 +7,6 @@ No database: only the mail settings and an app context.
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,12 +24,7 @@ from blog_api.services.mailer import (
     header_safe,
     send_email,
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from support import free_port
 
 
 class Sink:

@@ -10,12 +10,10 @@ import io
 import json
 import logging
 import re
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from flask import Flask
@@ -27,7 +25,7 @@ from blog_api.jobs.heartbeat import Heartbeat, forget_silent_workers, record_hea
 from blog_api.models import AUDIT_POST_CREATED, Job, WorkerHeartbeat
 from blog_api.models.base import utcnow
 from blog_api.ops.logging import bind_job, job_log_scope
-from support import Account, heartbeat_ages
+from support import Account, heartbeat_ages, wait_until
 
 
 @contextmanager
@@ -130,8 +128,13 @@ def test_the_heartbeat_thread_beats_until_stopped(make_app: Callable[..., Flask]
 
     heartbeat.start()
     try:
-        first = wait_for(last_seen, "the first heartbeat")
-        wait_for(lambda: (seen := last_seen()) is not None and seen > first, "a second heartbeat")
+        first = wait_until(last_seen, 20, "the first heartbeat", interval=0.02)
+        wait_until(
+            lambda: (seen := last_seen()) is not None and seen > first,
+            20,
+            "a second heartbeat",
+            interval=0.02,
+        )
     finally:
         heartbeat.stop()
     assert not heartbeat._thread.is_alive()  # joined: nothing writes after stop()
@@ -153,16 +156,6 @@ def test_a_heartbeat_without_a_database_logs_once_and_never_raises(
     warnings = [line for line in output.getvalue().splitlines() if "not recorded" in line]
     assert len(warnings) == 1
     assert "Worker heartbeat of cut-off@host not recorded" in warnings[0]
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    """Poll with a deadline (the thread under test runs on its own schedule)."""
-    deadline = time.monotonic() + timeout
-    while (result := predicate()) is None or result is False:
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.02)
-    return result
 
 
 # --- request id in job log lines -----------------------------------------------------------------

@@ -12,7 +12,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import redis
@@ -32,8 +31,8 @@ from sqlalchemy import select
 from blog_api.config import ENVIRONMENT_VARIABLES, read_environment
 from blog_api.extensions import db
 from blog_api.models import AUDIT_POST_CREATED, NOTIFY_AUTHOR, Job
+from support import free_port, wait_until
 
-T = TypeVar("T")
 BIN = Path(sys.executable).parent
 REPOSITORY = Path(__file__).resolve().parents[2]
 FINISHED = frozenset({"done", "skipped", "dead"})
@@ -58,30 +57,6 @@ FAST_TIMINGS: dict[str, str] = {
     "MAIL_RETRY_BACKOFF": "0.5",
     "MAIL_RETRY_BACKOFF_MAX": "2",
 }
-
-
-def wait_until(
-    predicate: Callable[[], T],
-    timeout: float,
-    message: str | Callable[[], str],
-    interval: float = 0.1,
-) -> T:
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            text = message() if callable(message) else message
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {text}")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def message_id(job_id: str) -> str:
