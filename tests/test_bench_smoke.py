@@ -70,3 +70,28 @@ def test_the_benchmark_driver_runs_end_to_end_in_smoke_mode(tmp_path: Path) -> N
     assert "## Notification latency" in report
     # Everything it started is gone, and so is its temporary directory.
     assert list(work.iterdir()) == []
+
+
+def test_the_cpu_per_call_tool_runs_every_path_and_cleans_up(tmp_path: Path) -> None:
+    """`bench/cpu_per_call.py` (its own redis-server, SMTP sink and SQLite file) measures all four
+    paths; a few calls, no figure asserted."""
+    work = tmp_path / "work"
+    work.mkdir()
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "cpu_per_call.py"), "--calls", "3", "--runs", "1"],
+        cwd=ROOT,
+        env={**os.environ, "TMPDIR": str(work)},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "CPU ms per call, median [min-max] of 1 runs of 3 calls:"
+    labels = ["POST /api/v1/posts", "GET /api/v1/posts?limit=20", "GET /api/v1/posts/"]
+    labels.append("notification job (claim, SMTP, finish)")
+    for label, line in zip(labels, lines[1:5], strict=True):
+        assert line.strip().startswith(label), line
+    assert list(work.iterdir()) == []
