@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, request
@@ -21,6 +20,7 @@ from sqlalchemy import func, select, text
 
 from blog_api.errors import error_response
 from blog_api.extensions import db, limiter
+from blog_api.jobs.heartbeat import forget_after
 from blog_api.models import Job, WorkerHeartbeat
 from blog_api.models.base import utcnow
 
@@ -87,10 +87,9 @@ class JobCollector:
                 select(func.min(Job.created_at)).where(Job.status == "pending")
             )
             now = utcnow()
-            forget = timedelta(seconds=self.app.config["WORKER_HEARTBEAT_FORGET_AFTER"])
             heartbeats = db.session.execute(
                 select(WorkerHeartbeat.worker, WorkerHeartbeat.last_seen)
-                .where(WorkerHeartbeat.last_seen >= now - forget)
+                .where(WorkerHeartbeat.last_seen >= now - forget_after())
                 .order_by(WorkerHeartbeat.worker)
             ).all()
         jobs = GaugeMetricFamily(
