@@ -24,12 +24,17 @@ def _unauthorized(message: str) -> Response:
     return error_response(401, message, headers=BEARER_CHALLENGE)
 
 
-def _user_for(payload: dict[str, Any]) -> User | None:
+def _subject_id(payload: dict[str, Any]) -> int | None:
+    """The user id in the token's `sub`, or None when it is missing or not a number."""
     try:
-        user_id = int(payload["sub"])
+        return int(payload["sub"])
     except (KeyError, TypeError, ValueError):
         return None
-    return db.session.get(User, user_id)
+
+
+def _user_for(payload: dict[str, Any]) -> User | None:
+    user_id = _subject_id(payload)
+    return None if user_id is None else db.session.get(User, user_id)
 
 
 def is_token_revoked(payload: dict[str, Any]) -> bool:
@@ -38,10 +43,7 @@ def is_token_revoked(payload: dict[str, Any]) -> bool:
     if not jti:
         return True
     on_blocklist = select(TokenBlocklist.id).where(TokenBlocklist.jti == jti).exists()
-    try:
-        user_id = int(payload["sub"])
-    except (KeyError, TypeError, ValueError):
-        user_id = None
+    user_id = _subject_id(payload)
     # One query for the owner and the blocklist; it also puts the user in the session's
     # identity map, so the user lookup that follows costs no second query.
     row = None
