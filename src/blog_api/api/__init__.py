@@ -21,6 +21,7 @@ from werkzeug.routing import IntegerConverter
 from blog_api import auth
 from blog_api.errors import REQUEST_MUST_BE_JSON, http_exception_response
 from blog_api.extensions import db
+from blog_api.models.base import MAX_ID
 from blog_api.schemas.common import ErrorSchema
 
 BEARER_SCHEME = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
@@ -34,9 +35,6 @@ def get_or_404(model: type[M], ident: object) -> M:
     if instance is None:
         abort(404, message=f"{model.__name__} not found")
     return cast(M, instance)
-
-
-MAX_ID = 2**31 - 1
 
 
 class IdConverter(IntegerConverter):

@@ -1,23 +1,29 @@
 """flask-jwt-extended wiring: identity, claims, revocation checks and error bodies.
 
 Every token carries `sub` (the user id as a string), `jti`, `iat`, `exp`, `type` and `role`, plus
-`pwd`: the owner's `password_changed_at` when it was issued. A password change moves that
-timestamp, which revokes every earlier token in one write instead of one blocklist row each.
+`pwd`: the owner's random security stamp when it was issued (a password change draws a new one,
+which revokes every earlier token in one write instead of one blocklist row each), and `fam`:
+the family of tokens descending from one login through refresh rotation (reusing a spent
+refresh token revokes the family, services/tokens.py). A token without any of these claims was
+not issued here and is refused, even when signed with the key.
 """
 
 from __future__ import annotations
 
 from typing import Any, cast
 
-from flask import Flask, Response, g
-from sqlalchemy import select
+from flask import Flask, Response, current_app, g
+from jwt import MissingRequiredClaimError
+from sqlalchemy import and_, or_, select
 
 from blog_api.errors import error_response
 from blog_api.extensions import db, jwt
 from blog_api.models import TokenBlocklist, User
+from blog_api.models.base import MAX_ID
 
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 WRONG_TYPE_REASONS = ("Only non-refresh tokens are allowed", "Only refresh tokens are allowed")
+REQUIRED_CLAIMS = ("sub", "jti", "iat", "exp", "type", "role", "pwd", "fam")
 
 
 def _unauthorized(message: str) -> Response:
@@ -25,11 +31,12 @@ def _unauthorized(message: str) -> Response:
 
 
 def _subject_id(payload: dict[str, Any]) -> int | None:
-    """The user id in the token's `sub`, or None when it is missing or not a number."""
+    """The user id in the token's `sub`, or None when it is missing or names no possible row."""
     try:
-        return int(payload["sub"])
+        user_id = int(payload["sub"])
     except (KeyError, TypeError, ValueError):
         return None
+    return user_id if 0 < user_id <= MAX_ID else None
 
 
 def _user_for(payload: dict[str, Any]) -> User | None:
@@ -38,11 +45,16 @@ def _user_for(payload: dict[str, Any]) -> User | None:
 
 
 def is_token_revoked(payload: dict[str, Any]) -> bool:
-    """Revoked: no `jti`, issued before the owner's last password change, or on the blocklist."""
+    """Revoked: no `jti`, issued before the owner's last password change, or the token or its
+    family on the blocklist."""
     jti = payload.get("jti")
     if not jti:
         return True
-    on_blocklist = select(TokenBlocklist.id).where(TokenBlocklist.jti == jti).exists()
+    revoked = TokenBlocklist.jti == jti
+    if payload.get("fam"):
+        family = payload["fam"]
+        revoked = or_(revoked, and_(TokenBlocklist.family == family, TokenBlocklist.family_revoked))
+    on_blocklist = select(TokenBlocklist.id).where(revoked).exists()
     user_id = _subject_id(payload)
     # One query for the owner and the blocklist; it also puts the user in the session's
     # identity map, so the user lookup that follows costs no second query.
@@ -56,7 +68,21 @@ def is_token_revoked(payload: dict[str, Any]) -> bool:
     user, revoked = row
     # The session only holds loaded objects weakly: keep the user for the lookup that follows.
     g.token_user = user
-    return payload.get("pwd") != user.password_changed_at.timestamp() or bool(revoked)
+    # An empty stamp (a row written without the application) matches no token.
+    return not user.security_stamp or payload.get("pwd") != user.security_stamp or bool(revoked)
+
+
+def require_claims(_header: dict[str, Any], claims: dict[str, Any]) -> str:
+    """The decoding key, once the token is seen to carry every claim this app issues.
+
+    flask-jwt-extended fills in a missing `type` (as an access token) before any other callback
+    sees the claims, so the check runs here, on the claims as sent; the signature is verified
+    right after, with the key returned.
+    """
+    for claim in REQUIRED_CLAIMS:
+        if claim not in claims:
+            raise MissingRequiredClaimError(claim)
+    return str(current_app.config["JWT_SECRET_KEY"])
 
 
 def register_jwt_callbacks(app: Flask) -> None:
@@ -67,9 +93,11 @@ def register_jwt_callbacks(app: Flask) -> None:
     def identity(user: User) -> str:
         return str(user.id)
 
+    jwt.decode_key_loader(require_claims)
+
     @jwt.additional_claims_loader
     def claims(user: User) -> dict[str, Any]:
-        return {"role": user.role, "pwd": user.password_changed_at.timestamp()}
+        return {"role": user.role, "pwd": user.security_stamp}
 
     @jwt.user_lookup_loader
     def load_user(_header: dict[str, Any], payload: dict[str, Any]) -> User | None:

@@ -16,6 +16,11 @@ else:
     Model = db.Model
 
 
+# Ids are 32-bit integers on every database; a larger number names no row (and would overflow
+# SQLite's and PostgreSQL's integer parameters).
+MAX_ID = 2**31 - 1
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

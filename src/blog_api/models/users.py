@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,12 @@ if TYPE_CHECKING:
     from blog_api.models.todos import Todo
 
 ROLES = ("user", "admin")
+SECURITY_STAMP_LENGTH = 32
+
+
+def new_security_stamp() -> str:
+    """A random value (192 bits) that every token of the user carries until it changes."""
+    return secrets.token_urlsafe(24)
 
 
 class User(Model):
@@ -29,6 +36,11 @@ class User(Model):
     role: Mapped[str] = mapped_column(String(20), default="user")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Carried by every token as `pwd`; a password change draws a new one, which revokes every
+    # earlier token. Random, so that nobody can compute it (a timestamp could be guessed).
+    security_stamp: Mapped[str] = mapped_column(
+        String(SECURITY_STAMP_LENGTH), default=new_security_stamp, server_default=""
+    )
 
     todos: Mapped[list[Todo]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True

@@ -10,6 +10,7 @@ from blog_api.errors import ConflictError
 from blog_api.extensions import db
 from blog_api.models import User
 from blog_api.models.base import utcnow
+from blog_api.models.users import new_security_stamp
 
 
 def find_user_by_username(username: str) -> User | None:
@@ -56,9 +57,10 @@ def authenticate(username: str, password: str) -> User | None:
 
 
 def change_password(user: User, new_password: str) -> None:
-    """Store the new hash and move `password_changed_at`, revoking every earlier token."""
+    """Store the new hash and draw a new security stamp, revoking every earlier token."""
     user.password_hash = hash_password(new_password)
     user.password_changed_at = utcnow()
+    user.security_stamp = new_security_stamp()
     db.session.commit()
 
 
