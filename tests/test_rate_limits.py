@@ -80,7 +80,9 @@ def test_login_limit_is_shared_by_processes_through_redis(
 def test_login_limit_counts_per_username_across_ips(
     make_app: Callable[..., Flask], alice: Account
 ) -> None:
-    client = make_app(LOGIN_RATE_LIMIT=LIMIT).test_client()
+    """The ceiling per username over all addresses (LOGIN_USERNAME_CEILING, here as low as the
+    per-address limit to show that it counts across addresses)."""
+    client = make_app(LOGIN_RATE_LIMIT=LIMIT, LOGIN_USERNAME_CEILING=LIMIT).test_client()
     for number in range(3):
         login(client, "alice", "wrong password", ip=f"10.0.0.{number}")
 

@@ -11,9 +11,11 @@ from typing import Any
 
 from dotenv import find_dotenv, load_dotenv
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from blog_api import database  # noqa: F401  (installs the SQLite connection settings)
 from blog_api.api import register_apis
+from blog_api.api.bodies import register_body_checks
 from blog_api.auth.tokens import register_jwt_callbacks
 from blog_api.config import config_class, read_environment
 from blog_api.errors import register_error_handlers
@@ -50,6 +52,8 @@ def create_app(config_name: str | None = None, **overrides: Any) -> Flask:
 
     app.config["CELERY"] = celery_settings(app.config)
     configure_logging(app)
+    register_proxies(app)
+    register_body_checks(app)
     register_extensions(app)
     register_apis(app)
     register_error_handlers(app)
@@ -58,6 +62,16 @@ def create_app(config_name: str | None = None, **overrides: Any) -> Flask:
     app.cli.add_command(jobs_cli)
     register_ops(app)
     return app
+
+
+def register_proxies(app: Flask) -> None:
+    """Behind `TRUSTED_PROXIES` reverse proxies, take the client's address, scheme and host
+    from the X-Forwarded-* entries those proxies added; with 0, from the connection only."""
+    proxies = app.config["TRUSTED_PROXIES"]
+    if proxies:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies
+        )
 
 
 def register_extensions(app: Flask) -> None:

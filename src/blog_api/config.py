@@ -111,6 +111,14 @@ ENVIRONMENT_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "BROKER_VISIBILITY_TIMEOUT": ("BROKER_VISIBILITY_TIMEOUT", float),
     "FAULT_POINT": ("FAULT_POINT", str),
 }
+# Security settings: the login ceiling per username, the password-change limit, trusted proxies.
+ENVIRONMENT_VARIABLES.update(
+    {
+        "LOGIN_USERNAME_CEILING": ("LOGIN_USERNAME_CEILING", str),
+        "PASSWORD_CHANGE_RATE_LIMIT": ("PASSWORD_CHANGE_RATE_LIMIT", str),
+        "TRUSTED_PROXIES": ("TRUSTED_PROXIES", int),
+    }
+)
 
 
 class Config:
@@ -231,6 +239,14 @@ class Config:
         }
     }
 
+    # Security settings (api/limits.py). LOGIN_RATE_LIMIT counts per client address; the
+    # ceiling per username over all addresses is higher, so that a few addresses cannot lock
+    # the owner out. TRUSTED_PROXIES: how many reverse proxies in front of the app set
+    # X-Forwarded-For/-Proto/-Host (werkzeug's ProxyFix); 0 trusts no such header.
+    LOGIN_USERNAME_CEILING = "30 per minute"
+    PASSWORD_CHANGE_RATE_LIMIT = "5 per minute"  # noqa: S105 (a rate limit, not a password)
+    TRUSTED_PROXIES = 0
+
     @classmethod
     def validate(cls, config: Mapping[str, Any]) -> None:
         """Refuse to start with a configuration that cannot work at all."""
@@ -266,6 +282,8 @@ class TestingConfig(Config):
     REGISTER_RATE_LIMIT = "1000 per minute"
     POST_RATE_LIMIT = "1000 per minute"
     LOG_FILE = None
+    LOGIN_USERNAME_CEILING = "1000 per minute"
+    PASSWORD_CHANGE_RATE_LIMIT = "1000 per minute"  # noqa: S105 (a rate limit)
 
 
 class ProductionConfig(Config):

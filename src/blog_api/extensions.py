@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import flask_limiter
+from blinker import Namespace
+from flask import current_app
 from flask_cors import CORS
 from flask_jwt_extended import JWTManager
-from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
@@ -27,4 +29,35 @@ class Base(DeclarativeBase):
 db = SQLAlchemy(model_class=Base)
 jwt = JWTManager()
 cors = CORS()
+
+signals = Namespace()
+# Sent with the app as sender when the rate limiter stops using its storage (ops/health.py
+# counts it in /metrics).
+rate_limit_storage_failed = signals.signal("rate-limit-storage-failed")
+
+
+class Limiter(flask_limiter.Limiter):
+    """Flask-Limiter, saying so when it falls back from its storage to per-process memory.
+
+    Meanwhile every process counts on its own, so each allows the whole limit: the switch is
+    logged as an error and counted. Flask-Limiter takes any exception raised while it checks a
+    request for a storage error; the key functions (api/limits.py) never raise and the bodies
+    they read were checked first (api/bodies.py), so only a storage failure gets here.
+    """
+
+    def _check_request_limit(
+        self, callable_name: str | None = None, in_middleware: bool = True
+    ) -> None:
+        storage_was_alive = not self._storage_dead
+        try:
+            super()._check_request_limit(callable_name, in_middleware)
+        finally:
+            if storage_was_alive and self._storage_dead:
+                current_app.logger.error(
+                    "Rate-limit storage failed: limits are counted per process until it answers"
+                )
+                app = current_app._get_current_object()  # type: ignore[attr-defined]
+                rate_limit_storage_failed.send(app)
+
+
 limiter = Limiter(key_func=get_remote_address)

@@ -19,13 +19,19 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select, text
 
 from blog_api.errors import error_response
-from blog_api.extensions import db, limiter
+from blog_api.extensions import db, limiter, rate_limit_storage_failed
 from blog_api.jobs.heartbeat import forget_after
 from blog_api.models import Job, WorkerHeartbeat
 from blog_api.models.base import utcnow
 
 blp = Blueprint("ops", __name__)
 READY_CHECK_TIMEOUT = 1.0
+# Label values of the request metrics come from a fixed set, so that a client cannot add series
+# by inventing methods or paths: any other method is "OTHER", a path no route matched
+# "<unmatched>".
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "OTHER"
+UNMATCHED_ROUTE = "<unmatched>"
 
 
 @blp.get("/health")
@@ -128,8 +134,17 @@ def register_ops(app: Flask) -> None:
         ["method", "route"],
         registry=registry,
     )
+    storage_fallbacks = Counter(
+        "blog_api_rate_limit_storage_fallbacks",
+        "Times the rate limiter lost its storage and began counting in process memory",
+        registry=registry,
+    )
     registry.register(JobCollector(app))
     app.register_blueprint(blp)
+
+    @rate_limit_storage_failed.connect_via(app)
+    def count_storage_fallback(_sender: Flask, **_: Any) -> None:
+        storage_fallbacks.inc()
 
     @app.get("/metrics")
     @limiter.exempt
@@ -142,8 +157,9 @@ def register_ops(app: Flask) -> None:
 
     @app.after_request
     def observe(response: Response) -> Response:
-        route = request.url_rule.rule if request.url_rule else "<unmatched>"
-        requests.labels(request.method, route, str(response.status_code)).inc()
+        route = request.url_rule.rule if request.url_rule else UNMATCHED_ROUTE
+        method = request.method if request.method in HTTP_METHODS else OTHER_METHOD
+        requests.labels(method, route, str(response.status_code)).inc()
         if "request_started" in g:
-            latency.labels(request.method, route).observe(time.perf_counter() - g.request_started)
+            latency.labels(method, route).observe(time.perf_counter() - g.request_started)
         return response

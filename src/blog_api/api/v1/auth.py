@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app, request
+from flask import current_app
 from flask.views import MethodView
 from flask_jwt_extended import decode_token, get_jwt, jwt_required
 from flask_jwt_extended.exceptions import JWTExtendedException
-from flask_limiter.util import get_remote_address
 from jwt import PyJWTError
 
-from blog_api.api import Blueprint
+from blog_api.api import Blueprint, limits
 from blog_api.auth import caller
 from blog_api.auth.tokens import is_token_revoked
 from blog_api.errors import error_response
@@ -27,26 +26,16 @@ blp = Blueprint(
 INVALID_CREDENTIALS = "Invalid credentials"
 
 
-def _login_limit() -> str:
-    return str(current_app.config["LOGIN_RATE_LIMIT"])
-
-
-def _login_username() -> str:
-    body = request.get_json(silent=True)
-    username = body.get("username") if isinstance(body, dict) else None
-    return f"login-user:{username.lower() if isinstance(username, str) else ''}"
-
-
 def _unauthorized(message: str) -> Any:
     return error_response(401, message, headers={"WWW-Authenticate": "Bearer"})
 
 
 @blp.route("/login")
 class Login(MethodView):
-    # Both limits are checked before the body is parsed or a password hashed.
+    # Checked before the body is validated or a password hashed (see api/limits.py).
     decorators = [
-        limiter.limit(_login_limit, key_func=get_remote_address),
-        limiter.limit(_login_limit, key_func=_login_username),
+        limiter.limit(limits.login_limit, key_func=limits.client_address),
+        limiter.limit(limits.login_username_ceiling, key_func=limits.login_username),
     ]
 
     @blp.arguments(LoginSchema)
@@ -67,9 +56,11 @@ class Refresh(MethodView):
     @blp.arguments(RefreshSchema)
     @blp.response(200, TokenSchema)
     @blp.errors(401)
-    @jwt_required(refresh=True, locations=["json"])
+    # Revocation is checked by the rotation itself: a spent token revokes its whole family.
+    @jwt_required(refresh=True, locations=["json"], skip_revocation_check=True)
     def post(self, _body: dict[str, str]) -> Any:
-        """Exchange a refresh token (single use) for a new token pair"""
+        """Exchange a refresh token (single use) for a new token pair; reusing a spent one
+        revokes every token descending from the same login"""
         try:
             return tokens.rotate_refresh_token(get_jwt(), caller())
         except tokens.TokenAlreadyRevoked:

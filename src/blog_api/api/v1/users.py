@@ -10,7 +10,7 @@ from flask_jwt_extended import current_user, verify_jwt_in_request
 from flask_smorest import abort
 from sqlalchemy import select
 
-from blog_api.api import Blueprint, get_or_404
+from blog_api.api import Blueprint, get_or_404, limits
 from blog_api.api.pagination import paginate
 from blog_api.auth import caller
 from blog_api.auth.passwords import verify_password
@@ -32,10 +32,6 @@ from blog_api.services import users
 blp = Blueprint("users", __name__, url_prefix="/api/v1", description="User accounts")
 
 
-def _register_limit() -> str:
-    return str(current_app.config["REGISTER_RATE_LIMIT"])
-
-
 @blp.route("/users")
 class UserList(MethodView):
     @blp.arguments(PaginationQuerySchema, location="query")
@@ -46,7 +42,7 @@ class UserList(MethodView):
         current_app.logger.info("Fetched all users")
         return {"users": items, "pagination": pagination}
 
-    @limiter.limit(_register_limit)
+    @limiter.limit(limits.register_limit, key_func=limits.client_address)
     @blp.arguments(UserCreateSchema)
     @blp.response(201, UserSchema)
     @blp.errors(403, 409, 429)
@@ -90,10 +86,14 @@ class Me(MethodView):
 
 @blp.route("/users/<id:user_id>/password")
 class UserPassword(MethodView):
+    # Each attempt verifies a password (argon2): limited per user and per client address,
+    # after the token was verified and before the body is validated.
     @blp.login_required
+    @limiter.limit(limits.password_change_limit, key_func=limits.authenticated_user)
+    @limiter.limit(limits.password_change_limit, key_func=limits.client_address)
     @blp.arguments(PasswordChangeSchema)
     @blp.response(200, MessageSchema)
-    @blp.errors(401, 403)
+    @blp.errors(401, 403, 429)
     def put(self, data: dict[str, str], user_id: int) -> Any:
         """Change your password; every token issued before stops working"""
         user = caller()
