@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import os
+import random
+import re
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +16,12 @@ import pytest
 from flask import Flask
 
 from blog_api import create_app
-from blog_api.config import ENVIRONMENT_VARIABLES, ConfigError
+from blog_api.config import ENVIRONMENT_VARIABLES, ConfigError, TestingConfig
 
+REPOSITORY = Path(__file__).resolve().parents[1]
 GOOD_SECRET_KEY = "a-real-production-secret-key-f00d"
-GOOD_JWT_SECRET_KEY = "a-real-production-jwt-signing-key-0123456789abcdef"
+# Made at run time: production refuses every key committed to the repository.
+GOOD_JWT_SECRET_KEY = secrets.token_urlsafe(48)
 
 
 @pytest.fixture(autouse=True)
@@ -118,12 +124,98 @@ def test_production_refuses_a_weak_jwt_secret(
 
 
 @pytest.mark.usefixtures("production_environment")
-def test_production_accepts_a_jwt_secret_of_exactly_32_bytes(
+@pytest.mark.parametrize("encoding", ["hex", "base64url"])
+def test_production_accepts_a_jwt_secret_of_exactly_32_random_bytes(
+    monkeypatch: pytest.MonkeyPatch, encoding: str
+) -> None:
+    """32 random bytes (a fixed draw, so that the test never meets the rare random key that
+    holds a word or a run by chance), hex- or base64url-encoded."""
+    key_bytes = random.Random(32).randbytes(32)
+    if encoding == "hex":
+        key = key_bytes.hex()
+    else:
+        key = base64.urlsafe_b64encode(key_bytes).decode().rstrip("=")
+    monkeypatch.setenv("JWT_SECRET_KEY", key)
+
+    assert create_app("production").config["JWT_SECRET_KEY"] == key
+
+
+@pytest.mark.usefixtures("production_environment")
+@pytest.mark.parametrize(
+    ("jwt_secret", "message"),
+    [
+        pytest.param("testing-jwt-secret-key-0123456789abcdef", "is published", id="testing-key"),
+        pytest.param("a" * 40, "has only 1 different characters", id="a-x-40"),
+        pytest.param("k" * 32, "has only 1 different characters", id="k-x-32"),
+        pytest.param("changeme" * 4, "has only 7 different characters", id="changeme-x-4"),
+        pytest.param("abcdefghij" * 4, "is too short", id="alphabet-x-4"),
+        pytest.param("abcdefghijklmnop" * 4, "is guessable", id="alphabet-x-4-long"),
+        pytest.param(
+            "a-real-production-jwt-signing-key-0123456789abcdef", "is guessable", id="words"
+        ),
+        pytest.param(
+            "correct-horse-battery-staple-orange-purple-monkey-dishwasher-window",
+            "is guessable",
+            id="passphrase",
+        ),
+        pytest.param(secrets.token_hex(16), "is too short", id="16-random-bytes-as-hex"),
+        pytest.param(secrets.token_urlsafe(24), "is too short", id="24-random-bytes"),
+        pytest.param(secrets.token_hex(31), "is too short", id="31-random-bytes-as-hex"),
+    ],
+)
+def test_s34_production_refuses_a_guessable_jwt_secret(
+    monkeypatch: pytest.MonkeyPatch, jwt_secret: str, message: str
+) -> None:
+    """S34: keys published in the repository, of few characters, made of words, runs or
+    repeats, or of fewer than 32 random bytes; the message says how to make a good one."""
+    monkeypatch.setenv("JWT_SECRET_KEY", jwt_secret)
+
+    with pytest.raises(ConfigError, match=message) as refused:
+        create_app("production")
+    assert "secrets.token_urlsafe(48)" in str(refused.value)
+
+
+# Values given to a secret-named setting anywhere in the repository: `NAME = "value"`,
+# `NAME="value"`, `"NAME": "value"` or an environment line `NAME=value`.
+SECRET_ASSIGNMENT = re.compile(
+    r"""(?ix)\b\w*(?:secret|_key)\w*["']?\s*[:=]\s*(?:["']([^"'\s]{8,})["']|([^\s"'#]{8,})$)""",
+    re.MULTILINE,
+)
+
+
+def committed_secrets() -> set[str]:
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=REPOSITORY, capture_output=True, text=True, check=True
+    ).stdout.split()
+    found: set[str] = set()
+    for name in files:
+        path = REPOSITORY / name
+        if path.suffix in {".png", ".ico", ".lock"} or name.endswith("package-lock.json"):
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        found.update(quoted or bare for quoted, bare in SECRET_ASSIGNMENT.findall(text))
+    return found
+
+
+@pytest.mark.usefixtures("production_environment")
+def test_s34_production_refuses_every_secret_committed_to_the_repository(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("JWT_SECRET_KEY", "k" * 32)
+    """S34: scans the committed files for values of secret-named settings; none is accepted
+    as JWT_SECRET_KEY (a key that can be read here can be guessed)."""
+    candidates = committed_secrets()
+    assert TestingConfig.JWT_SECRET_KEY in candidates  # the scan finds what it should
 
-    assert create_app("production").config["JWT_SECRET_KEY"] == "k" * 32
+    accepted = []
+    for candidate in sorted(candidates):
+        monkeypatch.setenv("JWT_SECRET_KEY", candidate)
+        try:
+            create_app("production")
+        except ConfigError:
+            continue
+        accepted.append(candidate)
+
+    assert accepted == []
 
 
 @pytest.mark.usefixtures("production_environment")

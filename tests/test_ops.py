@@ -11,6 +11,8 @@ from flask.testing import FlaskClient
 
 from support import Account, assert_error
 
+REQUESTS = "blog_api_http_requests_total"
+
 
 def test_health_answers_without_dependencies(make_app: Callable[..., Flask]) -> None:
     app = make_app(SQLALCHEMY_DATABASE_URI="postgresql+psycopg://postgres@127.0.0.1:1/none")
@@ -113,3 +115,27 @@ def test_json_log_format_writes_one_object_per_line_with_request_id(
             "url": "http://localhost/api/v1/login",
         }
     ]
+
+
+def request_series(client: FlaskClient) -> set[str]:
+    text = client.get("/metrics").get_data(as_text=True)
+    return {line.rsplit(" ", 1)[0] for line in text.splitlines() if line.startswith(REQUESTS)}
+
+
+def test_metrics_label_unknown_methods_and_paths_with_one_value_each(
+    make_app: Callable[..., Flask],
+) -> None:
+    """S36: 200 invented methods and paths add at most a handful of series, not 200."""
+    client = make_app().test_client()
+    client.get("/api")
+    before = request_series(client)
+
+    for number in range(100):
+        client.open("/api", method=f"INVENTED{number}")
+        client.open(f"/no/such/path/{number}", method=f"OTHER{number}")
+    after = request_series(client)
+
+    assert len(after - before) <= 4, sorted(after - before)
+    assert not any("INVENTED" in series or "/no/such" in series for series in after)
+    assert f'{REQUESTS}{{method="OTHER",route="<unmatched>",status="405"}}' in after
+    assert f'{REQUESTS}{{method="OTHER",route="<unmatched>",status="404"}}' in after

@@ -14,6 +14,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from blog_api.api import limits
+from blog_api.config import Config
 from support import PASSWORD, Account, assert_too_many_requests
 
 LIMIT = "3 per minute"
@@ -157,3 +159,84 @@ def test_login_works_when_the_limiter_storage_is_down(
     assert statuses == [200, 200, 200]
     # Meanwhile, the limit is still counted in memory.
     assert_too_many_requests(login(client, "alice", PASSWORD), TOO_MANY)
+
+
+def test_wrong_guesses_from_other_addresses_do_not_lock_the_owner_out(
+    make_app: Callable[..., Flask], alice: Account
+) -> None:
+    """S38: with the production limits, 10 wrong guesses from each of 2 addresses (the
+    attacker's per-address budget) leave the owner's own address free."""
+    client = make_app(
+        LOGIN_RATE_LIMIT=Config.LOGIN_RATE_LIMIT,
+        LOGIN_USERNAME_CEILING=Config.LOGIN_USERNAME_CEILING,
+    ).test_client()
+    guesses = [
+        login(client, "alice", "wrong password", ip=f"10.0.1.{number % 2}") for number in range(20)
+    ]
+
+    assert {response.status_code for response in guesses} == {401}
+    assert login(client, "alice", PASSWORD, ip="10.0.0.99").status_code == 200
+
+
+def test_login_ceiling_per_username_holds_across_many_addresses(
+    make_app: Callable[..., Flask], alice: Account
+) -> None:
+    """S38: the ceiling per username stops a guesser with many addresses, each well within its
+    own limit."""
+    client = make_app(LOGIN_RATE_LIMIT=LIMIT, LOGIN_USERNAME_CEILING="5 per minute").test_client()
+    guesses = [
+        login(client, "alice", "wrong password", ip=f"10.0.2.{number}") for number in range(5)
+    ]
+
+    assert [response.status_code for response in guesses] == [401] * 5
+    assert_too_many_requests(login(client, "alice", PASSWORD, ip="10.0.2.99"), "5 per 1 minute")
+    assert login(client, "bob_unknown", "wrong password", ip="10.0.2.99").status_code == 401
+
+
+def forwarded_login(client: FlaskClient, username: str, forwarded_for: str) -> Any:
+    """A login that arrives through a proxy at 10.9.9.9, which adds `forwarded_for`."""
+    return client.post(
+        "/api/v1/login",
+        json={"username": username, "password": "wrong password"},
+        headers={"X-Forwarded-For": forwarded_for},
+        environ_base={"REMOTE_ADDR": "10.9.9.9"},
+    )
+
+
+def test_trusted_proxy_gives_each_client_its_own_login_limit(
+    make_app: Callable[..., Flask], alice: Account
+) -> None:
+    """S38: behind one trusted proxy every client is counted by the address the proxy saw;
+    without TRUSTED_PROXIES they all share the proxy's address (the test above this one)."""
+    client = make_app(LOGIN_RATE_LIMIT=LIMIT, TRUSTED_PROXIES=1).test_client()
+    for number in range(3):
+        forwarded_login(client, f"guess_{number}", "203.0.113.1")
+
+    assert_too_many_requests(forwarded_login(client, "guess_x", "203.0.113.1"), TOO_MANY)
+    assert forwarded_login(client, "guess_x", "203.0.113.2").status_code == 401
+
+
+def test_trusted_proxy_count_ignores_addresses_the_client_made_up(
+    make_app: Callable[..., Flask], alice: Account
+) -> None:
+    """S38: with one trusted proxy only the entry it appended counts; a client that prepends
+    invented addresses is still counted by its real one."""
+    client = make_app(LOGIN_RATE_LIMIT=LIMIT, TRUSTED_PROXIES=1).test_client()
+    for number in range(3):
+        forwarded_login(client, f"guess_{number}", f"198.51.100.{number}, 203.0.113.7")
+
+    response = forwarded_login(client, "guess_x", "198.51.100.99, 203.0.113.7")
+
+    assert_too_many_requests(response, TOO_MANY)
+
+
+def test_untrusted_forwarded_headers_do_not_change_the_client_address(
+    make_app: Callable[..., Flask],
+) -> None:
+    """S38: TRUSTED_PROXIES is off by default: the address is the connection's."""
+    app = make_app()
+    with app.test_request_context(
+        "/", headers={"X-Forwarded-For": "203.0.113.5"}, environ_base={"REMOTE_ADDR": "10.9.9.9"}
+    ):
+        assert limits.client_address() == "10.9.9.9"
+    assert app.config["TRUSTED_PROXIES"] == 0

@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
+from blog_api.secret_keys import MAKE_A_KEY, guessable
+
 # Secrets that tutorials and templates ship with; production refuses to start with any of them.
 KNOWN_PLACEHOLDER_SECRETS = frozenset(
     {
@@ -303,9 +305,29 @@ class ProductionConfig(Config):
         for key in ("SECRET_KEY", "JWT_SECRET_KEY"):
             if "dev-only" in config[key]:
                 raise ConfigError(f"{key} is the development key")
+        cls.validate_secret_keys(config)
         if config.get("DEBUG"):
             raise ConfigError("DEBUG must be off in production")
 
+    # Security: no key that can be guessed (secret_keys.py).
+    @classmethod
+    def validate_secret_keys(cls, config: Mapping[str, Any]) -> None:
+        if config["SECRET_KEY"] in PUBLISHED_SECRETS:
+            raise ConfigError(f"SECRET_KEY is published; {MAKE_A_KEY}")
+        weakness = guessable(config["JWT_SECRET_KEY"], PUBLISHED_SECRETS)
+        if weakness:
+            raise ConfigError(f"JWT_SECRET_KEY {weakness}; {MAKE_A_KEY}")
+        if config.get("TRUSTED_PROXIES", 0) < 0:
+            raise ConfigError("TRUSTED_PROXIES must be 0 or more")
+
+
+# Keys committed to this repository: production refuses every one of them.
+PUBLISHED_SECRETS = KNOWN_PLACEHOLDER_SECRETS | {
+    key
+    for config in (DevelopmentConfig, TestingConfig)
+    for key in (config.SECRET_KEY, config.JWT_SECRET_KEY)
+    if key
+}
 
 CONFIGS: dict[str, type[Config]] = {
     "development": DevelopmentConfig,

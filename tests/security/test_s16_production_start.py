@@ -8,6 +8,7 @@ tests/test_config.py::test_production_refuses_a_weak_jwt_secret."""
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from jwt.warnings import InsecureKeyLengthWarning
 
 from blog_api.config import ENVIRONMENT_VARIABLES
 
-GOOD_JWT_SECRET = "a-random-production-jwt-secret-0123456789"
+GOOD_JWT_SECRET = secrets.token_urlsafe(48)  # made at run time: committed keys are refused
 
 
 def start_production(
