@@ -16,7 +16,13 @@ import pytest
 from flask import Flask
 
 from blog_api import create_app
-from blog_api.config import ENVIRONMENT_VARIABLES, ConfigError, TestingConfig
+from blog_api.config import (
+    ENVIRONMENT_VARIABLES,
+    ConfigError,
+    ProductionConfig,
+    TestingConfig,
+    read_environment,
+)
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 GOOD_SECRET_KEY = "a-real-production-secret-key-f00d"
@@ -332,3 +338,31 @@ def test_redis_broker_options_bound_every_wait_and_restore_orphans_promptly() ->
         "testing", SQLALCHEMY_DATABASE_URI="sqlite://", CELERY_BROKER_URL="amqp://guest@r//"
     )
     assert "unacked_restore_throttle" not in amqp.config["CELERY"]["broker_transport_options"]
+
+
+# Settings whose commented-out line in .env.example states the default in use.
+DOCUMENTED_DEFAULTS = [
+    "ARGON2_TIME_COST",
+    "ARGON2_MEMORY_COST",
+    "ARGON2_PARALLELISM",
+    "JWT_ACCESS_TOKEN_EXPIRES",
+    "JWT_REFRESH_TOKEN_EXPIRES",
+    "PASSWORD_MIN_LENGTH",
+    "LOGIN_RATE_LIMIT",
+    "LOGIN_USERNAME_CEILING",
+    "PASSWORD_CHANGE_RATE_LIMIT",
+    "REGISTER_RATE_LIMIT",
+    "POST_RATE_LIMIT",
+    "TRUSTED_PROXIES",
+    "MAX_CONTENT_LENGTH",
+]
+
+
+@pytest.mark.parametrize("variable", DOCUMENTED_DEFAULTS)
+def test_s40_env_example_states_the_default_in_use(variable: str) -> None:
+    """S40: .env.example described argon2 parameters (3/65536/4) that were not the ones used."""
+    example = (REPOSITORY / ".env.example").read_text()
+    (value,) = re.findall(rf"^# {variable}=(.*)$", example, re.MULTILINE)
+    key = ENVIRONMENT_VARIABLES[variable][0]
+
+    assert read_environment({variable: value})[key] == getattr(ProductionConfig, key)

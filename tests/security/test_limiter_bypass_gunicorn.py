@@ -1,0 +1,175 @@
+"""S32 across processes: unreadable bodies sent to both gunicorn workers leave every rate limit in
+Redis, shared by the pair. Before, one deeply nested or oversized body made the worker that
+served it count in its own memory from then on: two workers then let twice the limit through.
+
+Integration tier: gunicorn runs as a subprocess (stopped by its PID, its temp directory removed)
+on the run's PostgreSQL database and Redis database, with a key prefix of its own.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+INTEGRATION = Path(__file__).resolve().parent.parent / "integration"
+if str(INTEGRATION) not in sys.path:
+    sys.path.insert(0, str(INTEGRATION))
+
+from integration_stack import BIN, POSTGRESQL_ONLY, Stack, free_port, wait_until  # noqa: E402
+
+from support import PASSWORD, RUN_ID, Account  # noqa: E402
+
+pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+LIMIT = 5
+DEEP_BODY = "[" * 2000 + "]" * 2000
+OVERSIZED_BODY = '{"username": "' + "x" * (1024 * 1024) + '"}'
+
+
+@pytest.fixture
+def gunicorn(
+    tmp_path_factory: pytest.TempPathFactory,
+    database_url: str,
+    make_app: Callable[..., Flask],
+    redis_url: str,
+) -> Iterator[int]:
+    """gunicorn, 2 sync workers, login and registration limits of 5 per minute in Redis; the
+    port."""
+    directory = tmp_path_factory.mktemp(f"bypass_{RUN_ID}")
+    stack = Stack(directory, database_url, f"s32_{RUN_ID}", make_app)
+    port = free_port()
+    stack.configure(
+        LOGIN_RATE_LIMIT=f"{LIMIT} per minute",
+        REGISTER_RATE_LIMIT=f"{LIMIT} per minute",
+        RATELIMIT_STORAGE_URI=redis_url,
+        # Heavy enough (tens of ms) that a burst of logins keeps both workers busy.
+        ARGON2_TIME_COST=1,
+        ARGON2_MEMORY_COST=32768,
+    )
+    try:
+        server = stack.start(
+            "gunicorn",
+            [
+                str(BIN / "gunicorn"),
+                "-c",
+                str(REPOSITORY / "gunicorn.conf.py"),
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+                "--pythonpath",
+                str(Path(__file__).parent),
+                "worker_pid_wsgi:application",
+            ],
+            env=stack.env(SECURITY_LIMIT_PREFIX=f"s32-{uuid.uuid4().hex}"),
+        )
+        wait_until(
+            lambda: server.log().count("app ready in worker") >= 2 or not server.alive,
+            60,
+            "both gunicorn workers to build the app",
+        )
+        assert server.alive, server.log()
+        yield port
+    finally:
+        stack.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def send(port: int, method: str, path: str, body: str | None = None) -> tuple[int, str, str]:
+    """One request on a connection of its own: (status, serving worker's pid, body)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        connection.request(method, path, body, headers)
+        response = connection.getresponse()
+        return response.status, response.getheader("X-Worker-Pid", ""), response.read().decode()
+    finally:
+        connection.close()
+
+
+def unreadable_bodies_to_both_workers(port: int) -> set[int]:
+    """Bursts of unreadable bodies until both workers have served some; their statuses."""
+    pids: set[str] = set()
+    statuses: set[int] = set()
+
+    def burst() -> bool:
+        requests = [("/api/v1/login", DEEP_BODY), ("/api/v1/users", DEEP_BODY)] * 3
+        requests += [("/api/v1/login", OVERSIZED_BODY), ("/api/v1/users", OVERSIZED_BODY)]
+        with ThreadPoolExecutor(max_workers=len(requests)) as pool:
+            for status, pid, _ in pool.map(lambda r: send(port, "POST", *r), requests):
+                statuses.add(status)
+                pids.add(pid)
+        return len(pids) == 2
+
+    wait_until(burst, 60, "unreadable bodies served by both workers", interval=0)
+    return statuses
+
+
+def fallbacks(port: int) -> set[float]:
+    """The storage-fallback counter of each worker (each keeps its own registry)."""
+    seen: dict[str, float] = {}
+
+    def both() -> bool:
+        _, pid, text = send(port, "GET", "/metrics")
+        for line in text.splitlines():
+            if line.startswith("blog_api_rate_limit_storage_fallbacks_total "):
+                seen[pid] = float(line.split()[1])
+        return len(seen) == 2
+
+    wait_until(both, 30, "/metrics from both workers", interval=0)
+    return set(seen.values())
+
+
+def test_s32_unreadable_bodies_do_not_split_the_limits_between_workers(
+    gunicorn: int,
+    make_account: Callable[..., Account],
+    row_counts: Callable[[], dict[str, int]],
+) -> None:
+    port = gunicorn
+    make_account("alice")
+    before = row_counts()
+
+    statuses = unreadable_bodies_to_both_workers(port)
+    login_body = json.dumps({"username": "alice", "password": "wrong password"})
+    with ThreadPoolExecutor(max_workers=2 * LIMIT) as pool:
+        guesses = list(
+            pool.map(lambda _: send(port, "POST", "/api/v1/login", login_body), range(5 * LIMIT))
+        )
+    right_password = send(
+        port, "POST", "/api/v1/login", json.dumps({"username": "alice", "password": PASSWORD})
+    )
+
+    assert statuses == {400, 413}
+    assert sorted(status for status, _, _ in guesses) == [401] * LIMIT + [429] * 4 * LIMIT
+    assert len({pid for _, pid, _ in guesses}) == 2
+    assert right_password[0] == 429
+    assert row_counts() == before
+    assert fallbacks(port) == {0.0}
+
+
+def test_s32_registration_limit_holds_across_workers_after_unreadable_bodies(
+    gunicorn: int, row_counts: Callable[[], dict[str, int]]
+) -> None:
+    port = gunicorn
+    unreadable_bodies_to_both_workers(port)
+    before = row_counts()
+
+    def register(number: int) -> tuple[int, str, str]:
+        body = json.dumps({"username": f"signup_{number}", "password": PASSWORD})
+        return send(port, "POST", "/api/v1/users", body)
+
+    with ThreadPoolExecutor(max_workers=2 * LIMIT) as pool:
+        signups = list(pool.map(register, range(3 * LIMIT)))
+
+    assert sorted(status for status, _, _ in signups) == [201] * LIMIT + [429] * 2 * LIMIT
+    assert row_counts()["users"] == before["users"] + LIMIT
