@@ -1,5 +1,6 @@
 """Broker faults (reliability §6.2): Redis stopped (R4, with the naive negative control), Redis
-hanging behind a blackhole (R5), one job published twice (R11), the retry's publish cut (R19).
+hanging behind a blackhole (R5), one job published twice (R11), the relay's publish of a retry
+cut (R19).
 Posts go over real HTTP to gunicorn with 2 workers where the request path is under test."""
 
 from __future__ import annotations
@@ -24,23 +25,26 @@ pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
 
 
 def quiet_period(stack: Stack) -> None:
-    """Long enough for the sweeper to have re-published everything twice, were it able to."""
+    """Long enough for the relay to have re-published everything twice, were it able to."""
     time.sleep(float(stack.settings["JOB_REPUBLISH_AFTER"]) + 2.5)
 
 
-def run_r4(stack: Stack, mode: str, posts: int) -> tuple[Figures, dict[str, object]]:
+def run_r4(stack: Stack, naive: bool, posts: int) -> tuple[Figures, dict[str, object]]:
+    """`naive`: the negative control (the rig's FAULT_DISPATCH=naive hook publishes after each
+    commit as the tutorial does, and the workers run without their relay)."""
     port = free_port()
     broker_url = f"redis://127.0.0.1:{port}/0"
-    stack.configure(CELERY_BROKER_URL=broker_url, JOB_DISPATCH_MODE=mode)
+    stack.configure(CELERY_BROKER_URL=broker_url)
+    if naive:
+        stack.configure(FAULT_DISPATCH="naive")
     broker = stack.start_redis(port)
-    stack.up(beat=True)
+    stack.up(relay=not naive)
     server = stack.start_gunicorn(workers=2)
     app = stack.app()
     author = server.account(f"r4_{uuid.uuid4().hex[:8]}")
     before = post_over_http(server, author, 2, "R4 before")  # the whole path works first
-    # Every message acknowledged too: in naive mode a pending job is parked, so the jobs alone
-    # would look quiet while its message still waits in the queue, and a task cancelled when
-    # Redis dies would stay running for ever (nothing re-drives a naive job).
+    # Every message acknowledged too: in the naive build nothing re-drives a job, so a task
+    # cancelled when Redis dies would stay running for ever.
     quiescence(
         app,
         before.accepted,
@@ -72,7 +76,7 @@ def test_posts_while_redis_is_stopped_return_201_fast_and_are_all_mailed_once_af
     fault_stack: Stack, report_figures: Callable[..., None]
 ) -> None:
     """R4: Redis stopped before the POSTs (SIGKILL), 50 posts over HTTP, then restarted."""
-    figures, extra = run_r4(fault_stack, "outbox", 50)
+    figures, extra = run_r4(fault_stack, False, 50)
     report_figures("R4", "redis-server SIGKILLed, 50 POSTs, restarted", figures, **extra)
 
     assert extra["statuses"] == {"201": 50}
@@ -84,8 +88,8 @@ def test_posts_while_redis_is_stopped_return_201_fast_and_are_all_mailed_once_af
 def test_naive_publish_under_a_stopped_redis_answers_500_for_stored_posts_and_loses_their_mail(
     fault_stack: Stack, report_figures: Callable[..., None]
 ) -> None:
-    """R4, negative control: JOB_DISPATCH_MODE=naive (the tutorial's publish after commit)."""
-    figures, extra = run_r4(fault_stack, "naive", 4)
+    """R4, negative control: the tutorial's publish after commit, no relay."""
+    figures, extra = run_r4(fault_stack, True, 4)
     report_figures("R4-naive", "as R4, naive publish (negative control)", figures, **extra)
 
     # Every request failed although its post was stored: the oracle sees the stored posts of
@@ -108,7 +112,7 @@ def test_posts_while_redis_hangs_each_return_201_within_3s_and_are_mailed_once_a
     proxy = stack.proxy(port)
     broker_url = f"redis://127.0.0.1:{proxy.port}/0"
     stack.configure(CELERY_BROKER_URL=broker_url)
-    stack.up(beat=True)
+    stack.up()
     server = stack.start_gunicorn(workers=2)
     app = stack.app()
     author = server.account(f"r5_{uuid.uuid4().hex[:8]}")
@@ -144,20 +148,21 @@ def test_the_same_job_published_twice_to_two_workers_sends_one_email(
 ) -> None:
     """R11: one outbox id published twice, two worker processes; the claim lets one win."""
     stack = redis_stack
-    stack.configure(JOB_REPUBLISH_AFTER=60)  # only the two messages below, no sweeper
     app = stack.app()
     author = make_account(email="twice@example.com")
-    # No worker yet: both messages wait in the queue.
     response = app.test_client().post(
         "/api/v1/posts", json={"title": "Twice", "content": "x"}, headers=author.headers
     )
     assert response.status_code == 201
     post_id = response.json["id"]
     [job] = job_views(app, [post_id])
-    app.extensions["celery"].send_task("blog_api.send_post_notification", args=[job.id])
+    # No worker yet: both messages wait in the queue. The workers run without their relay,
+    # so these two are the only messages.
+    for _ in range(2):
+        app.extensions["celery"].send_task("blog_api.send_post_notification", args=[job.id])
     assert queued_messages(stack.broker_url, stack.queue) == 2
 
-    workers = stack.up(workers=2)
+    workers = stack.up(workers=2, relay=False)
 
     def outcomes() -> list[str]:
         logs = "".join(worker.log() for worker in workers)
@@ -185,14 +190,14 @@ def test_the_same_job_published_twice_to_two_workers_sends_one_email(
     assert_clean(figures)
 
 
-def test_a_retry_whose_publish_is_cut_is_re_driven_by_the_sweeper_with_one_email(
+def test_a_retry_whose_publish_is_cut_is_published_again_by_the_relay_with_one_email(
     fault_stack: Stack, report_figures: Callable[..., None], make_account: Callable[..., object]
 ) -> None:
-    """R19: the proxy cuts Redis exactly while the task publishes its retry.
+    """R19: the proxy cuts Redis from the moment the failed attempt is released for a retry,
+    so the relay's publish of the retry fails; the retry goes out once Redis is back.
 
-    Cutting every connection instead would make the worker cancel the running task on the
-    consumer's connection loss (worker_cancel_long_running_tasks_on_connection_loss) before it
-    reaches the retry: that is R6/R7's territory, covered there."""
+    The attempt itself has ended by then (its message acknowledged): cutting Redis under a
+    running task is R25's territory."""
     stack = fault_stack
     port = free_port()
     stack.start_redis(port)
@@ -201,7 +206,7 @@ def test_a_retry_whose_publish_is_cut_is_re_driven_by_the_sweeper_with_one_email
         CELERY_BROKER_URL=f"redis://127.0.0.1:{proxy.port}/0", BROKER_VISIBILITY_TIMEOUT=12
     )
     # The first DATA is never answered: the mail timeout fires, and the task asks for a retry.
-    stack.up("--fail-codes", "stall", beat=True)
+    stack.up("--fail-codes", "stall")
     app = stack.app()
     author = make_account(email="r19@example.com")
     response = app.test_client().post(
@@ -213,14 +218,10 @@ def test_a_retry_whose_publish_is_cut_is_re_driven_by_the_sweeper_with_one_email
     wait_until(
         lambda: any(r["event"] == "stalled" for r in stack.mail_records()), 30, "a stalled DATA"
     )
-    # New broker connections fail: the pool child's first publish, its retry, is refused,
-    # while the worker keeps consuming on its established connection.
-    proxy.set_mode("refuse")
-    wait_until(
-        lambda: any("Reject" in s.log() for s in stack.services if "worker" in s.name),
-        30,
-        "the task to fail its attempt and ask for a retry",
-    )
+    [worker] = [s for s in stack.services if s.name.startswith("worker")]
+    stack.wait_for_log(worker, "retrying in")
+    proxy.set_mode("reset")  # every connection cut, new ones refused
+    stack.wait_for_log(worker, "Relay could not publish due jobs")
     proxy.set_mode("pass")
 
     figures = quiescence(

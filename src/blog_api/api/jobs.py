@@ -11,9 +11,9 @@ from flask_smorest import abort
 from blog_api.api import Blueprint, get_or_404
 from blog_api.api.pagination import paginate
 from blog_api.auth import caller
+from blog_api.jobs import outbox
 from blog_api.models import Job, Post
 from blog_api.schemas.jobs import JobListSchema, JobQuerySchema, JobSchema, PostJobsSchema
-from blog_api.services import jobs
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/v1", description="Background jobs (admin)")
 
@@ -34,7 +34,7 @@ def register_post_job_routes(post_blp: Blueprint) -> None:
                     403,
                     message="You can only view the jobs of your own posts unless you are an admin",
                 )
-            return {"jobs": jobs.jobs_of_post(post.id)}
+            return {"jobs": outbox.jobs_of_post(post.id)}
 
 
 @blp.route("/jobs")
@@ -44,7 +44,7 @@ class JobList(MethodView):
     @blp.response(200, JobListSchema)
     def get(self, filters: dict[str, Any]) -> Any:
         """List background jobs, newest first, optionally by status (admin)"""
-        items, pagination = paginate(jobs.job_query(filters.get("status")), filters)
+        items, pagination = paginate(outbox.job_query(filters.get("status")), filters)
         return {"jobs": items, "pagination": pagination}
 
 
@@ -55,6 +55,6 @@ class JobRetry(MethodView):
     @blp.errors(404, 409)
     def post(self, job_id: str) -> Any:
         """Retry a dead job with a fresh set of attempts (admin)"""
-        job = jobs.retry_job(get_or_404(Job, job_id))
+        job = outbox.retry_job(get_or_404(Job, job_id))
         current_app.logger.info("Job %s retried by admin %s", job.id, caller().username)
         return job
