@@ -11,7 +11,14 @@ import uuid
 from collections.abc import Callable
 
 import pytest
-from integration_stack import POSTGRESQL_ONLY, Stack, free_port, job_views, wait_until
+from integration_stack import (
+    POSTGRESQL_ONLY,
+    Stack,
+    create_posts,
+    free_port,
+    job_views,
+    wait_until,
+)
 from oracle import (
     Accepted,
     Figures,
@@ -236,3 +243,61 @@ def test_a_retry_whose_publish_is_cut_is_published_again_by_the_relay_with_one_e
     report_figures("R19", "SMTP stall, then proxy resets Redis during the retry", figures)
     assert (job.status, job.attempts) == ("done", 2)
     assert_clean(figures)
+
+
+def test_redis_killed_under_a_running_task_with_retries_pending_resumes_by_itself(
+    redis_stack: Stack, report_figures: Callable[..., None], make_account: Callable[..., object]
+) -> None:
+    """R29: Redis SIGKILLed while a task runs (its DATA stalls) and two failed attempts wait
+    for their retry; Redis comes back 2 s later. The workers reconnect on their own (Celery
+    5.7.0 exited here: see requirements.txt) and every e-mail arrives once within 30 s."""
+    stack = redis_stack
+    port = int(stack.broker_url.rsplit(":", 1)[1].split("/")[0])
+    [broker] = [s for s in stack.services if s.name == f"redis-{port}"]
+    # Retries stay pending for a few seconds: their delay lives in the job rows.
+    stack.configure(MAIL_RETRY_BACKOFF=8, MAIL_RETRY_BACKOFF_MAX=8)
+    workers = stack.up("--fail-codes", "451,451,stall", workers=2, concurrency=2)
+    app = stack.app()
+    author = make_account(email="r29@example.com")
+    client = app.test_client()
+
+    refused = create_posts(client, author.headers, 2, versions=("v1",))
+    wait_until(
+        lambda: sum(r["event"] == "refused" for r in stack.mail_records()) == 2, 30, "two 451s"
+    )
+    running = create_posts(client, author.headers, 1, versions=("v1",))
+    wait_until(
+        lambda: any(r["event"] == "stalled" for r in stack.mail_records()), 30, "a stalled DATA"
+    )
+    pending_retries = sum(
+        job.status == "pending" and job.attempts == 1
+        for job in job_views(app, [post.id for post in refused])
+    )
+    broker.stop(signal.SIGKILL)
+    time.sleep(2)  # the outage
+    stack.start_redis(port)
+    returned = time.monotonic()
+    after = create_posts(client, author.headers, 3, versions=("v1",))
+
+    posts = [Accepted(post.id, "v1") for post in refused + running + after]
+    figures = quiescence(
+        app,
+        posts,
+        stack.mail_log,
+        stack.audit_log,
+        deadline=30,
+        broker=(stack.broker_url, stack.queue),
+    )
+    resumed_s = round(time.monotonic() - returned, 1)
+    report_figures(
+        "R29",
+        "redis-server SIGKILLed under a running task with 2 retries pending, back after 2 s",
+        figures,
+        pending_retries=pending_retries,
+        all_delivered_s=resumed_s,
+    )
+    for worker in workers:
+        assert worker.alive, worker.log()[-4000:]
+        assert "Unrecoverable error" not in worker.log()
+    assert_clean(figures)
+    assert figures.emails_delivered == 6

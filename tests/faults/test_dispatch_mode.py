@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -13,7 +14,9 @@ from integration_stack import free_port, job_views
 from sqlalchemy import select
 
 from blog_api.extensions import db
+from blog_api.jobs.outbox import due_jobs
 from blog_api.models import Job, JobStatus
+from blog_api.models.base import utcnow
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -36,6 +39,9 @@ def test_naive_dispatch_turns_a_broker_error_into_a_500_after_the_post_is_stored
             post_id = jobs[0].post_id
         [view] = job_views(app, [post_id])
         assert (view.status, view.attempts) == (JobStatus.PENDING, 0)
+        with app.app_context():
+            assert due_jobs(utcnow() + timedelta(days=365), 10) == []  # parked: never relayed
+            db.session.commit()
     finally:
         hooks.remove()
         app.extensions["celery"].close()

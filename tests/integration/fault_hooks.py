@@ -10,9 +10,9 @@ starts (`rig_wsgi` is their entry module) or in an app built by a test:
   `between_flush_and_commit`: a request's transaction that has written a post and is about to
   commit it with its jobs.
 - `FAULT_DISPATCH=naive`: the negative control. Every new job is published right after its
-  transaction commits, as the tutorial's `.delay()` does: a broker error reaches the request,
-  and the workers of such a rig run without the relay (JOB_RELAY=false), so nothing re-drives a
-  job whose message was lost.
+  transaction commits, as the tutorial's `.delay()` does: a broker error reaches the request.
+  Its rows are parked (due in ten years) and the workers of such a rig run without the relay
+  (JOB_RELAY=false), so nothing re-drives a job whose message was lost.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import signal
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from flask import Flask, current_app, has_app_context
@@ -29,10 +30,13 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from blog_api.models import Job
+from blog_api.models.base import utcnow
 from blog_api.worker.checkpoints import Checkpoint, job_checkpoint
 from blog_api.worker.tasks import TASKS
 
 COMMIT_POINT = "between_flush_and_commit"
+# How far ahead the naive control parks its jobs' rows (the oracle ignores such rows).
+PARKED_FOR = timedelta(days=3650)
 FAULT_POINTS = frozenset({*Checkpoint, COMMIT_POINT})
 
 
@@ -91,10 +95,17 @@ class FaultHooks:
             self.fault.strike(point, job.post_id)
 
     def before_commit(self, session: Session) -> None:
-        if self.fault is None or not self._ours():
+        if not self._ours():
             return
-        for job in [obj for obj in session.new if isinstance(obj, Job)][:1]:
-            self.fault.strike(COMMIT_POINT, job.post_id)
+        new_jobs = [obj for obj in session.new if isinstance(obj, Job)]
+        if self.naive:
+            # The tutorial has no outbox: its jobs exist only as messages. Parked rows keep
+            # the claim working for the workers while nothing else ever looks at them.
+            for job in new_jobs:
+                job.available_at = utcnow() + PARKED_FOR
+        if self.fault is not None:
+            for job in new_jobs[:1]:
+                self.fault.strike(COMMIT_POINT, job.post_id)
 
     def after_flush(self, session: Session, _context: Any) -> None:
         if self.naive and self._ours():
