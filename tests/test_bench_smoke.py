@@ -241,3 +241,37 @@ def test_every_plan_runs_known_scenarios_on_distinct_configurations(
     assert len(names) == len(set(names))
     for config in plan.configs:
         assert set(config.scenarios) <= set(plans.SCENARIOS), config.name
+
+
+def test_ours_is_compared_with_both_tutorial_apps_and_bare_flask(
+    bench_module: BenchModule,
+) -> None:
+    """The literal tutorial app (its task sleeps) and the fair one (its task sends the e-mail with
+    smtplib) each get their rows, beside the ratios against bare Flask."""
+    load, plans = bench_module("harness.load"), bench_module("harness.plans")
+    report_module, throughput = bench_module("harness.report"), bench_module("sections.throughput")
+    plan = plans.plan_for("quick")
+    assert {config.app for config in plan.configs} == {"bare", "tutorial", "fair_tutorial", "ours"}
+    cpu = {"cpu_s": [0.5, 0.5]}
+    results = {
+        config.name: {
+            name: [load.LoadResult(200 if config.app == "ours" else 100, 1.0, 0, 1, 2, 4, 9, cpu)]
+            for name in config.scenarios
+        }
+        for config in plan.configs
+    }
+    report = report_module.Report(data={"load_tool": "wrk"})
+
+    throughput.report_throughput(plan, results, report)
+
+    rows = set(report.lines)
+    assert "| fair tutorial sqlite sync | POST v1 | 100 [100-100] | 1.0 [1.0-1.0] |" in "\n".join(
+        rows
+    )
+    ours = "| ours sqlite sync |"
+    assert f"{ours} POST v1 req/s vs tutorial | ≥ 1.5 | 2.00 [2.00-2.00] | yes |" in rows
+    assert f"{ours} POST v1 req/s vs fair tutorial | ≥ 1.5 | 2.00 [2.00-2.00] | yes |" in rows
+    assert f"{ours} POST v1 p99 vs fair tutorial | ≤ 0.7 | 1.00 [1.00-1.00] | **no** |" in rows
+    assert f"{ours} GET list req/s vs bare | ≥ 0.35 | 2.00 [2.00-2.00] | yes |" in rows
+    ratios = report.data["ratios"]
+    assert ratios["ours sqlite sync: POST v1 CPU per request vs fair tutorial"] == [0.5]

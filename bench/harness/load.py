@@ -68,6 +68,12 @@ class LoadResult:
     def rps(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
 
+    @property
+    def cpu_ms_per_request(self) -> float:
+        """CPU time the gunicorn workers spent per answered request (ms): independent of how busy
+        the rest of the machine is, unlike req/s (`spread` is filled in by `Bench.scenario`)."""
+        return 1000 * sum(self.spread.get("cpu_s", [])) / self.requests if self.requests else 0
+
 
 def run_wrk(
     port: int,

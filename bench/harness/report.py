@@ -43,12 +43,6 @@ def ratio_values(a: list[LoadResult], b: list[LoadResult], attr: str) -> list[fl
     ]
 
 
-def cpu_per_request(result: LoadResult) -> float:
-    """CPU time the gunicorn workers spent per answered request (ms): independent of how busy
-    the rest of the machine is, unlike req/s."""
-    return 1000 * sum(result.spread.get("cpu_s", [])) / result.requests if result.requests else 0
-
-
 def write_results(args: argparse.Namespace, report: Report, started: float) -> None:
     command = (
         "make bench"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.load import LoadResult, answers_http, http_json, run_python_closed_loop, run_wrk
-from harness.plans import PASSWORD, POST_BODY, SCENARIOS, Config
+from harness.plans import PASSWORD, POST_BODY, SCENARIOS, TUTORIAL_APPS, Config
 from harness.processes import (
     BIN,
     Proc,
@@ -172,7 +172,7 @@ class Bench:
         import psycopg
 
         with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
-            for suffix in ("", "_tutorial"):
+            for suffix in ("", *(f"_{app}" for app in TUTORIAL_APPS)):
                 conn.execute(f'DROP DATABASE IF EXISTS "{self.pg_database}{suffix}" WITH (FORCE)')
 
     def database_url(self, app: str, database: str) -> str:
@@ -185,8 +185,8 @@ class Bench:
 
                 if not self.pg_database:
                     self.create_pg_database()
-                name = f"{self.pg_database}_tutorial" if app == "tutorial" else self.pg_database
-                if app == "tutorial":
+                name = f"{self.pg_database}_{app}" if app in TUTORIAL_APPS else self.pg_database
+                if app in TUTORIAL_APPS:
                     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
                         conn.execute(f'CREATE DATABASE "{name}"')
                 base = PG_ADMIN_URL.rsplit("/", 1)[0].replace(
@@ -219,14 +219,16 @@ class Bench:
                 "LOGIN_RATE_LIMIT": HIGH_LIMIT,
                 "REGISTER_RATE_LIMIT": HIGH_LIMIT,
             }
-        elif config.app == "tutorial":
+        elif config.app in TUTORIAL_APPS:
             assert config.database
             env |= {
-                "BENCH_DATABASE_URL": self.database_url("tutorial", config.database),
+                "BENCH_DATABASE_URL": self.database_url(config.app, config.database),
                 "BENCH_REDIS_URL": self.redis_url,
-                "BENCH_QUEUE": f"tutorial-{self.run_id}",
+                "BENCH_QUEUE": f"{config.app}-{self.run_id}",
                 "PYTHONPATH": str(APPS),
             }
+            if config.app == "fair_tutorial":
+                env["BENCH_MAIL_PORT"] = str(self.mail_port)
         else:
             env["PYTHONPATH"] = str(APPS)
         return env
@@ -258,6 +260,7 @@ class Bench:
         module = {
             "bare": "bare_app:app",
             "tutorial": "tutorial_app:app",
+            "fair_tutorial": "tutorial_app:app",
             "ours": "blog_api.wsgi:flask_app",
         }[config.app]
         cwd = self.tmp / f"{config.app}-cwd"
@@ -274,7 +277,12 @@ class Bench:
             env,
             cwd,
         )
-        health = {"bare": "/", "tutorial": "/api/v1/posts?limit=1", "ours": "/health"}[config.app]
+        health = {
+            "bare": "/",
+            "tutorial": "/api/v1/posts?limit=1",
+            "fair_tutorial": "/api/v1/posts?limit=1",
+            "ours": "/health",
+        }[config.app]
         try:
             wait_until(lambda: answers_http(port, health), 60, f"gunicorn ({config.name})")
             wait_until(lambda: len(children(gunicorn.pid)) >= 2, 30, "two gunicorn workers")
@@ -292,7 +300,7 @@ class Bench:
             return "", 0
         user = {"username": "bench", "password": PASSWORD, "email": "bench@example.com"}
         status, body = http_json(port, "POST", "/api/v1/users", user)
-        if status not in (201, 409) and not (config.app == "tutorial" and status == 500):
+        if status not in (201, 409) and not (config.app in TUTORIAL_APPS and status == 500):
             raise RuntimeError(f"registering the bench user: {status} {body}")
         status, body = http_json(
             port, "POST", "/api/v1/login", {"username": "bench", "password": PASSWORD}
@@ -354,8 +362,9 @@ class Bench:
 
 def start_workers(procs: Processes, config: Config, env: dict[str, str], cwd: Path) -> Proc | None:
     """The background processes of one configuration: ours runs its Celery worker with the
-    sweeper's beat embedded, the tutorial the chapter's worker (its task sleeps 5 s, so it barely
-    uses the CPU), bare Flask none. Every section starts its servers through here."""
+    sweeper's beat embedded; both tutorial apps the chapter's worker (the literal one's task sleeps
+    5 s, so it barely uses the CPU; the fair one's sends the e-mail); bare Flask none. Every section
+    starts its servers through here."""
     if config.app == "ours":
         return procs.start(
             f"celery-{config.name}",
@@ -377,7 +386,7 @@ def start_workers(procs: Processes, config: Config, env: dict[str, str], cwd: Pa
             env,
             cwd,
         )
-    if config.app == "tutorial":
+    if config.app in TUTORIAL_APPS:
         return procs.start(
             f"celery-{config.name}",
             [

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from dataclasses import dataclass
 
 from harness import jobs
 from harness.load import LoadResult
 from harness.plans import Plan
-from harness.report import Report, cpu_per_request, ratio_values, summary
+from harness.report import Report, ratio_values, summary
 from harness.stack import THREADS, Bench
 from sections.memory import Peaks, new_peaks, record_peaks
 
@@ -49,6 +50,8 @@ def measure_rounds(bench: Bench, plan: Plan) -> tuple[Results, Peaks]:
                     )
                     if config.app == "ours" and name.startswith("POST"):
                         jobs.wait_jobs_done(bench, config.database or "sqlite", 120)
+                    elif config.app == "fair_tutorial" and name.startswith("POST"):
+                        jobs.wait_tutorial_mail_sent(bench, 120)
                 record_peaks(peaks, config.name, bench.memory(server))
             finally:
                 bench.stop_server(server)
@@ -77,109 +80,79 @@ def report_throughput(plan: Plan, results: Results, report: Report) -> None:
                 f"| {config.name} | {name} | {summary([v.rps for v in values])} | "
                 f"{summary([v.p50_ms for v in values], 1)} | "
                 f"{summary([v.p99_ms for v in values], 1)} | {sum(v.errors for v in values)} | "
-                f"{summary([cpu_per_request(v) for v in values], 2)} | "
+                f"{summary([v.cpu_ms_per_request for v in values], 2)} | "
                 f"{'; '.join(str(v.spread.get('connections')) for v in values)} | "
                 f"{'; '.join(str(v.spread.get('cpu_s')) for v in values)} |"
             )
     report.add("")
-    rows = []
+    report_ratios(plan, results, report)
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """Ours over a reference app in the same round: the same scenario, except against bare
+    Flask, whose one scenario is GET /."""
+
+    scenario: str
+    measure: str  # a LoadResult attribute
+    reference: str  # bare | tutorial | fair tutorial: the start of its configuration's name
+    target: str
+    bound: float | None = None  # None: for information only
+
+    @property
+    def label(self) -> str:
+        what = {"rps": "req/s", "p99_ms": "p99", "cpu_ms_per_request": "CPU per request"}
+        return f"{self.scenario} {what[self.measure]} vs {self.reference}"
+
+    def met(self, values: list[float]) -> str:
+        if self.bound is None or not values:
+            return ""
+        median = statistics.median(values)
+        within = median >= self.bound if self.measure == "rps" else median <= self.bound
+        return "yes" if within else "**no**"
+
+
+RATIOS = [
+    Ratio("POST v1", "rps", "tutorial", "≥ 1.5", 1.5),
+    Ratio("POST v1", "p99_ms", "tutorial", "≤ 0.7", 0.7),
+    Ratio("POST v1", "cpu_ms_per_request", "tutorial", "(info)"),
+    Ratio("POST v1", "rps", "bare", "≥ 0.20", 0.20),
+    Ratio("GET list", "rps", "bare", "≥ 0.35", 0.35),
+    Ratio("GET list", "rps", "tutorial", "(info)"),
+    Ratio("POST v1", "rps", "fair tutorial", "≥ 1.5", 1.5),
+    Ratio("POST v1", "p99_ms", "fair tutorial", "≤ 0.7", 0.7),
+    Ratio("POST v1", "cpu_ms_per_request", "fair tutorial", "(info)"),
+    Ratio("GET list", "rps", "fair tutorial", "(info)"),
+]
+
+
+def report_ratios(plan: Plan, results: Results, report: Report) -> None:
+    rows: list[tuple[str, Ratio, list[float]]] = []
     for config in plan.configs:
         if config.app != "ours":
             continue
-        suffix = config.name.removeprefix("ours ")
-        tutorial = results.get(f"tutorial {suffix}", {})
-        bare = results.get(f"bare {config.worker_class}", {}).get("GET /", [])
         ours = results[config.name]
-        if "POST v1" in ours and "POST v1" in tutorial:
-            rows.append(
-                (
-                    config.name,
-                    "POST v1 req/s vs tutorial",
-                    "≥ 1.5",
-                    ratio_values(ours["POST v1"], tutorial["POST v1"], "rps"),
-                    1.5,
-                    True,
-                )
-            )
-            rows.append(
-                (
-                    config.name,
-                    "POST v1 p99 vs tutorial",
-                    "≤ 0.7",
-                    ratio_values(ours["POST v1"], tutorial["POST v1"], "p99_ms"),
-                    0.7,
-                    False,
-                )
-            )
-        if "POST v1" in ours and "POST v1" in tutorial:
-            rows.append(
-                (
-                    config.name,
-                    "POST v1 CPU per request vs tutorial",
-                    "(info)",
-                    [
-                        cpu_per_request(a) / cpu_per_request(b)
-                        for a, b in zip(ours["POST v1"], tutorial["POST v1"], strict=False)
-                        if cpu_per_request(b)
-                    ],
-                    None,
-                    False,
-                )
-            )
-        if "POST v1" in ours and bare:
-            rows.append(
-                (
-                    config.name,
-                    "POST v1 req/s vs bare",
-                    "≥ 0.20",
-                    ratio_values(ours["POST v1"], bare, "rps"),
-                    0.20,
-                    True,
-                )
-            )
-        if "GET list" in ours and bare:
-            rows.append(
-                (
-                    config.name,
-                    "GET list req/s vs bare",
-                    "≥ 0.35",
-                    ratio_values(ours["GET list"], bare, "rps"),
-                    0.35,
-                    True,
-                )
-            )
-        if "GET list" in ours and "GET list" in tutorial:
-            rows.append(
-                (
-                    config.name,
-                    "GET list req/s vs tutorial",
-                    "(info)",
-                    ratio_values(ours["GET list"], tutorial["GET list"], "rps"),
-                    None,
-                    True,
-                )
-            )
-    if rows:
-        report.add("### Round-paired ratios (each round's figures divided, then median [min-max])")
-        report.add("")
-        report.add("| configuration | ratio | target | measured | met (median) |")
-        report.add("|---|---|---|---|---|")
-        targets = {}
-        for config_name, label, target, values, bound, higher in rows:
-            met = (
-                ""
-                if bound is None or not values
-                else (
-                    "yes"
-                    if (
-                        statistics.median(values) >= bound
-                        if higher
-                        else statistics.median(values) <= bound
-                    )
-                    else "**no**"
-                )
-            )
-            report.add(f"| {config_name} | {label} | {target} | {summary(values, 2)} | {met} |")
-            targets[f"{config_name}: {label}"] = values
-        report.data["ratios"] = targets
-        report.add("")
+        for ratio in RATIOS:
+            if ratio.reference == "bare":
+                reference = results.get(f"bare {config.worker_class}", {}).get("GET /", [])
+            else:
+                suffix = config.name.removeprefix("ours ")
+                reference = results.get(f"{ratio.reference} {suffix}", {}).get(ratio.scenario, [])
+            if ratio.scenario in ours and reference:
+                values = ratio_values(ours[ratio.scenario], reference, ratio.measure)
+                rows.append((config.name, ratio, values))
+    if not rows:
+        return
+    report.add("### Round-paired ratios (each round's figures divided, then median [min-max])")
+    report.add("")
+    report.add("| configuration | ratio | target | measured | met (median) |")
+    report.add("|---|---|---|---|---|")
+    targets = {}
+    for config_name, ratio, values in rows:
+        report.add(
+            f"| {config_name} | {ratio.label} | {ratio.target} | {summary(values, 2)} | "
+            f"{ratio.met(values)} |"
+        )
+        targets[f"{config_name}: {ratio.label}"] = values
+    report.data["ratios"] = targets
+    report.add("")
