@@ -1,8 +1,8 @@
 """The benchmark driver: starts every server itself, runs every configuration interleaved in
 rounds, prints median [min-max] and round-paired ratios, and writes bench/RESULTS.md.
 
-    python bench/run.py --mode full      # make bench        (about 12-15 minutes)
-    python bench/run.py --mode quick     # make bench-quick  (about 2-3 minutes)
+    python bench/run.py --mode full      # make bench        (about 20 minutes)
+    python bench/run.py --mode quick     # make bench-quick  (about 5 minutes)
     python bench/run.py --mode smoke --output OUT.md --json OUT.json   # a few seconds (tests)
 
 Everything it starts (redis-server, SMTP sink, gunicorn masters, Celery workers) runs in its own
