@@ -37,8 +37,6 @@ HERE = Path(__file__).resolve().parents[1]
 APPS = HERE / "apps"
 PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 HIGH_LIMIT = "1000000 per minute"
-
-
 THREADS = 4  # gthread: threads per worker
 # Pool processes of every Celery worker. Jobs wait on SMTP and the database more than they
 # compute, so twice the cores: with 2 the backlog after 30 s of POSTs took 6.0 s to drain, with
@@ -63,6 +61,9 @@ class Server:
 
 
 class Bench:
+    """One run's stack: its temporary directory, ports, secrets and databases, and the
+    processes of whichever configuration is being measured."""
+
     def __init__(self, args: argparse.Namespace, tmp: Path, procs: Processes) -> None:
         self.args = args
         self.tmp = tmp
