@@ -44,7 +44,7 @@ def listening(port: int, proc: subprocess.Popen[bytes]) -> bool:
 
 
 def cpu_ms_per_call(call: Callable[[], None], count: int) -> float:
-    """Process CPU time (every thread: the dispatcher publishes on its own) per call."""
+    """Process CPU time (every thread) per call."""
     started = time.process_time()
     for _ in range(count):
         call()

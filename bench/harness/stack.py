@@ -362,10 +362,10 @@ class Bench:
 
 
 def start_workers(procs: Processes, config: Config, env: dict[str, str], cwd: Path) -> Proc | None:
-    """The background processes of one configuration: ours runs its Celery worker with the
-    sweeper's beat embedded; both tutorial apps the chapter's worker (the literal one's task sleeps
-    5 s, so it barely uses the CPU; the fair one's sends the e-mail); bare Flask none. Every section
-    starts its servers through here."""
+    """The background processes of one configuration: ours runs its Celery worker (its relay
+    publishes the jobs the API stores); both tutorial apps the chapter's worker (the literal
+    one's task sleeps 5 s, so it barely uses the CPU; the fair one's sends the e-mail); bare
+    Flask none. Every section starts its servers through here."""
     if config.app == "ours":
         return procs.start(
             f"celery-{config.name}",
@@ -374,9 +374,6 @@ def start_workers(procs: Processes, config: Config, env: dict[str, str], cwd: Pa
                 "-A",
                 "blog_api.wsgi.celery_app",
                 "worker",
-                "--beat",
-                "-s",
-                str(cwd / "beat-schedule"),
                 "-c",
                 str(CELERY_POOL),
                 "--loglevel",

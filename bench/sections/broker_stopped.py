@@ -19,7 +19,7 @@ def measure(bench: Bench, plan: Plan, report: Report) -> None:
     report.add(
         "Each round: the same server measured with the broker up, then with it stopped, "
         "then Redis is restarted; ratio = down / up within the round. For ours, the "
-        "time until every job is done after the restart (sweeper re-drive) is measured."
+        "time until every job is done after the restart (the relay publishes them) is measured."
     )
     report.add("")
     rows: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))

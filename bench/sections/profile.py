@@ -33,11 +33,6 @@ PROFILE_BUCKETS: list[tuple[str, list[str], list[str]]] = [
     (
         "create_post: INSERT post + jobs, COMMIT",
         ["create_post (blog_api/services/posts.py"],
-        ["publish (blog_api/jobs/outbox.py"],
-    ),
-    (
-        "job dispatch: hand-off to the publisher thread and wait",
-        ["publish (blog_api/jobs/outbox.py"],
         [],
     ),
     (
