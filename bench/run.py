@@ -38,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=str(HERE / "RESULTS.md"))
     parser.add_argument("--json", default=None, help="also write every figure as JSON here")
     parser.add_argument("--connections", type=int, default=8, help="held connections (wrk -c)")
+    parser.add_argument(
+        "--only",
+        choices=["latency"],
+        default=None,
+        help="run only this section of the plan (e.g. to re-measure latency after a change)",
+    )
     args = parser.parse_args(argv)
     interrupt_on_signals()
     tmp = Path(tempfile.mkdtemp(prefix="blog-bench-"))
@@ -72,6 +78,9 @@ def run(bench: Bench, plan: Plan, report: Report) -> None:
         f"{plan.seconds:g} s per scenario, load tool {bench.load_tool}",
         flush=True,
     )
+    if bench.args.only == "latency":
+        latency.measure(bench, plan, report)
+        return
     results, peaks = throughput.measure_rounds(bench, plan)
     throughput.report_throughput(plan, results, report)
     memory.report_memory(peaks, report)

@@ -77,7 +77,9 @@ def test_the_benchmark_driver_runs_end_to_end_in_smoke_mode(tmp_path: Path) -> N
         assert len(scenario) == 1
         assert {"requests", "seconds", "errors", "p50_ms", "p99_ms"} <= set(scenario[0])
     assert {"gunicorn 1", "gunicorn 2"} <= set(results["memory_kb"]["ours sqlite sync"])
-    assert {"sent", "notified", "notify_ms", "floor_ms"} <= set(results["latency open loop"])
+    for database in ("sqlite", "postgresql"):
+        latency = results[f"latency {database} open loop"]
+        assert {"sent", "notified", "notify_ms", "floor_ms"} <= set(latency)
     report = output.read_text()
     assert report.startswith("# Benchmark results")
     assert "| ours sqlite sync | POST v1 |" in report

@@ -53,6 +53,8 @@ def write_results(args: argparse.Namespace, report: Report, started: float) -> N
             else f"python bench/run.py --mode {args.mode}"
         )
     )
+    if getattr(args, "only", None):
+        command = f"python bench/run.py --mode {args.mode} --only {args.only}"
     header = [
         "# Benchmark results",
         "",

@@ -366,40 +366,17 @@ def start_workers(procs: Processes, config: Config, env: dict[str, str], cwd: Pa
     publishes the jobs the API stores); both tutorial apps the chapter's worker (the literal
     one's task sleeps 5 s, so it barely uses the CPU; the fair one's sends the e-mail); bare
     Flask none. Every section starts its servers through here."""
-    if config.app == "ours":
-        return procs.start(
-            f"celery-{config.name}",
-            [
-                str(BIN / "celery"),
-                "-A",
-                "blog_api.wsgi.celery_app",
-                "worker",
-                "-c",
-                str(CELERY_POOL),
-                "--loglevel",
-                "WARNING",
-                "-n",
-                f"bench-{uuid.uuid4().hex[:6]}@%h",
-            ],
-            env,
-            cwd,
-        )
-    if config.app in TUTORIAL_APPS:
-        return procs.start(
-            f"celery-{config.name}",
-            [
-                str(BIN / "celery"),
-                "-A",
-                "tutorial_app.celery",
-                "worker",
-                "-c",
-                str(CELERY_POOL),
-                "--loglevel",
-                "WARNING",
-                "-n",
-                f"tutorial-{uuid.uuid4().hex[:6]}@%h",
-            ],
-            env,
-            cwd,
-        )
-    return None
+    celery_apps = {"ours": ("blog_api.wsgi.celery_app", "bench")}
+    celery_apps |= dict.fromkeys(TUTORIAL_APPS, ("tutorial_app.celery", "tutorial"))
+    if config.app not in celery_apps:
+        return None
+    celery_app, node = celery_apps[config.app]
+    return procs.start(
+        f"celery-{config.name}",
+        [
+            *(str(BIN / "celery"), "-A", celery_app, "worker", "-c", str(CELERY_POOL)),
+            *("--loglevel", "WARNING", "-n", f"{node}-{uuid.uuid4().hex[:6]}@%h"),
+        ],
+        env,
+        cwd,
+    )

@@ -19,10 +19,6 @@ WARM_UP_POSTS = 6  # before the latency measurement: every pool process runs a j
 
 
 def measure(bench: Bench, plan: Plan, report: Report) -> None:
-    import redis
-
-    config = Config("ours sqlite sync", "ours", "sqlite", "sync", [])
-    server = bench.start_server(config)
     report.add("## Notification latency: post commit → SMTP sink received")
     report.add("")
     report.add(
@@ -35,10 +31,19 @@ def measure(bench: Bench, plan: Plan, report: Report) -> None:
     )
     report.add("")
     report.add(
-        "| load | posts | HTTP p50 / p99 ms | notification p50 / p90 / p99 / max ms | "
+        "| database | load | posts | HTTP p50 / p99 ms | notification p50 / p90 / p99 / max ms | "
         "Redis floor p50 / p99 ms | errors |"
     )
-    report.add("|---|---|---|---|---|---|")
+    report.add("|---|---|---|---|---|---|---|")
+    for database in ("sqlite", "postgresql"):
+        measure_database(bench, plan, report, database)
+    report.add("")
+
+
+def measure_database(bench: Bench, plan: Plan, report: Report, database: str) -> None:
+    import redis
+
+    server = bench.start_server(Config(f"ours {database} sync", "ours", database, "sync", []))
     try:
         for _ in range(WARM_UP_POSTS):
             http_json(server.port, "POST", "/api/v1/posts", POST_BODY, server.token)
@@ -46,7 +51,7 @@ def measure(bench: Bench, plan: Plan, report: Report) -> None:
             ("idle", plan.latency_idle),
             ("open loop", plan.latency_load),
         ):
-            jobs.wait_jobs_done(bench, "sqlite", 60)
+            jobs.wait_jobs_done(bench, database, 60)
             client = redis.Redis(port=bench.redis_port)
             key = f"bench:floor:{bench.run_id}"
             floor: list[float] = []
@@ -80,8 +85,8 @@ def measure(bench: Bench, plan: Plan, report: Report) -> None:
             producer.join(30)
             consumer.join(30)
             client.close()
-            jobs.wait_jobs_done(bench, "sqlite", 60)
-            job_posts = jobs.job_posts(bench, "sqlite")
+            jobs.wait_jobs_done(bench, database, 60)
+            job_posts = jobs.job_posts(bench, database)
             delivered = {}
             for entry in jobs.deliveries(bench):
                 match = re.match(r"<notify-(.+)@", entry.get("message_id") or "")
@@ -98,12 +103,12 @@ def measure(bench: Bench, plan: Plan, report: Report) -> None:
             n50, n90, n99, nmax = percentiles(notify, (50, 90, 99, 100))
             f50, f99 = percentiles(floor, (50, 99))
             report.add(
-                f"| {label}, {rate:g} posts/s for {seconds:g} s | {len(sent)} sent, "
+                f"| {database} | {label}, {rate:g} posts/s for {seconds:g} s | {len(sent)} sent, "
                 f"{len(notify)} notified | {h50 * 1000:.1f} / {h99 * 1000:.1f} | "
                 f"{n50 * 1000:.1f} / {n90 * 1000:.1f} / {n99 * 1000:.1f} / {nmax * 1000:.1f} | "
                 f"{f50 * 1000:.2f} / {f99 * 1000:.2f} | {errors} |"
             )
-            report.data[f"latency {label}"] = {
+            report.data[f"latency {database} {label}"] = {
                 "rate": rate,
                 "sent": len(sent),
                 "notified": len(notify),
@@ -114,4 +119,3 @@ def measure(bench: Bench, plan: Plan, report: Report) -> None:
             }
     finally:
         bench.stop_server(server)
-    report.add("")

@@ -18,7 +18,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 
 from flask import current_app, g, has_request_context
-from sqlalchemy import ColumnElement, Row, Select, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, Row, Select, bindparam, delete, func, or_, select, update
 
 from blog_api.database import commit_keeping_state
 from blog_api.errors import ConflictError
@@ -71,6 +71,28 @@ def add_post_jobs(post: Post, api_version: str) -> list[Job]:
 # -- the relay's side -----------------------------------------------------------------------------
 
 
+def _status_in(statuses: tuple[JobStatus, ...]) -> ColumnElement[bool]:
+    """`status IN (...)` with the values written into the SQL, as in the partial indexes'
+    predicates: the planner can then prove that the index covers the query, whatever plan
+    (custom or generic) a prepared statement gets."""
+    values = [status.value for status in statuses]
+    return Job.status.in_(bindparam("statuses", values, expanding=True, literal_execute=True))
+
+
+ACTIVE = _status_in(ACTIVE_STATUSES)
+PRUNABLE = _status_in(PRUNABLE_STATUSES)
+
+
+def due_statement(now: datetime, limit: int) -> Select[str, JobKind, datetime]:
+    """The relay's query (index `ix_jobs_due`)."""
+    return (
+        select(Job.id, Job.kind, Job.created_at)
+        .where(ACTIVE, Job.available_at <= now)
+        .order_by(Job.available_at)
+        .limit(limit)
+    )
+
+
 def due_jobs(now: datetime, limit: int) -> list[DueJob]:
     """(id, kind, created_at) of the jobs to publish now, earliest due first: pending jobs whose
     time has come and running jobs whose lease expired (a claim moves `available_at` to the end
@@ -80,12 +102,7 @@ def due_jobs(now: datetime, limit: int) -> list[DueJob]:
     concurrent relays split the work. SQLite has one relay, and its read transaction ends here:
     a read transaction that later writes fails at once if another connection wrote meanwhile.
     """
-    statement = (
-        select(Job.id, Job.kind, Job.created_at)
-        .where(Job.status.in_(ACTIVE_STATUSES), Job.available_at <= now)
-        .order_by(Job.available_at)
-        .limit(limit)
-    )
+    statement = due_statement(now, limit)
     if db.engine.dialect.name == "postgresql":
         return list(db.session.execute(statement.with_for_update(skip_locked=True)))
     rows = list(db.session.execute(statement))
@@ -104,7 +121,7 @@ def push_back(jobs: list[DueJob], now: datetime) -> None:
     for delay, ids in by_delay.items():
         db.session.execute(
             update(Job)
-            .where(Job.id.in_(ids), Job.status.in_(ACTIVE_STATUSES), Job.available_at <= now)
+            .where(Job.id.in_(ids), ACTIVE, Job.available_at <= now)
             .values(available_at=now + delay)
             .execution_options(synchronize_session=False)
         )
@@ -120,9 +137,7 @@ def _republish_delay(age: timedelta, republish_after: timedelta) -> timedelta:
 
 def next_due_at() -> datetime | None:
     """When the earliest active job falls due (None: no active job)."""
-    return db.session.scalar(
-        select(func.min(Job.available_at)).where(Job.status.in_(ACTIVE_STATUSES))
-    )
+    return db.session.scalar(select(func.min(Job.available_at)).where(ACTIVE))
 
 
 # -- the worker's side ----------------------------------------------------------------------------
@@ -280,13 +295,7 @@ def prune_finished_jobs(older_than: timedelta | None = None) -> int:
     Returns how many were deleted."""
     if older_than is None:
         older_than = timedelta(days=current_app.config["JOB_RETENTION_DAYS"])
-    cutoff = utcnow() - older_than
-    batch = (
-        select(Job.id)
-        .where(Job.status.in_(PRUNABLE_STATUSES), Job.finished_at < cutoff)
-        .order_by(Job.finished_at)
-        .limit(PRUNE_BATCH)
-    )
+    batch = prune_batch_statement(utcnow() - older_than)
     deleted = 0
     while True:
         result = db.session.execute(
@@ -299,6 +308,16 @@ def prune_finished_jobs(older_than: timedelta | None = None) -> int:
         deleted += count
         if count < PRUNE_BATCH:
             return deleted
+
+
+def prune_batch_statement(cutoff: datetime) -> Select[str]:
+    """One batch of the retention query (index `ix_jobs_prunable`)."""
+    return (
+        select(Job.id)
+        .where(PRUNABLE, Job.finished_at < cutoff)
+        .order_by(Job.finished_at)
+        .limit(PRUNE_BATCH)
+    )
 
 
 def job_query(status: JobStatus | None = None) -> Select[Job]:
