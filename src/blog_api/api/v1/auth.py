@@ -11,7 +11,7 @@ from flask_jwt_extended.exceptions import JWTExtendedException
 from flask_limiter.util import get_remote_address
 from jwt import PyJWTError
 
-from blog_api.api import Blueprint
+from blog_api.api.base import Blueprint
 from blog_api.auth import caller
 from blog_api.auth.tokens import is_token_revoked
 from blog_api.errors import error_response
