@@ -10,8 +10,8 @@ workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 20
-# Requests never wait for the broker for more than JOB_DISPATCH_TIMEOUT, so a short keep-alive
-# and the default sync workers are enough for a JSON API behind a proxy.
+# Requests never talk to the broker (the workers' relay publishes the jobs they store), so a
+# short keep-alive and the default sync workers are enough for a JSON API behind a proxy.
 keepalive = 5
 accesslog = "-"
 # gunicorn 27 would otherwise create a control socket in ~/.gunicorn/.

@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import Any
 
 # The driver's helpers and constants (this directory is on sys.path when run as a script).
-from run import BIN, HIGH_LIMIT, PASSWORD, POST_BODY, free_port, redis_server, wait_until
+from harness.plans import PASSWORD, POST_BODY
+from harness.processes import BIN, free_port, redis_server, wait_until
+from harness.stack import HIGH_LIMIT
 
 
 def listening(port: int, proc: subprocess.Popen[bytes]) -> bool:
@@ -42,7 +44,7 @@ def listening(port: int, proc: subprocess.Popen[bytes]) -> bool:
 
 
 def cpu_ms_per_call(call: Callable[[], None], count: int) -> float:
-    """Process CPU time (every thread: the dispatcher publishes on its own) per call."""
+    """Process CPU time (every thread) per call."""
     started = time.process_time()
     for _ in range(count):
         call()

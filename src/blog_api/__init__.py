@@ -20,13 +20,12 @@ from blog_api.auth.tokens import register_jwt_callbacks
 from blog_api.config import config_class, read_environment
 from blog_api.errors import register_error_handlers
 from blog_api.extensions import db, limiter
-from blog_api.jobs import celery_init_app, celery_settings
-from blog_api.jobs.cli import jobs_cli
-from blog_api.jobs.outbox import Dispatcher
 from blog_api.ops.cli import register_cli
 from blog_api.ops.health import register_ops
 from blog_api.ops.logging import configure_logging
 from blog_api.ops.security import register_security
+from blog_api.worker import celery_init_app, celery_settings
+from blog_api.worker.cli import jobs_cli
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -87,4 +86,3 @@ def register_extensions(app: Flask) -> None:
         app.config["RATELIMIT_STORAGE_URI"] = app.config.get("REDIS_URL") or "memory://"
     limiter.init_app(app)
     celery_init_app(app)
-    app.extensions["job_dispatcher"] = Dispatcher()

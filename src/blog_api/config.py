@@ -101,17 +101,16 @@ ENVIRONMENT_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "MAIL_MESSAGE_ID_DOMAIN": ("MAIL_MESSAGE_ID_DOMAIN", str),
     "POST_AUDIT_LOG": ("POST_AUDIT_LOG", str),
     "JOB_LEASE_SECONDS": ("JOB_LEASE_SECONDS", float),
-    "JOB_SWEEP_INTERVAL": ("JOB_SWEEP_INTERVAL", float),
+    "JOB_RELAY": ("JOB_RELAY", _bool),
+    "JOB_RELAY_INTERVAL": ("JOB_RELAY_INTERVAL", float),
+    "JOB_RELAY_POLL": ("JOB_RELAY_POLL", float),
     "JOB_REPUBLISH_AFTER": ("JOB_REPUBLISH_AFTER", float),
-    "JOB_DISPATCH_TIMEOUT": ("JOB_DISPATCH_TIMEOUT", float),
-    "JOB_DISPATCH_COOLDOWN": ("JOB_DISPATCH_COOLDOWN", float),
-    "JOB_DISPATCH_MODE": ("JOB_DISPATCH_MODE", str),
+    "JOB_RETENTION_DAYS": ("JOB_RETENTION_DAYS", float),
     "WORKER_HEARTBEAT_INTERVAL": ("WORKER_HEARTBEAT_INTERVAL", float),
     "WORKER_HEARTBEAT_FORGET_AFTER": ("WORKER_HEARTBEAT_FORGET_AFTER", float),
     "TASK_SOFT_TIME_LIMIT": ("TASK_SOFT_TIME_LIMIT", float),
     "TASK_TIME_LIMIT": ("TASK_TIME_LIMIT", float),
     "BROKER_VISIBILITY_TIMEOUT": ("BROKER_VISIBILITY_TIMEOUT", float),
-    "FAULT_POINT": ("FAULT_POINT", str),
 }
 # Security settings: the login ceiling per username, the password-change limit, trusted proxies.
 ENVIRONMENT_VARIABLES.update(
@@ -178,7 +177,8 @@ class Config:
 
     # Background jobs (SPEC §6). Timeouts are ordered so that no job runs twice by accident:
     # MAIL_TIMEOUT < TASK_SOFT_TIME_LIMIT < TASK_TIME_LIMIT < JOB_LEASE_SECONDS
-    #   < BROKER_VISIBILITY_TIMEOUT, and MAIL_RETRY_BACKOFF_MAX < BROKER_VISIBILITY_TIMEOUT.
+    #   < BROKER_VISIBILITY_TIMEOUT. A retry's backoff lives in the job row (the relay
+    # publishes it when due), so no countdown message has to fit in the visibility timeout.
     CELERY_BROKER_URL: str | None = None
     CELERY_QUEUE = "blog_api"
     # Messages each pool process may hold ahead (Celery's worker_prefetch_multiplier).
@@ -203,13 +203,16 @@ class Config:
     MAIL_MESSAGE_ID_DOMAIN = "blog-api.local"
     POST_AUDIT_LOG = "post_audit.log"
     JOB_LEASE_SECONDS = 90.0
-    JOB_SWEEP_INTERVAL = 5.0
+    # The relay (jobs/relay.py) runs in every worker unless JOB_RELAY is off. It wakes when a
+    # job may be due (PostgreSQL NOTIFY, or SQLite's data_version polled every JOB_RELAY_POLL
+    # seconds) and at least every JOB_RELAY_INTERVAL seconds; a published job nobody claimed
+    # is published again after JOB_REPUBLISH_AFTER (2x, 4x, 8x that as it ages).
+    JOB_RELAY = True
+    JOB_RELAY_INTERVAL = 5.0
+    JOB_RELAY_POLL = 0.005
     JOB_REPUBLISH_AFTER = 30.0
-    JOB_DISPATCH_TIMEOUT = 0.5
-    JOB_DISPATCH_COOLDOWN = 5.0
-    # Test-only negative control: "naive" publishes like the tutorial (no outbox re-drive);
-    # ignored unless TESTING is on. See jobs/outbox.py.
-    JOB_DISPATCH_MODE = "outbox"
+    # Done and skipped jobs are deleted this long after they finished; dead ones stay.
+    JOB_RETENTION_DAYS = 30.0
     # Each worker writes its heartbeat row this often; a row silent for FORGET_AFTER is
     # dropped (until then a dead worker's age keeps growing in /metrics, where alerts see it).
     WORKER_HEARTBEAT_INTERVAL = 5.0
@@ -217,8 +220,6 @@ class Config:
     TASK_SOFT_TIME_LIMIT = 30.0
     TASK_TIME_LIMIT = 60.0
     BROKER_VISIBILITY_TIMEOUT = 300.0
-    # Test-only crash points (blog_api.jobs.faults); ignored unless TESTING is on.
-    FAULT_POINT: str | None = None
 
     # flask-smorest: one OpenAPI document per version, served under the version prefix.
     V1_API_TITLE = "Blog API"

@@ -33,7 +33,7 @@ from integration_stack import HttpClient, message_id, wait_until
 from sqlalchemy import select
 
 from blog_api.extensions import db
-from blog_api.models import AUDIT_POST_CREATED, NOTIFY_AUTHOR, Job, Post
+from blog_api.models import Job, JobKind, Post
 from blog_api.models.base import utcnow
 
 # A pending job due further ahead than this is parked: nothing will ever run it (the naive
@@ -169,12 +169,12 @@ def measure(
     notify = {
         (post_id): (job_id, status)
         for job_id, kind, post_id, status in jobs
-        if kind == NOTIFY_AUTHOR
+        if kind == JobKind.NOTIFY_AUTHOR
     }
     audit = {
         post_id: (job_id, status)
         for job_id, kind, post_id, status in jobs
-        if kind == AUDIT_POST_CREATED and post_id in v2_posts
+        if kind == JobKind.AUDIT_POST_CREATED and post_id in v2_posts
     }
 
     mails = _delivered_message_ids(mail_log)

@@ -71,7 +71,7 @@ def test_an_unwritable_audit_directory_delays_the_lines_and_loses_none(
     stack.audit_log = audit_log
     # A retry budget (about 20 s) well beyond the outage.
     stack.configure(POST_AUDIT_LOG=audit_log, MAIL_MAX_RETRIES=20, MAIL_RETRY_BACKOFF=1)
-    [worker] = stack.up(beat=True)
+    [worker] = stack.up()
     app = stack.app()
     author = make_account(email="r26@example.com")
     directory.write_text("not a directory\n")  # makedirs and open both fail now

@@ -1,5 +1,6 @@
 """Broker faults (reliability §6.2): Redis stopped (R4, with the naive negative control), Redis
-hanging behind a blackhole (R5), one job published twice (R11), the retry's publish cut (R19).
+hanging behind a blackhole (R5), one job published twice (R11), the relay's publish of a retry
+cut (R19).
 Posts go over real HTTP to gunicorn with 2 workers where the request path is under test."""
 
 from __future__ import annotations
@@ -10,7 +11,14 @@ import uuid
 from collections.abc import Callable
 
 import pytest
-from integration_stack import POSTGRESQL_ONLY, Stack, free_port, job_views, wait_until
+from integration_stack import (
+    POSTGRESQL_ONLY,
+    Stack,
+    create_posts,
+    free_port,
+    job_views,
+    wait_until,
+)
 from oracle import (
     Accepted,
     Figures,
@@ -24,23 +32,26 @@ pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
 
 
 def quiet_period(stack: Stack) -> None:
-    """Long enough for the sweeper to have re-published everything twice, were it able to."""
+    """Long enough for the relay to have re-published everything twice, were it able to."""
     time.sleep(float(stack.settings["JOB_REPUBLISH_AFTER"]) + 2.5)
 
 
-def run_r4(stack: Stack, mode: str, posts: int) -> tuple[Figures, dict[str, object]]:
+def run_r4(stack: Stack, naive: bool, posts: int) -> tuple[Figures, dict[str, object]]:
+    """`naive`: the negative control (the rig's FAULT_DISPATCH=naive hook publishes after each
+    commit as the tutorial does, and the workers run without their relay)."""
     port = free_port()
     broker_url = f"redis://127.0.0.1:{port}/0"
-    stack.configure(CELERY_BROKER_URL=broker_url, JOB_DISPATCH_MODE=mode)
+    stack.configure(CELERY_BROKER_URL=broker_url)
+    if naive:
+        stack.configure(FAULT_DISPATCH="naive")
     broker = stack.start_redis(port)
-    stack.up(beat=True)
+    stack.up(relay=not naive)
     server = stack.start_gunicorn(workers=2)
     app = stack.app()
     author = server.account(f"r4_{uuid.uuid4().hex[:8]}")
     before = post_over_http(server, author, 2, "R4 before")  # the whole path works first
-    # Every message acknowledged too: in naive mode a pending job is parked, so the jobs alone
-    # would look quiet while its message still waits in the queue, and a task cancelled when
-    # Redis dies would stay running for ever (nothing re-drives a naive job).
+    # Every message acknowledged too: in the naive build nothing re-drives a job, so a task
+    # cancelled when Redis dies would stay running for ever.
     quiescence(
         app,
         before.accepted,
@@ -72,7 +83,7 @@ def test_posts_while_redis_is_stopped_return_201_fast_and_are_all_mailed_once_af
     fault_stack: Stack, report_figures: Callable[..., None]
 ) -> None:
     """R4: Redis stopped before the POSTs (SIGKILL), 50 posts over HTTP, then restarted."""
-    figures, extra = run_r4(fault_stack, "outbox", 50)
+    figures, extra = run_r4(fault_stack, False, 50)
     report_figures("R4", "redis-server SIGKILLed, 50 POSTs, restarted", figures, **extra)
 
     assert extra["statuses"] == {"201": 50}
@@ -84,8 +95,8 @@ def test_posts_while_redis_is_stopped_return_201_fast_and_are_all_mailed_once_af
 def test_naive_publish_under_a_stopped_redis_answers_500_for_stored_posts_and_loses_their_mail(
     fault_stack: Stack, report_figures: Callable[..., None]
 ) -> None:
-    """R4, negative control: JOB_DISPATCH_MODE=naive (the tutorial's publish after commit)."""
-    figures, extra = run_r4(fault_stack, "naive", 4)
+    """R4, negative control: the tutorial's publish after commit, no relay."""
+    figures, extra = run_r4(fault_stack, True, 4)
     report_figures("R4-naive", "as R4, naive publish (negative control)", figures, **extra)
 
     # Every request failed although its post was stored: the oracle sees the stored posts of
@@ -108,7 +119,7 @@ def test_posts_while_redis_hangs_each_return_201_within_3s_and_are_mailed_once_a
     proxy = stack.proxy(port)
     broker_url = f"redis://127.0.0.1:{proxy.port}/0"
     stack.configure(CELERY_BROKER_URL=broker_url)
-    stack.up(beat=True)
+    stack.up()
     server = stack.start_gunicorn(workers=2)
     app = stack.app()
     author = server.account(f"r5_{uuid.uuid4().hex[:8]}")
@@ -144,20 +155,21 @@ def test_the_same_job_published_twice_to_two_workers_sends_one_email(
 ) -> None:
     """R11: one outbox id published twice, two worker processes; the claim lets one win."""
     stack = redis_stack
-    stack.configure(JOB_REPUBLISH_AFTER=60)  # only the two messages below, no sweeper
     app = stack.app()
     author = make_account(email="twice@example.com")
-    # No worker yet: both messages wait in the queue.
     response = app.test_client().post(
         "/api/v1/posts", json={"title": "Twice", "content": "x"}, headers=author.headers
     )
     assert response.status_code == 201
     post_id = response.json["id"]
     [job] = job_views(app, [post_id])
-    app.extensions["celery"].send_task("blog_api.send_post_notification", args=[job.id])
+    # No worker yet: both messages wait in the queue. The workers run without their relay,
+    # so these two are the only messages.
+    for _ in range(2):
+        app.extensions["celery"].send_task("blog_api.send_post_notification", args=[job.id])
     assert queued_messages(stack.broker_url, stack.queue) == 2
 
-    workers = stack.up(workers=2)
+    workers = stack.up(workers=2, relay=False)
 
     def outcomes() -> list[str]:
         logs = "".join(worker.log() for worker in workers)
@@ -185,14 +197,14 @@ def test_the_same_job_published_twice_to_two_workers_sends_one_email(
     assert_clean(figures)
 
 
-def test_a_retry_whose_publish_is_cut_is_re_driven_by_the_sweeper_with_one_email(
+def test_a_retry_whose_publish_is_cut_is_published_again_by_the_relay_with_one_email(
     fault_stack: Stack, report_figures: Callable[..., None], make_account: Callable[..., object]
 ) -> None:
-    """R19: the proxy cuts Redis exactly while the task publishes its retry.
+    """R19: the proxy cuts Redis from the moment the failed attempt is released for a retry,
+    so the relay's publish of the retry fails; the retry goes out once Redis is back.
 
-    Cutting every connection instead would make the worker cancel the running task on the
-    consumer's connection loss (worker_cancel_long_running_tasks_on_connection_loss) before it
-    reaches the retry: that is R6/R7's territory, covered there."""
+    The attempt itself has ended by then (its message acknowledged): cutting Redis under a
+    running task is R25's territory."""
     stack = fault_stack
     port = free_port()
     stack.start_redis(port)
@@ -201,7 +213,7 @@ def test_a_retry_whose_publish_is_cut_is_re_driven_by_the_sweeper_with_one_email
         CELERY_BROKER_URL=f"redis://127.0.0.1:{proxy.port}/0", BROKER_VISIBILITY_TIMEOUT=12
     )
     # The first DATA is never answered: the mail timeout fires, and the task asks for a retry.
-    stack.up("--fail-codes", "stall", beat=True)
+    stack.up("--fail-codes", "stall")
     app = stack.app()
     author = make_account(email="r19@example.com")
     response = app.test_client().post(
@@ -213,14 +225,10 @@ def test_a_retry_whose_publish_is_cut_is_re_driven_by_the_sweeper_with_one_email
     wait_until(
         lambda: any(r["event"] == "stalled" for r in stack.mail_records()), 30, "a stalled DATA"
     )
-    # New broker connections fail: the pool child's first publish, its retry, is refused,
-    # while the worker keeps consuming on its established connection.
-    proxy.set_mode("refuse")
-    wait_until(
-        lambda: any("Reject" in s.log() for s in stack.services if "worker" in s.name),
-        30,
-        "the task to fail its attempt and ask for a retry",
-    )
+    [worker] = [s for s in stack.services if s.name.startswith("worker")]
+    stack.wait_for_log(worker, "retrying in")
+    proxy.set_mode("reset")  # every connection cut, new ones refused
+    stack.wait_for_log(worker, "Relay could not publish due jobs")
     proxy.set_mode("pass")
 
     figures = quiescence(
@@ -235,3 +243,61 @@ def test_a_retry_whose_publish_is_cut_is_re_driven_by_the_sweeper_with_one_email
     report_figures("R19", "SMTP stall, then proxy resets Redis during the retry", figures)
     assert (job.status, job.attempts) == ("done", 2)
     assert_clean(figures)
+
+
+def test_redis_killed_under_a_running_task_with_retries_pending_resumes_by_itself(
+    redis_stack: Stack, report_figures: Callable[..., None], make_account: Callable[..., object]
+) -> None:
+    """R29: Redis SIGKILLed while a task runs (its DATA stalls) and two failed attempts wait
+    for their retry; Redis comes back 2 s later. The workers reconnect on their own (Celery
+    5.7.0 exited here: see requirements.txt) and every e-mail arrives once within 30 s."""
+    stack = redis_stack
+    port = int(stack.broker_url.rsplit(":", 1)[1].split("/")[0])
+    [broker] = [s for s in stack.services if s.name == f"redis-{port}"]
+    # Retries stay pending for a few seconds: their delay lives in the job rows.
+    stack.configure(MAIL_RETRY_BACKOFF=8, MAIL_RETRY_BACKOFF_MAX=8)
+    workers = stack.up("--fail-codes", "451,451,stall", workers=2, concurrency=2)
+    app = stack.app()
+    author = make_account(email="r29@example.com")
+    client = app.test_client()
+
+    refused = create_posts(client, author.headers, 2, versions=("v1",))
+    wait_until(
+        lambda: sum(r["event"] == "refused" for r in stack.mail_records()) == 2, 30, "two 451s"
+    )
+    running = create_posts(client, author.headers, 1, versions=("v1",))
+    wait_until(
+        lambda: any(r["event"] == "stalled" for r in stack.mail_records()), 30, "a stalled DATA"
+    )
+    pending_retries = sum(
+        job.status == "pending" and job.attempts == 1
+        for job in job_views(app, [post.id for post in refused])
+    )
+    broker.stop(signal.SIGKILL)
+    time.sleep(2)  # the outage
+    stack.start_redis(port)
+    returned = time.monotonic()
+    after = create_posts(client, author.headers, 3, versions=("v1",))
+
+    posts = [Accepted(post.id, "v1") for post in refused + running + after]
+    figures = quiescence(
+        app,
+        posts,
+        stack.mail_log,
+        stack.audit_log,
+        deadline=30,
+        broker=(stack.broker_url, stack.queue),
+    )
+    resumed_s = round(time.monotonic() - returned, 1)
+    report_figures(
+        "R29",
+        "redis-server SIGKILLed under a running task with 2 retries pending, back after 2 s",
+        figures,
+        pending_retries=pending_retries,
+        all_delivered_s=resumed_s,
+    )
+    for worker in workers:
+        assert worker.alive, worker.log()[-4000:]
+        assert "Unrecoverable error" not in worker.log()
+    assert_clean(figures)
+    assert figures.emails_delivered == 6

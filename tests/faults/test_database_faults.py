@@ -24,7 +24,7 @@ def test_a_slow_commit_never_lets_the_worker_see_a_missing_post(
 ) -> None:
     """R3: commit race, a test hook sleeps 2 s between the flush and the commit."""
     stack = redis_stack
-    [worker] = stack.up(beat=True)
+    [worker] = stack.up()
     server = stack.start_gunicorn(FAULT_POINT="between_flush_and_commit:2")
     app = stack.app()
     author = server.account(f"r3_{uuid.uuid4().hex[:8]}")
@@ -62,7 +62,7 @@ def test_postgresql_cut_before_the_claim_delays_the_job_and_it_is_mailed_once(
     stack = redis_stack
     stack.start_sink()
     proxy = stack.proxy(5432)
-    worker = stack.start_worker(beat=True, DATABASE_URL=proxied(stack.database_url, proxy.port))
+    worker = stack.start_worker(DATABASE_URL=proxied(stack.database_url, proxy.port))
     app = stack.app()
     author = make_account(email="r22a@example.com")
 
@@ -97,7 +97,6 @@ def test_postgresql_cut_right_after_smtp_250_retries_only_the_done_write(
     stack.start_sink()
     proxy = stack.proxy(5432)
     worker = stack.start_worker(
-        beat=True,
         DATABASE_URL=proxied(stack.database_url, proxy.port),
         FAULT_POINT="after_smtp_250_before_commit:2",
     )
@@ -134,7 +133,7 @@ def run_sqlite_writers(
 ) -> None:
     """`writers` threads post over HTTP for `seconds`, each pausing `think` seconds between
     posts (pacing of the generator: the worker must be able to drain what it produces)."""
-    stack.up(beat=True, concurrency=2)
+    stack.up(concurrency=2)
     server = stack.start_gunicorn(workers=2)
     app = stack.app()
     accounts = [server.account(f"r27_{n}_{uuid.uuid4().hex[:6]}") for n in range(writers)]
@@ -184,7 +183,7 @@ def run_sqlite_writers(
 def test_sqlite_with_concurrent_writers_has_no_locked_errors_and_loses_nothing(
     redis_stack: Stack, report_figures: Callable[..., None]
 ) -> None:
-    """R27: SQLite default mode, gunicorn 2 workers + celery + sweeper, 6 writers for 6 s."""
+    """R27: SQLite default mode, gunicorn 2 workers + celery with its relay, 6 writers for 6 s."""
     run_sqlite_writers(redis_stack, report_figures, writers=6, seconds=6)
 
 

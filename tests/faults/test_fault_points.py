@@ -1,4 +1,4 @@
-"""The test-only FAULT_POINT setting: its grammar, and that it is inert outside testing."""
+"""The fault rig's hooks: the FAULT_POINT grammar, and that a hook acts only in its own app."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import time
 from collections.abc import Callable
 
 import pytest
+from fault_hooks import FAULT_POINTS, FaultHooks, FaultPoint
 from flask import Flask
 
-from blog_api.jobs.faults import FAULT_POINTS, crash_point, parse_fault_point
+from blog_api.models import Job
+from blog_api.worker.checkpoints import Checkpoint, job_checkpoint
 
 
 def test_the_five_crash_points_of_the_issue_and_the_commit_hook_exist() -> None:
@@ -23,28 +25,38 @@ def test_the_five_crash_points_of_the_issue_and_the_commit_hook_exist() -> None:
 
 
 def test_a_fault_point_names_a_point_and_optionally_a_pause_and_a_post() -> None:
-    assert parse_fault_point("after_claim") == ("after_claim", None, None)
-    assert parse_fault_point("between_flush_and_commit:2") == ("between_flush_and_commit", 2, None)
-    assert parse_fault_point("after_claim@17") == ("after_claim", None, 17)
-    assert parse_fault_point("before_smtp_data:0.5@3") == ("before_smtp_data", 0.5, 3)
+    assert FaultPoint.parse("after_claim") == FaultPoint("after_claim")
+    assert FaultPoint.parse("between_flush_and_commit:2") == FaultPoint(
+        "between_flush_and_commit", 2
+    )
+    assert FaultPoint.parse("after_claim@17") == FaultPoint("after_claim", None, 17)
+    assert FaultPoint.parse("before_smtp_data:0.5@3") == FaultPoint("before_smtp_data", 0.5, 3)
     with pytest.raises(ValueError, match="unknown fault point"):
-        parse_fault_point("after_lunch")
+        FaultPoint.parse("after_lunch")
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_a_pause_point_sleeps_only_for_its_post_and_only_when_testing(
+def test_a_pause_point_sleeps_only_for_its_post_and_only_in_its_own_app(
     make_app: Callable[..., Flask],
 ) -> None:
     """A kill would end the test process, so the pause form shows the gating."""
-    app = make_app(FAULT_POINT="after_claim:0.3@7")
+    app, other_app = make_app(), make_app()
+    hooks = FaultHooks(app, "after_claim:0.3@7")
+    try:
+        with app.app_context():
+            started = time.monotonic()
+            job_checkpoint.send(Job(post_id=8), point=Checkpoint.AFTER_CLAIM)  # another post
+            job_checkpoint.send(Job(post_id=7), point=Checkpoint.BEFORE_SMTP_DATA)  # another point
+            assert time.monotonic() - started < 0.3
+            job_checkpoint.send(Job(post_id=7), point=Checkpoint.AFTER_CLAIM)
+            assert time.monotonic() - started >= 0.3
+        with other_app.app_context():
+            started = time.monotonic()
+            job_checkpoint.send(Job(post_id=7), point=Checkpoint.AFTER_CLAIM)
+            assert time.monotonic() - started < 0.3
+    finally:
+        hooks.remove()
     with app.app_context():
         started = time.monotonic()
-        crash_point("after_claim", 8)  # another post
-        crash_point("before_smtp_data", 7)  # another point
-        assert time.monotonic() - started < 0.3
-        crash_point("after_claim", 7)
-        assert time.monotonic() - started >= 0.3
-        app.config["TESTING"] = False
-        started = time.monotonic()
-        crash_point("after_claim", 7)
+        job_checkpoint.send(Job(post_id=7), point=Checkpoint.AFTER_CLAIM)
         assert time.monotonic() - started < 0.3

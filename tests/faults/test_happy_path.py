@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
 
 
 def run_happy_path(stack: Stack, report_figures: Callable[..., None], posts: int) -> None:
-    stack.up(beat=True, concurrency=2)
+    stack.up(concurrency=2)
     server = stack.start_gunicorn(workers=2)
     app = stack.app()
     author = server.account(f"r1_{uuid.uuid4().hex[:8]}")

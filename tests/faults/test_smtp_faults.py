@@ -114,7 +114,7 @@ def test_smtp_unreachable_past_the_retry_budget_is_dead_then_re_driven_once(
     proxy = stack.proxy(stack.mail_port)
     proxy.set_mode("reset")
     stack.configure(MAIL_PORT=proxy.port)
-    worker = stack.start_worker(beat=True)
+    worker = stack.start_worker()
     app, post_id = one_post(stack, make_account, "r17")
     admin = make_account(role="admin", email="admin17@example.com")
 

@@ -80,10 +80,10 @@ def crash_once(
     return app, Accepted(post.id, version), doomed
 
 
-def test_a_worker_killed_before_smtp_data_is_recovered_by_the_sweeper_with_one_email(
+def test_a_worker_killed_before_smtp_data_is_recovered_by_the_relay_with_one_email(
     redis_stack: Stack, make_account: Callable[..., Any], report_figures: Callable[..., None]
 ) -> None:
-    """R6: whole worker SIGKILL mid-task (FAULT_POINT=before_smtp_data); the sweeper recovers."""
+    """R6: whole worker SIGKILL mid-task (FAULT_POINT=before_smtp_data); the relay recovers."""
     stack = redis_stack
     app, post, _ = crash_once(stack, make_account, "before_smtp_data")
     [job] = job_views(app, [post.post_id])
@@ -91,8 +91,8 @@ def test_a_worker_killed_before_smtp_data_is_recovered_by_the_sweeper_with_one_e
     assert stack.mail_records() == []
 
     restarted = time.monotonic()
-    stack.start_worker(beat=True)
-    # Within the visibility timeout (30 s): the sweeper recovers it, not Redis redelivery.
+    stack.start_worker()
+    # Within the visibility timeout (30 s): the relay recovers it, not Redis redelivery.
     figures = settle(stack, app, [post], deadline=25, crashed=True)
     recovery = round(time.monotonic() - restarted, 1)
     report_figures("R6", "FAULT_POINT=before_smtp_data", figures, recovery_s=recovery)
@@ -104,18 +104,18 @@ def test_a_worker_killed_before_smtp_data_is_recovered_by_the_sweeper_with_one_e
 
 
 @pytest.mark.long
-def test_a_worker_killed_before_smtp_data_is_redelivered_by_redis_without_the_sweeper(
+def test_a_worker_killed_before_smtp_data_is_redelivered_by_redis_without_the_relay(
     redis_stack: Stack, make_account: Callable[..., Any], report_figures: Callable[..., None]
 ) -> None:
-    """R6 slow: no sweeper; Redis redelivers after the visibility timeout (kombu's cadence)."""
+    """R6 slow: no relay; Redis redelivers after the visibility timeout (kombu's cadence)."""
     stack = redis_stack
     app, post, _ = crash_once(stack, make_account, "before_smtp_data")
     restarted = time.monotonic()
-    stack.start_worker()  # no beat: only the broker can bring the message back
+    stack.start_worker(relay=False)  # only the broker can bring the message back
     vt = float(stack.settings["BROKER_VISIBILITY_TIMEOUT"])
     figures = settle(stack, app, [post], deadline=vt + 150)
     recovery = round(time.monotonic() - restarted, 1)
-    report_figures("R6-slow", "before_smtp_data, no sweeper", figures, recovery_s=recovery)
+    report_figures("R6-slow", "before_smtp_data, no relay", figures, recovery_s=recovery)
     [job] = job_views(app, [post.post_id])
     assert (job.status, job.attempts) == ("done", 2)
     assert_clean(figures)
@@ -133,8 +133,7 @@ def test_a_pool_child_killed_mid_task_is_re_driven_after_its_lease_with_one_emai
     """R7: kill -9 of the prefork child running the task (task_reject_on_worker_lost=False)."""
     stack = redis_stack
     stack.configure(MAIL_TIMEOUT=5)  # the first DATA stalls this long: time to find the child
-    [worker] = stack.up("--fail-codes", "stall")
-    stack.start_beat()  # its own process: the worker's only child is the pool process
+    [worker] = stack.up("--fail-codes", "stall")  # its only child is the pool process
     app = stack.app()
     author = make_account(email="r7@example.com")
     [created] = create_posts(app.test_client(), author.headers, 1, versions=("v1",))
@@ -166,7 +165,7 @@ def test_a_poison_pill_is_dead_after_max_attempts_while_other_posts_are_all_deli
     author = make_account(email="r8@example.com")
     [poison] = create_posts(client, author.headers, 1, versions=("v1",), title="Poison")
 
-    stack.start_worker(beat=True, concurrency=2, FAULT_POINT=f"after_claim@{poison.id}")
+    stack.start_worker(concurrency=2, FAULT_POINT=f"after_claim@{poison.id}")
     started = time.monotonic()
     others = create_posts(client, author.headers, 30, versions=("v1", "v2"))
     accepted = [Accepted(post.id, post.version) for post in others]
@@ -192,7 +191,7 @@ def test_a_crash_after_smtp_250_before_commit_resends_with_the_same_message_id(
     Message-ID; the oracle reports it as ambiguous, not duplicated."""
     stack = redis_stack
     app, post, _ = crash_once(stack, make_account, "after_smtp_250_before_commit")
-    stack.start_worker(beat=True)
+    stack.start_worker()
     figures = settle(stack, app, [post], ambiguous_allowed=True, crashed=True)
     report_figures("R9", "FAULT_POINT=after_smtp_250_before_commit", figures)
 
@@ -211,7 +210,7 @@ def test_a_crash_after_commit_before_ack_sends_nothing_on_redelivery(
     app, post, _ = crash_once(stack, make_account, "after_commit_before_ack")
     [job] = job_views(app, [post.post_id])
     assert (job.status, job.attempts) == ("done", 1)
-    worker = stack.start_worker(beat=True)
+    worker = stack.start_worker()
     app.extensions["celery"].send_task("blog_api.send_post_notification", args=[job.id])
     stack.wait_for_log(worker, "'skipped-duplicate'", 20)
     figures = settle(stack, app, [post], deadline=45, crashed=True)
@@ -229,7 +228,7 @@ def test_a_crash_after_commit_before_ack_is_redelivered_by_redis_and_sends_nothi
     """R10 slow: the unacknowledged message really comes back after the visibility timeout."""
     stack = redis_stack
     app, post, _ = crash_once(stack, make_account, "after_commit_before_ack")
-    worker = stack.start_worker()
+    worker = stack.start_worker(relay=False)
     vt = float(stack.settings["BROKER_VISIBILITY_TIMEOUT"])
     stack.wait_for_log(worker, "'skipped-duplicate'", vt + 150)
     figures = settle(stack, app, [post])
@@ -258,7 +257,7 @@ def test_a_warm_shutdown_during_20_in_flight_tasks_loses_and_duplicates_nothing(
     assert worker.stop(signal.SIGTERM, timeout=30) == 0  # warm: finishes what it runs
     in_flight_done = len(stack.deliveries())
     proxy.set_mode("pass")  # the rest at full speed
-    stack.start_worker(beat=True, concurrency=2)
+    stack.start_worker(concurrency=2)
     figures = settle(stack, app, accepted)
     report_figures(
         "R14", "SIGTERM during 20 tasks, restart", figures, delivered_before_restart=in_flight_done
@@ -274,7 +273,7 @@ def test_a_crash_after_the_audit_write_leaves_exactly_one_line(
     stack = redis_stack
     app, post, _ = crash_once(stack, make_account, "after_audit_write_before_commit", "v2")
     assert len(stack.audit_lines()) == 1
-    stack.start_worker(beat=True)
+    stack.start_worker()
     figures = settle(stack, app, [post], crashed=True)
     report_figures("R24", "FAULT_POINT=after_audit_write_before_commit", figures)
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import redis
+from fault_hooks import FaultHooks
 from fault_proxy import FaultProxy
 from flask import Flask
 from flask.testing import FlaskClient
@@ -30,11 +31,14 @@ from sqlalchemy import select
 
 from blog_api.config import ENVIRONMENT_VARIABLES, read_environment
 from blog_api.extensions import db
-from blog_api.models import AUDIT_POST_CREATED, NOTIFY_AUTHOR, Job
+from blog_api.models import Job, JobKind
 from support import free_port, wait_until
 
 BIN = Path(sys.executable).parent
-REPOSITORY = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+REPOSITORY = HERE.parents[1]
+# The processes the rig starts load the app through this module (test-only fault hooks).
+RIG_APP = "rig_wsgi"
 FINISHED = frozenset({"done", "skipped", "dead"})
 MESSAGE_ID_DOMAIN = "blog-api.local"
 
@@ -47,7 +51,7 @@ POSTGRESQL_ONLY = pytest.mark.parametrize(
 # Small timings with the order the app insists on (MAIL_TIMEOUT < soft < hard < lease <
 # visibility timeout, backoff cap < visibility timeout), so recovery takes seconds, not minutes.
 FAST_TIMINGS: dict[str, str] = {
-    "JOB_SWEEP_INTERVAL": "1",
+    "JOB_RELAY_INTERVAL": "1",
     "JOB_REPUBLISH_AFTER": "2",
     "JOB_LEASE_SECONDS": "10",
     "TASK_TIME_LIMIT": "8",
@@ -97,7 +101,7 @@ class Service:
 
     def stop(self, sig: int | None = signal.SIGTERM, timeout: float = 15.0) -> int:
         """Send `sig` (None: already sent), wait up to `timeout` for the process to exit, SIGKILL
-        what is left of its process group (pool children, embedded beat), reap it; returns the
+        what is left of its process group (pool children), reap it; returns the
         exit status (negative: killed by that signal)."""
         if sig is not None and self.alive:
             self.send(sig)
@@ -150,6 +154,7 @@ class Stack:
     services: list[Service] = field(default_factory=list)
     apps: list[Flask] = field(default_factory=list)
     proxies: list[FaultProxy] = field(default_factory=list)
+    hooks: list[FaultHooks] = field(default_factory=list)
     _count: int = 0
 
     def __post_init__(self) -> None:
@@ -177,10 +182,12 @@ class Stack:
         return self.settings["CELERY_BROKER_URL"]
 
     def app(self, **overrides: Any) -> Flask:
-        """An app on the test database with exactly the workers' settings."""
+        """An app on the test database with exactly the workers' settings (and the fault
+        hooks of `settings`, e.g. FAULT_DISPATCH=naive)."""
         environ = {k: v for k, v in self.settings.items() if k != "DATABASE_URL"}
         app = self.make_app(**{**read_environment(environ), **overrides})
         self.apps.append(app)
+        self.hooks.append(FaultHooks.from_environment(app, self.settings))
         return app
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -190,6 +197,7 @@ class Stack:
             **environ,
             "FLASK_ENV": "testing",
             "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), environ.get("PYTHONPATH")])),
             **self.settings,
             **extra,
         }
@@ -251,13 +259,14 @@ class Stack:
     def start_worker(
         self,
         *,
-        beat: bool = False,
+        relay: bool = True,
         pool: str = "prefork",
         concurrency: int = 1,
         wait: bool = True,
         **env: str,
     ) -> Service:
-        """A `celery worker` on this stack's queue; returns once it logs "ready." (`wait`).
+        """A `celery worker` on this stack's queue, with its relay unless `relay` is False;
+        returns once it logs "ready." (`wait`).
 
         `env`: extra environment variables for this worker only (e.g. FAULT_POINT).
         """
@@ -265,7 +274,7 @@ class Stack:
         args = [
             str(BIN / "celery"),
             "-A",
-            "blog_api.wsgi.celery_app",
+            f"{RIG_APP}.celery_app",
             "worker",
             "-n",
             f"{self.queue}-w{number}@%h",
@@ -280,36 +289,12 @@ class Stack:
         ]
         if pool != "solo":
             args += ["-c", str(concurrency)]
-        if beat:
-            assert not self.beat_running(), "one beat only"
-            args += ["--beat", "-s", str(self.tmp_path / "beat-schedule")]
+        if not relay:
+            env["JOB_RELAY"] = "false"
         worker = self.start(f"worker{number}", args, self.env(**env))
         if wait:
             self.wait_until_ready(worker)
         return worker
-
-    def beat_running(self) -> bool:
-        return any(s.alive and ("--beat" in s.args or s.name == "beat") for s in self.services)
-
-    def start_beat(self, name: str = "beat", *, wait: bool = True) -> Service:
-        """`celery beat` (the sweeper's schedule) as its own process, with its own schedule file.
-
-        One beat unless a second sweeper is asked for by giving it another `name`.
-        """
-        assert name != "beat" or not self.beat_running(), "one beat only"
-        args = [
-            str(BIN / "celery"),
-            "-A",
-            "blog_api.wsgi.celery_app",
-            "beat",
-            "--loglevel=INFO",
-            "-s",
-            str(self.tmp_path / f"{name}-schedule"),
-        ]
-        beat = self.start(name, args)
-        if wait:
-            self.wait_for_log(beat, "beat: Starting...")
-        return beat
 
     def wait_until_ready(self, *services: Service, timeout: float = 60.0) -> None:
         for service in services:
@@ -320,16 +305,16 @@ class Stack:
         self,
         *sink_flags: str,
         workers: int = 1,
-        beat: bool = False,
         concurrency: int = 1,
+        relay: bool = True,
         **env: str,
     ) -> list[Service]:
-        """Start the sink and `workers` workers (the first with the sweeper if `beat`) at once,
-        then wait until all of them are ready; returns the workers."""
+        """Start the sink and `workers` workers (each with its relay unless `relay` is False)
+        at once, then wait until all of them are ready; returns the workers."""
         sink = self.start_sink(*sink_flags, wait=False)
         started = [
-            self.start_worker(beat=beat and n == 0, concurrency=concurrency, wait=False, **env)
-            for n in range(workers)
+            self.start_worker(relay=relay, concurrency=concurrency, wait=False, **env)
+            for _ in range(workers)
         ]
         self.wait_until_ready(sink, *started)
         return started
@@ -381,7 +366,7 @@ class Stack:
                 str(BIN / "gunicorn"),
                 "-c",
                 str(REPOSITORY / "gunicorn.conf.py"),
-                "blog_api.wsgi:flask_app",
+                f"{RIG_APP}:flask_app",
             ],
             self.env(
                 GUNICORN_BIND=f"127.0.0.1:{port}",
@@ -415,6 +400,9 @@ class Stack:
                 service.send(signal.SIGCONT)
         for service in reversed(self.services):
             service.stop(sig=None)
+        for hooks in self.hooks:
+            hooks.remove()
+        self.hooks.clear()
         for app in self.apps:
             app.extensions["celery"].close()
         self.apps.clear()
@@ -585,8 +573,8 @@ def assert_each_effect_once(
     `done` after `attempts` attempt(s)."""
     jobs = job_views(app, [post.id for post in posts])
     assert {(job.status, job.attempts) for job in jobs} == {("done", attempts)}, jobs
-    notify = [job for job in jobs if job.kind == NOTIFY_AUTHOR]
-    audit = [job for job in jobs if job.kind == AUDIT_POST_CREATED]
+    notify = [job for job in jobs if job.kind == JobKind.NOTIFY_AUTHOR]
+    audit = [job for job in jobs if job.kind == JobKind.AUDIT_POST_CREATED]
     assert len(notify) == len(posts)
     assert len(audit) == sum(post.version == "v2" for post in posts)
 

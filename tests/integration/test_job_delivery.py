@@ -16,7 +16,7 @@ from integration_stack import (
     wait_for_jobs,
 )
 
-from blog_api.models import AUDIT_POST_CREATED, NOTIFY_AUTHOR
+from blog_api.models import JobKind
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 def test_fifty_mixed_posts_send_one_email_each_and_one_audit_line_per_v2_post(
     stack: Stack, make_account: Callable[..., Any]
 ) -> None:
-    # No sweeper re-publishing for a minute: every job must arrive through the fast path.
+    # No re-publishing for a minute: every job must arrive through its first publish.
     stack.configure(JOB_REPUBLISH_AFTER=60)
     stack.up(concurrency=2)
     app = stack.app()
@@ -41,7 +41,9 @@ def test_fifty_mixed_posts_send_one_email_each_and_one_audit_line_per_v2_post(
         response = client.get(f"/api/{post.version}/posts/{post.id}/jobs", headers=author.headers)
         assert response.status_code == 200
         kinds = {job["kind"]: job for job in response.json["jobs"]}
-        expected = {NOTIFY_AUTHOR} | ({AUDIT_POST_CREATED} if post.version == "v2" else set())
+        expected = {JobKind.NOTIFY_AUTHOR} | (
+            {JobKind.AUDIT_POST_CREATED} if post.version == "v2" else set()
+        )
         assert set(kinds) == expected
         assert {job["status"] for job in kinds.values()} == {"done"}
     by_post = {record["post_id"]: record for record in stack.audit_records()}
@@ -87,7 +89,7 @@ def test_posts_are_delivered_once_with_rabbitmq_as_the_broker(
 ) -> None:
     """PostgreSQL only: the broker is under test; the Redis tests cover both databases."""
     stack = rabbitmq_stack
-    stack.up(beat=True)
+    stack.up()
     app = stack.app()
     author = make_account(email="rabbit@example.com")
 

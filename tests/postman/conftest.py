@@ -1,4 +1,4 @@
-"""Fixtures of the Postman suite: a live stack (gunicorn, a Celery worker with the sweeper, a
+"""Fixtures of the Postman suite: a live stack (gunicorn, a Celery worker with its relay, a
 private redis-server as the broker, the SMTP sink) built from the integration tier's rig, which
 is made importable by putting tests/integration on sys.path.
 

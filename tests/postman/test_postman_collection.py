@@ -1,5 +1,5 @@
 """The Postman collection, run by newman against a live stack: gunicorn, a Celery worker with
-the sweeper, a private Redis and the SMTP sink. newman's own assertions (status codes, bodies,
+its relay, a private Redis and the SMTP sink. newman's own assertions (status codes, bodies,
 negative cases, the post's jobs polled until `done`) must all pass; then the database and the
 sink confirm the background effects happened exactly once.
 """
@@ -20,7 +20,7 @@ from live_server import (
     without_proxy,
 )
 
-from blog_api.models import AUDIT_POST_CREATED, NOTIFY_AUTHOR
+from blog_api.models import JobKind
 from support import require_service
 
 pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
@@ -74,7 +74,7 @@ def test_postman_collection_passes_against_a_live_stack(live_stack: Stack) -> No
     live_stack.configure(CELERY_BROKER_URL=f"redis://127.0.0.1:{port}/0")
     # Everything boots at once; the admin is created while the servers start.
     sink = live_stack.start_sink(wait=False)
-    worker = live_stack.start_worker(beat=True, wait=False)
+    worker = live_stack.start_worker(wait=False)
     server = start_gunicorn(live_stack, wait=False)
     create_admin(live_stack, ADMIN_USERNAME, ADMIN_PASSWORD, "postman-admin@example.com")
     live_stack.wait_until_ready(sink, worker)
@@ -88,8 +88,8 @@ def test_postman_collection_passes_against_a_live_stack(live_stack: Stack) -> No
     jobs = job_views(live_stack.app())
     assert jobs, "the collection created no post"
     assert {job.status for job in jobs} == {"done"}, jobs
-    notify = [job for job in jobs if job.kind == NOTIFY_AUTHOR]
-    audit = [job for job in jobs if job.kind == AUDIT_POST_CREATED]
+    notify = [job for job in jobs if job.kind == JobKind.NOTIFY_AUTHOR]
+    audit = [job for job in jobs if job.kind == JobKind.AUDIT_POST_CREATED]
     assert Counter(r["message_id"] for r in live_stack.deliveries()) == Counter(
         message_id(job.id) for job in notify
     )

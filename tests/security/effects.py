@@ -12,8 +12,8 @@ from flask import Flask
 from sqlalchemy import select
 
 from blog_api.extensions import db
-from blog_api.jobs.outbox import TASK_FOR_KIND
-from blog_api.models import Job
+from blog_api.models import Job, JobStatus
+from blog_api.worker.tasks import TASKS
 
 
 @dataclass
@@ -40,12 +40,15 @@ class Snapshot:
 def run_pending_jobs(app: Flask) -> int:
     """Run every pending job through its Celery task in this process; how many ran."""
     with app.app_context():
-        pending = db.session.execute(select(Job.id, Job.kind).where(Job.status == "pending"))
+        pending = db.session.execute(
+            select(Job.id, Job.kind).where(Job.status == JobStatus.PENDING)
+        )
         jobs = [(row.id, row.kind) for row in pending]
         db.session.remove()
+    # This app's task (a shared task's proxy would take the most recently created app).
     tasks = app.extensions["celery"].tasks
     for job_id, kind in jobs:
-        tasks[TASK_FOR_KIND[kind]].apply(args=[job_id], throw=True)
+        tasks[TASKS[kind].name].apply(args=[job_id], throw=True)
     return len(jobs)
 
 

@@ -8,33 +8,30 @@ from flask import current_app
 from flask.views import MethodView
 from flask_smorest import abort
 
-from blog_api.api import Blueprint, get_or_404
+from blog_api.api.base import Blueprint, get_or_404, versioned
 from blog_api.api.pagination import paginate
 from blog_api.auth import caller
+from blog_api.jobs import outbox
 from blog_api.models import Job, Post
 from blog_api.schemas.jobs import JobListSchema, JobQuerySchema, JobSchema, PostJobsSchema
-from blog_api.services import jobs
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/v1", description="Background jobs (admin)")
 
 
-def register_post_job_routes(post_blp: Blueprint) -> None:
-    """Add `/posts/<id>/jobs` to a version's posts blueprint."""
+class PostJobs(MethodView):
+    """`/posts/<id>/jobs`, routed by each version's posts blueprint."""
 
-    @post_blp.route("/posts/<id:post_id>/jobs")
-    class PostJobs(MethodView):
-        @post_blp.login_required
-        @post_blp.response(200, PostJobsSchema)
-        @post_blp.errors(403, 404)
-        def get(self, post_id: int) -> Any:
-            """The post's background jobs with status, attempts and last error (author or admin)"""
-            post = get_or_404(Post, post_id)
-            if not caller().may_act_for(post.user_id):
-                abort(
-                    403,
-                    message="You can only view the jobs of your own posts unless you are an admin",
-                )
-            return {"jobs": jobs.jobs_of_post(post.id)}
+    @versioned.login_required
+    @versioned.response(200, PostJobsSchema)
+    @versioned.errors(403, 404)
+    def get(self, post_id: int) -> Any:
+        """The post's background jobs with status, attempts and last error (author or admin)"""
+        post = get_or_404(Post, post_id)
+        if not caller().may_act_for(post.user_id):
+            abort(
+                403, message="You can only view the jobs of your own posts unless you are an admin"
+            )
+        return {"jobs": outbox.jobs_of_post(post.id)}
 
 
 @blp.route("/jobs")
@@ -44,7 +41,7 @@ class JobList(MethodView):
     @blp.response(200, JobListSchema)
     def get(self, filters: dict[str, Any]) -> Any:
         """List background jobs, newest first, optionally by status (admin)"""
-        items, pagination = paginate(jobs.job_query(filters.get("status")), filters)
+        items, pagination = paginate(outbox.job_query(filters.get("status")), filters)
         return {"jobs": items, "pagination": pagination}
 
 
@@ -55,6 +52,6 @@ class JobRetry(MethodView):
     @blp.errors(404, 409)
     def post(self, job_id: str) -> Any:
         """Retry a dead job with a fresh set of attempts (admin)"""
-        job = jobs.retry_job(get_or_404(Job, job_id))
+        job = outbox.retry_job(get_or_404(Job, job_id))
         current_app.logger.info("Job %s retried by admin %s", job.id, caller().username)
         return job

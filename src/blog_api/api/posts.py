@@ -1,4 +1,4 @@
-"""Post routes, shared by every API version; each version passes its own schemas.
+"""Post views, shared by every API version; each version subclasses them with its schemas.
 
 Reading is public. Writing needs a login; only the author or an admin may change or delete a
 post (`403` with the tutorial's messages), and only an admin may delete every post at once.
@@ -7,15 +7,15 @@ post (`403` with the tutorial's messages), and only an admin may delete every po
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from flask import current_app, url_for
+from flask import current_app, request, url_for
 from flask.views import MethodView
 from flask_jwt_extended import get_jwt_identity
 from flask_smorest import abort
 from marshmallow import Schema
 
-from blog_api.api import Blueprint, get_or_404
+from blog_api.api.base import get_or_404, versioned
 from blog_api.api.pagination import paginate
 from blog_api.auth import caller
 from blog_api.extensions import limiter
@@ -48,68 +48,77 @@ def _post_rate_key() -> str:
     return f"posts-by-user:{get_jwt_identity()}"
 
 
-def register_post_routes(blp: Blueprint, schemas: PostSchemas, api_version: str) -> None:
-    """Add `/posts`, `/posts/all` and `/posts/<id>` to `blp`."""
+class PostList(MethodView):
+    """`/posts`: list (public) and write (login)."""
 
-    @blp.route("/posts")
-    class PostList(MethodView):
-        @blp.arguments(schemas.query, location="query")
-        @blp.response(200, schemas.listing)
-        def get(self, filters: dict[str, Any]) -> Any:
-            """List posts (public), optionally by author"""
-            items, pagination = paginate(posts.post_query(filters), filters)
-            current_app.logger.debug("Fetched posts")
-            return {"posts": items, "pagination": pagination}
+    schemas: ClassVar[PostSchemas]
+    api_version: ClassVar[str]
 
-        @blp.login_required
-        @limiter.shared_limit(_post_rate_limit, scope="post-creation", key_func=_post_rate_key)
-        @blp.arguments(schemas.create)
-        @blp.response(201, schemas.item)
-        @blp.errors(429)
-        def post(self, data: dict[str, Any]) -> Any:
-            """Write a post; returns at once, the author's notification is sent in the background"""
-            author = caller()
-            post = posts.create_post(author, data, api_version=api_version)
-            current_app.logger.info("Post created: %s by %s", post.title, author.username)
-            location = url_for(f"{blp.name}.PostItem", post_id=post.id)
-            return post, 201, {"Location": location}
+    @versioned.arguments("query", location="query")
+    @versioned.response(200, "listing")
+    def get(self, filters: dict[str, Any]) -> Any:
+        """List posts (public), optionally by author"""
+        items, pagination = paginate(posts.post_query(filters), filters)
+        current_app.logger.debug("Fetched posts")
+        return {"posts": items, "pagination": pagination}
 
-    @blp.route("/posts/all")
-    class AllPosts(MethodView):
-        @blp.admin_required
-        @blp.response(200, MessageSchema)
-        def delete(self) -> Any:
-            """Delete every post (admin)"""
-            count = posts.delete_all_posts()
-            current_app.logger.warning(
-                "All posts deleted by admin %s (%d posts)", caller().username, count
-            )
-            return {"message": "All posts deleted"}
+    @versioned.login_required
+    @versioned.decorate(
+        limiter.shared_limit(_post_rate_limit, scope="post-creation", key_func=_post_rate_key)
+    )
+    @versioned.arguments("create")
+    @versioned.response(201, "item")
+    @versioned.errors(429)
+    def post(self, data: dict[str, Any]) -> Any:
+        """Write a post; returns at once, the author's notification is sent in the background"""
+        author = caller()
+        post = posts.create_post(author, data, api_version=self.api_version)
+        current_app.logger.info("Post created: %s by %s", post.title, author.username)
+        location = url_for(f"{request.blueprint}.PostItem", post_id=post.id)
+        return post, 201, {"Location": location}
 
-    @blp.route("/posts/<id:post_id>")
-    class PostItem(MethodView):
-        @blp.response(200, schemas.item)
-        @blp.errors(404)
-        def get(self, post_id: int) -> Any:
-            """Get a post (public)"""
-            return get_or_404(Post, post_id)
 
-        @blp.login_required
-        @blp.arguments(schemas.update)
-        @blp.response(200, schemas.item)
-        @blp.errors(403, 404)
-        def put(self, changes: dict[str, Any], post_id: int) -> Any:
-            """Update a post (author or admin; only the fields given)"""
-            post = update_fields(get_own_post_or_403(post_id, "edit"), changes)
-            current_app.logger.info("Post updated: %s by %s", post.title, caller().username)
-            return post
+class AllPosts(MethodView):
+    """`/posts/all`: the admin's delete-everything."""
 
-        @blp.login_required
-        @blp.response(200, MessageSchema)
-        @blp.errors(403, 404)
-        def delete(self, post_id: int) -> Any:
-            """Delete a post (author or admin)"""
-            post = get_own_post_or_403(post_id, "delete")
-            delete_instance(post)
-            current_app.logger.info("Post deleted: %s by %s", post.title, caller().username)
-            return {"message": "Post deleted"}
+    @versioned.admin_required
+    @versioned.response(200, MessageSchema)
+    def delete(self) -> Any:
+        """Delete every post (admin)"""
+        count = posts.delete_all_posts()
+        current_app.logger.warning(
+            "All posts deleted by admin %s (%d posts)", caller().username, count
+        )
+        return {"message": "All posts deleted"}
+
+
+class PostItem(MethodView):
+    """`/posts/<id>`: read (public), change and delete (author or admin)."""
+
+    schemas: ClassVar[PostSchemas]
+
+    @versioned.response(200, "item")
+    @versioned.errors(404)
+    def get(self, post_id: int) -> Any:
+        """Get a post (public)"""
+        return get_or_404(Post, post_id)
+
+    @versioned.login_required
+    @versioned.arguments("update")
+    @versioned.response(200, "item")
+    @versioned.errors(403, 404)
+    def put(self, changes: dict[str, Any], post_id: int) -> Any:
+        """Update a post (author or admin; only the fields given)"""
+        post = update_fields(get_own_post_or_403(post_id, "edit"), changes)
+        current_app.logger.info("Post updated: %s by %s", post.title, caller().username)
+        return post
+
+    @versioned.login_required
+    @versioned.response(200, MessageSchema)
+    @versioned.errors(403, 404)
+    def delete(self, post_id: int) -> Any:
+        """Delete a post (author or admin)"""
+        post = get_own_post_or_403(post_id, "delete")
+        delete_instance(post)
+        current_app.logger.info("Post deleted: %s by %s", post.title, caller().username)
+        return {"message": "Post deleted"}

@@ -1,4 +1,4 @@
-"""To-do routes, shared by every API version; each version passes its own schemas.
+"""To-do views, shared by every API version; each version subclasses them with its schemas.
 
 A user sees and changes only their own to-dos (anything else is `404 Todo not found`);
 an admin sees all of them and may filter with `?user_id=`.
@@ -7,14 +7,14 @@ an admin sees all of them and may filter with `?user_id=`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
-from flask import current_app, url_for
+from flask import current_app, request, url_for
 from flask.views import MethodView
 from flask_smorest import abort
 from marshmallow import Schema
 
-from blog_api.api import Blueprint
+from blog_api.api.base import versioned
 from blog_api.api.pagination import paginate
 from blog_api.auth import caller
 from blog_api.models import Todo
@@ -39,68 +39,72 @@ def get_todo_or_404(todo_id: int) -> Todo:
     return cast(Todo, todo)
 
 
-def register_todo_routes(blp: Blueprint, schemas: TodoSchemas) -> None:
-    """Add `/todos` and `/todos/<id>` to `blp`."""
+class TodoList(MethodView):
+    """`/todos`: list, create and batch-delete your to-dos."""
 
-    @blp.route("/todos")
-    class TodoList(MethodView):
-        @blp.login_required
-        @blp.arguments(schemas.query, location="query")
-        @blp.response(200, schemas.listing)
-        def get(self, filters: dict[str, Any]) -> Any:
-            """List your to-dos (admins: everyone's), filtered, sorted and paginated"""
-            items, pagination = paginate(todos.todo_query(caller(), filters), filters)
-            current_app.logger.debug("Fetched todos")
-            return {"todos": items, "pagination": pagination}
+    schemas: ClassVar[TodoSchemas]
 
-        @blp.login_required
-        @blp.arguments(schemas.create)
-        @blp.response(201, schemas.item)
-        def post(self, data: dict[str, Any]) -> Any:
-            """Create a to-do"""
-            todo = todos.create_todo(caller(), data)
-            current_app.logger.info("Todo created: %s by %s", todo.title, caller().username)
-            location = url_for(f"{blp.name}.TodoItem", todo_id=todo.id)
-            return todo, 201, {"Location": location}
+    @versioned.login_required
+    @versioned.arguments("query", location="query")
+    @versioned.response(200, "listing")
+    def get(self, filters: dict[str, Any]) -> Any:
+        """List your to-dos (admins: everyone's), filtered, sorted and paginated"""
+        items, pagination = paginate(todos.todo_query(caller(), filters), filters)
+        current_app.logger.debug("Fetched todos")
+        return {"todos": items, "pagination": pagination}
 
-        @blp.login_required
-        @blp.arguments(TodoBatchDeleteSchema)
-        @blp.response(200, TodoBatchDeleteResultSchema)
-        def delete(self, data: dict[str, list[int]]) -> Any:
-            """Delete several of your to-dos; reports which ids were deleted and which not found"""
-            deleted, not_found = todos.delete_todos(caller(), data["ids"])
-            current_app.logger.info("Todos deleted: %s by %s", deleted, caller().username)
-            return {
-                "message": f"{len(deleted)} todo(s) deleted",
-                "deleted": deleted,
-                "not_found": not_found,
-            }
+    @versioned.login_required
+    @versioned.arguments("create")
+    @versioned.response(201, "item")
+    def post(self, data: dict[str, Any]) -> Any:
+        """Create a to-do"""
+        todo = todos.create_todo(caller(), data)
+        current_app.logger.info("Todo created: %s by %s", todo.title, caller().username)
+        location = url_for(f"{request.blueprint}.TodoItem", todo_id=todo.id)
+        return todo, 201, {"Location": location}
 
-    @blp.route("/todos/<id:todo_id>")
-    class TodoItem(MethodView):
-        @blp.login_required
-        @blp.response(200, schemas.item)
-        @blp.errors(404)
-        def get(self, todo_id: int) -> Any:
-            """Get one of your to-dos"""
-            return get_todo_or_404(todo_id)
+    @versioned.login_required
+    @versioned.arguments(TodoBatchDeleteSchema)
+    @versioned.response(200, TodoBatchDeleteResultSchema)
+    def delete(self, data: dict[str, list[int]]) -> Any:
+        """Delete several of your to-dos; reports which ids were deleted and which not found"""
+        deleted, not_found = todos.delete_todos(caller(), data["ids"])
+        current_app.logger.info("Todos deleted: %s by %s", deleted, caller().username)
+        return {
+            "message": f"{len(deleted)} todo(s) deleted",
+            "deleted": deleted,
+            "not_found": not_found,
+        }
 
-        @blp.login_required
-        @blp.arguments(schemas.update)
-        @blp.response(200, schemas.item)
-        @blp.errors(404)
-        def put(self, changes: dict[str, Any], todo_id: int) -> Any:
-            """Update one of your to-dos (only the fields given)"""
-            todo = update_fields(get_todo_or_404(todo_id), changes)
-            current_app.logger.info("Todo updated: %s by %s", todo.title, caller().username)
-            return todo
 
-        @blp.login_required
-        @blp.response(200, MessageSchema)
-        @blp.errors(404)
-        def delete(self, todo_id: int) -> Any:
-            """Delete one of your to-dos"""
-            todo = get_todo_or_404(todo_id)
-            delete_instance(todo)
-            current_app.logger.info("Todo deleted: %s by %s", todo.title, caller().username)
-            return {"message": "Todo deleted"}
+class TodoItem(MethodView):
+    """`/todos/<id>`: one of your to-dos."""
+
+    schemas: ClassVar[TodoSchemas]
+
+    @versioned.login_required
+    @versioned.response(200, "item")
+    @versioned.errors(404)
+    def get(self, todo_id: int) -> Any:
+        """Get one of your to-dos"""
+        return get_todo_or_404(todo_id)
+
+    @versioned.login_required
+    @versioned.arguments("update")
+    @versioned.response(200, "item")
+    @versioned.errors(404)
+    def put(self, changes: dict[str, Any], todo_id: int) -> Any:
+        """Update one of your to-dos (only the fields given)"""
+        todo = update_fields(get_todo_or_404(todo_id), changes)
+        current_app.logger.info("Todo updated: %s by %s", todo.title, caller().username)
+        return todo
+
+    @versioned.login_required
+    @versioned.response(200, MessageSchema)
+    @versioned.errors(404)
+    def delete(self, todo_id: int) -> Any:
+        """Delete one of your to-dos"""
+        todo = get_todo_or_404(todo_id)
+        delete_instance(todo)
+        current_app.logger.info("Todo deleted: %s by %s", todo.title, caller().username)
+        return {"message": "Todo deleted"}

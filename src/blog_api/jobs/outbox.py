@@ -1,70 +1,66 @@
-"""The job (outbox) state machine: create, claim, finish, release, sweep, publish.
+"""The job (outbox) state machine: every change of a job's state is a function of this module.
+
+create (`add_post_jobs`) -> due (`due_jobs`, `push_back`: the relay publishes) -> `claim_job` ->
+`finish_job` (done | skipped | dead) or `release_job` (pending again, due after a backoff);
+`_dead_letter_if_exhausted` when attempts run out, `retry_job` (an admin's second chance),
+`prune_finished_jobs` (retention).
 
 Every transition is one short transaction whose WHERE clause checks the current state, so two
-workers (or a redelivered message) can never both own a job.
+workers (or a redelivered message) can never both own a job. Nothing here talks to a broker:
+the relay (`blog_api.jobs.relay`) is the only publisher.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from collections import defaultdict
 from datetime import datetime, timedelta
 
 from flask import current_app, g, has_request_context
-from sqlalchemy import or_, select, update
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy import ColumnElement, Row, Select, bindparam, delete, func, or_, select, update
 
+from blog_api.database import commit_keeping_state
+from blog_api.errors import ConflictError
 from blog_api.extensions import db
-from blog_api.models import AUDIT_POST_CREATED, NOTIFY_AUTHOR, Job, Post
+from blog_api.models import Job, JobKind, JobStatus, Post
 from blog_api.models.base import utcnow
-from blog_api.services import commit_keeping_state
+from blog_api.models.jobs import ACTIVE_STATUSES, PRUNABLE_STATUSES
 
 log = logging.getLogger(__name__)
 
-TASK_FOR_KIND = {
-    NOTIFY_AUTHOR: "blog_api.send_post_notification",
-    AUDIT_POST_CREATED: "blog_api.record_post_created",
-}
-SWEEP_BATCH = 500
-# Batches one sweep may publish (the rest waits for the next sweep).
-SWEEP_MAX_BATCHES = 20
-# A job is re-published at most every REPUBLISH_BACKOFF_CAP x JOB_REPUBLISH_AFTER (see due_jobs).
-REPUBLISH_BACKOFF_CAP = 8
-# Test-only negative control: how far ahead naive-mode jobs are parked so the sweeper never
-# re-drives them (see `naive_dispatch`).
-NAIVE_PARK = timedelta(days=3650)
-
-
-def naive_dispatch() -> bool:
-    """True only when the testing configuration asks for the tutorial's publishing."""
-    config = current_app.config
-    return bool(config["TESTING"]) and config.get("JOB_DISPATCH_MODE") == "naive"
+# A job still unclaimed after a publish is published again, waiting as long as the job is old,
+# rounded down to R, 2R, 4R or 8R (R = JOB_REPUBLISH_AFTER): a job queued behind a backlog is
+# not copied into the queue again and again.
+REPUBLISH_BACKOFF_STEPS = 3
+PRUNE_BATCH = 1000
+# What the relay publishes: (id, kind, created_at) of a due job.
+DueJob = Row[str, JobKind, datetime]
 
 
 def add_post_jobs(post: Post, api_version: str) -> list[Job]:
-    """Add the post's jobs to the session (the caller commits them with the post).
+    """Add the post's jobs to the session, due at once (the caller commits them with the post).
 
     `post` must have been flushed (it needs an id).
     """
-    kinds = [NOTIFY_AUTHOR] + ([AUDIT_POST_CREATED] if api_version == "v2" else [])
-    republish_after = timedelta(seconds=current_app.config["JOB_REPUBLISH_AFTER"])
-    if naive_dispatch():  # test-only: no outbox re-drive, as in the tutorial
-        republish_after = NAIVE_PARK
+    kinds = [JobKind.NOTIFY_AUTHOR]
+    if api_version == "v2":
+        kinds.append(JobKind.AUDIT_POST_CREATED)
     max_attempts = current_app.config["MAIL_MAX_RETRIES"] + 1
     # The worker's log lines for these jobs carry the creating request's (validated) id.
     request_id = g.get("request_id") if has_request_context() else None
+    now = utcnow()
     jobs = [
         Job(
             kind=kind,
             post_id=post.id,
+            status=JobStatus.PENDING,
+            attempts=0,
             max_attempts=max_attempts,
             request_id=request_id,
-            # The fast path publishes now; the sweeper steps in only if that message is lost.
-            available_at=utcnow() + republish_after,
+            available_at=now,
+            created_at=now,
+            updated_at=now,
         )
         for kind in kinds
     ]
@@ -72,38 +68,90 @@ def add_post_jobs(post: Post, api_version: str) -> list[Job]:
     return jobs
 
 
-def make_due_now(jobs: Sequence[Job]) -> None:
-    """The fast path could not publish these jobs: let the next sweep re-drive them (within
-    JOB_SWEEP_INTERVAL of the broker's return) instead of JOB_REPUBLISH_AFTER after creation.
+# -- the relay's side -----------------------------------------------------------------------------
 
-    Best effort, on a connection of its own: if this write fails too, the jobs keep their
-    normal re-drive time, and the caller's session (whose post the response still needs) is
-    not rolled back and expired by the failure.
+
+def _status_in(statuses: tuple[JobStatus, ...]) -> ColumnElement[bool]:
+    """`status IN (...)` with the values written into the SQL, as in the partial indexes'
+    predicates: the planner can then prove that the index covers the query, whatever plan
+    (custom or generic) a prepared statement gets."""
+    values = [status.value for status in statuses]
+    return Job.status.in_(bindparam("statuses", values, expanding=True, literal_execute=True))
+
+
+ACTIVE = _status_in(ACTIVE_STATUSES)
+PRUNABLE = _status_in(PRUNABLE_STATUSES)
+
+
+def due_statement(now: datetime, limit: int) -> Select[str, JobKind, datetime]:
+    """The relay's query (index `ix_jobs_due`)."""
+    return (
+        select(Job.id, Job.kind, Job.created_at)
+        .where(ACTIVE, Job.available_at <= now)
+        .order_by(Job.available_at)
+        .limit(limit)
+    )
+
+
+def due_jobs(now: datetime, limit: int) -> list[DueJob]:
+    """(id, kind, created_at) of the jobs to publish now, earliest due first: pending jobs whose
+    time has come and running jobs whose lease expired (a claim moves `available_at` to the end
+    of the lease).
+
+    On PostgreSQL the rows stay locked (FOR UPDATE SKIP LOCKED) until the caller commits, so
+    concurrent relays split the work. SQLite has one relay, and its read transaction ends here:
+    a read transaction that later writes fails at once if another connection wrote meanwhile.
     """
-    now = utcnow()
-    try:
-        with db.engine.begin() as connection:
-            connection.execute(
-                update(Job)
-                .where(Job.id.in_([job.id for job in jobs]), Job.status == "pending")
-                .values(available_at=now)
-            )
-    except SQLAlchemyError:
-        log.warning("Could not mark unpublished jobs as due; the sweeper finds them later")
-        return
-    for job in jobs:  # what was written, without reading it back
-        if job.status == "pending":
-            set_committed_value(job, "available_at", now)
+    statement = due_statement(now, limit)
+    if db.engine.dialect.name == "postgresql":
+        return list(db.session.execute(statement.with_for_update(skip_locked=True)))
+    rows = list(db.session.execute(statement))
+    db.session.commit()
+    return rows
+
+
+def push_back(jobs: list[DueJob], now: datetime) -> None:
+    """After their messages were published: due again only if nobody claims them meanwhile
+    (the message was lost), after R, 2R, 4R or 8R by the job's age. One UPDATE per step; the
+    rows a worker claimed since `now` are left alone."""
+    republish_after = timedelta(seconds=current_app.config["JOB_REPUBLISH_AFTER"])
+    by_delay: dict[timedelta, list[str]] = defaultdict(list)
+    for job_id, _kind, created_at in jobs:
+        by_delay[_republish_delay(now - created_at, republish_after)].append(job_id)
+    for delay, ids in by_delay.items():
+        db.session.execute(
+            update(Job)
+            .where(Job.id.in_(ids), ACTIVE, Job.available_at <= now)
+            .values(available_at=now + delay)
+            .execution_options(synchronize_session=False)
+        )
+    db.session.commit()
+
+
+def _republish_delay(age: timedelta, republish_after: timedelta) -> timedelta:
+    step = 0
+    while step < REPUBLISH_BACKOFF_STEPS and age >= republish_after * 2 ** (step + 1):
+        step += 1
+    return republish_after * 2**step
+
+
+def next_due_at() -> datetime | None:
+    """When the earliest active job falls due (None: no active job)."""
+    return db.session.scalar(select(func.min(Job.available_at)).where(ACTIVE))
+
+
+# -- the worker's side ----------------------------------------------------------------------------
 
 
 def claim_job(job_id: str, worker_id: str) -> Job | None:
     """Take the job for one attempt, or None when it is not ours to run.
 
     Claimable: pending, or running with an expired lease (its worker died). The lease outlives
-    the task's hard time limit, so a live attempt is never taken over.
+    the task's hard time limit, so a live attempt is never taken over; the relay looks at the
+    job again when the lease ends.
     """
     now = utcnow()
-    lease = timedelta(seconds=current_app.config["JOB_LEASE_SECONDS"])
+    lease_until = now + timedelta(seconds=current_app.config["JOB_LEASE_SECONDS"])
     # One statement: the UPDATE returns the claimed row (SQLite >= 3.35, PostgreSQL), and the
     # commit keeps it in memory, so the job is not read again.
     job = db.session.scalars(
@@ -111,12 +159,13 @@ def claim_job(job_id: str, worker_id: str) -> Job | None:
         .where(
             Job.id == job_id,
             Job.attempts < Job.max_attempts,
-            or_(Job.status == "pending", (Job.status == "running") & (Job.lease_until < now)),
+            _claimable(now),
         )
         .values(
-            status="running",
+            status=JobStatus.RUNNING,
             attempts=Job.attempts + 1,
-            lease_until=now + lease,
+            lease_until=lease_until,
+            available_at=lease_until,
             claimed_by=worker_id,
             updated_at=now,
         )
@@ -129,18 +178,21 @@ def claim_job(job_id: str, worker_id: str) -> Job | None:
     return job
 
 
+def _claimable(now: datetime) -> ColumnElement[bool]:
+    return or_(
+        Job.status == JobStatus.PENDING,
+        (Job.status == JobStatus.RUNNING) & (Job.lease_until < now),
+    )
+
+
 def _dead_letter_if_exhausted(job_id: str) -> None:
     """A job whose attempts are used up and whose last lease expired is dead (poison pill)."""
     now = utcnow()
     db.session.execute(
         update(Job)
-        .where(
-            Job.id == job_id,
-            Job.attempts >= Job.max_attempts,
-            or_(Job.status == "pending", (Job.status == "running") & (Job.lease_until < now)),
-        )
+        .where(Job.id == job_id, Job.attempts >= Job.max_attempts, _claimable(now))
         .values(
-            status="dead",
+            status=JobStatus.DEAD,
             lease_until=None,
             updated_at=now,
             finished_at=now,
@@ -151,7 +203,7 @@ def _dead_letter_if_exhausted(job_id: str) -> None:
     db.session.commit()
 
 
-def finish_job(job: Job, status: str, error: str | None = None) -> None:
+def finish_job(job: Job, status: JobStatus, error: str | None = None) -> None:
     """Record the outcome of the attempt that owns `job` (done, skipped or dead).
 
     The effect has already happened, so a database blip must not lose this write: retry it
@@ -189,110 +241,91 @@ def finish_job(job: Job, status: str, error: str | None = None) -> None:
 
 
 def release_job(job: Job, error: str, retry_in: float) -> None:
-    """Give a failed attempt back: pending again, due after `retry_in` seconds."""
+    """Give a failed attempt back: pending again, due (for the relay) after `retry_in` seconds.
+
+    The delay lives in the row, not in a broker message held by a worker: no ETA message can
+    outlive the broker's visibility timeout or be stranded in a worker when the broker dies.
+    """
     now = utcnow()
     db.session.execute(
         update(Job)
         .where(Job.id == job.id, Job.claimed_by == job.claimed_by)
         .values(
-            status="pending",
+            status=JobStatus.PENDING,
             lease_until=None,
             last_error=error,
             updated_at=now,
-            # The Celery retry message arrives at `retry_in`; the sweeper waits longer.
-            available_at=now
-            + timedelta(seconds=retry_in + current_app.config["JOB_REPUBLISH_AFTER"]),
+            available_at=now + timedelta(seconds=retry_in),
         )
         .execution_options(synchronize_session=False)
     )
     db.session.commit()
 
 
-def due_jobs(now: datetime, limit: int = SWEEP_BATCH) -> list[Job]:
-    """Jobs the sweeper must (re)publish, pushed back (by their age) so that the next sweeps
-    leave them alone.
+# -- operators ------------------------------------------------------------------------------------
 
-    A running job whose lease expired is due too, but it also waits for `available_at`: that is
-    what "pushed back" means for it, so an unclaimed copy is not re-published on every sweep.
-    On PostgreSQL the rows are locked with SKIP LOCKED, so concurrent sweepers split the work.
-    """
-    statement = (
-        select(Job)
-        .where(
-            Job.available_at <= now,
-            or_(
-                Job.status == "pending",
-                (Job.status == "running") & (Job.lease_until < now),
-            ),
+
+def retry_job(job: Job) -> Job:
+    """Give a dead job a fresh set of attempts, due at once; ConflictError if it is not dead."""
+    now = utcnow()
+    result = db.session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status == JobStatus.DEAD)
+        .values(
+            status=JobStatus.PENDING,
+            attempts=0,
+            available_at=now,
+            lease_until=None,
+            claimed_by=None,
+            finished_at=None,
+            updated_at=now,
         )
-        .order_by(Job.available_at)
-        .limit(limit)
+        .execution_options(synchronize_session=False)
     )
-    if db.engine.dialect.name == "postgresql":
-        statement = statement.with_for_update(skip_locked=True)
-    jobs = list(db.session.scalars(statement))
-    republish_after = timedelta(seconds=current_app.config["JOB_REPUBLISH_AFTER"])
-    longest = republish_after * REPUBLISH_BACKOFF_CAP
-    for job in jobs:
-        # Back off with the job's age: a job still pending long after it was published is
-        # most likely queued behind a backlog, not lost, and every copy sent costs a worker a
-        # claim. Re-drives come at about R, 2R, 4R, 8R ... after creation, then every 8R.
-        job.available_at = now + min(max(republish_after, now - job.created_at), longest)
     db.session.commit()
-    return jobs
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise ConflictError(f"Only dead jobs can be retried (this one is {job.status})")
+    db.session.refresh(job)
+    return job
 
 
-def sweep(celery_app: object, max_batches: int = SWEEP_MAX_BATCHES) -> int:
-    """Publish every due job (see `due_jobs`), batch after batch while batches come back full
-    (after a broker outage thousands are due at once); returns how many."""
-    published = 0
-    for _ in range(max_batches):
-        jobs = due_jobs(utcnow(), SWEEP_BATCH)
-        send_messages(celery_app, job_messages(jobs))
-        published += len(jobs)
-        if len(jobs) < SWEEP_BATCH:
-            break
-    return published
+def prune_finished_jobs(older_than: timedelta | None = None) -> int:
+    """Delete done and skipped jobs finished longer ago than JOB_RETENTION_DAYS, a batch per
+    transaction (a large backlog never holds a long lock); dead jobs stay until an admin acts.
+    Returns how many were deleted."""
+    if older_than is None:
+        older_than = timedelta(days=current_app.config["JOB_RETENTION_DAYS"])
+    batch = prune_batch_statement(utcnow() - older_than)
+    deleted = 0
+    while True:
+        result = db.session.execute(
+            delete(Job)
+            .where(Job.id.in_(batch.scalar_subquery()))
+            .execution_options(synchronize_session=False)
+        )
+        db.session.commit()
+        count = int(result.rowcount)  # type: ignore[attr-defined]
+        deleted += count
+        if count < PRUNE_BATCH:
+            return deleted
 
 
-def job_messages(jobs: Iterable[Job]) -> list[tuple[str, str]]:
-    return [(TASK_FOR_KIND[job.kind], job.id) for job in jobs]
+def prune_batch_statement(cutoff: datetime) -> Select[str]:
+    """One batch of the retention query (index `ix_jobs_prunable`)."""
+    return (
+        select(Job.id)
+        .where(PRUNABLE, Job.finished_at < cutoff)
+        .order_by(Job.finished_at)
+        .limit(PRUNE_BATCH)
+    )
 
 
-class Dispatcher:
-    """Publishes job messages with a time bound; after a failure it stays quiet for a while.
-
-    Publishing runs on one background thread per process so that a hung broker connection can
-    delay a request by at most `JOB_DISPATCH_TIMEOUT`; the sweeper re-drives whatever the fast
-    path could not publish.
-    """
-
-    def __init__(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-dispatch")
-        self._quiet_until = 0.0
-
-    def publish(self, messages: Sequence[tuple[str, str]]) -> bool:
-        """Publish now if the broker looks healthy; True when every message was sent."""
-        if not messages or time.monotonic() < self._quiet_until:
-            return False
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-        timeout = app.config["JOB_DISPATCH_TIMEOUT"]
-        future = self._executor.submit(send_messages, app.extensions["celery"], messages)
-        try:
-            future.result(timeout=timeout)
-            return True
-        except FutureTimeout:
-            self._go_quiet(app.config["JOB_DISPATCH_COOLDOWN"], "timed out")
-        except Exception as error:  # any broker failure: the sweeper takes over
-            self._go_quiet(app.config["JOB_DISPATCH_COOLDOWN"], repr(error))
-        return False
-
-    def _go_quiet(self, cooldown: float, reason: str) -> None:
-        # A plain float assignment: a racing request at worst publishes once more.
-        self._quiet_until = time.monotonic() + cooldown
-        log.warning("Job dispatch failed (%s); leaving it to the sweeper for %ss", reason, cooldown)
+def job_query(status: JobStatus | None = None) -> Select[Job]:
+    statement = select(Job).order_by(Job.created_at.desc(), Job.id)
+    if status:
+        statement = statement.where(Job.status == status)
+    return statement
 
 
-def send_messages(celery_app: object, messages: Sequence[tuple[str, str]]) -> None:
-    for task_name, job_id in messages:
-        celery_app.send_task(task_name, args=[job_id], retry=False)  # type: ignore[attr-defined]
+def jobs_of_post(post_id: int) -> list[Job]:
+    return list(db.session.scalars(select(Job).where(Job.post_id == post_id).order_by(Job.kind)))

@@ -2,43 +2,89 @@
 
 The row, not the broker message, is the source of truth: a message only says "look at job X".
 Life cycle: pending -> running -> done | skipped | dead (a failed attempt goes back to pending).
+`available_at` is when the relay should (re)publish the job: a new job is due at once, a failed
+attempt after its backoff, a published job again after JOB_REPUBLISH_AFTER (in case its message
+was lost), and a running job when its lease runs out (its worker died).
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import Enum, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from blog_api.models.base import Model, UTCDateTime, utcnow
 
-NOTIFY_AUTHOR = "notify_author"
-AUDIT_POST_CREATED = "audit_post_created"
-JOB_KINDS = (NOTIFY_AUTHOR, AUDIT_POST_CREATED)
-JOB_STATUSES = ("pending", "running", "done", "skipped", "dead")
+
+class JobKind(StrEnum):
+    NOTIFY_AUTHOR = "notify_author"
+    AUDIT_POST_CREATED = "audit_post_created"
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    SKIPPED = "skipped"
+    DEAD = "dead"
+
+
+# Jobs the relay may have to publish; the others are finished.
+ACTIVE_STATUSES = (JobStatus.PENDING, JobStatus.RUNNING)
+# Finished jobs that retention deletes; `dead` ones stay until an admin acts.
+PRUNABLE_STATUSES = (JobStatus.DONE, JobStatus.SKIPPED)
 
 
 def new_job_id() -> str:
     return str(uuid.uuid4())
 
 
+def _string_enum(enum: type[StrEnum], length: int) -> Enum:
+    """A plain VARCHAR column read back as `enum` (no database enum type, no CHECK)."""
+    return Enum(
+        enum,
+        native_enum=False,
+        create_constraint=False,
+        length=length,
+        values_callable=lambda members: [member.value for member in members],
+    )
+
+
+def _in_statuses(statuses: tuple[JobStatus, ...]) -> str:
+    return "status IN ({})".format(", ".join(f"'{status}'" for status in statuses))
+
+
 class Job(Model):
     __tablename__ = "jobs"
     __table_args__ = (
         UniqueConstraint("kind", "post_id"),
-        # The sweeper's query: pending or running jobs ordered by when they are due.
-        Index("ix_jobs_status_available_at", "status", "available_at"),
+        # The relay's query (due jobs, earliest first) reads only active rows.
+        Index(
+            "ix_jobs_due",
+            "available_at",
+            sqlite_where=_in_statuses(ACTIVE_STATUSES),
+            postgresql_where=_in_statuses(ACTIVE_STATUSES),
+        ),
+        # Retention deletes finished jobs by age, oldest first.
+        Index(
+            "ix_jobs_prunable",
+            "finished_at",
+            sqlite_where=_in_statuses(PRUNABLE_STATUSES),
+            postgresql_where=_in_statuses(PRUNABLE_STATUSES),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_job_id)
-    kind: Mapped[str] = mapped_column(String(30))
+    kind: Mapped[JobKind] = mapped_column(_string_enum(JobKind, 30))
     post_id: Mapped[int] = mapped_column(ForeignKey("posts.id", ondelete="CASCADE"), index=True)
-    status: Mapped[str] = mapped_column(String(10), default="pending")
+    status: Mapped[JobStatus] = mapped_column(
+        _string_enum(JobStatus, 10), default=JobStatus.PENDING
+    )
     attempts: Mapped[int] = mapped_column(default=0)
     max_attempts: Mapped[int]
-    # A pending job is (re)published by the sweeper once this time has passed.
     available_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     # A running job whose lease has expired is presumed lost (worker killed) and re-driven.
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())

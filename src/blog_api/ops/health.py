@@ -20,9 +20,10 @@ from sqlalchemy import func, select, text
 
 from blog_api.errors import error_response
 from blog_api.extensions import db, limiter, rate_limit_storage_failed
-from blog_api.jobs.heartbeat import forget_after
-from blog_api.models import Job, WorkerHeartbeat
+from blog_api.jobs.heartbeats import forget_after
+from blog_api.models import Job, JobStatus, WorkerHeartbeat
 from blog_api.models.base import utcnow
+from blog_api.models.jobs import ACTIVE_STATUSES
 
 blp = Blueprint("ops", __name__)
 READY_CHECK_TIMEOUT = 1.0
@@ -90,7 +91,7 @@ class JobCollector:
                 select(Job.kind, Job.status, func.count()).group_by(Job.kind, Job.status)
             ).all()
             oldest = db.session.scalar(
-                select(func.min(Job.created_at)).where(Job.status == "pending")
+                select(func.min(Job.created_at)).where(Job.status == JobStatus.PENDING)
             )
             now = utcnow()
             heartbeats = db.session.execute(
@@ -104,7 +105,7 @@ class JobCollector:
         backlog = 0
         for kind, status, count in rows:
             jobs.add_metric([kind, status], count)
-            backlog += count if status in ("pending", "running") else 0
+            backlog += count if status in ACTIVE_STATUSES else 0
         yield jobs
         yield GaugeMetricFamily("blog_api_outbox_backlog", "Jobs pending or running", value=backlog)
         age = (now - oldest).total_seconds() if oldest else 0.0

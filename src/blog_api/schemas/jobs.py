@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from blog_api.models import JOB_STATUSES
+from blog_api.models import JobKind, JobStatus
 from blog_api.schemas.common import PaginationQuerySchema, PaginationSchema
 
 
 class JobSchema(Schema):
     id = fields.String(dump_only=True)
-    kind = fields.String(dump_only=True)
+    kind = fields.String(dump_only=True, metadata={"enum": list(JobKind)})
     post_id = fields.Integer(dump_only=True)
-    status = fields.String(dump_only=True, metadata={"enum": list(JOB_STATUSES)})
+    status = fields.String(dump_only=True, metadata={"enum": list(JobStatus)})
     attempts = fields.Integer(dump_only=True)
     max_attempts = fields.Integer(dump_only=True)
     last_error = fields.String(dump_only=True, allow_none=True)
@@ -33,4 +33,4 @@ class PostJobsSchema(Schema):
 
 
 class JobQuerySchema(PaginationQuerySchema):
-    status = fields.String(validate=validate.OneOf(JOB_STATUSES))
+    status = fields.String(validate=validate.OneOf(list(JobStatus)))

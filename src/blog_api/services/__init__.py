@@ -18,21 +18,6 @@ def update_fields(instance: M, changes: Mapping[str, Any]) -> M:
     return instance
 
 
-def commit_keeping_state() -> None:
-    """Commit without expiring the objects in the session.
-
-    Only for transactions whose rows carry no server-side defaults or triggers: what is in
-    memory is then exactly what was written, and expiring it would only make the response
-    reload each object with one SELECT (post, author and every job after creating a post).
-    """
-    session = db.session()
-    session.expire_on_commit = False
-    try:
-        session.commit()
-    finally:
-        session.expire_on_commit = True
-
-
 def delete_instance(instance: object) -> None:
     db.session.delete(instance)
     db.session.commit()

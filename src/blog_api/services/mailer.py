@@ -13,7 +13,6 @@ DATA on is handled as for a fresh connection, and the connection is dropped.
 from __future__ import annotations
 
 import contextlib
-import random
 import re
 import smtplib
 import ssl
@@ -31,7 +30,6 @@ from blog_api.jobs.errors import PermanentJobError, TransientJobError
 
 _LINE_BREAKS = re.compile(r"[\r\n\x00-\x1f\x7f\u2028\u2029]+")
 MAX_SUBJECT_TITLE = 120
-_failure_rng: dict[str, random.Random] = {}
 
 
 def header_safe(text: str, limit: int = MAX_SUBJECT_TITLE) -> str:
@@ -74,20 +72,8 @@ def _encoded(text: str) -> str | Header:
     return text if text.isascii() else Header(text, "utf-8")
 
 
-def _maybe_inject_failure() -> None:
-    """The tutorial's "random failure" exercise, made deterministic with MAIL_FAILURE_SEED."""
-    rate = current_app.config["MAIL_FAILURE_RATE"]
-    if rate <= 0:
-        return
-    seed = current_app.config["MAIL_FAILURE_SEED"]
-    rng = _failure_rng.setdefault(str(seed), random.Random(seed))
-    if rng.random() < rate:
-        raise TransientJobError("injected failure (MAIL_FAILURE_RATE)")
-
-
 def send_email(message: Message) -> None:
     """Deliver `message`; raises TransientJobError (retry) or PermanentJobError (5xx)."""
-    _maybe_inject_failure()
     config = current_app.config
     try:
         _send_on_kept_connection(config, message)

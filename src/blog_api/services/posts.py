@@ -5,14 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flask import current_app
 from sqlalchemy import Select, delete, func, select
 
+from blog_api.database import commit_keeping_state
 from blog_api.extensions import db
 from blog_api.jobs import outbox
-from blog_api.jobs.faults import crash_point
 from blog_api.models import Post, User
-from blog_api.services import commit_keeping_state
 
 
 def post_query(filters: Mapping[str, Any]) -> Select[Post]:
@@ -30,27 +28,17 @@ def recent_posts(count: int = 5) -> list[Post]:
 
 
 def create_post(author: User, data: Mapping[str, Any], *, api_version: str) -> Post:
-    """Store a post and its background jobs in one transaction, then publish the jobs.
+    """Store a post and its background jobs in one transaction; the relay publishes the jobs.
 
-    The commit comes first: a worker must never receive a job whose row it cannot see, and
-    a broker failure after the commit only delays the jobs (the sweeper re-drives them); it
-    never loses them and never turns the stored post into an error.
+    The request never talks to the broker: a broker that is down, slow or hung cannot delay or
+    fail it, and a worker cannot receive a job before its post is committed.
     """
     post = Post(user_id=author.id, **data)
     db.session.add(post)
     db.session.flush()
-    jobs = outbox.add_post_jobs(post, api_version)
-    crash_point("between_flush_and_commit", post.id)  # test-only (R3: a slow commit)
-    # The post, its jobs and the author are used right after (messages, log line, response).
+    outbox.add_post_jobs(post, api_version)
+    # The post and the author are used right after (log line, response).
     commit_keeping_state()
-    if outbox.naive_dispatch():
-        # Test-only negative control: the tutorial's unbounded publish after the commit; a
-        # broker error reaches the request (500) and nothing re-drives the jobs.
-        for task_name, job_id in outbox.job_messages(jobs):
-            current_app.extensions["celery"].send_task(task_name, args=[job_id])
-        return post
-    if not current_app.extensions["job_dispatcher"].publish(outbox.job_messages(jobs)):
-        outbox.make_due_now(jobs)
     return post
 
 

@@ -10,7 +10,8 @@ from flask_jwt_extended import decode_token, get_jwt, jwt_required
 from flask_jwt_extended.exceptions import JWTExtendedException
 from jwt import PyJWTError
 
-from blog_api.api import Blueprint, limits
+from blog_api.api import limits
+from blog_api.api.base import Blueprint
 from blog_api.auth import caller
 from blog_api.auth.tokens import is_token_revoked
 from blog_api.errors import error_response

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from blog_api.api import Blueprint
-from blog_api.api.jobs import register_post_job_routes
-from blog_api.api.posts import PostSchemas, register_post_routes
+from blog_api.api import jobs, posts
+from blog_api.api.base import Blueprint
 from blog_api.schemas.posts import (
     PostCreateSchema,
     PostListSchema,
@@ -14,16 +13,25 @@ from blog_api.schemas.posts import (
 )
 
 blp = Blueprint("posts", __name__, url_prefix="/api/v1", description="Blog posts")
-
-register_post_routes(
-    blp,
-    PostSchemas(
-        item=PostSchema,
-        listing=PostListSchema,
-        create=PostCreateSchema,
-        update=PostUpdateSchema,
-        query=PostQuerySchema,
-    ),
-    api_version="v1",
+SCHEMAS = posts.PostSchemas(
+    item=PostSchema,
+    listing=PostListSchema,
+    create=PostCreateSchema,
+    update=PostUpdateSchema,
+    query=PostQuerySchema,
 )
-register_post_job_routes(blp)
+
+
+@blp.route("/posts")
+class PostList(posts.PostList):
+    schemas = SCHEMAS
+    api_version = "v1"
+
+
+@blp.route("/posts/<id:post_id>")
+class PostItem(posts.PostItem):
+    schemas = SCHEMAS
+
+
+blp.route("/posts/all")(posts.AllPosts)
+blp.route("/posts/<id:post_id>/jobs")(jobs.PostJobs)

@@ -7,9 +7,10 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import abort
 
-from blog_api.api import Blueprint, get_or_404
+from blog_api.api import todos as views
+from blog_api.api.base import Blueprint, get_or_404
 from blog_api.api.pagination import paginate
-from blog_api.api.todos import TodoSchemas, register_todo_routes
+from blog_api.api.todos import TodoSchemas
 from blog_api.auth import caller
 from blog_api.models import User
 from blog_api.schemas.todos import (
@@ -23,16 +24,23 @@ from blog_api.services import todos
 
 blp = Blueprint("todos", __name__, url_prefix="/api/v1", description="Your to-dos")
 
-register_todo_routes(
-    blp,
-    TodoSchemas(
-        item=TodoSchema,
-        listing=TodoListSchema,
-        create=TodoCreateSchema,
-        update=TodoUpdateSchema,
-        query=TodoQuerySchema,
-    ),
+SCHEMAS = TodoSchemas(
+    item=TodoSchema,
+    listing=TodoListSchema,
+    create=TodoCreateSchema,
+    update=TodoUpdateSchema,
+    query=TodoQuerySchema,
 )
+
+
+@blp.route("/todos")
+class TodoList(views.TodoList):
+    schemas = SCHEMAS
+
+
+@blp.route("/todos/<id:todo_id>")
+class TodoItem(views.TodoItem):
+    schemas = SCHEMAS
 
 
 @blp.route("/users/<id:user_id>/todos")

@@ -10,7 +10,8 @@ from flask_jwt_extended import current_user, verify_jwt_in_request
 from flask_smorest import abort
 from sqlalchemy import select
 
-from blog_api.api import Blueprint, get_or_404, limits
+from blog_api.api import limits
+from blog_api.api.base import Blueprint, get_or_404
 from blog_api.api.pagination import paginate
 from blog_api.auth import caller
 from blog_api.auth.passwords import verify_password

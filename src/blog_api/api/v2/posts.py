@@ -6,9 +6,9 @@ from typing import Any
 
 from flask.views import MethodView
 
-from blog_api.api import Blueprint
-from blog_api.api.jobs import register_post_job_routes
-from blog_api.api.posts import PostSchemas, register_post_routes
+from blog_api.api import jobs
+from blog_api.api import posts as views
+from blog_api.api.base import Blueprint
 from blog_api.schemas.posts import (
     PostCreateV2Schema,
     PostListV2Schema,
@@ -30,15 +30,25 @@ class RecentPosts(MethodView):
         return {"posts": posts.recent_posts(5)}
 
 
-register_post_routes(
-    blp,
-    PostSchemas(
-        item=PostV2Schema,
-        listing=PostListV2Schema,
-        create=PostCreateV2Schema,
-        update=PostUpdateV2Schema,
-        query=PostQueryV2Schema,
-    ),
-    api_version="v2",
+SCHEMAS = views.PostSchemas(
+    item=PostV2Schema,
+    listing=PostListV2Schema,
+    create=PostCreateV2Schema,
+    update=PostUpdateV2Schema,
+    query=PostQueryV2Schema,
 )
-register_post_job_routes(blp)
+
+
+@blp.route("/posts")
+class PostList(views.PostList):
+    schemas = SCHEMAS
+    api_version = "v2"
+
+
+@blp.route("/posts/<id:post_id>")
+class PostItem(views.PostItem):
+    schemas = SCHEMAS
+
+
+blp.route("/posts/all")(views.AllPosts)
+blp.route("/posts/<id:post_id>/jobs")(jobs.PostJobs)

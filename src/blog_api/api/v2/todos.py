@@ -6,9 +6,10 @@ from typing import Any
 
 from flask.views import MethodView
 
-from blog_api.api import Blueprint
+from blog_api.api import todos as views
+from blog_api.api.base import Blueprint
 from blog_api.api.pagination import paginate
-from blog_api.api.todos import TodoSchemas, register_todo_routes
+from blog_api.api.todos import TodoSchemas
 from blog_api.auth import caller
 from blog_api.schemas.common import PaginationQuerySchema
 from blog_api.schemas.todos import (
@@ -37,13 +38,20 @@ class TodosByPriority(MethodView):
         return {"todos": items, "pagination": pagination}
 
 
-register_todo_routes(
-    blp,
-    TodoSchemas(
-        item=TodoV2Schema,
-        listing=TodoListV2Schema,
-        create=TodoCreateV2Schema,
-        update=TodoUpdateV2Schema,
-        query=TodoQueryV2Schema,
-    ),
+SCHEMAS = TodoSchemas(
+    item=TodoV2Schema,
+    listing=TodoListV2Schema,
+    create=TodoCreateV2Schema,
+    update=TodoUpdateV2Schema,
+    query=TodoQueryV2Schema,
 )
+
+
+@blp.route("/todos")
+class TodoList(views.TodoList):
+    schemas = SCHEMAS
+
+
+@blp.route("/todos/<id:todo_id>")
+class TodoItem(views.TodoItem):
+    schemas = SCHEMAS

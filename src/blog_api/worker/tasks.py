@@ -1,31 +1,40 @@
 """Celery tasks. Each receives only a job id, claims the job row, does the effect, records it.
 
-A second delivery of the same job finds it claimed or finished and does nothing.
+A second delivery of the same job finds it claimed or finished and does nothing. A failed
+attempt is given back to the outbox with its backoff; the relay publishes it again when it is
+due, so no task ever holds a countdown (ETA) message.
+
+`TASKS` is the one mapping from a job kind to its task; `publish_jobs` is what the relay uses.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from celery import Task, shared_task
+from celery import Celery, Task, shared_task
 from flask import current_app
 from sqlalchemy import select
 
 from blog_api.extensions import db
 from blog_api.jobs import outbox
 from blog_api.jobs.errors import PermanentJobError
-from blog_api.jobs.faults import crash_point
-from blog_api.models import Job, Post, User
+from blog_api.jobs.outbox import DueJob
+from blog_api.models import Job, JobKind, JobStatus, Post, User
 from blog_api.models.base import utcnow
 from blog_api.ops.logging import bind_job
-from blog_api.services import tokens
 from blog_api.services.audit import append_audit_record
 from blog_api.services.mailer import build_post_notification, send_email
+from blog_api.worker.checkpoints import Checkpoint, job_checkpoint
 
 log = logging.getLogger(__name__)
-Effect = Callable[[Job], str]
+Effect = Callable[[Job], JobStatus]
+
+# A publish on a pooled connection the broker has closed (a restarted Redis) reconnects and
+# sends again; a broker that stays away fails the batch fast, and the relay tries it later.
+PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5}
 
 
 def backoff_seconds(attempt: int, base: float, cap: float, rng: random.Random) -> float:
@@ -34,30 +43,29 @@ def backoff_seconds(attempt: int, base: float, cap: float, rng: random.Random) -
 
 
 def run_job(task: Task, job_id: str, effect: Effect) -> str:
-    """Claim, run `effect`, record the outcome; retry transient failures with backoff."""
+    """Claim, run `effect`, record the outcome; a transient failure is released for a retry."""
     job = outbox.claim_job(job_id, task.request.id or f"direct-{job_id}")
     if job is None:
         log.info("Job %s: already claimed or finished, nothing to do", job_id)
         return "skipped-duplicate"
     bind_job(job.id, job.request_id)
-    post_id = job.post_id  # read now: finish_job's commit expires the object
-    crash_point("after_claim", post_id)
+    job_checkpoint.send(job, point=Checkpoint.AFTER_CLAIM)
     try:
         outcome = effect(job)
     except PermanentJobError as error:
         log.error("Job %s (%s) failed permanently: %s", job.id, job.kind, error)
-        outbox.finish_job(job, "dead", str(error))
-        return "dead"
+        outbox.finish_job(job, JobStatus.DEAD, str(error))
+        return JobStatus.DEAD.value
     except Exception as error:  # transient, or unexpected: both get bounded retries
         message = str(error) or type(error).__name__
         if job.attempts >= job.max_attempts:
             log.error(
                 "Job %s (%s) gave up after %d attempts: %s", job.id, job.kind, job.attempts, message
             )
-            outbox.finish_job(job, "dead", message)
-            return "dead"
+            outbox.finish_job(job, JobStatus.DEAD, message)
+            return JobStatus.DEAD.value
         config = current_app.config
-        countdown = backoff_seconds(
+        delay = backoff_seconds(
             job.attempts,
             config["MAIL_RETRY_BACKOFF"],
             config["MAIL_RETRY_BACKOFF_MAX"],
@@ -69,41 +77,39 @@ def run_job(task: Task, job_id: str, effect: Effect) -> str:
             job.kind,
             job.attempts,
             message,
-            countdown,
+            delay,
         )
-        outbox.release_job(job, message, countdown)
-        # The job's attempt counter is the limit; the tasks set Celery's own to None (in
-        # `retry()` a None max_retries would mean Celery's default of 3, not unlimited).
-        raise task.retry(countdown=countdown, exc=error) from error
+        outbox.release_job(job, message, delay)
+        return "retrying"
     outbox.finish_job(job, outcome)
-    crash_point("after_commit_before_ack", post_id)
-    return outcome
+    job_checkpoint.send(job, point=Checkpoint.AFTER_COMMIT_BEFORE_ACK)
+    return outcome.value
 
 
-def notify_author(job: Job) -> str:
+def notify_author(job: Job) -> JobStatus:
     row = db.session.execute(
         select(Post, User).join(User, Post.user_id == User.id).where(Post.id == job.post_id)
     ).first()
     if row is None:
-        return "skipped"
+        return JobStatus.SKIPPED
     post, author = row
     if not author.email:
         log.info(
             "No e-mail address for user %s; notification for post %s skipped", author.id, post.id
         )
-        return "skipped"
+        return JobStatus.SKIPPED
     message = build_post_notification(job.id, author.email, author.username, post.id, post.title)
-    crash_point("before_smtp_data", post.id)
+    job_checkpoint.send(job, point=Checkpoint.BEFORE_SMTP_DATA)
     send_email(message)
     log.info("Email sent to user %s for post %r", author.id, post.title)
-    crash_point("after_smtp_250_before_commit", post.id)
-    return "done"
+    job_checkpoint.send(job, point=Checkpoint.AFTER_SMTP_250_BEFORE_COMMIT)
+    return JobStatus.DONE
 
 
-def audit_post_created(job: Job) -> str:
+def audit_post_created(job: Job) -> JobStatus:
     post = db.session.get(Post, job.post_id)
     if post is None:
-        return "skipped"
+        return JobStatus.SKIPPED
     record = {
         "event_id": job.id,
         "event": "post_created",
@@ -119,32 +125,36 @@ def audit_post_created(job: Job) -> str:
     )
     if written:
         log.info("Audit record written for post %s", post.id)
-    crash_point("after_audit_write_before_commit", post.id)
-    return "done"
+    job_checkpoint.send(job, point=Checkpoint.AFTER_AUDIT_WRITE_BEFORE_COMMIT)
+    return JobStatus.DONE
 
 
-@shared_task(name="blog_api.send_post_notification", bind=True, max_retries=None)
+@shared_task(name="blog_api.send_post_notification", bind=True)
 def send_post_notification(self: Task, job_id: str) -> str:
     """E-mail the author that their post is published."""
     return run_job(self, job_id, notify_author)
 
 
-@shared_task(name="blog_api.record_post_created", bind=True, max_retries=None)
+@shared_task(name="blog_api.record_post_created", bind=True)
 def record_post_created(self: Task, job_id: str) -> str:
     """Append the v2 post's audit record to POST_AUDIT_LOG."""
     return run_job(self, job_id, audit_post_created)
 
 
-@shared_task(name="blog_api.sweep_jobs", bind=True)
-def sweep_jobs(self: Task) -> int:
-    """Re-publish pending jobs that are due and running jobs whose lease expired."""
-    count = outbox.sweep(self.app)
-    if count:
-        log.info("Sweeper re-published %d job(s)", count)
-    return count
+TASKS: dict[JobKind, Any] = {
+    JobKind.NOTIFY_AUTHOR: send_post_notification,
+    JobKind.AUDIT_POST_CREATED: record_post_created,
+}
 
 
-@shared_task(name="blog_api.purge_expired_tokens")
-def purge_expired_tokens() -> int:
-    """Drop blocklist rows of tokens that have expired anyway."""
-    return tokens.purge_expired_tokens()
+def publish_jobs(celery_app: Celery, jobs: Sequence[DueJob]) -> None:
+    """Send one message per job (its id only), all on one producer connection."""
+    with celery_app.producer_or_acquire() as producer:
+        for job_id, kind, _created_at in jobs:
+            celery_app.send_task(
+                TASKS[kind].name,
+                args=[job_id],
+                producer=producer,
+                retry=True,
+                retry_policy=PUBLISH_RETRY_POLICY,
+            )

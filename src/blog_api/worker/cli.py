@@ -1,29 +1,33 @@
 """`flask jobs list | retry | sweep | workers | forget-worker`: the operator's view of the outbox
-and of the workers' heartbeats."""
+and of the workers' heartbeats. Every state change goes through `blog_api.jobs.outbox`."""
 
 from __future__ import annotations
+
+from functools import partial
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from blog_api.errors import ConflictError
 from blog_api.extensions import db
-from blog_api.jobs import outbox
-from blog_api.models import JOB_STATUSES, Job, WorkerHeartbeat
+from blog_api.jobs import heartbeats, outbox
+from blog_api.jobs.relay import relay_due_jobs
+from blog_api.models import Job, JobStatus, WorkerHeartbeat
 from blog_api.models.base import utcnow
-from blog_api.services import jobs
+from blog_api.worker.tasks import publish_jobs
 
 jobs_cli = AppGroup("jobs", help="Inspect and re-drive background jobs.")
 
 
 @jobs_cli.command("list")
-@click.option("--status", type=click.Choice(JOB_STATUSES), default=None)
+@click.option("--status", type=click.Choice([status.value for status in JobStatus]), default=None)
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50)
 def list_jobs(status: str | None, limit: int) -> None:
     """List jobs, newest first."""
-    for job in db.session.scalars(jobs.job_query(status).limit(limit)):
+    query = outbox.job_query(JobStatus(status) if status else None)
+    for job in db.session.scalars(query.limit(limit)):
         error = f"  {job.last_error}" if job.last_error else ""
         click.echo(
             f"{job.id}  {job.kind:<20} post={job.post_id:<6} {job.status:<8} "
@@ -39,7 +43,7 @@ def retry(job_id: str) -> None:
     if job is None:
         raise click.ClickException(f"no job {job_id}")
     try:
-        jobs.retry_job(job)
+        outbox.retry_job(job)
     except ConflictError as error:
         raise click.ClickException(str(error))
     click.echo(f"Job {job_id} is pending again")
@@ -47,8 +51,15 @@ def retry(job_id: str) -> None:
 
 @jobs_cli.command("sweep")
 def sweep() -> None:
-    """Publish every due job now (what the periodic sweeper does)."""
-    click.echo(f"Published {outbox.sweep(current_app.extensions['celery'])} job(s)")
+    """Publish every due job now (one pass of the relay that runs in each worker)."""
+    published = relay_due_jobs(partial(publish_jobs, current_app.extensions["celery"]))
+    click.echo(f"Published {published} job(s)")
+
+
+@jobs_cli.command("prune")
+def prune() -> None:
+    """Delete finished jobs older than JOB_RETENTION_DAYS now (the relay does it hourly)."""
+    click.echo(f"Deleted {outbox.prune_finished_jobs()} finished job(s)")
 
 
 @jobs_cli.command("workers")
@@ -67,8 +78,6 @@ def list_workers() -> None:
 def forget_worker(worker: str) -> None:
     """Drop a worker's heartbeat row now (a planned scale-down), instead of waiting for
     WORKER_HEARTBEAT_FORGET_AFTER. A worker still running writes its row again."""
-    result = db.session.execute(delete(WorkerHeartbeat).where(WorkerHeartbeat.worker == worker))
-    db.session.commit()
-    if result.rowcount == 0:  # type: ignore[attr-defined]
+    if not heartbeats.forget_worker(worker):
         raise click.ClickException(f"no heartbeat recorded for {worker}")
     click.echo(f"Forgot worker {worker}")

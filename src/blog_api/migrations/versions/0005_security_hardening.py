@@ -1,8 +1,8 @@
 """users.security_stamp, the random value tokens carry instead of password_changed_at;
 token families on the blocklist
 
-Revision ID: 0004s
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-04 14:30:00.000000
 
 Every existing user gets a random stamp of their own. Tokens issued before this revision carry
@@ -23,8 +23,8 @@ import sqlalchemy as sa
 from alembic import op
 
 # revision identifiers, used by Alembic.
-revision = "0004s"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,4 @@
+"""What every benchmark section stands on: the processes the run starts and stops
+(`processes`), the load generators and their parsers (`load`), the stack under test and how its
+servers and workers start (`stack`), the plans of each mode (`plans`), the machine line
+(`machine`) and the report (`report`). The sections themselves live in `bench/sections/`."""

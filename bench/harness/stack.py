@@ -1,0 +1,382 @@
+# It runs only its own fixed command lines; the password is the benchmark user's.
+# ruff: noqa: S603
+"""The stack under test: the private Redis and SMTP sink, the databases, and one configuration's
+gunicorn and Celery processes, seeded with the benchmark user and posts. `start_workers` is the one
+place that knows how each app's background processes start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.load import LoadResult, answers_http, http_json, run_python_closed_loop, run_wrk
+from harness.plans import PASSWORD, POST_BODY, SCENARIOS, TUTORIAL_APPS, Config
+from harness.processes import (
+    BIN,
+    Proc,
+    Processes,
+    children,
+    cpu_seconds,
+    established_connections,
+    free_port,
+    proc_status,
+    redis_server,
+    wait_until,
+)
+
+HERE = Path(__file__).resolve().parents[1]
+APPS = HERE / "apps"
+PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+HIGH_LIMIT = "1000000 per minute"
+THREADS = 4  # gthread: threads per worker
+# Pool processes of every Celery worker. Jobs wait on SMTP and the database more than they
+# compute, so twice the cores: with 2 the backlog after 30 s of POSTs took 6.0 s to drain, with
+# 4 it took 2.1 s, for 14 % fewer POSTs/s (bench/NOTES.md).
+CELERY_POOL = 4
+
+
+@dataclass
+class Server:
+    config: Config
+    port: int
+    gunicorn: Proc
+    worker: Proc | None
+    token: str
+    post_id: int
+
+    def worker_pids(self) -> list[int]:
+        return children(self.gunicorn.pid)
+
+    def celery_pids(self) -> list[int]:
+        return [self.worker.pid, *children(self.worker.pid)] if self.worker else []
+
+
+class Bench:
+    """One run's stack: its temporary directory, ports, secrets and databases, and the
+    processes of whichever configuration is being measured."""
+
+    def __init__(self, args: argparse.Namespace, tmp: Path, procs: Processes) -> None:
+        self.args = args
+        self.tmp = tmp
+        self.procs = procs
+        self.run_id = uuid.uuid4().hex[:8]
+        self.env_base = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("FLASK_", "DATABASE_", "REDIS_", "CELERY_", "GUNICORN_"))
+        }
+        self.env_base["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+        self.env_base["PYTHONUNBUFFERED"] = "1"
+        self.redis_port = free_port()
+        self.mail_port = free_port()
+        self.mail_log = tmp / "mail.jsonl"
+        self.redis: Proc | None = None
+        self.pg_database: str | None = None
+        self.secrets = {
+            "SECRET_KEY": secrets.token_hex(24),
+            "JWT_SECRET_KEY": secrets.token_hex(32),
+        }
+        self.databases: dict[tuple[str, str], str] = {}
+        self.load = run_wrk if shutil.which("wrk") else run_python_closed_loop
+        self.load_tool = "wrk" if shutil.which("wrk") else "python closed loop"
+
+    # -- services -------------------------------------------------------------------------
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    def start_redis(self) -> None:
+        binary = redis_server()
+        data = self.tmp / "redis"
+        data.mkdir(exist_ok=True)
+        self.redis = self.procs.start(
+            "redis",
+            [
+                binary,
+                "--port",
+                str(self.redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--maxmemory-policy",
+                "noeviction",
+                "--dir",
+                str(data),
+            ],
+            self.env_base,
+            self.tmp,
+        )
+        import redis
+
+        def ping() -> bool:
+            client = redis.Redis(port=self.redis_port, socket_timeout=0.5)
+            try:
+                return bool(client.ping())
+            except redis.RedisError:
+                return False
+            finally:
+                client.close()
+
+        wait_until(ping, 15, "redis-server")
+
+    def stop_redis(self) -> None:
+        if self.redis:
+            self.procs.stop(self.redis)
+            self.redis = None
+
+    def start_sink(self) -> None:
+        proc = self.procs.start(
+            "smtp",
+            [
+                str(BIN / "python"),
+                "-m",
+                "blog_api.ops.smtp_sink",
+                "--port",
+                str(self.mail_port),
+                "--record",
+                str(self.mail_log),
+                # A mail server elsewhere in production: no printing on the measured cores.
+                "--quiet",
+            ],
+            self.env_base,
+            self.tmp,
+        )
+        wait_until(lambda: "listening" in proc.log_tail(), 20, "the SMTP sink")
+
+    def create_pg_database(self) -> str:
+        import psycopg
+
+        name = f"blog_api_bench_{self.run_id}"
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        self.pg_database = name
+        return name
+
+    def drop_pg_databases(self) -> None:
+        if not self.pg_database:
+            return
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
+            for suffix in ("", *(f"_{app}" for app in TUTORIAL_APPS)):
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.pg_database}{suffix}" WITH (FORCE)')
+
+    def database_url(self, app: str, database: str) -> str:
+        key = (app, database)
+        if key not in self.databases:
+            if database == "sqlite":
+                url = f"sqlite:///{self.tmp / f'{app}.db'}"
+            else:
+                import psycopg
+
+                if not self.pg_database:
+                    self.create_pg_database()
+                name = f"{self.pg_database}_{app}" if app in TUTORIAL_APPS else self.pg_database
+                if app in TUTORIAL_APPS:
+                    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+                        conn.execute(f'CREATE DATABASE "{name}"')
+                base = PG_ADMIN_URL.rsplit("/", 1)[0].replace(
+                    "postgresql://", "postgresql+psycopg://"
+                )
+                url = f"{base}/{name}"
+            self.databases[key] = url
+            self.prepare_database(app, url)
+        return self.databases[key]
+
+    def app_env(self, config: Config) -> dict[str, str]:
+        env = dict(self.env_base)
+        if config.app == "ours":
+            assert config.database
+            env |= {
+                "FLASK_ENV": "production",
+                **self.secrets,
+                "DATABASE_URL": self.database_url("ours", config.database),
+                "REDIS_URL": self.redis_url,
+                "CELERY_QUEUE": f"bench-{self.run_id}",
+                "MAIL_SERVER": "127.0.0.1",
+                "MAIL_PORT": str(self.mail_port),
+                "POST_AUDIT_LOG": str(self.tmp / "post_audit.log"),
+                "LOG_FILE": str(self.tmp / "app.log"),
+                "LOG_LEVEL": "INFO",
+                "INSTANCE_PATH": str(self.tmp / "instance"),
+                # The limits stay on (their storage round-trips are part of the request) but
+                # high enough that one benchmark user is never refused.
+                "POST_RATE_LIMIT": HIGH_LIMIT,
+                "LOGIN_RATE_LIMIT": HIGH_LIMIT,
+                "REGISTER_RATE_LIMIT": HIGH_LIMIT,
+            }
+        elif config.app in TUTORIAL_APPS:
+            assert config.database
+            env |= {
+                "BENCH_DATABASE_URL": self.database_url(config.app, config.database),
+                "BENCH_REDIS_URL": self.redis_url,
+                "BENCH_QUEUE": f"{config.app}-{self.run_id}",
+                "PYTHONPATH": str(APPS),
+            }
+            if config.app == "fair_tutorial":
+                env["BENCH_MAIL_PORT"] = str(self.mail_port)
+        else:
+            env["PYTHONPATH"] = str(APPS)
+        return env
+
+    def prepare_database(self, app: str, url: str) -> None:
+        cwd = self.tmp / f"{app}-cwd"
+        cwd.mkdir(exist_ok=True)
+        config = Config(
+            "prepare", app, "sqlite" if url.startswith("sqlite") else "postgresql", "sync", []
+        )
+        self.databases[(app, config.database or "")] = url
+        env = self.app_env(config)
+        if app == "ours":
+            args = [str(BIN / "flask"), "--app", "blog_api", "db", "upgrade"]
+        else:
+            args = [str(BIN / "python"), str(APPS / "tutorial_app.py"), "init"]
+        subprocess.run(args, env=env, cwd=cwd, check=True, capture_output=True, timeout=120)
+
+    # -- one configuration ----------------------------------------------------------------
+
+    def start_server(self, config: Config) -> Server:
+        port = free_port()
+        env = self.app_env(config)
+        env |= {
+            "BENCH_BIND": f"127.0.0.1:{port}",
+            "BENCH_WORKER_CLASS": config.worker_class,
+            "BENCH_THREADS": str(THREADS if config.worker_class == "gthread" else 1),
+        }
+        module = {
+            "bare": "bare_app:app",
+            "tutorial": "tutorial_app:app",
+            "fair_tutorial": "tutorial_app:app",
+            "ours": "blog_api.wsgi:flask_app",
+        }[config.app]
+        cwd = self.tmp / f"{config.app}-cwd"
+        cwd.mkdir(exist_ok=True)
+        worker = start_workers(self.procs, config, env, cwd)
+        gunicorn = self.procs.start(
+            f"gunicorn-{config.name}",
+            [
+                str(BIN / "gunicorn"),
+                "-c",
+                str(HERE / "gunicorn_bench.py"),
+                module,
+            ],
+            env,
+            cwd,
+        )
+        health = {
+            "bare": "/",
+            "tutorial": "/api/v1/posts?limit=1",
+            "fair_tutorial": "/api/v1/posts?limit=1",
+            "ours": "/health",
+        }[config.app]
+        try:
+            wait_until(lambda: answers_http(port, health), 60, f"gunicorn ({config.name})")
+            wait_until(lambda: len(children(gunicorn.pid)) >= 2, 30, "two gunicorn workers")
+            if worker:
+                wait_until(lambda: len(children(worker.pid)) >= 2, 60, "the Celery pool")
+        except TimeoutError as error:
+            raise RuntimeError(
+                f"{error}\n{gunicorn.log_tail()}\n{worker.log_tail() if worker else ''}"
+            ) from error
+        token, post_id = self.seed(config, port)
+        return Server(config, port, gunicorn, worker, token, post_id)
+
+    def seed(self, config: Config, port: int) -> tuple[str, int]:
+        if config.app == "bare":
+            return "", 0
+        user = {"username": "bench", "password": PASSWORD, "email": "bench@example.com"}
+        status, body = http_json(port, "POST", "/api/v1/users", user)
+        if status not in (201, 409) and not (config.app in TUTORIAL_APPS and status == 500):
+            raise RuntimeError(f"registering the bench user: {status} {body}")
+        status, body = http_json(
+            port, "POST", "/api/v1/login", {"username": "bench", "password": PASSWORD}
+        )
+        if status != 200:
+            raise RuntimeError(f"login: {status} {body}")
+        token = body["access_token"] if config.app == "ours" else body["token"]
+        status, body = http_json(port, "GET", "/api/v1/posts?limit=20")
+        posts = body["posts"]
+        while len(posts) < 20:
+            status, created = http_json(port, "POST", "/api/v1/posts", POST_BODY, token)
+            if status != 201:
+                raise RuntimeError(f"seeding posts: {status} {created}")
+            posts.append(created)
+        return token, int(posts[0]["id"])
+
+    def stop_server(self, server: Server) -> None:
+        self.procs.stop(server.gunicorn)
+        if server.worker:
+            self.procs.stop(server.worker)
+
+    def memory(self, server: Server) -> dict[str, list[int]]:
+        """Peak RSS (VmHWM, kB) of each gunicorn worker and each Celery process."""
+        return {
+            "gunicorn": [proc_status(pid, "VmHWM") for pid in server.worker_pids()],
+            "celery": [proc_status(pid, "VmHWM") for pid in server.celery_pids()],
+            "gunicorn now": [proc_status(pid, "VmRSS") for pid in server.worker_pids()],
+        }
+
+    def scenario(self, server: Server, name: str, seconds: float) -> LoadResult:
+        method, path, body, needs_token = SCENARIOS[name]
+        path = path.format(post_id=server.post_id)
+        workers = server.worker_pids()
+        cpu_before = {pid: cpu_seconds(pid) for pid in workers}
+        spread: dict[int, int] = {}
+
+        def sample() -> None:
+            time.sleep(seconds / 2)
+            spread.update(established_connections(workers, server.port))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        result = self.load(
+            server.port,
+            method,
+            path,
+            body,
+            server.token if needs_token else None,
+            seconds,
+            self.args.connections,
+        )
+        sampler.join(timeout=5)
+        result.spread = {
+            "connections": [spread.get(pid, 0) for pid in workers],
+            "cpu_s": [round(cpu_seconds(pid) - cpu_before[pid], 2) for pid in workers],
+        }
+        return result
+
+
+def start_workers(procs: Processes, config: Config, env: dict[str, str], cwd: Path) -> Proc | None:
+    """The background processes of one configuration: ours runs its Celery worker (its relay
+    publishes the jobs the API stores); both tutorial apps the chapter's worker (the literal
+    one's task sleeps 5 s, so it barely uses the CPU; the fair one's sends the e-mail); bare
+    Flask none. Every section starts its servers through here."""
+    celery_apps = {"ours": ("blog_api.wsgi.celery_app", "bench")}
+    celery_apps |= dict.fromkeys(TUTORIAL_APPS, ("tutorial_app.celery", "tutorial"))
+    if config.app not in celery_apps:
+        return None
+    celery_app, node = celery_apps[config.app]
+    return procs.start(
+        f"celery-{config.name}",
+        [
+            *(str(BIN / "celery"), "-A", celery_app, "worker", "-c", str(CELERY_POOL)),
+            *("--loglevel", "WARNING", "-n", f"{node}-{uuid.uuid4().hex[:6]}@%h"),
+        ],
+        env,
+        cwd,
+    )

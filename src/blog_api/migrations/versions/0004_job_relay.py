@@ -1,0 +1,69 @@
+"""job relay: due and retention indexes, and the doorbell on PostgreSQL
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-04 12:00:00.000000
+
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+# revision identifiers, used by Alembic.
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+ACTIVE = "status IN ('pending', 'running')"
+PRUNABLE = "status IN ('done', 'skipped')"
+
+# The relay LISTENs on this channel (blog_api/jobs/relay.py). A job that becomes pending (a new
+# job, a failed attempt given back, an admin's retry) rings it from its own transaction, and
+# PostgreSQL delivers the notification when that transaction commits, never before.
+NOTIFY_FUNCTION = """
+CREATE FUNCTION blog_api_jobs_ring() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('blog_api_jobs', '');
+    RETURN NULL;
+END
+$$
+"""
+NOTIFY_TRIGGER = """
+CREATE TRIGGER jobs_ring_relay AFTER INSERT OR UPDATE OF status ON jobs
+FOR EACH ROW WHEN (NEW.status = 'pending') EXECUTE FUNCTION blog_api_jobs_ring()
+"""
+
+
+def upgrade():
+    with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.drop_index("ix_jobs_status_available_at")
+    op.create_index(
+        "ix_jobs_due",
+        "jobs",
+        ["available_at"],
+        sqlite_where=sa.text(ACTIVE),
+        postgresql_where=sa.text(ACTIVE),
+    )
+    op.create_index(
+        "ix_jobs_prunable",
+        "jobs",
+        ["finished_at"],
+        sqlite_where=sa.text(PRUNABLE),
+        postgresql_where=sa.text(PRUNABLE),
+    )
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(NOTIFY_FUNCTION)
+        op.execute(NOTIFY_TRIGGER)
+
+
+def downgrade():
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER jobs_ring_relay ON jobs")
+        op.execute("DROP FUNCTION blog_api_jobs_ring()")
+    op.drop_index("ix_jobs_prunable", table_name="jobs")
+    op.drop_index("ix_jobs_due", table_name="jobs")
+    with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_jobs_status_available_at", ["status", "available_at"], unique=False
+        )

@@ -1,0 +1,46 @@
+"""The worker's own threads, started in its main process after the pool (never in a pool child,
+so no task waits for them) and stopped at shutdown: the heartbeat, and the relay that publishes
+due jobs. A worker and its relay share fate: where workers run, jobs are published.
+
+Celery's StartStopStep starts and stops the object its `create` returns.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from celery import bootsteps
+
+from blog_api.jobs import outbox
+from blog_api.jobs.relay import Relay
+from blog_api.services.tokens import purge_expired_tokens
+from blog_api.worker.heartbeat import Heartbeat
+from blog_api.worker.tasks import publish_jobs
+
+AFTER_THE_POOL = ("celery.worker.components:Pool",)
+
+
+class HeartbeatStep(bootsteps.StartStopStep):
+    requires = AFTER_THE_POOL
+
+    # celery-types declares Step.create as returning None; Celery starts what it returns.
+    def create(self, parent: Any) -> Heartbeat:  # type: ignore[override]
+        return Heartbeat(parent.app.flask_app, parent.hostname)
+
+
+class RelayStep(bootsteps.StartStopStep):
+    """The relay, in every worker unless JOB_RELAY is off; it also runs retention hourly."""
+
+    requires = AFTER_THE_POOL
+
+    def include_if(self, parent: Any) -> bool:
+        return bool(parent.app.flask_app.config["JOB_RELAY"])
+
+    def create(self, parent: Any) -> Relay:  # type: ignore[override]
+        return Relay(
+            parent.app.flask_app,
+            partial(publish_jobs, parent.app),
+            chores=[outbox.prune_finished_jobs, purge_expired_tokens],
+            name=f"relay-{parent.hostname}",
+        )

@@ -1,0 +1,46 @@
+"""Celery signal receivers of a worker: each task run's log scope, the SMTP connection a pool
+process keeps, and our log format on Celery's own handlers."""
+
+from __future__ import annotations
+
+import threading
+from contextvars import Token
+from typing import Any
+
+from celery.signals import after_setup_logger, task_postrun, task_prerun, worker_process_shutdown
+from flask import Flask
+
+from blog_api.ops.logging import begin_job_log_scope, end_job_log_scope, tag_worker_handlers
+from blog_api.services.mailer import close_kept_connection
+
+# The log scope of each task run in this process, from task_prerun to task_postrun: it covers
+# Celery's own "succeeded" line, which is logged after the task body returns.
+_log_scopes: dict[tuple[int, str], Token[dict[str, str] | None]] = {}
+
+
+@task_prerun.connect
+def open_job_log_scope(task_id: str, **_: Any) -> None:
+    _log_scopes[threading.get_ident(), task_id] = begin_job_log_scope()
+
+
+@task_postrun.connect
+def close_job_log_scope(task_id: str, **_: Any) -> None:
+    token = _log_scopes.pop((threading.get_ident(), task_id), None)
+    if token is not None:
+        end_job_log_scope(token)
+
+
+@worker_process_shutdown.connect
+def close_smtp_connection(**_: Any) -> None:
+    """A pool process that exits says QUIT on the SMTP connection it kept."""
+    close_kept_connection()
+
+
+def connect_logging(app: Flask) -> None:
+    """Give the handlers Celery sets up in a worker our filter and `LOG_FORMAT`."""
+
+    def tag_celery_log_lines(logger: Any, format: str, **_: Any) -> None:
+        tag_worker_handlers(logger, app.config["LOG_FORMAT"], format)
+
+    # A worker process builds one app; the first app of a process owns this receiver.
+    after_setup_logger.connect(tag_celery_log_lines, weak=False, dispatch_uid="blog_api.logging")

@@ -1,0 +1,120 @@
+"""The fault rig's hooks into a real process (tests only): crash points and the naive control.
+
+The product sends `job_checkpoint` at named points of a job's run and never asks who listens;
+`FaultHooks` subscribes to it, and to SQLAlchemy's session events, in the processes the rig
+starts (`rig_wsgi` is their entry module) or in an app built by a test:
+
+- `FAULT_POINT=<point>[:<seconds>][@<post id>]`: at that point the process SIGKILLs itself, or
+  with seconds sleeps that long (a hook that widens a race window); `@<post id>` limits it to
+  that post's jobs (or request). Points: the checkpoints of a job's run, and
+  `between_flush_and_commit`: a request's transaction that has written a post and is about to
+  commit it with its jobs.
+- `FAULT_DISPATCH=naive`: the negative control. Every new job is published right after its
+  transaction commits, as the tutorial's `.delay()` does: a broker error reaches the request.
+  Its rows are parked (due in ten years) and the workers of such a rig run without the relay
+  (JOB_RELAY=false), so nothing re-drives a job whose message was lost.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from flask import Flask, current_app, has_app_context
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from blog_api.models import Job
+from blog_api.models.base import utcnow
+from blog_api.worker.checkpoints import Checkpoint, job_checkpoint
+from blog_api.worker.tasks import TASKS
+
+COMMIT_POINT = "between_flush_and_commit"
+# How far ahead the naive control parks its jobs' rows (the oracle ignores such rows).
+PARKED_FOR = timedelta(days=3650)
+FAULT_POINTS = frozenset({*Checkpoint, COMMIT_POINT})
+
+
+@dataclass(frozen=True)
+class FaultPoint:
+    point: str
+    seconds: float | None = None
+    post_id: int | None = None
+
+    @classmethod
+    def parse(cls, value: str) -> FaultPoint:
+        """`<point>[:<seconds>][@<post id>]`."""
+        spec, _, post = value.partition("@")
+        name, _, seconds = spec.partition(":")
+        if name not in FAULT_POINTS:
+            raise ValueError(f"unknown fault point {name!r}")
+        return cls(name, float(seconds) if seconds else None, int(post) if post else None)
+
+    def strike(self, point: str, post_id: int | None) -> None:
+        """Kill this process, or pause, if `point` (of `post_id`) is this fault's."""
+        if point != self.point or self.post_id not in (None, post_id):
+            return
+        if self.seconds is None:
+            os.kill(os.getpid(), signal.SIGKILL)
+        else:
+            time.sleep(self.seconds)
+
+
+class FaultHooks:
+    """The hooks of one app; they act only inside that app's context."""
+
+    def __init__(self, app: Flask, fault_point: str | None = None, naive: bool = False) -> None:
+        self.app = app
+        self.fault = FaultPoint.parse(fault_point) if fault_point else None
+        self.naive = naive
+        job_checkpoint.connect(self.on_checkpoint, weak=False)
+        event.listen(Session, "before_commit", self.before_commit)
+        event.listen(Session, "after_flush", self.after_flush)
+        event.listen(Session, "after_commit", self.after_commit)
+
+    @classmethod
+    def from_environment(cls, app: Flask, environ: Mapping[str, str] = os.environ) -> FaultHooks:
+        return cls(app, environ.get("FAULT_POINT"), environ.get("FAULT_DISPATCH") == "naive")
+
+    def remove(self) -> None:
+        job_checkpoint.disconnect(self.on_checkpoint)
+        event.remove(Session, "before_commit", self.before_commit)
+        event.remove(Session, "after_flush", self.after_flush)
+        event.remove(Session, "after_commit", self.after_commit)
+
+    def _ours(self) -> bool:
+        return has_app_context() and current_app._get_current_object() is self.app  # type: ignore[attr-defined]
+
+    def on_checkpoint(self, job: Job, *, point: Checkpoint, **_: Any) -> None:
+        if self.fault is not None and self._ours():
+            self.fault.strike(point, job.post_id)
+
+    def before_commit(self, session: Session) -> None:
+        if not self._ours():
+            return
+        new_jobs = [obj for obj in session.new if isinstance(obj, Job)]
+        if self.naive:
+            # The tutorial has no outbox: its jobs exist only as messages. Parked rows keep
+            # the claim working for the workers while nothing else ever looks at them.
+            for job in new_jobs:
+                job.available_at = utcnow() + PARKED_FOR
+        if self.fault is not None:
+            for job in new_jobs[:1]:
+                self.fault.strike(COMMIT_POINT, job.post_id)
+
+    def after_flush(self, session: Session, _context: Any) -> None:
+        if self.naive and self._ours():
+            new_jobs = [(job.id, job.kind) for job in session.new if isinstance(job, Job)]
+            session.info.setdefault("naive_jobs", []).extend(new_jobs)
+
+    def after_commit(self, session: Session) -> None:
+        jobs = session.info.pop("naive_jobs", [])
+        if jobs and self._ours():
+            celery_app = self.app.extensions["celery"]
+            for job_id, kind in jobs:
+                celery_app.send_task(TASKS[kind].name, args=[job_id])
