@@ -41,8 +41,7 @@ class JobList(MethodView):
     @blp.response(200, JobListSchema)
     def get(self, filters: dict[str, Any]) -> Any:
         """List background jobs, newest first, optionally by status (admin)"""
-        items, pagination = paginate(outbox.job_query(filters.get("status")), filters)
-        return {"jobs": items, "pagination": pagination}
+        return paginate(outbox.job_query(filters.get("status")), filters).response("jobs")
 
 
 @blp.route("/jobs/<string(length=36):job_id>/retry")

@@ -58,9 +58,9 @@ class PostList(MethodView):
     @versioned.response(200, "listing")
     def get(self, filters: dict[str, Any]) -> Any:
         """List posts (public), optionally by author"""
-        items, pagination = paginate(posts.post_query(filters), filters)
+        page = paginate(posts.post_query(filters), filters)
         current_app.logger.debug("Fetched posts")
-        return {"posts": items, "pagination": pagination}
+        return page.response("posts")
 
     @versioned.login_required
     @versioned.decorate(

@@ -49,9 +49,9 @@ class TodoList(MethodView):
     @versioned.response(200, "listing")
     def get(self, filters: dict[str, Any]) -> Any:
         """List your to-dos (admins: everyone's), filtered, sorted and paginated"""
-        items, pagination = paginate(todos.todo_query(caller(), filters), filters)
+        page = paginate(todos.todo_query(caller(), filters), filters)
         current_app.logger.debug("Fetched todos")
-        return {"todos": items, "pagination": pagination}
+        return page.response("todos")
 
     @versioned.login_required
     @versioned.arguments("create")

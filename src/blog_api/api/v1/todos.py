@@ -56,5 +56,4 @@ class UserTodos(MethodView):
             abort(403, message="You can only view your own todos unless you are an admin")
         get_or_404(User, user_id)
         statement = todos.todo_query(user, {**filters, "user_id": user_id})
-        items, pagination = paginate(statement, filters)
-        return {"todos": items, "pagination": pagination}
+        return paginate(statement, filters).response("todos")

@@ -40,11 +40,11 @@ def _register_limit() -> str:
 class UserList(MethodView):
     @blp.arguments(PaginationQuerySchema, location="query")
     @blp.response(200, UserListSchema)
-    def get(self, page: dict[str, int]) -> Any:
+    def get(self, page: dict[str, Any]) -> Any:
         """List users (public profiles)"""
-        items, pagination = paginate(select(User).order_by(User.id), page)
+        listing = paginate(select(User).order_by(User.id), page)
         current_app.logger.info("Fetched all users")
-        return {"users": items, "pagination": pagination}
+        return listing.response("users")
 
     @limiter.limit(_register_limit)
     @blp.arguments(UserCreateSchema)

@@ -31,11 +31,10 @@ class TodosByPriority(MethodView):
     @blp.login_required
     @blp.arguments(PaginationQuerySchema, location="query")
     @blp.response(200, TodoListV2Schema)
-    def get(self, page: dict[str, int]) -> Any:
+    def get(self, page: dict[str, Any]) -> Any:
         """List your to-dos, highest priority first"""
         statement = todos.todo_query(caller(), {"sort": "-priority"})
-        items, pagination = paginate(statement, page)
-        return {"todos": items, "pagination": pagination}
+        return paginate(statement, page).response("todos")
 
 
 SCHEMAS = TodoSchemas(
