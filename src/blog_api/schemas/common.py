@@ -78,6 +78,16 @@ class PaginationSchema(Schema):
     )
 
 
+# The OpenAPI description of a list response's headers.
+LIST_HEADERS = {
+    "Link": {
+        "description": '`<url>; rel="next"`: the next page, as in `pagination.next`; '
+        "absent on the last page",
+        "schema": {"type": "string"},
+    }
+}
+
+
 class ErrorSchema(Schema):
     """Every error response: the HTTP reason phrase, a message, and per-field errors."""
 

@@ -13,6 +13,7 @@ from blog_api.api.pagination import paginate
 from blog_api.api.todos import TodoSchemas
 from blog_api.auth import caller
 from blog_api.models import User
+from blog_api.schemas.common import LIST_HEADERS
 from blog_api.schemas.todos import (
     TodoCreateSchema,
     TodoListSchema,
@@ -47,7 +48,7 @@ class TodoItem(views.TodoItem):
 class UserTodos(MethodView):
     @blp.login_required
     @blp.arguments(TodoQuerySchema, location="query")
-    @blp.response(200, TodoListSchema)
+    @blp.response(200, TodoListSchema, headers=LIST_HEADERS)
     @blp.errors(403, 404)
     def get(self, filters: dict[str, Any], user_id: int) -> Any:
         """List one user's to-dos (that user or an admin)"""

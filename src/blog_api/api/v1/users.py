@@ -16,7 +16,7 @@ from blog_api.auth import caller
 from blog_api.auth.passwords import verify_password
 from blog_api.extensions import limiter
 from blog_api.models import User
-from blog_api.schemas.common import MessageSchema, PaginationQuerySchema
+from blog_api.schemas.common import LIST_HEADERS, MessageSchema, PaginationQuerySchema
 from blog_api.schemas.users import (
     MeSchema,
     PasswordChangeSchema,
@@ -39,7 +39,7 @@ def _register_limit() -> str:
 @blp.route("/users")
 class UserList(MethodView):
     @blp.arguments(PaginationQuerySchema, location="query")
-    @blp.response(200, UserListSchema)
+    @blp.response(200, UserListSchema, headers=LIST_HEADERS)
     def get(self, page: dict[str, Any]) -> Any:
         """List users (public profiles)"""
         listing = paginate(select(User).order_by(User.id), page)
