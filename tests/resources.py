@@ -100,10 +100,10 @@ def assert_rejects_page(
 
 def follow_pages(
     client: FlaskClient, url: str, key: str, headers: dict[str, str]
-) -> list[list[int]]:
+) -> list[list[Any]]:
     """The ids of every page from `url` on, following `pagination.next`; each page's `Link`
     header names the same URL as `next`, and is absent exactly when `next` is null."""
-    pages: list[list[int]] = []
+    pages: list[list[Any]] = []
     next_url: str | None = url
     while next_url is not None:
         response = client.get(next_url, headers=headers)

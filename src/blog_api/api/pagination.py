@@ -105,7 +105,8 @@ def sort_keys(statement: Select[Any]) -> list[SortKey]:
                 raise ValueError(f"cannot paginate by {clause}")
             descending = clause.modifier is operators.desc_op
             clause = clause.element
-        keys.append(SortKey(clause, descending))
+        if not any(key.column is clause for key in keys):
+            keys.append(SortKey(clause, descending))
     if not keys or not getattr(keys[-1].column, "primary_key", False):
         raise ValueError("a paginated statement must be ordered by its primary key last")
     return keys
@@ -173,7 +174,7 @@ def _typed(key: SortKey, value: Any) -> Any:
             raise InvalidCursor(INVALID_CURSOR)
         if moment.tzinfo is not None:
             return moment
-    elif isinstance(value, python_type) and not isinstance(value, bool):
+    elif python_type in (int, str) and type(value) is python_type:
         return value
     raise InvalidCursor(INVALID_CURSOR)
 
