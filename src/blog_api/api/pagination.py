@@ -96,7 +96,7 @@ def paginate(statement: Select[Any], args: Mapping[str, Any]) -> Page:
 def sort_keys(statement: Select[Any]) -> list[SortKey]:
     """The statement's ORDER BY as sort keys; it must be plain columns ending with the primary
     key, or the cursor could not say where a page ends."""
-    keys = []
+    keys: list[SortKey] = []
     # SQLAlchemy has no public accessor for a Select's ORDER BY.
     for clause in statement._order_by_clauses:
         descending = False
