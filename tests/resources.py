@@ -65,6 +65,9 @@ def ids_of(response: Any, key: str) -> list[int]:
     return [item["id"] for item in response.get_json()[key]]
 
 
+# `offset` is served up to this depth; deeper pages are read through `pagination.next`.
+MAX_OFFSET = 10_000
+
 INVALID_PAGES = [
     pytest.param("limit=0", {"limit"}, id="limit-0"),
     pytest.param("limit=-1", {"limit"}, id="limit-negative"),
@@ -76,6 +79,12 @@ INVALID_PAGES = [
     pytest.param("offset=-1", {"offset"}, id="offset-negative"),
     pytest.param("offset=abc", {"offset"}, id="offset-abc"),
     pytest.param("offset=99999999999", {"offset"}, id="offset-beyond-int32"),
+    pytest.param(f"offset={MAX_OFFSET + 1}", {"offset"}, id="offset-beyond-bound"),
+    pytest.param("after=", {"after"}, id="after-empty"),
+    pytest.param("after=not-a-cursor", {"after"}, id="after-not-a-cursor"),
+    pytest.param("after=" + "a" * 2000, {"after"}, id="after-too-long"),
+    pytest.param("offset=0&after=abc", {"offset"}, id="after-with-offset"),
+    pytest.param("count=maybe", {"count"}, id="count-not-boolean"),
     pytest.param("limit=0&offset=-1", {"limit", "offset"}, id="both"),
 ]
 
@@ -89,10 +98,33 @@ def assert_rejects_page(
     assert_error(response, 400, f"Invalid query parameter(s): {names}", fields)
 
 
+def follow_pages(
+    client: FlaskClient, url: str, key: str, headers: dict[str, str]
+) -> list[list[Any]]:
+    """The ids of every page from `url` on, following `pagination.next`; each page's `Link`
+    header names the same URL as `next`, and is absent exactly when `next` is null."""
+    pages: list[list[Any]] = []
+    next_url: str | None = url
+    while next_url is not None:
+        response = client.get(next_url, headers=headers)
+        assert response.status_code == 200, response.get_json()
+        body = response.get_json()
+        pages.append([item["id"] for item in body[key]])
+        next_url = body["pagination"]["next"]
+        if next_url is None:
+            assert "Link" not in response.headers
+        else:
+            assert response.headers["Link"] == f'<{next_url}>; rel="next"'
+            assert "after=" in next_url
+        assert len(pages) <= 1000, "pagination.next never ends"
+    return pages
+
+
 def assert_paginates(
     client: FlaskClient, url: str, key: str, expected_ids: list[int], headers: dict[str, str]
 ) -> None:
-    """`url` lists `expected_ids` in this order, in pages of any size, with a correct total."""
+    """`url` lists `expected_ids` in this order, in offset pages of any size (with a correct
+    total when asked with `count=true`) and page after page through `pagination.next`."""
     total = len(expected_ids)
     separator = "&" if "?" in url else "?"
 
@@ -102,17 +134,38 @@ def assert_paginates(
         return dict(response.get_json())
 
     default = page("")
-    assert default["pagination"] == {"total": total, "limit": 20, "offset": 0}
+    assert set(default["pagination"]) == {"limit", "offset", "next"}
+    assert default["pagination"]["limit"] == 20
+    assert default["pagination"]["offset"] == 0
+    assert (default["pagination"]["next"] is None) == (total <= 20)
     assert [item["id"] for item in default[key]] == expected_ids[:20]
+    counted = page("count=true")["pagination"]
+    assert counted == {**default["pagination"], "total": total}
 
     collected: list[int] = []
     for offset in range(0, total + 1, 2):
-        body = page(f"limit=2&offset={offset}")
-        assert body["pagination"] == {"total": total, "limit": 2, "offset": offset}
+        body = page(f"limit=2&offset={offset}&count=true")
+        pagination = body["pagination"]
+        assert {name: pagination[name] for name in ("total", "limit", "offset")} == {
+            "total": total,
+            "limit": 2,
+            "offset": offset,
+        }
+        assert (pagination["next"] is None) == (offset + 2 >= total)
         collected += [item["id"] for item in body[key]]
     assert collected == expected_ids
 
-    assert page("limit=100")["pagination"] == {"total": total, "limit": 100, "offset": 0}
-    beyond = page("offset=1000000")
+    assert page("limit=100&count=true")["pagination"] == {
+        "total": total,
+        "limit": 100,
+        "offset": 0,
+        "next": None,
+    }
+    beyond = page(f"offset={MAX_OFFSET}&count=true")
     assert beyond[key] == []
-    assert beyond["pagination"] == {"total": total, "limit": 20, "offset": 1000000}
+    assert beyond["pagination"] == {"total": total, "limit": 20, "offset": MAX_OFFSET, "next": None}
+
+    for size in (1, 2, 3, 100):
+        pages = follow_pages(client, f"{url}{separator}limit={size}", key, headers)
+        assert [item for ids in pages for item in ids] == expected_ids
+        assert all(len(ids) == size for ids in pages[:-1])

@@ -21,6 +21,7 @@ import schemathesis
 from flask import Flask
 from flask_migrate import upgrade
 from hypothesis import HealthCheck, Phase, settings
+from schemathesis import checks
 from sqlalchemy.pool import StaticPool
 
 from blog_api import create_app
@@ -97,7 +98,13 @@ FUZZ_SETTINGS = settings(
 
 
 def call_and_validate(case: Any) -> None:
-    case.call_and_validate()
+    # A pagination cursor (`after`) is opaque and signed: no generated value is a valid one,
+    # and the documents cannot say that `after` excludes `offset`. Such a case must still get a
+    # documented answer (a 400 in the error schema), but its rejection is the right outcome.
+    if "after" in (case.query or {}):
+        case.call_and_validate(excluded_checks=[checks.positive_data_acceptance])
+    else:
+        case.call_and_validate()
 
 
 @schemathesis.pytest.parametrize(v1=load_schema("v1", "user"), v2=load_schema("v2", "user"))

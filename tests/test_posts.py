@@ -189,13 +189,13 @@ def test_create_post_requires_a_token(
 def test_posts_are_public_to_read(client: FlaskClient, alice: Account, version: str) -> None:
     post = create_post(client, alice, version)
 
-    listed = client.get(posts_url(version))
+    listed = client.get(f"{posts_url(version)}?count=true")
     single = client.get(posts_url(version, post["id"]))
 
     assert listed.status_code == 200
     assert listed.get_json() == {
         "posts": [post],
-        "pagination": {"total": 1, "limit": 20, "offset": 0},
+        "pagination": {"total": 1, "limit": 20, "offset": 0, "next": None},
     }
     assert single.status_code == 200
     assert single.get_json() == post

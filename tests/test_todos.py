@@ -313,13 +313,13 @@ def test_list_todos_returns_own_todos_with_pagination(
 ) -> None:
     created = [create_todo(client, alice, version, title=f"Todo {n}") for n in range(3)]
 
-    response = client.get(todos_url(version), headers=alice.headers)
+    response = client.get(f"{todos_url(version)}?count=true", headers=alice.headers)
 
     assert response.status_code == 200
     body = response.get_json()
     assert set(body) == {"todos", "pagination"}
     assert body["todos"] == created
-    assert body["pagination"] == {"total": 3, "limit": 20, "offset": 0}
+    assert body["pagination"] == {"total": 3, "limit": 20, "offset": 0, "next": None}
 
 
 @both_versions
@@ -544,10 +544,17 @@ def test_user_lists_own_todos_through_user_route(client: FlaskClient, alice: Acc
     done = create_todo(client, alice, "v1", title="Done", completed=True)
     create_todo(client, alice, "v1", title="Open")
 
-    response = client.get(f"/api/v1/users/{alice.id}/todos?completed=true", headers=alice.headers)
+    response = client.get(
+        f"/api/v1/users/{alice.id}/todos?completed=true&count=true", headers=alice.headers
+    )
 
     assert ids_of(response, "todos") == [done["id"]]
-    assert response.get_json()["pagination"] == {"total": 1, "limit": 20, "offset": 0}
+    assert response.get_json()["pagination"] == {
+        "total": 1,
+        "limit": 20,
+        "offset": 0,
+        "next": None,
+    }
     assert set(response.get_json()["todos"][0]) == V1_FIELDS
 
 

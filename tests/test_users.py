@@ -143,7 +143,7 @@ def test_minimum_password_length_is_configurable(make_app: Callable[..., Flask])
 def test_list_users_shows_public_profiles_only(
     client: FlaskClient, alice: Account, bob: Account
 ) -> None:
-    response = client.get("/api/v1/users")
+    response = client.get("/api/v1/users?count=true")
 
     assert response.status_code == 200
     users = response.json["users"]
@@ -153,17 +153,17 @@ def test_list_users_shows_public_profiles_only(
     assert "example.com" not in text
     assert "password" not in text
     assert "$argon2" not in text
-    assert response.json["pagination"] == {"total": 2, "limit": 20, "offset": 0}
+    assert response.json["pagination"] == {"total": 2, "limit": 20, "offset": 0, "next": None}
 
 
 def test_list_users_paginates(client: FlaskClient, make_account: Callable[..., Account]) -> None:
     for name in ("user_a", "user_b", "user_c"):
         make_account(name)
 
-    response = client.get("/api/v1/users?limit=2&offset=1")
+    response = client.get("/api/v1/users?limit=2&offset=1&count=true")
 
     assert [user["username"] for user in response.json["users"]] == ["user_b", "user_c"]
-    assert response.json["pagination"] == {"total": 3, "limit": 2, "offset": 1}
+    assert response.json["pagination"] == {"total": 3, "limit": 2, "offset": 1, "next": None}
 
 
 @pytest.mark.parametrize(

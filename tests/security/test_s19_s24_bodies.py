@@ -21,6 +21,7 @@ from flask.testing import FlaskClient
 
 from resources import (
     INVALID_PAGES,
+    MAX_OFFSET,
     NOT_A_JSON_OBJECT,
     REQUEST_MUST_BE_JSON,
     TOO_LARGE_MESSAGE,
@@ -151,7 +152,7 @@ def test_s21_invalid_pagination_is_400_on_single_version_lists(
 
 
 @pytest.mark.parametrize("resource", ["posts", "todos"])
-def test_s21_pages_hold_at_most_100_items_and_a_far_offset_is_empty(
+def test_s21_pages_hold_at_most_100_items_and_offsets_stop_at_the_bound(
     client: FlaskClient, alice: Account, resource: str
 ) -> None:
     create = create_post if resource == "posts" else create_todo
@@ -161,6 +162,11 @@ def test_s21_pages_hold_at_most_100_items_and_a_far_offset_is_empty(
     largest = on_both_versions(
         lambda version: client.get(f"/api/{version}/{resource}?limit=100", headers=alice.headers)
     )
+    deepest = on_both_versions(
+        lambda version: client.get(
+            f"/api/{version}/{resource}?offset={MAX_OFFSET}&count=true", headers=alice.headers
+        )
+    )
     beyond = on_both_versions(
         lambda version: client.get(
             f"/api/{version}/{resource}?offset={10**9}", headers=alice.headers
@@ -169,8 +175,15 @@ def test_s21_pages_hold_at_most_100_items_and_a_far_offset_is_empty(
 
     assert len(ids_of(largest, resource)) == 3
     assert largest.get_json()["pagination"]["limit"] == 100
-    assert ids_of(beyond, resource) == []
-    assert beyond.get_json()["pagination"] == {"total": 3, "limit": 20, "offset": 10**9}
+    assert ids_of(deepest, resource) == []
+    assert deepest.get_json()["pagination"] == {
+        "total": 3,
+        "limit": 20,
+        "offset": MAX_OFFSET,
+        "next": None,
+    }
+    body = assert_error(beyond, 400, "Invalid query parameter(s): offset", {"offset"})
+    assert "pagination.next" in body["errors"]["offset"][0]
 
 
 @pytest.mark.parametrize(

@@ -180,8 +180,8 @@ class _Versioned:
     def arguments(self, schema: SchemaRef, **kwargs: Any) -> Callable[[F], F]:
         return self._record(_Step("arguments", (schema,), tuple(kwargs.items())))
 
-    def response(self, status: int, schema: SchemaRef) -> Callable[[F], F]:
-        return self._record(_Step("response", (status, schema)))
+    def response(self, status: int, schema: SchemaRef, **kwargs: Any) -> Callable[[F], F]:
+        return self._record(_Step("response", (status, schema), tuple(kwargs.items())))
 
     def errors(self, *codes: int) -> Callable[[F], F]:
         return self._record(_Step("errors", codes))

@@ -13,6 +13,7 @@ from blog_api.api.pagination import paginate
 from blog_api.auth import caller
 from blog_api.jobs import outbox
 from blog_api.models import Job, Post
+from blog_api.schemas.common import LIST_HEADERS
 from blog_api.schemas.jobs import JobListSchema, JobQuerySchema, JobSchema, PostJobsSchema
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/v1", description="Background jobs (admin)")
@@ -38,11 +39,10 @@ class PostJobs(MethodView):
 class JobList(MethodView):
     @blp.admin_required
     @blp.arguments(JobQuerySchema, location="query")
-    @blp.response(200, JobListSchema)
+    @blp.response(200, JobListSchema, headers=LIST_HEADERS)
     def get(self, filters: dict[str, Any]) -> Any:
         """List background jobs, newest first, optionally by status (admin)"""
-        items, pagination = paginate(outbox.job_query(filters.get("status")), filters)
-        return {"jobs": items, "pagination": pagination}
+        return paginate(outbox.job_query(filters.get("status")), filters).response("jobs")
 
 
 @blp.route("/jobs/<string(length=36):job_id>/retry")

@@ -1,20 +1,196 @@
-"""The one pagination helper: `limit`/`offset` in, items and a `pagination` object out."""
+"""The one pagination helper: a list query and its page arguments in, one page out.
+
+Pages are keyset pages. The statement's ORDER BY (which must end with the primary key, so that
+it is a total order) says which values place a row; the next page starts after the last row's
+values, so its cost does not depend on how deep it is, and rows inserted or deleted between two
+requests neither repeat nor skip rows. Those values travel in `after`, an opaque cursor signed
+with the app's secret and bound to the endpoint and filters it came from.
+
+`offset` still works for clients that use it, up to `MAX_OFFSET` rows deep; the total is only
+counted when asked for with `count=true`, as counting every matching row costs as much as the
+table is large.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
-from sqlalchemy import Select, func, select
+from flask import current_app, request
+from itsdangerous import BadData, URLSafeSerializer
+from sqlalchemy import ColumnElement, Select, and_, func, inspect, literal, or_, select, tuple_
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import UnaryExpression
+from werkzeug.exceptions import BadRequest
 
 from blog_api.extensions import db
+from blog_api.schemas.common import PAGE_ARGUMENTS
+
+CURSOR_SALT = "pagination-cursor"
+INVALID_CURSOR = (
+    "Invalid cursor: pass `after` exactly as a previous page's `pagination.next` gave it"
+)
+FOREIGN_CURSOR = (
+    "This cursor belongs to another listing: keep the filters and sort of the page it came from"
+)
 
 
-def paginate(
-    statement: Select[Any], args: Mapping[str, int]
-) -> tuple[Sequence[Any], dict[str, int]]:
-    """Run `statement` for one page; also count every row it would return."""
-    limit, offset = args["limit"], args["offset"]
-    total = db.session.scalar(select(func.count()).select_from(statement.order_by(None).subquery()))
-    items = db.session.scalars(statement.limit(limit).offset(offset)).all()
-    return items, {"total": total or 0, "limit": limit, "offset": offset}
+@dataclass(frozen=True)
+class SortKey:
+    """One ORDER BY term: a column and its direction."""
+
+    column: ColumnElement[Any]
+    descending: bool
+
+    def value_of(self, item: Any) -> Any:
+        """The item's value for this key, as the ORM maps the column to an attribute."""
+        attribute = inspect(type(item)).get_property_by_column(self.column).key
+        return getattr(item, attribute)
+
+
+@dataclass(frozen=True)
+class Page:
+    items: Sequence[Any]
+    pagination: dict[str, Any]
+
+    def response(self, key: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """The body (`{key: items, "pagination": ...}`) and the `Link` header to the next page."""
+        next_url = self.pagination["next"]
+        headers = {"Link": f'<{next_url}>; rel="next"'} if next_url else {}
+        return {key: self.items, "pagination": self.pagination}, headers
+
+
+def paginate(statement: Select[Any], args: Mapping[str, Any]) -> Page:
+    """One page of `statement` for the page arguments in `args` (`limit`, and `after` or
+    `offset`, and `count`); the other arguments are the listing's filters, which the cursor
+    is bound to."""
+    keys = sort_keys(statement)
+    limit: int = args["limit"]
+    filters = {name: value for name, value in args.items() if name not in PAGE_ARGUMENTS}
+    listing = _listing_fingerprint(filters)
+    pagination: dict[str, Any] = {"limit": limit}
+    page_statement = statement
+    if "after" in args:
+        page_statement = page_statement.where(_after(keys, _decode(args["after"], keys, listing)))
+    else:
+        pagination["offset"] = args.get("offset", 0)
+        page_statement = page_statement.offset(pagination["offset"])
+    if args.get("count"):
+        count = select(func.count()).select_from(statement.order_by(None).subquery())
+        pagination["total"] = db.session.scalar(count) or 0
+    # One row more than the page tells whether there is a next page without counting.
+    rows = db.session.scalars(page_statement.limit(limit + 1)).all()
+    items = rows[:limit]
+    pagination["next"] = None
+    if len(rows) > limit:
+        cursor = _encode([key.value_of(items[-1]) for key in keys], listing)
+        pagination["next"] = _next_url(args, cursor)
+    return Page(items, pagination)
+
+
+def sort_keys(statement: Select[Any]) -> list[SortKey]:
+    """The statement's ORDER BY as sort keys; it must be plain columns ending with the primary
+    key, or the cursor could not say where a page ends."""
+    keys: list[SortKey] = []
+    # SQLAlchemy has no public accessor for a Select's ORDER BY.
+    for clause in statement._order_by_clauses:
+        descending = False
+        if isinstance(clause, UnaryExpression):
+            if clause.modifier not in (operators.asc_op, operators.desc_op):
+                raise ValueError(f"cannot paginate by {clause}")
+            descending = clause.modifier is operators.desc_op
+            clause = clause.element
+        if not any(key.column is clause for key in keys):
+            keys.append(SortKey(clause, descending))
+    if not keys or not getattr(keys[-1].column, "primary_key", False):
+        raise ValueError("a paginated statement must be ordered by its primary key last")
+    return keys
+
+
+def _after(keys: Sequence[SortKey], values: Sequence[Any]) -> ColumnElement[bool]:
+    """Rows that come after `values` in the order of `keys`."""
+    if len({key.descending for key in keys}) == 1:
+        # One direction: a row-value comparison, which both databases answer with an index
+        # range scan when an index matches the ORDER BY.
+        columns = [key.column for key in keys]
+        if len(columns) == 1:
+            left, right = columns[0], values[0]
+        else:
+            bound = [
+                literal(value, column.type) for column, value in zip(columns, values, strict=True)
+            ]
+            left, right = tuple_(*columns), tuple_(*bound)
+        return left < right if keys[0].descending else left > right
+    terms = []
+    for position, key in enumerate(keys):
+        equal = [keys[i].column == values[i] for i in range(position)]
+        beyond = key.column < values[position] if key.descending else key.column > values[position]
+        terms.append(and_(*equal, beyond))
+    return or_(*terms)
+
+
+def _serializer() -> URLSafeSerializer:
+    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt=CURSOR_SALT)
+
+
+def _listing_fingerprint(filters: Mapping[str, Any]) -> str:
+    """What a cursor is bound to: the endpoint, its path arguments and the filters."""
+    listing = [request.endpoint, request.view_args or {}, dict(filters)]
+    text = json.dumps(listing, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _encode(values: Sequence[Any], listing: str) -> str:
+    encoded = [value.isoformat() if isinstance(value, datetime) else value for value in values]
+    return str(_serializer().dumps({"after": encoded, "listing": listing}))
+
+
+def _decode(cursor: str, keys: Sequence[SortKey], listing: str) -> list[Any]:
+    """The sort-key values a cursor carries; `400` if it was not made by us for this listing."""
+    try:
+        payload = _serializer().loads(cursor)
+    except BadData:
+        raise InvalidCursor(INVALID_CURSOR)
+    if not isinstance(payload, dict) or payload.get("listing") != listing:
+        raise InvalidCursor(FOREIGN_CURSOR)
+    values = payload.get("after")
+    if not isinstance(values, list) or len(values) != len(keys):
+        raise InvalidCursor(INVALID_CURSOR)
+    return [_typed(key, value) for key, value in zip(keys, values, strict=True)]
+
+
+def _typed(key: SortKey, value: Any) -> Any:
+    """`value` as the key's column type, so that the comparison binds like a stored value."""
+    python_type = key.column.type.python_type
+    if python_type is datetime and isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidCursor(INVALID_CURSOR)
+        if moment.tzinfo is not None:
+            return moment
+    elif python_type in (int, str) and type(value) is python_type:
+        return value
+    raise InvalidCursor(INVALID_CURSOR)
+
+
+class InvalidCursor(BadRequest):
+    """`400` in the shape of a query-parameter validation error on `after`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.data = {"message": "Invalid query parameter(s): after", "errors": {"after": [reason]}}
+
+
+def _next_url(args: Mapping[str, Any], cursor: str) -> str:
+    """This request's path with `after=cursor` instead of `offset`, and the same filters and
+    page size as the client wrote them. `count` is not carried: the total is asked for once,
+    not on every page."""
+    kept = [name for name in args if name in request.args and name not in ("offset", "count")]
+    arguments = {name: request.args[name] for name in kept if name != "after"}
+    return f"{request.script_root}{request.path}?{urlencode({**arguments, 'after': cursor})}"

@@ -20,7 +20,7 @@ from blog_api.api.pagination import paginate
 from blog_api.auth import caller
 from blog_api.extensions import limiter
 from blog_api.models import Post
-from blog_api.schemas.common import MessageSchema
+from blog_api.schemas.common import LIST_HEADERS, MessageSchema
 from blog_api.services import delete_instance, posts, update_fields
 
 
@@ -55,12 +55,12 @@ class PostList(MethodView):
     api_version: ClassVar[str]
 
     @versioned.arguments("query", location="query")
-    @versioned.response(200, "listing")
+    @versioned.response(200, "listing", headers=LIST_HEADERS)
     def get(self, filters: dict[str, Any]) -> Any:
         """List posts (public), optionally by author"""
-        items, pagination = paginate(posts.post_query(filters), filters)
+        page = paginate(posts.post_query(filters), filters)
         current_app.logger.debug("Fetched posts")
-        return {"posts": items, "pagination": pagination}
+        return page.response("posts")
 
     @versioned.login_required
     @versioned.decorate(

@@ -18,7 +18,7 @@ from blog_api.api.base import versioned
 from blog_api.api.pagination import paginate
 from blog_api.auth import caller
 from blog_api.models import Todo
-from blog_api.schemas.common import MessageSchema
+from blog_api.schemas.common import LIST_HEADERS, MessageSchema
 from blog_api.schemas.todos import TodoBatchDeleteResultSchema, TodoBatchDeleteSchema
 from blog_api.services import delete_instance, todos, update_fields
 
@@ -46,12 +46,12 @@ class TodoList(MethodView):
 
     @versioned.login_required
     @versioned.arguments("query", location="query")
-    @versioned.response(200, "listing")
+    @versioned.response(200, "listing", headers=LIST_HEADERS)
     def get(self, filters: dict[str, Any]) -> Any:
         """List your to-dos (admins: everyone's), filtered, sorted and paginated"""
-        items, pagination = paginate(todos.todo_query(caller(), filters), filters)
+        page = paginate(todos.todo_query(caller(), filters), filters)
         current_app.logger.debug("Fetched todos")
-        return {"todos": items, "pagination": pagination}
+        return page.response("todos")
 
     @versioned.login_required
     @versioned.arguments("create")

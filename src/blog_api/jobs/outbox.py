@@ -321,7 +321,8 @@ def prune_batch_statement(cutoff: datetime) -> Select[str]:
 
 
 def job_query(status: JobStatus | None = None) -> Select[Job]:
-    statement = select(Job).order_by(Job.created_at.desc(), Job.id)
+    # One direction for both keys, so that pages are index range scans (ix_jobs_created_at_id).
+    statement = select(Job).order_by(Job.created_at.desc(), Job.id.desc())
     if status:
         statement = statement.where(Job.status == status)
     return statement

@@ -68,6 +68,8 @@ class Job(Model):
             sqlite_where=_in_statuses(ACTIVE_STATUSES),
             postgresql_where=_in_statuses(ACTIVE_STATUSES),
         ),
+        # The admin's job list, newest first, page by page.
+        Index("ix_jobs_created_at_id", "created_at", "id"),
         # Retention deletes finished jobs by age, oldest first.
         Index(
             "ix_jobs_prunable",

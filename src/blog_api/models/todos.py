@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from blog_api.models.base import Model, UTCDateTime, utcnow
@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 class Todo(Model):
     __tablename__ = "todos"
+    # The owner, then the default sort key: a user's pages are index range scans.
+    __table_args__ = (Index("ix_todos_user_id_id", "user_id", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     title: Mapped[str] = mapped_column(String(100))
@@ -23,7 +25,7 @@ class Todo(Model):
     completed: Mapped[bool] = mapped_column(default=False)
     priority: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
 
     user: Mapped[User] = relationship(back_populates="todos")
 

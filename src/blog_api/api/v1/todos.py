@@ -13,6 +13,7 @@ from blog_api.api.pagination import paginate
 from blog_api.api.todos import TodoSchemas
 from blog_api.auth import caller
 from blog_api.models import User
+from blog_api.schemas.common import LIST_HEADERS
 from blog_api.schemas.todos import (
     TodoCreateSchema,
     TodoListSchema,
@@ -47,7 +48,7 @@ class TodoItem(views.TodoItem):
 class UserTodos(MethodView):
     @blp.login_required
     @blp.arguments(TodoQuerySchema, location="query")
-    @blp.response(200, TodoListSchema)
+    @blp.response(200, TodoListSchema, headers=LIST_HEADERS)
     @blp.errors(403, 404)
     def get(self, filters: dict[str, Any], user_id: int) -> Any:
         """List one user's to-dos (that user or an admin)"""
@@ -56,5 +57,4 @@ class UserTodos(MethodView):
             abort(403, message="You can only view your own todos unless you are an admin")
         get_or_404(User, user_id)
         statement = todos.todo_query(user, {**filters, "user_id": user_id})
-        items, pagination = paginate(statement, filters)
-        return {"todos": items, "pagination": pagination}
+        return paginate(statement, filters).response("todos")

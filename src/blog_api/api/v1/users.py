@@ -17,7 +17,7 @@ from blog_api.auth import caller
 from blog_api.auth.passwords import verify_password
 from blog_api.extensions import limiter
 from blog_api.models import User
-from blog_api.schemas.common import MessageSchema, PaginationQuerySchema
+from blog_api.schemas.common import LIST_HEADERS, MessageSchema, PaginationQuerySchema
 from blog_api.schemas.users import (
     MeSchema,
     PasswordChangeSchema,
@@ -36,12 +36,12 @@ blp = Blueprint("users", __name__, url_prefix="/api/v1", description="User accou
 @blp.route("/users")
 class UserList(MethodView):
     @blp.arguments(PaginationQuerySchema, location="query")
-    @blp.response(200, UserListSchema)
-    def get(self, page: dict[str, int]) -> Any:
+    @blp.response(200, UserListSchema, headers=LIST_HEADERS)
+    def get(self, page: dict[str, Any]) -> Any:
         """List users (public profiles)"""
-        items, pagination = paginate(select(User).order_by(User.id), page)
+        listing = paginate(select(User).order_by(User.id), page)
         current_app.logger.info("Fetched all users")
-        return {"users": items, "pagination": pagination}
+        return listing.response("users")
 
     @limiter.limit(limits.register_limit, key_func=limits.client_address)
     @blp.arguments(UserCreateSchema)

@@ -11,7 +11,7 @@ from blog_api.api.base import Blueprint
 from blog_api.api.pagination import paginate
 from blog_api.api.todos import TodoSchemas
 from blog_api.auth import caller
-from blog_api.schemas.common import PaginationQuerySchema
+from blog_api.schemas.common import LIST_HEADERS, PaginationQuerySchema
 from blog_api.schemas.todos import (
     TodoCreateV2Schema,
     TodoListV2Schema,
@@ -30,12 +30,11 @@ blp = Blueprint(
 class TodosByPriority(MethodView):
     @blp.login_required
     @blp.arguments(PaginationQuerySchema, location="query")
-    @blp.response(200, TodoListV2Schema)
-    def get(self, page: dict[str, int]) -> Any:
+    @blp.response(200, TodoListV2Schema, headers=LIST_HEADERS)
+    def get(self, page: dict[str, Any]) -> Any:
         """List your to-dos, highest priority first"""
         statement = todos.todo_query(caller(), {"sort": "-priority"})
-        items, pagination = paginate(statement, page)
-        return {"todos": items, "pagination": pagination}
+        return paginate(statement, page).response("todos")
 
 
 SCHEMAS = TodoSchemas(
