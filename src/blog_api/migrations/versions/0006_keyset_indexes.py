@@ -1,7 +1,7 @@
 """keyset indexes: every listing's filter column followed by its sort keys
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-04 15:00:00.000000
 
 A page of a listing is `WHERE <filter> = ? AND (<sort keys>) > (<cursor>) ORDER BY <sort keys>
@@ -14,8 +14,8 @@ and also serves the foreign-key lookups the single-column index served.
 from alembic import op
 
 # revision identifiers, used by Alembic.
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
