@@ -29,7 +29,7 @@ from harness.plans import Plan, plan_for
 from harness.processes import Interrupted, Processes, interrupt_on_signals
 from harness.report import HERE, Report, write_results
 from harness.stack import Bench
-from sections import broker_stopped, latency, memory, profile, sustained, throughput
+from sections import broker_stopped, growth, latency, memory, profile, sustained, throughput
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=8, help="held connections (wrk -c)")
     parser.add_argument(
         "--only",
-        choices=["latency"],
+        choices=["latency", "growth"],
         default=None,
         help="run only this section of the plan (e.g. to re-measure latency after a change)",
     )
@@ -81,6 +81,9 @@ def run(bench: Bench, plan: Plan, report: Report) -> None:
     if bench.args.only == "latency":
         latency.measure(bench, plan, report)
         return
+    if bench.args.only == "growth":
+        growth.measure(bench, plan, report)
+        return
     results, peaks = throughput.measure_rounds(bench, plan)
     throughput.report_throughput(plan, results, report)
     memory.report_memory(peaks, report)
@@ -92,6 +95,8 @@ def run(bench: Bench, plan: Plan, report: Report) -> None:
         sustained.measure(bench, plan, report)
     if plan.profile:
         profile.measure(bench, plan, report)
+    if plan.growth:
+        growth.measure(bench, plan, report)
     report.data["throughput"] = {
         config: {name: [vars(result) for result in values] for name, values in scenarios.items()}
         for config, scenarios in results.items()

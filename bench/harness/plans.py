@@ -46,6 +46,9 @@ class Plan:
     sustained: float
     broker: bool
     profile: float
+    # Growth: the small and the large table size (posts), and (calls, repetitions) per path.
+    growth: tuple[int, int] | None = None
+    growth_calls: tuple[int, int] = (200, 5)
 
 
 OURS_ALL = ["POST v1", "POST v2", "GET list", "GET one", "login"]
@@ -63,6 +66,8 @@ def plan_for(mode: str) -> Plan:
             0,
             False,
             0,
+            growth=(100, 2_000),
+            growth_calls=(5, 1),
         )
     if mode == "quick":
         return Plan(
@@ -107,4 +112,5 @@ def plan_for(mode: str) -> Plan:
         60,
         True,
         8,
+        growth=(1_000, 1_000_000),
     )
