@@ -1,8 +1,8 @@
 """The benchmark driver still runs: its smoke mode starts the real stack (private Redis, SMTP sink,
-migrated SQLite database, gunicorn, Celery worker), drives two scenarios for a second each and the
-latency probe, and writes a well-formed report. Every section module imports, and the helpers that
-parse and tabulate (wrk's report, py-spy's stacks, the ratios) run on canned input. No figure is
-asserted: speed is not a test here.
+migrated SQLite database, gunicorn, Celery worker), drives two scenarios for a second each, the
+latency probe and a tiny growth run (100, then 2,000 posts), and writes a well-formed report.
+Every section module imports, and the helpers that parse and tabulate (wrk's report, py-spy's
+stacks, the ratios) run on canned input. No figure is asserted: speed is not a test here.
 """
 
 from __future__ import annotations
@@ -80,10 +80,18 @@ def test_the_benchmark_driver_runs_end_to_end_in_smoke_mode(tmp_path: Path) -> N
     for database in ("sqlite", "postgresql"):
         latency = results[f"latency {database} open loop"]
         assert {"sent", "notified", "notify_ms", "floor_ms"} <= set(latency)
+    growth = results["growth"]
+    assert growth["sizes"] == [100, 2_000]
+    for database in ("sqlite", "postgresql"):
+        paths = growth["ms_app_server"][database]
+        assert {"GET /posts?limit=20", "POST /posts", "relay cycle (5 due jobs)"} <= set(paths)
+        for figures in paths.values():
+            assert len(figures) == 2  # one [app ms, server ms] per size
     report = output.read_text()
     assert report.startswith("# Benchmark results")
     assert "| ours sqlite sync | POST v1 |" in report
     assert "## Notification latency" in report
+    assert "| GET /posts?limit=20 | postgresql |" in report
     # Everything it started is gone, and so is its temporary directory.
     assert list(work.iterdir()) == []
 
