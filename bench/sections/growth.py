@@ -5,24 +5,18 @@ For SQLite and PostgreSQL, one database of its own (dropped at the end) is loade
 SQL to the small size, measured, grown to the large size and measured again. Rows: the benchmark
 user (registered through the API) owns most posts, ~100 other authors a few each, and every post
 has its finished notification job. Each path runs through Flask's test client against the
-production configuration (rate limits on, but high); its cost is CPU time per call, the median
-of a few repetitions after a warm-up. On PostgreSQL the queries run in the server's backend
-process, not in ours, so the backends' CPU time (/proc/<pid>/schedstat: the server runs on this
-machine) is added: a query that grows with its table cannot hide there.
+production configuration (rate limits on, but high); its cost is CPU time per call, ours plus
+PostgreSQL's backends' (harness/cpu.py), the median of a few repetitions after a warm-up.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import statistics
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
-from typing import Any
 
 import psycopg
 from flask import Flask
@@ -36,6 +30,7 @@ from blog_api.jobs.relay import relay_due_jobs
 from blog_api.models import Job, JobStatus, User
 from blog_api.models.base import utcnow
 from blog_api.models.users import new_security_stamp
+from harness.cpu import Probe, ServerClock, expect, measure_probes
 from harness.plans import PASSWORD, POST_BODY, Plan
 from harness.processes import BIN
 from harness.report import Report
@@ -75,15 +70,6 @@ INSERT INTO jobs (id, kind, post_id, status, attempts, max_attempts, available_a
 SELECT {job_id}, 'notify_author', n, 'done', 1, :max_attempts, ts, ts, ts, ts FROM rows"""
 
 
-@dataclass
-class Probe:
-    """One measured path: `call` is timed, `prepare` (untimed) runs before each call."""
-
-    label: str
-    call: Callable[[], None]
-    prepare: Callable[[], None] | None = None
-
-
 PATH_LABELS = [
     "GET /posts?limit=20",
     "GET /posts?limit=20, second page",
@@ -110,7 +96,7 @@ def measure(bench: Bench, plan: Plan, report: Report) -> None:
 
 @contextlib.contextmanager
 def growth_database(bench: Bench, database: str) -> Iterator[str]:
-    """A fresh database, migrated; PostgreSQL's is dropped afterwards, also after a failure."""
+    """A fresh database's URL; PostgreSQL's is dropped afterwards, also after a failure."""
     if database == "sqlite":
         yield f"sqlite:///{bench.tmp / 'growth.db'}"
         return
@@ -126,8 +112,8 @@ def growth_database(bench: Bench, database: str) -> Iterator[str]:
 
 
 def build_app(bench: Bench, url: str) -> Flask:
-    """The production configuration on `url`, its console log going to a file as under
-    gunicorn, and limits no benchmark user reaches."""
+    """The production configuration on `url` (migrated first), its console log going to a file
+    as under gunicorn, and limits no benchmark user reaches."""
     env = {**bench.env_base, **bench.secrets, "FLASK_ENV": "production", "DATABASE_URL": url}
     env |= {"REDIS_URL": bench.redis_url, "LOG_FILE": str(bench.tmp / "growth-migrate.log")}
     subprocess.run(  # noqa: S603 (our own command line)
@@ -179,9 +165,10 @@ def grow_and_measure(
             )
             login = client.post("/api/v1/login", json={"username": "bench", "password": PASSWORD})
             headers = {"Authorization": f"Bearer {login.json['access_token']}"}
-            paths = build_paths(app, client, headers, big, first_small, size)
-            server = ServerClock(app, database)
-            values = measure_paths(paths, plan.growth_calls, server)
+            probes = build_probes(app, client, headers, big, first_small, size)
+            server = ServerClock(url.rsplit("/", 1)[1] if database == "postgresql" else None)
+            calls, repetitions = plan.growth_calls
+            values = measure_probes(probes, calls, repetitions, min(WARM_UP, calls * 4), server)
             for label in PATH_LABELS:
                 figures[label].append(values[label])
     finally:
@@ -244,7 +231,7 @@ def load_posts(database: str, size: int, big: int, first_small: int, app: Flask)
     return size - count
 
 
-def build_paths(
+def build_probes(
     app: Flask, client: FlaskClient, headers: dict[str, str], big: int, first_small: int, size: int
 ) -> list[Probe]:
     """Every path of PATH_LABELS at this size; the second pages follow the first's `next`."""
@@ -300,72 +287,9 @@ def build_paths(
         relay_cycle,
         retention_pass,
     ]
-    paths = [Probe(label, call) for label, call in zip(PATH_LABELS, calls, strict=True)]
-    paths[PATH_LABELS.index(f"relay cycle ({DUE_JOBS} due jobs)")].prepare = make_due
-    return paths
-
-
-class ServerClock:
-    """CPU time (ns) of the PostgreSQL backends serving the app's database; 0 on SQLite, whose
-    work is done in our process."""
-
-    def __init__(self, app: Flask, database: str) -> None:
-        self.pids: list[int] = []
-        url = app.config["SQLALCHEMY_DATABASE_URI"]
-        self.name = url.rsplit("/", 1)[1] if database == "postgresql" else None
-
-    def refresh(self) -> None:
-        """The backends open now (after a warm-up the pool holds every one the app uses)."""
-        if self.name is None:
-            return
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
-            rows = conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s", (self.name,)
-            ).fetchall()
-        self.pids = [row[0] for row in rows]
-
-    def ns(self) -> int:
-        total = 0
-        for pid in self.pids:
-            with contextlib.suppress(OSError):
-                total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
-        return total
-
-
-def measure_paths(
-    paths: list[Probe], calls_and_reps: tuple[int, int], server: ServerClock
-) -> dict[str, list[float]]:
-    """{label: [median app ms, median server ms]} over the repetitions, interleaved by path."""
-    calls, repetitions = calls_and_reps
-    for path in paths:
-        for _ in range(min(WARM_UP, calls * 4)):
-            if path.prepare:
-                path.prepare()
-            path.call()
-    server.refresh()
-    runs: dict[str, list[tuple[float, float]]] = {path.label: [] for path in paths}
-    for _ in range(repetitions):
-        for path in paths:
-            app_s, server_ns = 0.0, 0
-            for _ in range(calls):
-                if path.prepare:
-                    path.prepare()
-                server_before = server.ns()
-                started = time.process_time()
-                path.call()
-                app_s += time.process_time() - started
-                server_ns += server.ns() - server_before
-            runs[path.label].append((app_s * 1000 / calls, server_ns / 1e6 / calls))
-    return {
-        label: [statistics.median(a for a, _ in values), statistics.median(s for _, s in values)]
-        for label, values in runs.items()
-    }
-
-
-def expect(status: int, response: Any) -> Any:
-    if response.status_code != status:
-        raise RuntimeError(f"{response.status_code}: {response.get_data(as_text=True)[:300]}")
-    return response
+    probes = [Probe(label, call) for label, call in zip(PATH_LABELS, calls, strict=True)]
+    probes[PATH_LABELS.index(f"relay cycle ({DUE_JOBS} due jobs)")].prepare = make_due
+    return probes
 
 
 def size_name(size: int) -> str:
