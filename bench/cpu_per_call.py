@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import cProfile
 import importlib.util
+import io
 import os
 import pstats
 import secrets
@@ -147,16 +148,19 @@ def main(argv: list[str] | None = None) -> int:
         # prints one line per e-mail).
         # Flask's default handler writes to the request's `wsgi.errors`, the test client's
         # `sys.stderr`.
-        with open(tmp / "console.log", "w") as console, console_to(console):
-            apps = [ours(args)]
-            if not args.no_reference:
-                apps.append(tutorial("tutorial", args.paths, tmp, redis_port, None))
-                apps.append(tutorial("fair tutorial", args.paths, tmp, redis_port, mail_port))
-            measure(args, apps)
-            os.chdir(cwd)
-        report(args, apps, command, load_at_start)
-        if args.profile:
-            profile(args, apps[0])
+        with open(tmp / "console.log", "w") as console:
+            with console_to(console):
+                apps = [ours(args)]
+                if not args.no_reference:
+                    apps.append(tutorial("tutorial", args.paths, tmp, redis_port, None))
+                    apps.append(tutorial("fair tutorial", args.paths, tmp, redis_port, mail_port))
+                measure(args, apps)
+                os.chdir(cwd)
+            report(args, apps, command, load_at_start)
+            if args.profile:
+                with console_to(console):
+                    text = profile(args, apps[0])
+                print(text)
     finally:
         os.chdir(cwd)
         for proc in procs:
@@ -341,7 +345,7 @@ def report(
     print(", ".join(f"{value:.2f}" for value in os.getloadavg()))
 
 
-def profile(args: argparse.Namespace, app: Measured) -> None:
+def profile(args: argparse.Namespace, app: Measured) -> str:
     assert args.profile
     label, call = app.calls[args.profile]
     app.before_round(args.profile, args.calls)
@@ -350,8 +354,9 @@ def profile(args: argparse.Namespace, app: Measured) -> None:
     for _ in range(args.calls):
         call()
     profiler.disable()
-    print(f"\ncProfile of {label} ({args.sort}, top 40):")
-    pstats.Stats(profiler).sort_stats(args.sort).print_stats(40)
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats(args.sort).print_stats(40)
+    return f"\ncProfile of {label} ({args.sort}, top 40):\n{out.getvalue()}"
 
 
 if __name__ == "__main__":
