@@ -58,7 +58,8 @@ class PostList(MethodView):
     @versioned.response(200, "listing")
     def get(self, filters: dict[str, Any]) -> Any:
         """List posts (public), optionally by author"""
-        items, pagination = paginate(posts.post_query(filters), filters)
+        statement, params = posts.post_query(filters)
+        items, pagination = paginate(statement, filters, params)
         current_app.logger.debug("Fetched posts")
         return {"posts": items, "pagination": pagination}
 

@@ -3,23 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import Select, bindparam, delete, func, select
 
 from blog_api.database import commit_keeping_state
 from blog_api.extensions import db
 from blog_api.jobs import outbox
 from blog_api.models import Post, User
 
+LISTING_FILTERS = ("user_id", "category")
 
-def post_query(filters: Mapping[str, Any]) -> Select[Post]:
+
+@cache
+def _listing(filtered_by: tuple[str, ...]) -> Select[Post]:
     statement = select(Post).order_by(Post.id)
-    if "user_id" in filters:
-        statement = statement.where(Post.user_id == filters["user_id"])
-    if "category" in filters:
-        statement = statement.where(Post.category == filters["category"])
+    for name in filtered_by:
+        statement = statement.where(getattr(Post, name) == bindparam(name))
     return statement
+
+
+def post_query(filters: Mapping[str, Any]) -> tuple[Select[Post], dict[str, Any]]:
+    """The listing's statement for the filters given, and the values to bind to it (one
+    statement per combination of filters, built once)."""
+    present = tuple(name for name in LISTING_FILTERS if name in filters)
+    return _listing(present), {name: filters[name] for name in present}
 
 
 def recent_posts(count: int = 5) -> list[Post]:
