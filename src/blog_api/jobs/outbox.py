@@ -16,9 +16,22 @@ import logging
 import time
 from collections import defaultdict
 from datetime import datetime, timedelta
+from typing import Any, cast
 
 from flask import current_app, g, has_request_context
-from sqlalchemy import ColumnElement, Row, Select, bindparam, delete, func, or_, select, update
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Row,
+    Select,
+    Table,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
 
 from blog_api.database import commit_keeping_state
 from blog_api.errors import ConflictError
@@ -155,22 +168,8 @@ def claim_job(job_id: str, worker_id: str) -> Job | None:
     # One statement: the UPDATE returns the claimed row (SQLite >= 3.35, PostgreSQL), and the
     # commit keeps it in memory, so the job is not read again.
     job = db.session.scalars(
-        update(Job)
-        .where(
-            Job.id == job_id,
-            Job.attempts < Job.max_attempts,
-            _claimable(now),
-        )
-        .values(
-            status=JobStatus.RUNNING,
-            attempts=Job.attempts + 1,
-            lease_until=lease_until,
-            available_at=lease_until,
-            claimed_by=worker_id,
-            updated_at=now,
-        )
-        .returning(Job)
-        .execution_options(synchronize_session=False, populate_existing=True)
+        CLAIM,
+        {"claim_id": job_id, "claim_now": now, "claim_lease": lease_until, "worker": worker_id},
     ).first()
     commit_keeping_state()
     if job is None:
@@ -178,11 +177,50 @@ def claim_job(job_id: str, worker_id: str) -> Job | None:
     return job
 
 
-def _claimable(now: datetime) -> ColumnElement[bool]:
+def _claimable(now: datetime | ColumnElement[datetime]) -> ColumnElement[bool]:
     return or_(
         Job.status == JobStatus.PENDING,
         (Job.status == JobStatus.RUNNING) & (Job.lease_until < now),
     )
+
+
+def _bound(name: str, column: str) -> BindParameter[Any]:
+    """A parameter named `name`, of the type of the jobs column `column`."""
+    return bindparam(name, type_=_JOBS.c[column].type)
+
+
+# The statements a job's run sends, built once (building one cost about as much as running it).
+_JOBS = cast(Table, Job.__table__)
+CLAIM = (
+    update(Job)
+    .where(
+        Job.id == bindparam("claim_id"),
+        Job.attempts < Job.max_attempts,
+        _claimable(_bound("claim_now", "lease_until")),
+    )
+    .values(
+        status=JobStatus.RUNNING,
+        attempts=Job.attempts + 1,
+        lease_until=_bound("claim_lease", "lease_until"),
+        available_at=_bound("claim_lease", "available_at"),
+        claimed_by=bindparam("worker"),
+        updated_at=_bound("claim_now", "updated_at"),
+    )
+    .returning(Job)
+    .execution_options(synchronize_session=False, populate_existing=True)
+)
+FINISH = (
+    update(Job)
+    .where(Job.id == bindparam("finish_id"), Job.claimed_by == bindparam("owner"))
+    .values(
+        status=_bound("outcome", "status"),
+        lease_until=None,
+        last_error=_bound("error", "last_error"),
+        updated_at=_bound("finish_now", "updated_at"),
+        finished_at=_bound("finish_now", "finished_at"),
+    )
+    .execution_options(synchronize_session=False)
+)
 
 
 def _dead_letter_if_exhausted(job_id: str) -> None:
@@ -218,16 +256,14 @@ def finish_job(job: Job, status: JobStatus, error: str | None = None) -> None:
         try:
             now = utcnow()
             db.session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.claimed_by == owner)
-                .values(
-                    status=status,
-                    lease_until=None,
-                    last_error=error,
-                    updated_at=now,
-                    finished_at=now,
-                )
-                .execution_options(synchronize_session=False)
+                FINISH,
+                {
+                    "finish_id": job_id,
+                    "owner": owner,
+                    "outcome": status,
+                    "error": error,
+                    "finish_now": now,
+                },
             )
             db.session.commit()
             return
