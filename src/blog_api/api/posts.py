@@ -102,7 +102,10 @@ class PostItem(MethodView):
     @versioned.errors(404)
     def get(self, post_id: int) -> Any:
         """Get a post (public)"""
-        return get_or_404(Post, post_id)
+        post = posts.read_post(post_id)
+        if post is None:
+            abort(404, message="Post not found")
+        return post
 
     @versioned.login_required
     @versioned.arguments("update")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, bindparam, delete, func, select
+from sqlalchemy import Select, Table, bindparam, delete, func, select
 
 from blog_api.database import commit_keeping_state
 from blog_api.extensions import db
@@ -29,6 +29,18 @@ def post_query(filters: Mapping[str, Any]) -> tuple[Select[Post], dict[str, Any]
     statement per combination of filters, built once)."""
     present = tuple(name for name in LISTING_FILTERS if name in filters)
     return _listing(present), {name: filters[name] for name in present}
+
+
+POSTS = cast(Table, Post.__table__)
+# A post by id as a plain row: the public read never changes it, and loading a row into the
+# session (identity map, instance state) cost more than the query.
+POST_ROW = select(*POSTS.c).where(POSTS.c.id == bindparam("post_id"))
+
+
+def read_post(post_id: int) -> Post | None:
+    """The post, detached from the session (for reading only), or None."""
+    row = db.session.execute(POST_ROW, {"post_id": post_id}).first()
+    return None if row is None else Post(**row._mapping)
 
 
 def recent_posts(count: int = 5) -> list[Post]:
