@@ -18,6 +18,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any, cast
 
+from blinker import Namespace
 from flask import current_app, g, has_request_context
 from sqlalchemy import (
     BindParameter,
@@ -28,6 +29,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     func,
+    insert,
     or_,
     select,
     update,
@@ -38,24 +40,27 @@ from blog_api.errors import ConflictError
 from blog_api.extensions import db
 from blog_api.models import Job, JobKind, JobStatus, Post
 from blog_api.models.base import utcnow
-from blog_api.models.jobs import ACTIVE_STATUSES, PRUNABLE_STATUSES
+from blog_api.models.jobs import ACTIVE_STATUSES, PRUNABLE_STATUSES, new_job_id
 
 log = logging.getLogger(__name__)
+signals = Namespace()
+# Sender: the Session whose transaction INSERTed jobs without adding objects to it; keyword
+# argument `jobs`: [(id, kind, post id), ...]. Receivers: the fault suite's rig (tests only),
+# which watches what a request's transaction adds.
+jobs_inserted = signals.signal("jobs-inserted")
 
 # A job still unclaimed after a publish is published again, waiting as long as the job is old,
 # rounded down to R, 2R, 4R or 8R (R = JOB_REPUBLISH_AFTER): a job queued behind a backlog is
 # not copied into the queue again and again.
 REPUBLISH_BACKOFF_STEPS = 3
 PRUNE_BATCH = 1000
+JOBS = cast(Table, Job.__table__)
 # What the relay publishes: (id, kind, created_at) of a due job.
 DueJob = Row[str, JobKind, datetime]
 
 
-def add_post_jobs(post: Post, api_version: str) -> list[Job]:
-    """Add the post's jobs to the session, due at once (the caller commits them with the post).
-
-    `post` must have been flushed (it needs an id).
-    """
+def _post_job_rows(post_id: int, api_version: str) -> list[dict[str, Any]]:
+    """The columns of a new post's jobs, due at once."""
     kinds = [JobKind.NOTIFY_AUTHOR]
     if api_version == "v2":
         kinds.append(JobKind.AUDIT_POST_CREATED)
@@ -63,22 +68,41 @@ def add_post_jobs(post: Post, api_version: str) -> list[Job]:
     # The worker's log lines for these jobs carry the creating request's (validated) id.
     request_id = g.get("request_id") if has_request_context() else None
     now = utcnow()
-    jobs = [
-        Job(
-            kind=kind,
-            post_id=post.id,
-            status=JobStatus.PENDING,
-            attempts=0,
-            max_attempts=max_attempts,
-            request_id=request_id,
-            available_at=now,
-            created_at=now,
-            updated_at=now,
-        )
+    return [
+        {
+            "id": new_job_id(),
+            "kind": kind,
+            "post_id": post_id,
+            "status": JobStatus.PENDING,
+            "attempts": 0,
+            "max_attempts": max_attempts,
+            "request_id": request_id,
+            "available_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
         for kind in kinds
     ]
+
+
+def add_post_jobs(post: Post, api_version: str) -> list[Job]:
+    """Add the post's jobs to the session, due at once (the caller commits them with the post).
+
+    `post` must have been flushed (it needs an id).
+    """
+    jobs = [Job(**row) for row in _post_job_rows(post.id, api_version)]
     db.session.add_all(jobs)
     return jobs
+
+
+def insert_post_jobs(post_id: int, api_version: str) -> None:
+    """The jobs of `add_post_jobs`, written by one INSERT in the session's transaction (the
+    caller commits them with the post). No objects enter the session: the unit of work's flush
+    of new jobs cost more than the post's whole INSERT. `jobs_inserted` announces them."""
+    rows = _post_job_rows(post_id, api_version)
+    session = db.session()
+    session.execute(insert(JOBS), rows)
+    jobs_inserted.send(session, jobs=[(row["id"], row["kind"], post_id) for row in rows])
 
 
 # -- the relay's side -----------------------------------------------------------------------------
@@ -186,11 +210,10 @@ def _claimable(now: datetime | ColumnElement[datetime]) -> ColumnElement[bool]:
 
 def _bound(name: str, column: str) -> BindParameter[Any]:
     """A parameter named `name`, of the type of the jobs column `column`."""
-    return bindparam(name, type_=_JOBS.c[column].type)
+    return bindparam(name, type_=JOBS.c[column].type)
 
 
 # The statements a job's run sends, built once (building one cost about as much as running it).
-_JOBS = cast(Table, Job.__table__)
 CLAIM = (
     update(Job)
     .where(
