@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from flask_limiter.util import get_remote_address
 
 from blog_api.api import limits
 from blog_api.config import Config
+from blog_api.extensions import Limiter
 from support import PASSWORD, Account, assert_too_many_requests
 
 LIMIT = "3 per minute"
@@ -240,3 +242,22 @@ def test_untrusted_forwarded_headers_do_not_change_the_client_address(
     ):
         assert limits.client_address() == "10.9.9.9"
     assert app.config["TRUSTED_PROXIES"] == 0
+
+
+@pytest.mark.parametrize(
+    ("option", "status"), [({"default_limits": ["1 per minute"]}, 429), ({}, 200)]
+)
+def test_limits_outside_the_views_are_still_applied_before_each_request(
+    option: dict[str, Any], status: int
+) -> None:
+    """Our limiter skips Flask-Limiter's before-request pass only when no application, default,
+    blueprint, meta or fallback limit is configured; a default limit is still enforced."""
+    app = Flask(__name__)
+    app.config["RATELIMIT_STORAGE_URI"] = "memory://"
+    extension = Limiter(key_func=get_remote_address, **option)
+    extension.init_app(app)
+    app.add_url_rule("/open", "open", lambda: "ok")
+    client = app.test_client()
+
+    assert client.get("/open").status_code == 200
+    assert client.get("/open").status_code == status

@@ -26,15 +26,18 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Flask, current_app, has_app_context
-from sqlalchemy import event
+from sqlalchemy import event, update
 from sqlalchemy.orm import Session
 
+from blog_api.jobs.outbox import jobs_inserted
 from blog_api.models import Job
 from blog_api.models.base import utcnow
 from blog_api.worker.checkpoints import Checkpoint, job_checkpoint
 from blog_api.worker.tasks import TASKS
 
 COMMIT_POINT = "between_flush_and_commit"
+# session.info key: the jobs the transaction INSERTed (`jobs_inserted`), as (id, kind, post id).
+INSERTED = "fault_rig_inserted_jobs"
 # How far ahead the naive control parks its jobs' rows (the oracle ignores such rows).
 PARKED_FOR = timedelta(days=3650)
 FAULT_POINTS = frozenset({*Checkpoint, COMMIT_POINT})
@@ -73,9 +76,11 @@ class FaultHooks:
         self.fault = FaultPoint.parse(fault_point) if fault_point else None
         self.naive = naive
         job_checkpoint.connect(self.on_checkpoint, weak=False)
+        jobs_inserted.connect(self.on_jobs_inserted, weak=False)
         event.listen(Session, "before_commit", self.before_commit)
         event.listen(Session, "after_flush", self.after_flush)
         event.listen(Session, "after_commit", self.after_commit)
+        event.listen(Session, "after_rollback", self.after_rollback)
 
     @classmethod
     def from_environment(cls, app: Flask, environ: Mapping[str, str] = os.environ) -> FaultHooks:
@@ -83,9 +88,11 @@ class FaultHooks:
 
     def remove(self) -> None:
         job_checkpoint.disconnect(self.on_checkpoint)
+        jobs_inserted.disconnect(self.on_jobs_inserted)
         event.remove(Session, "before_commit", self.before_commit)
         event.remove(Session, "after_flush", self.after_flush)
         event.remove(Session, "after_commit", self.after_commit)
+        event.remove(Session, "after_rollback", self.after_rollback)
 
     def _ours(self) -> bool:
         return has_app_context() and current_app._get_current_object() is self.app  # type: ignore[attr-defined]
@@ -94,18 +101,32 @@ class FaultHooks:
         if self.fault is not None and self._ours():
             self.fault.strike(point, job.post_id)
 
+    def on_jobs_inserted(self, session: Session, *, jobs: list[tuple[str, str, int]]) -> None:
+        """Jobs a request's transaction wrote by INSERT, not as objects of the session."""
+        if self._ours():
+            session.info.setdefault(INSERTED, []).extend(jobs)
+
     def before_commit(self, session: Session) -> None:
         if not self._ours():
             return
         new_jobs = [obj for obj in session.new if isinstance(obj, Job)]
+        inserted: list[tuple[str, str, int]] = session.info.get(INSERTED, [])
         if self.naive:
             # The tutorial has no outbox: its jobs exist only as messages. Parked rows keep
             # the claim working for the workers while nothing else ever looks at them.
             for job in new_jobs:
                 job.available_at = utcnow() + PARKED_FOR
+            if inserted:
+                session.execute(
+                    update(Job)
+                    .where(Job.id.in_([job_id for job_id, _kind, _post in inserted]))
+                    .values(available_at=utcnow() + PARKED_FOR)
+                    .execution_options(synchronize_session=False)
+                )
         if self.fault is not None:
-            for job in new_jobs[:1]:
-                self.fault.strike(COMMIT_POINT, job.post_id)
+            post_ids = [job.post_id for job in new_jobs] + [post for _, _, post in inserted]
+            for post_id in post_ids[:1]:
+                self.fault.strike(COMMIT_POINT, post_id)
 
     def after_flush(self, session: Session, _context: Any) -> None:
         if self.naive and self._ours():
@@ -114,7 +135,12 @@ class FaultHooks:
 
     def after_commit(self, session: Session) -> None:
         jobs = session.info.pop("naive_jobs", [])
-        if jobs and self._ours():
+        jobs += [(job_id, kind) for job_id, kind, _post in session.info.pop(INSERTED, [])]
+        if jobs and self.naive and self._ours():
             celery_app = self.app.extensions["celery"]
             for job_id, kind in jobs:
                 celery_app.send_task(TASKS[kind].name, args=[job_id])
+
+    def after_rollback(self, session: Session) -> None:
+        session.info.pop("naive_jobs", None)
+        session.info.pop(INSERTED, None)

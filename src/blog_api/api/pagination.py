@@ -65,10 +65,13 @@ class Page:
         return {key: self.items, "pagination": self.pagination}, headers
 
 
-def paginate(statement: Select[Any], args: Mapping[str, Any]) -> Page:
-    """One page of `statement` for the page arguments in `args` (`limit`, and `after` or
-    `offset`, and `count`); the other arguments are the listing's filters, which the cursor
-    is bound to."""
+def paginate(
+    statement: Select[Any], args: Mapping[str, Any], params: Mapping[str, Any] | None = None
+) -> Page:
+    """One page of `statement` (with the values `params` binds to it) for the page arguments
+    in `args` (`limit`, and `after` or `offset`, and `count`); the other arguments are the
+    listing's filters, which the cursor is bound to."""
+    values = dict(params or {})
     keys = sort_keys(statement)
     limit: int = args["limit"]
     filters = {name: value for name, value in args.items() if name not in PAGE_ARGUMENTS}
@@ -82,9 +85,9 @@ def paginate(statement: Select[Any], args: Mapping[str, Any]) -> Page:
         page_statement = page_statement.offset(pagination["offset"])
     if args.get("count"):
         count = select(func.count()).select_from(statement.order_by(None).subquery())
-        pagination["total"] = db.session.scalar(count) or 0
+        pagination["total"] = db.session.scalar(count, values) or 0
     # One row more than the page tells whether there is a next page without counting.
-    rows = db.session.scalars(page_statement.limit(limit + 1)).all()
+    rows = db.session.scalars(page_statement.limit(limit + 1), values).all()
     items = rows[:limit]
     pagination["next"] = None
     if len(rows) > limit:

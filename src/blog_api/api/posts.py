@@ -58,7 +58,8 @@ class PostList(MethodView):
     @versioned.response(200, "listing", headers=LIST_HEADERS)
     def get(self, filters: dict[str, Any]) -> Any:
         """List posts (public), optionally by author"""
-        page = paginate(posts.post_query(filters), filters)
+        statement, params = posts.post_query(filters)
+        page = paginate(statement, filters, params)
         current_app.logger.debug("Fetched posts")
         return page.response("posts")
 
@@ -101,7 +102,10 @@ class PostItem(MethodView):
     @versioned.errors(404)
     def get(self, post_id: int) -> Any:
         """Get a post (public)"""
-        return get_or_404(Post, post_id)
+        post = posts.read_post(post_id)
+        if post is None:
+            abort(404, message="Post not found")
+        return post
 
     @versioned.login_required
     @versioned.arguments("update")

@@ -14,7 +14,7 @@ from typing import Any, cast
 
 from flask import Flask, Response, current_app, g
 from jwt import MissingRequiredClaimError
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Exists, and_, bindparam, or_, select
 
 from blog_api.errors import error_response
 from blog_api.extensions import db, jwt
@@ -44,27 +44,44 @@ def _user_for(payload: dict[str, Any]) -> User | None:
     return None if user_id is None else db.session.get(User, user_id)
 
 
+def _on_blocklist(by_family: bool) -> Exists:
+    revoked = TokenBlocklist.jti == bindparam("jti")
+    if by_family:
+        family = TokenBlocklist.family == bindparam("family")
+        revoked = or_(revoked, and_(family, TokenBlocklist.family_revoked))
+    return select(TokenBlocklist.id).where(revoked).exists()
+
+
+# The revocation queries, built once (building them cost as much as running them); keyed by
+# whether the token names a family.
+OWNER_AND_BLOCKLIST = {
+    by_family: select(User, _on_blocklist(by_family).label("revoked")).where(
+        User.id == bindparam("user_id")
+    )
+    for by_family in (False, True)
+}
+BLOCKLIST_ONLY = {by_family: select(_on_blocklist(by_family)) for by_family in (False, True)}
+
+
 def is_token_revoked(payload: dict[str, Any]) -> bool:
     """Revoked: no `jti`, issued before the owner's last password change, or the token or its
     family on the blocklist."""
     jti = payload.get("jti")
     if not jti:
         return True
-    revoked = TokenBlocklist.jti == jti
-    if payload.get("fam"):
-        family = payload["fam"]
-        revoked = or_(revoked, and_(TokenBlocklist.family == family, TokenBlocklist.family_revoked))
-    on_blocklist = select(TokenBlocklist.id).where(revoked).exists()
+    family = payload.get("fam")
+    by_family = bool(family)
+    params = {"jti": jti, "family": family} if by_family else {"jti": jti}
     user_id = _subject_id(payload)
     # One query for the owner and the blocklist; it also puts the user in the session's
     # identity map, so the user lookup that follows costs no second query.
     row = None
     if user_id is not None:
         row = db.session.execute(
-            select(User, on_blocklist.label("revoked")).where(User.id == user_id)
+            OWNER_AND_BLOCKLIST[by_family], {**params, "user_id": user_id}
         ).first()
     if row is None:  # no such user: only the blocklist decides (the lookup then fails)
-        return bool(db.session.scalar(select(on_blocklist)))
+        return bool(db.session.scalar(BLOCKLIST_ONLY[by_family], params))
     user, revoked = row
     # The session only holds loaded objects weakly: keep the user for the lookup that follows.
     g.token_user = user

@@ -16,33 +16,51 @@ import logging
 import time
 from collections import defaultdict
 from datetime import datetime, timedelta
+from typing import Any, cast
 
+from blinker import Namespace
 from flask import current_app, g, has_request_context
-from sqlalchemy import ColumnElement, Row, Select, bindparam, delete, func, or_, select, update
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Row,
+    Select,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from blog_api.database import commit_keeping_state
 from blog_api.errors import ConflictError
 from blog_api.extensions import db
 from blog_api.models import Job, JobKind, JobStatus, Post
 from blog_api.models.base import utcnow
-from blog_api.models.jobs import ACTIVE_STATUSES, PRUNABLE_STATUSES
+from blog_api.models.jobs import ACTIVE_STATUSES, PRUNABLE_STATUSES, new_job_id
 
 log = logging.getLogger(__name__)
+signals = Namespace()
+# Sender: the Session whose transaction INSERTed jobs without adding objects to it; keyword
+# argument `jobs`: [(id, kind, post id), ...]. Receivers: the fault suite's rig (tests only),
+# which watches what a request's transaction adds.
+jobs_inserted = signals.signal("jobs-inserted")
 
 # A job still unclaimed after a publish is published again, waiting as long as the job is old,
 # rounded down to R, 2R, 4R or 8R (R = JOB_REPUBLISH_AFTER): a job queued behind a backlog is
 # not copied into the queue again and again.
 REPUBLISH_BACKOFF_STEPS = 3
 PRUNE_BATCH = 1000
+JOBS = cast(Table, Job.__table__)
 # What the relay publishes: (id, kind, created_at) of a due job.
 DueJob = Row[str, JobKind, datetime]
 
 
-def add_post_jobs(post: Post, api_version: str) -> list[Job]:
-    """Add the post's jobs to the session, due at once (the caller commits them with the post).
-
-    `post` must have been flushed (it needs an id).
-    """
+def _post_job_rows(post_id: int, api_version: str) -> list[dict[str, Any]]:
+    """The columns of a new post's jobs, due at once."""
     kinds = [JobKind.NOTIFY_AUTHOR]
     if api_version == "v2":
         kinds.append(JobKind.AUDIT_POST_CREATED)
@@ -50,22 +68,41 @@ def add_post_jobs(post: Post, api_version: str) -> list[Job]:
     # The worker's log lines for these jobs carry the creating request's (validated) id.
     request_id = g.get("request_id") if has_request_context() else None
     now = utcnow()
-    jobs = [
-        Job(
-            kind=kind,
-            post_id=post.id,
-            status=JobStatus.PENDING,
-            attempts=0,
-            max_attempts=max_attempts,
-            request_id=request_id,
-            available_at=now,
-            created_at=now,
-            updated_at=now,
-        )
+    return [
+        {
+            "id": new_job_id(),
+            "kind": kind,
+            "post_id": post_id,
+            "status": JobStatus.PENDING,
+            "attempts": 0,
+            "max_attempts": max_attempts,
+            "request_id": request_id,
+            "available_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
         for kind in kinds
     ]
+
+
+def add_post_jobs(post: Post, api_version: str) -> list[Job]:
+    """Add the post's jobs to the session, due at once (the caller commits them with the post).
+
+    `post` must have been flushed (it needs an id).
+    """
+    jobs = [Job(**row) for row in _post_job_rows(post.id, api_version)]
     db.session.add_all(jobs)
     return jobs
+
+
+def insert_post_jobs(post_id: int, api_version: str) -> None:
+    """The jobs of `add_post_jobs`, written by one INSERT in the session's transaction (the
+    caller commits them with the post). No objects enter the session: the unit of work's flush
+    of new jobs cost more than the post's whole INSERT. `jobs_inserted` announces them."""
+    rows = _post_job_rows(post_id, api_version)
+    session = db.session()
+    session.execute(insert(JOBS), rows)
+    jobs_inserted.send(session, jobs=[(row["id"], row["kind"], post_id) for row in rows])
 
 
 # -- the relay's side -----------------------------------------------------------------------------
@@ -155,22 +192,8 @@ def claim_job(job_id: str, worker_id: str) -> Job | None:
     # One statement: the UPDATE returns the claimed row (SQLite >= 3.35, PostgreSQL), and the
     # commit keeps it in memory, so the job is not read again.
     job = db.session.scalars(
-        update(Job)
-        .where(
-            Job.id == job_id,
-            Job.attempts < Job.max_attempts,
-            _claimable(now),
-        )
-        .values(
-            status=JobStatus.RUNNING,
-            attempts=Job.attempts + 1,
-            lease_until=lease_until,
-            available_at=lease_until,
-            claimed_by=worker_id,
-            updated_at=now,
-        )
-        .returning(Job)
-        .execution_options(synchronize_session=False, populate_existing=True)
+        CLAIM,
+        {"claim_id": job_id, "claim_now": now, "claim_lease": lease_until, "worker": worker_id},
     ).first()
     commit_keeping_state()
     if job is None:
@@ -178,11 +201,49 @@ def claim_job(job_id: str, worker_id: str) -> Job | None:
     return job
 
 
-def _claimable(now: datetime) -> ColumnElement[bool]:
+def _claimable(now: datetime | ColumnElement[datetime]) -> ColumnElement[bool]:
     return or_(
         Job.status == JobStatus.PENDING,
         (Job.status == JobStatus.RUNNING) & (Job.lease_until < now),
     )
+
+
+def _bound(name: str, column: str) -> BindParameter[Any]:
+    """A parameter named `name`, of the type of the jobs column `column`."""
+    return bindparam(name, type_=JOBS.c[column].type)
+
+
+# The statements a job's run sends, built once (building one cost about as much as running it).
+CLAIM = (
+    update(Job)
+    .where(
+        Job.id == bindparam("claim_id"),
+        Job.attempts < Job.max_attempts,
+        _claimable(_bound("claim_now", "lease_until")),
+    )
+    .values(
+        status=JobStatus.RUNNING,
+        attempts=Job.attempts + 1,
+        lease_until=_bound("claim_lease", "lease_until"),
+        available_at=_bound("claim_lease", "available_at"),
+        claimed_by=bindparam("worker"),
+        updated_at=_bound("claim_now", "updated_at"),
+    )
+    .returning(Job)
+    .execution_options(synchronize_session=False, populate_existing=True)
+)
+FINISH = (
+    update(Job)
+    .where(Job.id == bindparam("finish_id"), Job.claimed_by == bindparam("owner"))
+    .values(
+        status=_bound("outcome", "status"),
+        lease_until=None,
+        last_error=_bound("error", "last_error"),
+        updated_at=_bound("finish_now", "updated_at"),
+        finished_at=_bound("finish_now", "finished_at"),
+    )
+    .execution_options(synchronize_session=False)
+)
 
 
 def _dead_letter_if_exhausted(job_id: str) -> None:
@@ -218,16 +279,14 @@ def finish_job(job: Job, status: JobStatus, error: str | None = None) -> None:
         try:
             now = utcnow()
             db.session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.claimed_by == owner)
-                .values(
-                    status=status,
-                    lease_until=None,
-                    last_error=error,
-                    updated_at=now,
-                    finished_at=now,
-                )
-                .execution_options(synchronize_session=False)
+                FINISH,
+                {
+                    "finish_id": job_id,
+                    "owner": owner,
+                    "outcome": status,
+                    "error": error,
+                    "finish_now": now,
+                },
             )
             db.session.commit()
             return

@@ -3,28 +3,57 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from functools import cache
+from typing import Any, cast
 
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import Row, Select, Table, bindparam, delete, func, insert, select
 
 from blog_api.database import commit_keeping_state
 from blog_api.extensions import db
 from blog_api.jobs import outbox
 from blog_api.models import Post, User
 
+LISTING_FILTERS = ("user_id", "category")
 
-def post_query(filters: Mapping[str, Any]) -> Select[Post]:
+
+@cache
+def _listing(filtered_by: tuple[str, ...]) -> Select[Post]:
     statement = select(Post).order_by(Post.id)
-    if "user_id" in filters:
-        statement = statement.where(Post.user_id == filters["user_id"])
-    if "category" in filters:
-        statement = statement.where(Post.category == filters["category"])
+    for name in filtered_by:
+        statement = statement.where(getattr(Post, name) == bindparam(name))
     return statement
+
+
+def post_query(filters: Mapping[str, Any]) -> tuple[Select[Post], dict[str, Any]]:
+    """The listing's statement for the filters given, and the values to bind to it (one
+    statement per combination of filters, built once)."""
+    present = tuple(name for name in LISTING_FILTERS if name in filters)
+    return _listing(present), {name: filters[name] for name in present}
+
+
+POSTS = cast(Table, Post.__table__)
+# A post by id as a plain row: the public read never changes it, and loading a row into the
+# session (identity map, instance state) cost more than the query.
+POST_ROW = select(*POSTS.c).where(POSTS.c.id == bindparam("post_id"))
+
+
+def post_from_row(row: Row[Any]) -> Post:
+    """A post read as a row, detached from the session (an answer, never changed)."""
+    return Post(**row._mapping)
+
+
+def read_post(post_id: int) -> Post | None:
+    """The post, detached from the session (for reading only), or None."""
+    row = db.session.execute(POST_ROW, {"post_id": post_id}).first()
+    return None if row is None else post_from_row(row)
 
 
 def recent_posts(count: int = 5) -> list[Post]:
     statement = select(Post).order_by(Post.created_at.desc(), Post.id.desc()).limit(count)
     return list(db.session.scalars(statement))
+
+
+INSERT_POST = insert(POSTS).returning(*POSTS.c)
 
 
 def create_post(author: User, data: Mapping[str, Any], *, api_version: str) -> Post:
@@ -33,13 +62,13 @@ def create_post(author: User, data: Mapping[str, Any], *, api_version: str) -> P
     The request never talks to the broker: a broker that is down, slow or hung cannot delay or
     fail it, and a worker cannot receive a job before its post is committed.
     """
-    post = Post(user_id=author.id, **data)
-    db.session.add(post)
-    db.session.flush()
-    outbox.add_post_jobs(post, api_version)
-    # The post and the author are used right after (log line, response).
+    # Core INSERTs in the session's transaction, the post's with RETURNING (the row as stored,
+    # defaults included): the unit of work's flush of new objects cost more than the SQL.
+    row = db.session.execute(INSERT_POST, {"user_id": author.id, **data}).one()
+    outbox.insert_post_jobs(row.id, api_version)
+    # The author is used right after (log line): the commit must not expire it.
     commit_keeping_state()
-    return post
+    return post_from_row(row)
 
 
 def delete_all_posts() -> int:
