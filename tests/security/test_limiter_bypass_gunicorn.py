@@ -10,27 +10,18 @@ from __future__ import annotations
 
 import http.client
 import json
-import shutil
-import sys
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 from flask import Flask
+from gunicorn_pair import gunicorn_pair
+from integration_stack import POSTGRESQL_ONLY, wait_until
 
-INTEGRATION = Path(__file__).resolve().parent.parent / "integration"
-if str(INTEGRATION) not in sys.path:
-    sys.path.insert(0, str(INTEGRATION))
-
-from integration_stack import BIN, POSTGRESQL_ONLY, Stack, free_port, wait_until  # noqa: E402
-
-from support import PASSWORD, RUN_ID, Account  # noqa: E402
+from support import PASSWORD, Account
 
 pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
 
-REPOSITORY = Path(__file__).resolve().parents[2]
 LIMIT = 5
 DEEP_BODY = "[" * 2000 + "]" * 2000
 OVERSIZED_BODY = '{"username": "' + "x" * (1024 * 1024) + '"}'
@@ -45,44 +36,16 @@ def gunicorn(
 ) -> Iterator[int]:
     """gunicorn, 2 sync workers, login and registration limits of 5 per minute in Redis; the
     port."""
-    directory = tmp_path_factory.mktemp(f"bypass_{RUN_ID}")
-    stack = Stack(directory, database_url, f"s32_{RUN_ID}", make_app)
-    port = free_port()
-    stack.configure(
+    with gunicorn_pair(
+        tmp_path_factory,
+        database_url,
+        make_app,
+        redis_url,
+        "s32",
         LOGIN_RATE_LIMIT=f"{LIMIT} per minute",
         REGISTER_RATE_LIMIT=f"{LIMIT} per minute",
-        RATELIMIT_STORAGE_URI=redis_url,
-        # Heavy enough (tens of ms) that a burst of logins keeps both workers busy.
-        ARGON2_TIME_COST=1,
-        ARGON2_MEMORY_COST=32768,
-    )
-    try:
-        server = stack.start(
-            "gunicorn",
-            [
-                str(BIN / "gunicorn"),
-                "-c",
-                str(REPOSITORY / "gunicorn.conf.py"),
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "2",
-                "--pythonpath",
-                str(Path(__file__).parent),
-                "worker_pid_wsgi:application",
-            ],
-            env=stack.env(SECURITY_LIMIT_PREFIX=f"s32-{uuid.uuid4().hex}"),
-        )
-        wait_until(
-            lambda: server.log().count("app ready in worker") >= 2 or not server.alive,
-            60,
-            "both gunicorn workers to build the app",
-        )
-        assert server.alive, server.log()
+    ) as (_stack, port):
         yield port
-    finally:
-        stack.close()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def send(port: int, method: str, path: str, body: str | None = None) -> tuple[int, str, str]:

@@ -9,28 +9,19 @@ from __future__ import annotations
 
 import http.client
 import json
-import shutil
-import sys
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
+from gunicorn_pair import gunicorn_pair
+from integration_stack import POSTGRESQL_ONLY, Stack
 
-INTEGRATION = Path(__file__).resolve().parent.parent / "integration"
-if str(INTEGRATION) not in sys.path:
-    sys.path.insert(0, str(INTEGRATION))
-
-from integration_stack import BIN, POSTGRESQL_ONLY, Stack, free_port, wait_until  # noqa: E402
-
-from support import PASSWORD, RUN_ID, Account  # noqa: E402
+from support import PASSWORD, Account
 
 pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
 
-REPOSITORY = Path(__file__).resolve().parents[2]
 LIMIT = 5
 
 
@@ -42,43 +33,15 @@ def gunicorn(
     redis_url: str,
 ) -> Iterator[tuple[Stack, int]]:
     """gunicorn, 2 sync workers, the login limit at 5 per minute in Redis; (stack, port)."""
-    directory = tmp_path_factory.mktemp(f"gunicorn_{RUN_ID}")
-    stack = Stack(directory, database_url, f"s5_{RUN_ID}", make_app)
-    port = free_port()
-    stack.configure(
+    with gunicorn_pair(
+        tmp_path_factory,
+        database_url,
+        make_app,
+        redis_url,
+        "s5",
         LOGIN_RATE_LIMIT=f"{LIMIT} per minute",
-        RATELIMIT_STORAGE_URI=redis_url,
-        # Heavy enough (tens of ms) that a burst of logins keeps both workers busy.
-        ARGON2_TIME_COST=1,
-        ARGON2_MEMORY_COST=32768,
-    )
-    try:
-        server = stack.start(
-            "gunicorn",
-            [
-                str(BIN / "gunicorn"),
-                "-c",
-                str(REPOSITORY / "gunicorn.conf.py"),
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "2",
-                "--pythonpath",
-                str(Path(__file__).parent),
-                "worker_pid_wsgi:application",
-            ],
-            env=stack.env(SECURITY_LIMIT_PREFIX=f"s5-{uuid.uuid4().hex}"),
-        )
-        wait_until(
-            lambda: server.log().count("app ready in worker") >= 2 or not server.alive,
-            60,
-            "both gunicorn workers to build the app",
-        )
-        assert server.alive, server.log()
-        yield stack, port
-    finally:
-        stack.close()
-        shutil.rmtree(directory, ignore_errors=True)
+    ) as pair:
+        yield pair
 
 
 def login(port: int, username: str, password: str) -> tuple[int, dict[str, str], Any]:

@@ -1,0 +1,71 @@
+"""Two gunicorn sync workers on one Redis for the rate limits: the security tests that must see
+what one process cannot (a limit shared by the pair, a worker falling back to memory).
+
+gunicorn runs as a subprocess (stopped by its PID, its temp directory removed) on the run's
+PostgreSQL database and Redis database, with a key prefix of its own; `worker_pid_wsgi` tags
+every answer with the serving worker's PID.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+INTEGRATION = Path(__file__).resolve().parent.parent / "integration"
+if str(INTEGRATION) not in sys.path:
+    sys.path.insert(0, str(INTEGRATION))
+
+from integration_stack import BIN, Stack, free_port, wait_until  # noqa: E402
+
+from support import RUN_ID  # noqa: E402
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def gunicorn_pair(
+    tmp_path_factory: pytest.TempPathFactory,
+    database_url: str,
+    make_app: Callable[..., Flask],
+    redis_url: str,
+    name: str,
+    **settings: str,
+) -> Iterator[tuple[Stack, int]]:
+    """gunicorn with 2 sync workers, its limits in Redis and `settings`; (stack, port)."""
+    directory = tmp_path_factory.mktemp(f"{name}_{RUN_ID}")
+    stack = Stack(directory, database_url, f"{name}_{RUN_ID}", make_app)
+    port = free_port()
+    stack.configure(
+        RATELIMIT_STORAGE_URI=redis_url,
+        # Heavy enough (tens of ms) that a burst of logins keeps both workers busy.
+        ARGON2_TIME_COST=1,
+        ARGON2_MEMORY_COST=32768,
+        **settings,
+    )
+    try:
+        server = stack.start(
+            "gunicorn",
+            [
+                *(str(BIN / "gunicorn"), "-c", str(REPOSITORY / "gunicorn.conf.py")),
+                *("--bind", f"127.0.0.1:{port}", "--workers", "2"),
+                *("--pythonpath", str(Path(__file__).parent), "worker_pid_wsgi:application"),
+            ],
+            env=stack.env(SECURITY_LIMIT_PREFIX=f"{name}-{uuid.uuid4().hex}"),
+        )
+        wait_until(
+            lambda: server.log().count("app ready in worker") >= 2 or not server.alive,
+            60,
+            "both gunicorn workers to build the app",
+        )
+        assert server.alive, server.log()
+        yield stack, port
+    finally:
+        stack.close()
+        shutil.rmtree(directory, ignore_errors=True)
