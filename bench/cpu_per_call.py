@@ -74,6 +74,27 @@ def cpu_ms_per_call(call: Callable[[], None], count: int) -> float:
     return (time.process_time() - started) * 1000 / count
 
 
+def request_calls(
+    client: Any, headers: dict[str, str], post_id: int
+) -> dict[str, tuple[str, Callable[[], None]]]:
+    """The three request paths, the same for every app; reading is public, so it is sent
+    without a token, as the HTTP benchmark sends it."""
+    return {
+        "post": (
+            "POST /api/v1/posts",
+            lambda: expect(201, client.post("/api/v1/posts", json=POST_BODY, headers=headers)),
+        ),
+        "list": (
+            "GET /api/v1/posts?limit=20",
+            lambda: expect(200, client.get("/api/v1/posts?limit=20")),
+        ),
+        "one": (
+            f"GET /api/v1/posts/{post_id}",
+            lambda: expect(200, client.get(f"/api/v1/posts/{post_id}")),
+        ),
+    }
+
+
 def expect(status: int, response: Any) -> None:
     if response.status_code != status:
         raise RuntimeError(f"{response.status_code}: {response.get_data(as_text=True)}")
@@ -207,22 +228,8 @@ def ours(args: argparse.Namespace) -> Measured:
     def run_job() -> None:
         task.apply(args=[queue.pop()]).get()
 
-    calls: dict[str, tuple[str, Callable[[], None]]] = {
-        "post": (
-            "POST /api/v1/posts",
-            lambda: expect(201, client.post("/api/v1/posts", json=POST_BODY, headers=headers)),
-        ),
-        # Reading is public: sent without a token, as the HTTP benchmark sends it.
-        "list": (
-            "GET /api/v1/posts?limit=20",
-            lambda: expect(200, client.get("/api/v1/posts?limit=20")),
-        ),
-        "one": (
-            f"GET /api/v1/posts/{post_id}",
-            lambda: expect(200, client.get(f"/api/v1/posts/{post_id}")),
-        ),
-        "job": ("notification job (claim, SMTP, finish)", run_job),
-    }
+    calls = request_calls(client, headers, post_id)
+    calls["job"] = ("notification job (claim, SMTP, finish)", run_job)
     return Measured("ours", {path: calls[path] for path in args.paths}, fill_queue)
 
 
@@ -265,20 +272,7 @@ def tutorial(
     expect(201, created)
     post_id, user_id = created.json["id"], created.json["user_id"]
     task = module.send_email_notification
-    calls: dict[str, tuple[str, Callable[[], None]]] = {
-        "post": (
-            "POST /api/v1/posts",
-            lambda: expect(201, client.post("/api/v1/posts", json=POST_BODY, headers=headers)),
-        ),
-        "list": (
-            "GET /api/v1/posts?limit=20",
-            lambda: expect(200, client.get("/api/v1/posts?limit=20")),
-        ),
-        "one": (
-            f"GET /api/v1/posts/{post_id}",
-            lambda: expect(200, client.get(f"/api/v1/posts/{post_id}")),
-        ),
-    }
+    calls = request_calls(client, headers, post_id)
     if mail_port:  # the literal tutorial's task sleeps 5 s: no CPU to compare
         calls["job"] = (
             "task: the e-mail with smtplib",
