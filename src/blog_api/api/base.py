@@ -2,12 +2,10 @@
 whose schemas come from their API version), the Api class, the id converter and `get_or_404`.
 
 A view shared by both versions is a module-level `MethodView` whose methods name their schemas
-(`@versioned.response(200, "item")`); each version subclasses it with its `schemas` and routes
-the subclass on its blueprint, which applies the decorators with that version's schemas:
+(`@versioned.response(200, "item")`); each version routes it with its schemas, and the
+blueprint routes a subclass of the view that carries them, with the decorators applied:
 
-    @blp.route("/posts")
-    class PostList(posts.PostList):
-        schemas = V1_POSTS
+    blp.route("/posts", schemas=POSTS_V1, api_version="v1")(posts.PostList)
 """
 
 from __future__ import annotations
@@ -117,21 +115,37 @@ class Blueprint(flask_smorest.Blueprint):
         view = self.doc(security=[{"bearerAuth": []}])(self.errors(401, 403)(view))
         return auth.admin_required(view)
 
-    def route(self, rule: str, **options: Any) -> Callable[[Any], Any]:
+    def route(
+        self,
+        rule: str,
+        *,
+        schemas: object | None = None,
+        api_version: str | None = None,
+        **options: Any,
+    ) -> Callable[[Any], Any]:
         """flask-smorest's `route`; a view whose methods carry `versioned` decorators is routed
-        as a subclass with them applied (its schemas from `schemas`), so one module-level view
-        can serve several blueprints."""
+        as a subclass of its own with them applied, with this version's `schemas` (and
+        `api_version`, for a view that needs to know it), so one module-level view serves
+        every version:
+
+            blp.route("/posts", schemas=POSTS_V1, api_version="v1")(posts.PostList)
+        """
         register = super().route(rule, **options)
+        attributes = {
+            name: value
+            for name, value in (("schemas", schemas), ("api_version", api_version))
+            if value is not None
+        }
 
         def decorator(view: Any) -> Any:
             if isinstance(view, type) and issubclass(view, MethodView):
-                view = self._bind(view)
+                view = self._bind(view, attributes)
             return register(view)
 
         return decorator
 
-    def _bind(self, view: type[MethodView]) -> type[MethodView]:
-        schemas = getattr(view, "schemas", None)
+    def _bind(self, view: type[MethodView], attributes: dict[str, Any]) -> type[MethodView]:
+        schemas = attributes.get("schemas", getattr(view, "schemas", None))
         methods: dict[str, Any] = {}
         for method in view.methods or ():
             handler = getattr(view, method.lower())
@@ -140,10 +154,10 @@ class Blueprint(flask_smorest.Blueprint):
                 handler = step.apply(self, schemas, handler)
             if steps:
                 methods[method.lower()] = handler
-        if not methods:
+        if not methods and not attributes:
             return view
-        namespace = {"__module__": view.__module__, "__doc__": view.__doc__, **methods}
-        return type(view.__name__, (view,), namespace)
+        namespace = {"__module__": view.__module__, "__doc__": view.__doc__}
+        return type(view.__name__, (view,), {**namespace, **attributes, **methods})
 
 
 class Api(flask_smorest.Api):

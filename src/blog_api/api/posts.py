@@ -1,4 +1,4 @@
-"""Post views, shared by every API version; each version subclasses them with its schemas.
+"""Post views, shared by every API version; each version routes them with its schemas.
 
 Reading is public. Writing needs a login; only the author or an admin may change or delete a
 post (`403` with the tutorial's messages), and only an admin may delete every post at once.

@@ -1,4 +1,4 @@
-"""To-do views, shared by every API version; each version subclasses them with its schemas.
+"""To-do views, shared by every API version; each version routes them with its schemas.
 
 A user sees and changes only their own to-dos (anything else is `404 Todo not found`);
 an admin sees all of them and may filter with `?user_id=`.

@@ -22,16 +22,7 @@ SCHEMAS = posts.PostSchemas(
 )
 
 
-@blp.route("/posts")
-class PostList(posts.PostList):
-    schemas = SCHEMAS
-    api_version = "v1"
-
-
-@blp.route("/posts/<id:post_id>")
-class PostItem(posts.PostItem):
-    schemas = SCHEMAS
-
-
+blp.route("/posts", schemas=SCHEMAS, api_version="v1")(posts.PostList)
+blp.route("/posts/<id:post_id>", schemas=SCHEMAS)(posts.PostItem)
 blp.route("/posts/all")(posts.AllPosts)
 blp.route("/posts/<id:post_id>/jobs")(jobs.PostJobs)

@@ -34,14 +34,8 @@ SCHEMAS = TodoSchemas(
 )
 
 
-@blp.route("/todos")
-class TodoList(views.TodoList):
-    schemas = SCHEMAS
-
-
-@blp.route("/todos/<id:todo_id>")
-class TodoItem(views.TodoItem):
-    schemas = SCHEMAS
+blp.route("/todos", schemas=SCHEMAS)(views.TodoList)
+blp.route("/todos/<id:todo_id>", schemas=SCHEMAS)(views.TodoItem)
 
 
 @blp.route("/users/<id:user_id>/todos")

@@ -39,16 +39,7 @@ SCHEMAS = views.PostSchemas(
 )
 
 
-@blp.route("/posts")
-class PostList(views.PostList):
-    schemas = SCHEMAS
-    api_version = "v2"
-
-
-@blp.route("/posts/<id:post_id>")
-class PostItem(views.PostItem):
-    schemas = SCHEMAS
-
-
+blp.route("/posts", schemas=SCHEMAS, api_version="v2")(views.PostList)
+blp.route("/posts/<id:post_id>", schemas=SCHEMAS)(views.PostItem)
 blp.route("/posts/all")(views.AllPosts)
 blp.route("/posts/<id:post_id>/jobs")(jobs.PostJobs)

@@ -46,11 +46,5 @@ SCHEMAS = TodoSchemas(
 )
 
 
-@blp.route("/todos")
-class TodoList(views.TodoList):
-    schemas = SCHEMAS
-
-
-@blp.route("/todos/<id:todo_id>")
-class TodoItem(views.TodoItem):
-    schemas = SCHEMAS
+blp.route("/todos", schemas=SCHEMAS)(views.TodoList)
+blp.route("/todos/<id:todo_id>", schemas=SCHEMAS)(views.TodoItem)
