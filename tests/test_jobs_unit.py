@@ -20,7 +20,7 @@ from sqlalchemy import select, text, update
 
 from blog_api.extensions import db
 from blog_api.jobs import outbox
-from blog_api.jobs.outbox import add_post_jobs, claim_job, due_jobs, finish_job, push_back
+from blog_api.jobs.outbox import claim_job, due_jobs, finish_job, insert_post_jobs, push_back
 from blog_api.models import Job, JobStatus, Post
 from blog_api.models.base import utcnow
 from blog_api.services.audit import append_audit_record
@@ -37,9 +37,9 @@ def new_job(app: Flask, *, email: str | None = "writer@example.com", version: st
         post = Post(user_id=user.id, title="A title", content="Some content")
         db.session.add(post)
         db.session.flush()
-        jobs = add_post_jobs(post, version)
+        job_ids = insert_post_jobs(post.id, version)
         db.session.commit()
-        return jobs[0].id
+        return job_ids[0]
 
 
 def set_job(app: Flask, job_id: str, **values: Any) -> None:

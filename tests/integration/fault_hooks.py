@@ -1,8 +1,9 @@
 """The fault rig's hooks into a real process (tests only): crash points and the naive control.
 
 The product sends `job_checkpoint` at named points of a job's run and never asks who listens;
-`FaultHooks` subscribes to it, and to SQLAlchemy's session events, in the processes the rig
-starts (`rig_wsgi` is their entry module) or in an app built by a test:
+`FaultHooks` subscribes to it, to the outbox's `jobs_inserted` and to SQLAlchemy's session
+events, in the processes the rig starts (`rig_wsgi` is their entry module) or in an app built
+by a test:
 
 - `FAULT_POINT=<point>[:<seconds>][@<post id>]`: at that point the process SIGKILLs itself, or
   with seconds sleeps that long (a hook that widens a race window); `@<post id>` limits it to
@@ -78,7 +79,6 @@ class FaultHooks:
         job_checkpoint.connect(self.on_checkpoint, weak=False)
         jobs_inserted.connect(self.on_jobs_inserted, weak=False)
         event.listen(Session, "before_commit", self.before_commit)
-        event.listen(Session, "after_flush", self.after_flush)
         event.listen(Session, "after_commit", self.after_commit)
         event.listen(Session, "after_rollback", self.after_rollback)
 
@@ -90,7 +90,6 @@ class FaultHooks:
         job_checkpoint.disconnect(self.on_checkpoint)
         jobs_inserted.disconnect(self.on_jobs_inserted)
         event.remove(Session, "before_commit", self.before_commit)
-        event.remove(Session, "after_flush", self.after_flush)
         event.remove(Session, "after_commit", self.after_commit)
         event.remove(Session, "after_rollback", self.after_rollback)
 
@@ -107,40 +106,27 @@ class FaultHooks:
             session.info.setdefault(INSERTED, []).extend(jobs)
 
     def before_commit(self, session: Session) -> None:
-        if not self._ours():
-            return
-        new_jobs = [obj for obj in session.new if isinstance(obj, Job)]
         inserted: list[tuple[str, str, int]] = session.info.get(INSERTED, [])
+        if not inserted or not self._ours():
+            return
         if self.naive:
             # The tutorial has no outbox: its jobs exist only as messages. Parked rows keep
             # the claim working for the workers while nothing else ever looks at them.
-            for job in new_jobs:
-                job.available_at = utcnow() + PARKED_FOR
-            if inserted:
-                session.execute(
-                    update(Job)
-                    .where(Job.id.in_([job_id for job_id, _kind, _post in inserted]))
-                    .values(available_at=utcnow() + PARKED_FOR)
-                    .execution_options(synchronize_session=False)
-                )
+            session.execute(
+                update(Job)
+                .where(Job.id.in_([job_id for job_id, _kind, _post in inserted]))
+                .values(available_at=utcnow() + PARKED_FOR)
+                .execution_options(synchronize_session=False)
+            )
         if self.fault is not None:
-            post_ids = [job.post_id for job in new_jobs] + [post for _, _, post in inserted]
-            for post_id in post_ids[:1]:
-                self.fault.strike(COMMIT_POINT, post_id)
-
-    def after_flush(self, session: Session, _context: Any) -> None:
-        if self.naive and self._ours():
-            new_jobs = [(job.id, job.kind) for job in session.new if isinstance(job, Job)]
-            session.info.setdefault("naive_jobs", []).extend(new_jobs)
+            self.fault.strike(COMMIT_POINT, inserted[0][2])
 
     def after_commit(self, session: Session) -> None:
-        jobs = session.info.pop("naive_jobs", [])
-        jobs += [(job_id, kind) for job_id, kind, _post in session.info.pop(INSERTED, [])]
-        if jobs and self.naive and self._ours():
+        inserted = session.info.pop(INSERTED, [])
+        if inserted and self.naive and self._ours():
             celery_app = self.app.extensions["celery"]
-            for job_id, kind in jobs:
+            for job_id, kind, _post in inserted:
                 celery_app.send_task(TASKS[kind].name, args=[job_id])
 
     def after_rollback(self, session: Session) -> None:
-        session.info.pop("naive_jobs", None)
         session.info.pop(INSERTED, None)

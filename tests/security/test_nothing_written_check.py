@@ -10,7 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from blog_api.extensions import db
-from blog_api.jobs.outbox import add_post_jobs
+from blog_api.jobs.outbox import insert_post_jobs
 from blog_api.models import Post
 from support import Account
 
@@ -24,7 +24,7 @@ def test_a_stray_v2_post_job_shows_up_as_a_row_an_email_and_an_audit_line(
         post = Post(user_id=alice.id, title="Stray", content="Left behind")
         db.session.add(post)
         db.session.flush()
-        add_post_jobs(post, "v2")
+        insert_post_jobs(post.id, "v2")
         db.session.commit()
     after = snapshot()
 

@@ -1,6 +1,6 @@
 """The job (outbox) state machine: every change of a job's state is a function of this module.
 
-create (`add_post_jobs`) -> due (`due_jobs`, `push_back`: the relay publishes) -> `claim_job` ->
+create (`insert_post_jobs`) -> due (`due_jobs`, `push_back`: the relay publishes) -> `claim_job` ->
 `finish_job` (done | skipped | dead) or `release_job` (pending again, due after a backoff);
 `_dead_letter_if_exhausted` when attempts run out, `retry_job` (an admin's second chance),
 `prune_finished_jobs` (retention).
@@ -38,7 +38,7 @@ from sqlalchemy import (
 from blog_api.database import commit_keeping_state
 from blog_api.errors import ConflictError
 from blog_api.extensions import db
-from blog_api.models import Job, JobKind, JobStatus, Post
+from blog_api.models import Job, JobKind, JobStatus
 from blog_api.models.base import utcnow
 from blog_api.models.jobs import ACTIVE_STATUSES, PRUNABLE_STATUSES, new_job_id
 
@@ -85,24 +85,16 @@ def _post_job_rows(post_id: int, api_version: str) -> list[dict[str, Any]]:
     ]
 
 
-def add_post_jobs(post: Post, api_version: str) -> list[Job]:
-    """Add the post's jobs to the session, due at once (the caller commits them with the post).
-
-    `post` must have been flushed (it needs an id).
-    """
-    jobs = [Job(**row) for row in _post_job_rows(post.id, api_version)]
-    db.session.add_all(jobs)
-    return jobs
-
-
-def insert_post_jobs(post_id: int, api_version: str) -> None:
-    """The jobs of `add_post_jobs`, written by one INSERT in the session's transaction (the
-    caller commits them with the post). No objects enter the session: the unit of work's flush
-    of new jobs cost more than the post's whole INSERT. `jobs_inserted` announces them."""
+def insert_post_jobs(post_id: int, api_version: str) -> list[str]:
+    """Write the post's jobs, due at once, by one INSERT in the session's transaction (the
+    caller commits them with the post); their ids. No objects enter the session: the unit of
+    work's flush of new jobs cost more than the post's whole INSERT. `jobs_inserted` announces
+    them."""
     rows = _post_job_rows(post_id, api_version)
     session = db.session()
     session.execute(insert(JOBS), rows)
     jobs_inserted.send(session, jobs=[(row["id"], row["kind"], post_id) for row in rows])
+    return [row["id"] for row in rows]
 
 
 # -- the relay's side -----------------------------------------------------------------------------
