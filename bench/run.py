@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=8, help="held connections (wrk -c)")
     parser.add_argument(
         "--only",
-        choices=["latency", "growth"],
+        choices=["latency", "sustained", "growth"],
         default=None,
         help="run only this section of the plan (e.g. to re-measure latency after a change)",
     )
@@ -80,6 +80,9 @@ def run(bench: Bench, plan: Plan, report: Report) -> None:
     )
     if bench.args.only == "latency":
         latency.measure(bench, plan, report)
+        return
+    if bench.args.only == "sustained":
+        sustained.measure(bench, plan, report)
         return
     if bench.args.only == "growth":
         growth.measure(bench, plan, report)

@@ -305,23 +305,39 @@ def test_development_loads_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert app.config["API_VERSION"] == "from-dotenv"
 
 
-def test_server_processes_leave_the_migration_commands_and_alembic_out(tmp_path: Path) -> None:
-    """`blog_api.wsgi` (gunicorn, Celery) never loads Flask-Migrate and Alembic (11 MB of RSS
-    per process); the `flask db` commands stay on every other app."""
-    probe = (
-        "import sys, blog_api.wsgi as w; "
-        "print('alembic' in sys.modules, 'migrate' in w.flask_app.extensions, "
-        "'db' in w.flask_app.cli.commands)"
-    )
+def _probe(tmp_path: Path, probe: str) -> list[str]:
     env = {**os.environ, "FLASK_ENV": "testing", "LOG_FILE": str(tmp_path / "app.log")}
     result = subprocess.run(
         [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
     )
-    assert result.stdout.split() == ["False", "False", "False"]
+    return result.stdout.split()
+
+
+def test_server_processes_leave_the_commands_alembic_and_celery_out(tmp_path: Path) -> None:
+    """`blog_api.wsgi` (gunicorn) never loads Flask-Migrate and Alembic (11 MB of RSS per
+    process), Celery (7 MB: a server only writes job rows) nor, on SQLite, psycopg (9 MB); the
+    worker's entry has Celery and no commands; the `flask` commands stay on every other app."""
+    server = _probe(
+        tmp_path,
+        "import sys, blog_api.wsgi as w; "
+        "print(*(m in sys.modules for m in ('alembic', 'celery', 'psycopg')), "
+        "'migrate' in w.flask_app.extensions, 'celery' in w.flask_app.extensions, "
+        "'db' in w.flask_app.cli.commands, 'jobs' in w.flask_app.cli.commands)",
+    )
+    assert server == ["False"] * 7
+
+    worker = _probe(
+        tmp_path,
+        "import sys, blog_api.worker_app as w; "
+        "print('alembic' in sys.modules, w.flask_app.extensions['celery'] is w.celery_app, "
+        "'db' in w.flask_app.cli.commands)",
+    )
+    assert worker == ["False", "True", "False"]
 
     app = create_app("testing", SQLALCHEMY_DATABASE_URI="sqlite://")
     assert "migrate" in app.extensions
-    assert "db" in app.cli.commands
+    assert "celery" in app.extensions
+    assert {"db", "users", "tokens", "jobs"} <= set(app.cli.commands)
 
 
 def test_redis_broker_options_bound_every_wait_and_restore_orphans_promptly() -> None:
