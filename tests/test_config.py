@@ -14,6 +14,7 @@ from pathlib import Path
 import dotenv
 import pytest
 from flask import Flask
+from sqlalchemy import create_engine
 
 from blog_api import create_app
 from blog_api.config import (
@@ -23,6 +24,7 @@ from blog_api.config import (
     TestingConfig,
     read_environment,
 )
+from blog_api.extensions import db
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 GOOD_SECRET_KEY = "a-real-production-secret-key-f00d"
@@ -382,3 +384,19 @@ def test_s40_env_example_states_the_default_in_use(variable: str) -> None:
     key = ENVIRONMENT_VARIABLES[variable][0]
 
     assert read_environment({variable: value})[key] == getattr(ProductionConfig, key)
+
+
+def test_sqlite_settings_apply_to_the_apps_engine_only(tmp_path: Path) -> None:
+    """The app's SQLite connections run in WAL mode with a busy timeout; another engine in the
+    same process (a tool reading some other app's file) is left as it is."""
+    app = create_app("testing", SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'app.db'}")
+    with app.app_context(), db.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+
+    other = create_engine(f"sqlite:///{tmp_path / 'other.db'}")
+    try:
+        with other.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "delete"
+    finally:
+        other.dispose()

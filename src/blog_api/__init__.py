@@ -14,12 +14,12 @@ from dotenv import find_dotenv, load_dotenv
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from blog_api import database  # noqa: F401  (installs the SQLite connection settings)
 from blog_api.api import register_apis
 from blog_api.api.bodies import register_body_checks
 from blog_api.auth.tokens import register_jwt_callbacks
 from blog_api.broker import celery_settings
 from blog_api.config import config_class, read_environment
+from blog_api.database import configure_engines
 from blog_api.errors import register_error_handlers
 from blog_api.extensions import db, limiter
 from blog_api.ops.cli import register_cli
@@ -76,6 +76,7 @@ def register_proxies(app: Flask) -> None:
 def register_extensions(app: Flask) -> None:
     """Bind the database, JWT and rate limiting to `app`."""
     db.init_app(app)
+    configure_engines(app)
     register_jwt_callbacks(app)
     if not app.config.get("RATELIMIT_STORAGE_URI"):
         app.config["RATELIMIT_STORAGE_URI"] = app.config.get("REDIS_URL") or "memory://"
