@@ -1,7 +1,6 @@
 """Blog API: a Flask REST API for users, to-dos and posts, with durable background jobs.
 
-`create_app()` builds the application; `blog_api.wsgi` holds gunicorn's entry object and
-`blog_api.worker_app` Celery's.
+`create_app()` builds the application; `blog_api.wsgi` holds the objects gunicorn and Celery use.
 """
 
 from __future__ import annotations

@@ -143,7 +143,7 @@ class Config:
     JWT_REFRESH_TOKEN_EXPIRES = timedelta(days=7)
 
     # The `flask` commands (db, users, tokens, jobs) and the Celery app they publish with; the
-    # entry objects of servers and workers (blog_api.wsgi, blog_api.worker_app) turn them off.
+    # entry objects of servers and workers (blog_api.wsgi) turn them off.
     CLI = True
 
     PASSWORD_MIN_LENGTH = 8

@@ -2,10 +2,11 @@
 app, every task in that app's context, settings from the `CELERY` mapping that
 `blog_api.broker` builds), the tasks, the worker's own threads (heartbeat, relay) and its logging.
 
-Worker:  celery -A blog_api.worker_app.celery_app worker --loglevel=INFO
+Worker:  celery -A blog_api.wsgi.celery_app worker --loglevel=INFO
 
-Only processes that publish or run tasks build a Celery app: the worker (`blog_api.worker_app`)
-and the `flask` command line; a web server never imports Celery (see `blog_api.broker`).
+Only processes that publish or run tasks build a Celery app: the worker (`blog_api.wsgi`'s
+`celery_app`, built on first access) and the `flask` command line; a web server never imports
+Celery (see `blog_api.broker`).
 """
 
 from __future__ import annotations
