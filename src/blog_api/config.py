@@ -120,6 +120,16 @@ ENVIRONMENT_VARIABLES.update(
         "TRUSTED_PROXIES": ("TRUSTED_PROXIES", int),
     }
 )
+# E-mail confirmation (services/confirmations.py).
+ENVIRONMENT_VARIABLES.update(
+    {
+        "EMAIL_CONFIRMATION_REQUIRED": ("EMAIL_CONFIRMATION_REQUIRED", _bool),
+        "EMAIL_CONFIRM_TTL": ("EMAIL_CONFIRM_TTL", _seconds),
+        "EMAIL_CONFIRM_URL": ("EMAIL_CONFIRM_URL", str),
+        "CONFIRM_EMAIL_RATE_LIMIT": ("CONFIRM_EMAIL_RATE_LIMIT", str),
+        "CONFIRM_EMAIL_RESEND_RATE_LIMIT": ("CONFIRM_EMAIL_RESEND_RATE_LIMIT", str),
+    }
+)
 
 
 class Config:
@@ -250,6 +260,17 @@ class Config:
     PASSWORD_CHANGE_RATE_LIMIT = "5 per minute"  # noqa: S105 (a rate limit, not a password)
     TRUSTED_PROXIES = 0
 
+    # E-mail confirmation. With EMAIL_CONFIRMATION_REQUIRED, post notifications go to confirmed
+    # addresses only (the others end `skipped`). A confirmation token is valid EMAIL_CONFIRM_TTL;
+    # EMAIL_CONFIRM_URL, when set, is the public page that takes the token as `?token=` (else
+    # the e-mail explains the API call). Confirming is limited per client address, asking for
+    # a new confirmation e-mail per user.
+    EMAIL_CONFIRMATION_REQUIRED = True
+    EMAIL_CONFIRM_TTL = timedelta(hours=24)
+    EMAIL_CONFIRM_URL: str | None = None
+    CONFIRM_EMAIL_RATE_LIMIT = "10 per minute"
+    CONFIRM_EMAIL_RESEND_RATE_LIMIT = "3 per hour"
+
     @classmethod
     def validate(cls, config: Mapping[str, Any]) -> None:
         """Refuse to start with a configuration that cannot work at all."""
@@ -267,6 +288,8 @@ class DevelopmentConfig(Config):
     # Development-only keys: long enough for HS256, never accepted by ProductionConfig.
     SECRET_KEY = "dev-only-secret-key-not-for-production-use"  # noqa: S105 (not a production secret)
     JWT_SECRET_KEY = "dev-only-jwt-secret-key-not-for-production-use"  # noqa: S105 (not a production secret)
+    # The tutorial's flow (register, post, see the e-mail) works without confirming first.
+    EMAIL_CONFIRMATION_REQUIRED = False
 
 
 class TestingConfig(Config):
@@ -287,6 +310,9 @@ class TestingConfig(Config):
     LOG_FILE = None
     LOGIN_USERNAME_CEILING = "1000 per minute"
     PASSWORD_CHANGE_RATE_LIMIT = "1000 per minute"  # noqa: S105 (a rate limit)
+    EMAIL_CONFIRMATION_REQUIRED = False
+    CONFIRM_EMAIL_RATE_LIMIT = "1000 per minute"
+    CONFIRM_EMAIL_RESEND_RATE_LIMIT = "1000 per minute"
 
 
 class ProductionConfig(Config):

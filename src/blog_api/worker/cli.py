@@ -29,8 +29,13 @@ def list_jobs(status: str | None, limit: int) -> None:
     query = outbox.job_query(JobStatus(status) if status else None)
     for job in db.session.scalars(query.limit(limit)):
         error = f"  {job.last_error}" if job.last_error else ""
+        subject = (
+            f"post={job.post_id:<6}"
+            if job.post_id is not None
+            else f"confirmation={job.confirmation_id}"
+        )
         click.echo(
-            f"{job.id}  {job.kind:<20} post={job.post_id:<6} {job.status:<8} "
+            f"{job.id}  {job.kind:<20} {subject} {job.status:<8} "
             f"attempts={job.attempts}/{job.max_attempts}{error}"
         )
 
