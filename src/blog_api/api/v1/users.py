@@ -66,8 +66,11 @@ class EmailConfirmation(MethodView):
     @blp.response(200, MessageSchema)
     @blp.errors(409, 429)
     def post(self, data: dict[str, str]) -> Any:
-        """Confirm your e-mail address with the token from the confirmation e-mail (no login:
-        the token is the proof); a wrong, expired or used token is 400"""
+        """Confirm your e-mail address with the token from its confirmation e-mail
+
+        No login: the token is the proof. A wrong, malformed, expired, used or superseded token
+        is 400; an address that another account has confirmed first is 409.
+        """
         try:
             user = confirmations.confirm_email(data["token"])
         except confirmations.InvalidConfirmationToken as error:
@@ -112,8 +115,10 @@ class MyEmailConfirmation(MethodView):
     @blp.response(202, MessageSchema)
     @blp.errors(409, 429)
     def post(self, _body: dict[str, Any]) -> Any:
-        """Send a new confirmation e-mail to your address; earlier tokens stop working (409
-        without an address or when it is already confirmed)"""
+        """Send a new confirmation e-mail to your address
+
+        Earlier tokens stop working. 409 when your account has no address or has confirmed it.
+        """
         user = caller()
         confirmations.send_new_confirmation(user)
         current_app.logger.info("Confirmation e-mail requested: user %s", user.id)
