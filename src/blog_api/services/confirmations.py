@@ -67,7 +67,8 @@ def confirmation_token(confirmation: EmailConfirmation) -> str:
 def add_confirmation(user: User) -> EmailConfirmation:
     """A new confirmation of the user's address and its e-mail job, in the session's
     transaction (the caller commits); the user's earlier confirmations stop working."""
-    assert user.email is not None
+    if not user.email:
+        raise ValueError(f"user {user.id} has no e-mail address to confirm")
     now = utcnow()
     db.session.execute(
         update(EmailConfirmation)
