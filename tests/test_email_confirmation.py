@@ -625,3 +625,17 @@ def test_a_job_has_exactly_one_subject(app: Flask, client: FlaskClient) -> None:
         with pytest.raises(IntegrityError, match=r"(?i)check"):
             db.session.execute(update(Job).where(Job.id == job.id).values(confirmation_id=None))
         db.session.rollback()
+
+
+def test_deleting_a_user_deletes_their_confirmations_and_confirmation_jobs(
+    app: Flask, client: FlaskClient, make_account: Callable[..., Any]
+) -> None:
+    admin = make_account(role="admin")
+    user_id = register(client, "carol", "carol@example.com").json["id"]
+    [job] = confirmation_jobs(app, user_id)
+
+    assert client.delete(f"/api/v1/users/{user_id}", headers=admin.headers).status_code == 200
+
+    with app.app_context():
+        assert db.session.get(Job, job.id) is None
+        assert db.session.get(EmailConfirmation, job.confirmation_id) is None

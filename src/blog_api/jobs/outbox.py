@@ -59,24 +59,30 @@ JOBS = cast(Table, Job.__table__)
 DueJob = Row[str, JobKind, datetime]
 
 
-def _job_row(kind: JobKind, now: datetime, **subject: int | None) -> dict[str, Any]:
-    """The columns of a new job about `subject` (`post_id` or `confirmation_id`), due at once."""
-    # The worker's log lines for the job carry the creating request's (validated) id.
+def _job_rows(kinds: list[JobKind], **subject: int) -> list[dict[str, Any]]:
+    """The columns of new jobs about one subject (`post_id=` or `confirmation_id=`), due at
+    once."""
+    max_attempts = current_app.config["MAIL_MAX_RETRIES"] + 1
+    # The worker's log lines for these jobs carry the creating request's (validated) id.
     request_id = g.get("request_id") if has_request_context() else None
-    return {
-        "id": new_job_id(),
-        "kind": kind,
-        "post_id": None,
-        "confirmation_id": None,
-        **subject,
-        "status": JobStatus.PENDING,
-        "attempts": 0,
-        "max_attempts": current_app.config["MAIL_MAX_RETRIES"] + 1,
-        "request_id": request_id,
-        "available_at": now,
-        "created_at": now,
-        "updated_at": now,
-    }
+    now = utcnow()
+    return [
+        {
+            "id": new_job_id(),
+            "kind": kind,
+            "post_id": None,
+            "confirmation_id": None,
+            **subject,
+            "status": JobStatus.PENDING,
+            "attempts": 0,
+            "max_attempts": max_attempts,
+            "request_id": request_id,
+            "available_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for kind in kinds
+    ]
 
 
 def insert_post_jobs(post_id: int, api_version: str) -> list[str]:
@@ -87,8 +93,7 @@ def insert_post_jobs(post_id: int, api_version: str) -> list[str]:
     kinds = [JobKind.NOTIFY_AUTHOR]
     if api_version == "v2":
         kinds.append(JobKind.AUDIT_POST_CREATED)
-    now = utcnow()
-    rows = [_job_row(kind, now, post_id=post_id) for kind in kinds]
+    rows = _job_rows(kinds, post_id=post_id)
     session = db.session()
     session.execute(insert(JOBS), rows)
     jobs_inserted.send(session, jobs=[(row["id"], row["kind"], post_id) for row in rows])
@@ -98,7 +103,7 @@ def insert_post_jobs(post_id: int, api_version: str) -> list[str]:
 def insert_confirmation_job(confirmation_id: int) -> str:
     """Write the job that e-mails confirmation `confirmation_id`, due at once, in the session's
     transaction (the caller commits it with the confirmation); its id."""
-    row = _job_row(JobKind.CONFIRM_EMAIL, utcnow(), confirmation_id=confirmation_id)
+    [row] = _job_rows([JobKind.CONFIRM_EMAIL], confirmation_id=confirmation_id)
     db.session.execute(insert(JOBS), [row])
     return str(row["id"])
 

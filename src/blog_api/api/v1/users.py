@@ -60,7 +60,7 @@ class UserList(MethodView):
 
 
 @blp.route("/users/confirm-email")
-class EmailConfirmation(MethodView):
+class ConfirmEmail(MethodView):
     @limiter.limit(limits.confirm_email_limit, key_func=limits.client_address)
     @blp.arguments(ConfirmEmailSchema)
     @blp.response(200, MessageSchema)
@@ -108,7 +108,7 @@ class Me(MethodView):
 
 
 @blp.route("/me/confirm-email")
-class MyEmailConfirmation(MethodView):
+class ResendConfirmEmail(MethodView):
     @blp.login_required
     @limiter.limit(limits.confirm_email_resend_limit, key_func=limits.authenticated_user)
     @blp.arguments(ResendConfirmationSchema)
