@@ -6,6 +6,7 @@ one process and one run.
     python bench/cpu_per_call.py                 # 5 interleaved rounds of 300 calls per path
     python bench/cpu_per_call.py --paths post    # only some paths (e.g. under a sampling profiler)
     python bench/cpu_per_call.py --profile post  # and the cProfile top of one of our paths
+    python bench/cpu_per_call.py --json OUT.json # and each round's figures as JSON (make bench)
 
 No HTTP server and no Celery broker round trip: each app is served through Flask's test client
 (a private redis-server for the rate limits and the tutorial's `.delay()`, one SQLite file per
@@ -26,6 +27,7 @@ import contextlib
 import cProfile
 import importlib.util
 import io
+import json
 import os
 import pstats
 import secrets
@@ -118,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-reference", action="store_true", help="our app only")
     parser.add_argument("--profile", choices=PATHS, default=None)
     parser.add_argument("--sort", default="cumulative", help="cProfile order: cumulative, tottime")
+    parser.add_argument("--json", default=None, help="also write each round's figures here")
     args = parser.parse_args(argv)
     args.paths = [path for path in PATHS if path in args.paths.split(",")]
     if args.profile and args.profile not in args.paths:
@@ -180,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
                 measure(args, apps)
                 os.chdir(cwd)
             report(args, apps, command, load_at_start)
+            if args.json:
+                figures = {app.app: app.results for app in apps}
+                Path(args.json).write_text(json.dumps({"command": command, "ms": figures}))
             if args.profile:
                 with console_to(console):
                     text = profile(args, apps[0])

@@ -29,7 +29,16 @@ from harness.plans import Plan, plan_for
 from harness.processes import Interrupted, Processes, interrupt_on_signals
 from harness.report import HERE, Report, write_results
 from harness.stack import Bench
-from sections import broker_stopped, growth, latency, memory, profile, sustained, throughput
+from sections import (
+    broker_stopped,
+    cpu,
+    growth,
+    latency,
+    memory,
+    profile,
+    sustained,
+    throughput,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=8, help="held connections (wrk -c)")
     parser.add_argument(
         "--only",
-        choices=["latency", "growth"],
+        choices=["cpu", "latency", "sustained", "growth"],
         default=None,
         help="run only this section of the plan (e.g. to re-measure latency after a change)",
     )
@@ -78,12 +87,20 @@ def run(bench: Bench, plan: Plan, report: Report) -> None:
         f"{plan.seconds:g} s per scenario, load tool {bench.load_tool}",
         flush=True,
     )
+    if bench.args.only == "cpu":
+        cpu.measure(bench, plan, report)
+        return
     if bench.args.only == "latency":
         latency.measure(bench, plan, report)
+        return
+    if bench.args.only == "sustained":
+        sustained.measure(bench, plan, report)
         return
     if bench.args.only == "growth":
         growth.measure(bench, plan, report)
         return
+    if plan.cpu:
+        cpu.measure(bench, plan, report)
     results, peaks = throughput.measure_rounds(bench, plan)
     throughput.report_throughput(plan, results, report)
     memory.report_memory(peaks, report)

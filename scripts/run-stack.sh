@@ -34,8 +34,8 @@ if [ -z "${REDIS_URL:-}" ]; then
 fi
 cat >> "$procfile" <<PROCS
 web: gunicorn --no-control-socket -w 2 -b 127.0.0.1:${WEB_PORT} --access-logfile - blog_api.wsgi:flask_app
-worker: celery -A blog_api.wsgi.celery_app worker -E -c 2 --loglevel=INFO
-flower: celery -A blog_api.wsgi.celery_app flower --address=127.0.0.1 --port=${FLOWER_PORT}
+worker: celery -A blog_api.worker_app.celery_app worker -E -c 2 --loglevel=INFO
+flower: celery -A blog_api.worker_app.celery_app flower --address=127.0.0.1 --port=${FLOWER_PORT}
 smtp: python -m blog_api.ops.smtp_sink --port ${MAIL_PORT}
 PROCS
 

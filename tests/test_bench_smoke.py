@@ -102,7 +102,16 @@ def test_the_cpu_per_call_tool_runs_every_path_and_cleans_up(tmp_path: Path) -> 
     work = tmp_path / "work"
     work.mkdir()
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "cpu_per_call.py"), "--calls", "3", "--runs", "1"],
+        [
+            sys.executable,
+            str(ROOT / "bench" / "cpu_per_call.py"),
+            "--calls",
+            "3",
+            "--runs",
+            "1",
+            "--json",
+            str(tmp_path / "cpu.json"),
+        ],
         cwd=ROOT,
         env={**os.environ, "TMPDIR": str(work)},
         capture_output=True,
@@ -119,6 +128,10 @@ def test_the_cpu_per_call_tool_runs_every_path_and_cleans_up(tmp_path: Path) -> 
     for label, line in zip(labels, lines[1:5], strict=True):
         assert line.strip().startswith(label), line
     assert list(work.iterdir()) == []
+    figures = json.loads((tmp_path / "cpu.json").read_text())["ms"]
+    assert set(figures) == {"ours", "tutorial", "fair tutorial"}
+    assert set(figures["ours"]) == {"post", "list", "one", "job"}
+    assert all(len(rounds) == 1 for rounds in figures["ours"].values())
 
 
 BenchModule = Callable[[str], ModuleType]
@@ -227,6 +240,20 @@ def test_py_spy_stacks_are_split_into_the_parts_of_the_request(bench_module: Ben
     assert list(counts) == [label for label, _, _ in profile.PROFILE_BUCKETS]
     functions = profile.app_functions(stacks)
     assert functions["create_post (blog_api/services/posts.py)"] == 3
+
+
+def test_cpu_profiles_count_self_time_by_package(bench_module: BenchModule) -> None:
+    cpu = bench_module("sections.cpu")
+    loop = "main (cpu_per_call.py:1);cpu_ms_per_call (cpu_per_call.py:2)"
+    stacks = [
+        (f"{loop};post (flask/testing.py:3);execute (sqlalchemy/engine/base.py:4)", 5),
+        (f"{loop};create_post (blog_api/services/posts.py:5)", 2),
+        (f"{loop};sendall (socket.py:6)", 1),
+    ]
+
+    owners = cpu.libraries(stacks)
+
+    assert owners == {"sqlalchemy": 5, "blog_api": 2, "socket": 1}
 
 
 def test_a_broker_outage_without_any_response_says_so(bench_module: BenchModule) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import dotenv
 import pytest
 from flask import Flask
+from sqlalchemy import create_engine
 
 from blog_api import create_app
 from blog_api.config import (
@@ -23,6 +24,7 @@ from blog_api.config import (
     TestingConfig,
     read_environment,
 )
+from blog_api.extensions import db
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 GOOD_SECRET_KEY = "a-real-production-secret-key-f00d"
@@ -305,23 +307,39 @@ def test_development_loads_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert app.config["API_VERSION"] == "from-dotenv"
 
 
-def test_server_processes_leave_the_migration_commands_and_alembic_out(tmp_path: Path) -> None:
-    """`blog_api.wsgi` (gunicorn, Celery) never loads Flask-Migrate and Alembic (11 MB of RSS
-    per process); the `flask db` commands stay on every other app."""
-    probe = (
-        "import sys, blog_api.wsgi as w; "
-        "print('alembic' in sys.modules, 'migrate' in w.flask_app.extensions, "
-        "'db' in w.flask_app.cli.commands)"
-    )
+def _probe(tmp_path: Path, probe: str) -> list[str]:
     env = {**os.environ, "FLASK_ENV": "testing", "LOG_FILE": str(tmp_path / "app.log")}
     result = subprocess.run(
         [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
     )
-    assert result.stdout.split() == ["False", "False", "False"]
+    return result.stdout.split()
+
+
+def test_server_processes_leave_the_commands_alembic_and_celery_out(tmp_path: Path) -> None:
+    """`blog_api.wsgi` (gunicorn) never loads Flask-Migrate and Alembic (11 MB of RSS per
+    process), Celery (7 MB: a server only writes job rows) nor, on SQLite, psycopg (9 MB); the
+    worker's entry has Celery and no commands; the `flask` commands stay on every other app."""
+    server = _probe(
+        tmp_path,
+        "import sys, blog_api.wsgi as w; "
+        "print(*(m in sys.modules for m in ('alembic', 'celery', 'psycopg')), "
+        "'migrate' in w.flask_app.extensions, 'celery' in w.flask_app.extensions, "
+        "'db' in w.flask_app.cli.commands, 'jobs' in w.flask_app.cli.commands)",
+    )
+    assert server == ["False"] * 7
+
+    worker = _probe(
+        tmp_path,
+        "import sys, blog_api.worker_app as w; "
+        "print('alembic' in sys.modules, w.flask_app.extensions['celery'] is w.celery_app, "
+        "'db' in w.flask_app.cli.commands)",
+    )
+    assert worker == ["False", "True", "False"]
 
     app = create_app("testing", SQLALCHEMY_DATABASE_URI="sqlite://")
     assert "migrate" in app.extensions
-    assert "db" in app.cli.commands
+    assert "celery" in app.extensions
+    assert {"db", "users", "tokens", "jobs"} <= set(app.cli.commands)
 
 
 def test_redis_broker_options_bound_every_wait_and_restore_orphans_promptly() -> None:
@@ -370,3 +388,19 @@ def test_s40_env_example_states_the_default_in_use(variable: str) -> None:
     key = ENVIRONMENT_VARIABLES[variable][0]
 
     assert read_environment({variable: value})[key] == getattr(ProductionConfig, key)
+
+
+def test_sqlite_settings_apply_to_the_apps_engine_only(tmp_path: Path) -> None:
+    """The app's SQLite connections run in WAL mode with a busy timeout; another engine in the
+    same process (a tool reading some other app's file) is left as it is."""
+    app = create_app("testing", SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'app.db'}")
+    with app.app_context(), db.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+
+    other = create_engine(f"sqlite:///{tmp_path / 'other.db'}")
+    try:
+        with other.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "delete"
+    finally:
+        other.dispose()

@@ -49,6 +49,8 @@ class Plan:
     # Growth: the small and the large table size (posts), and (calls, repetitions) per path.
     growth: tuple[int, int] | None = None
     growth_calls: tuple[int, int] = (200, 5)
+    # CPU per call (bench/cpu_per_call.py): calls per path and round, rounds.
+    cpu: tuple[int, int] | None = None
 
 
 OURS_ALL = ["POST v1", "POST v2", "GET list", "GET one", "login"]
@@ -84,6 +86,7 @@ def plan_for(mode: str) -> Plan:
             10,
             True,
             0,
+            cpu=(100, 3),
         )
     two = ["POST v1", "GET list"]
     return Plan(
@@ -113,4 +116,5 @@ def plan_for(mode: str) -> Plan:
         True,
         8,
         growth=(1_000, 1_000_000),
+        cpu=(300, 5),
     )

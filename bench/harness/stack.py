@@ -369,7 +369,7 @@ def start_workers(procs: Processes, config: Config, env: dict[str, str], cwd: Pa
     publishes the jobs the API stores); both tutorial apps the chapter's worker (the literal
     one's task sleeps 5 s, so it barely uses the CPU; the fair one's sends the e-mail); bare
     Flask none. Every section starts its servers through here."""
-    celery_apps = {"ours": ("blog_api.wsgi.celery_app", "bench")}
+    celery_apps = {"ours": ("blog_api.worker_app.celery_app", "bench")}
     celery_apps |= dict.fromkeys(TUTORIAL_APPS, ("tutorial_app.celery", "tutorial"))
     if config.app not in celery_apps:
         return None

@@ -1,6 +1,7 @@
 """Blog API: a Flask REST API for users, to-dos and posts, with durable background jobs.
 
-`create_app()` builds the application; `blog_api.wsgi` holds the objects gunicorn and Celery use.
+`create_app()` builds the application; `blog_api.wsgi` holds gunicorn's entry object and
+`blog_api.worker_app` Celery's.
 """
 
 from __future__ import annotations
@@ -13,19 +14,18 @@ from dotenv import find_dotenv, load_dotenv
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from blog_api import database  # noqa: F401  (installs the SQLite connection settings)
 from blog_api.api import register_apis
 from blog_api.api.bodies import register_body_checks
 from blog_api.auth.tokens import register_jwt_callbacks
+from blog_api.broker import celery_settings
 from blog_api.config import config_class, read_environment
+from blog_api.database import configure_engines
 from blog_api.errors import register_error_handlers
 from blog_api.extensions import db, limiter
 from blog_api.ops.cli import register_cli
 from blog_api.ops.health import register_ops
 from blog_api.ops.logging import configure_logging
 from blog_api.ops.security import register_security
-from blog_api.worker import celery_init_app, celery_settings
-from blog_api.worker.cli import jobs_cli
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -57,9 +57,9 @@ def create_app(config_name: str | None = None, **overrides: Any) -> Flask:
     register_apis(app)
     register_error_handlers(app)
     register_security(app)
-    register_cli(app)
-    app.cli.add_command(jobs_cli)
     register_ops(app)
+    if app.config["CLI"]:
+        register_commands(app)
     return app
 
 
@@ -74,15 +74,25 @@ def register_proxies(app: Flask) -> None:
 
 
 def register_extensions(app: Flask) -> None:
-    """Bind the database, migrations, JWT and rate limiting to `app`."""
+    """Bind the database, JWT and rate limiting to `app`."""
     db.init_app(app)
-    if app.config["MIGRATIONS_CLI"]:
-        # Imported here: Flask-Migrate brings Alembic, 11 MB that a server process never uses.
-        from flask_migrate import Migrate
-
-        Migrate(app, db, directory=str(MIGRATIONS_DIR))
+    configure_engines(app)
     register_jwt_callbacks(app)
     if not app.config.get("RATELIMIT_STORAGE_URI"):
         app.config["RATELIMIT_STORAGE_URI"] = app.config.get("REDIS_URL") or "memory://"
     limiter.init_app(app)
+
+
+def register_commands(app: Flask) -> None:
+    """The `flask` command groups (db, users, tokens, jobs) and the Celery app `flask jobs sweep`
+    publishes with. Imported here: servers and workers build the app without them, and so never
+    load Alembic (11 MB) nor, in a web server, Celery."""
+    from flask_migrate import Migrate
+
+    from blog_api.worker import celery_init_app
+    from blog_api.worker.cli import jobs_cli
+
+    Migrate(app, db, directory=str(MIGRATIONS_DIR))
+    register_cli(app)
+    app.cli.add_command(jobs_cli)
     celery_init_app(app)

@@ -152,8 +152,9 @@ class Config:
     JWT_ACCESS_TOKEN_EXPIRES = timedelta(minutes=15)
     JWT_REFRESH_TOKEN_EXPIRES = timedelta(days=7)
 
-    # The `flask db` commands (Flask-Migrate); blog_api.wsgi turns them off for servers.
-    MIGRATIONS_CLI = True
+    # The `flask` commands (db, users, tokens, jobs) and the Celery app they publish with; the
+    # entry objects of servers and workers (blog_api.wsgi, blog_api.worker_app) turn them off.
+    CLI = True
 
     PASSWORD_MIN_LENGTH = 8
     PASSWORD_MAX_LENGTH = 128

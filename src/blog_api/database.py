@@ -5,22 +5,30 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import Flask
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
 
 from blog_api.extensions import db
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
 
-@event.listens_for(Engine, "connect")
+def configure_engines(app: Flask) -> None:
+    """Apply the connection settings to the app's own engines (not to every engine of the
+    process: a tool reading another app's SQLite file must not switch it to WAL)."""
+    with app.app_context():
+        for engine in db.engines.values():
+            event.listen(engine, "connect", _configure_sqlite)
+
+
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
-    """WAL lets readers run beside the one writer; busy_timeout makes writers wait, not fail."""
+    """WAL lets readers run beside the one writer; busy_timeout makes writers wait, not fail
+    (set first: switching to WAL needs a lock another connection may hold for a moment)."""
     if type(dbapi_connection).__module__ != "sqlite3":
         return
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()

@@ -18,6 +18,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select, text
 
+from blog_api.broker import check_broker
 from blog_api.errors import error_response
 from blog_api.extensions import db, limiter, rate_limit_storage_failed
 from blog_api.jobs.heartbeats import forget_after
@@ -26,7 +27,7 @@ from blog_api.models.base import utcnow
 from blog_api.models.jobs import ACTIVE_STATUSES
 
 blp = Blueprint("ops", __name__)
-READY_CHECK_TIMEOUT = 1.0
+READY_CHECK_TIMEOUT = 1  # seconds
 # Label values of the request metrics come from a fixed set, so that a client cannot add series
 # by inventing methods or paths: any other method is "OTHER", a path no route matched
 # "<unmatched>".
@@ -45,11 +46,6 @@ def _check_database() -> None:
     db.session.execute(text("SELECT 1"))
 
 
-def _check_broker(celery_app: Any) -> None:
-    with celery_app.connection_for_write() as connection:
-        connection.ensure_connection(max_retries=1, interval_start=0, timeout=READY_CHECK_TIMEOUT)
-
-
 @blp.get("/ready")
 @limiter.exempt
 def ready() -> Any:
@@ -62,7 +58,7 @@ def ready() -> Any:
         db.session.rollback()
         checks["database"] = f"error: {type(error).__name__}"
     with ThreadPoolExecutor(max_workers=1) as executor:
-        future = executor.submit(_check_broker, current_app.extensions["celery"])
+        future = executor.submit(check_broker, current_app.config["CELERY"], READY_CHECK_TIMEOUT)
         try:
             future.result(timeout=READY_CHECK_TIMEOUT + 0.5)
             checks["broker"] = "ok"

@@ -1,5 +1,5 @@
-"""Celery signal receivers of a worker: each task run's log scope, the SMTP connection a pool
-process keeps, and our log format on Celery's own handlers."""
+"""Celery signal receivers of a worker: each task run's log scope, the database and SMTP
+connections of a pool process, and our log format on Celery's own handlers."""
 
 from __future__ import annotations
 
@@ -7,9 +7,16 @@ import threading
 from contextvars import Token
 from typing import Any
 
-from celery.signals import after_setup_logger, task_postrun, task_prerun, worker_process_shutdown
+from celery.signals import (
+    after_setup_logger,
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+    worker_process_shutdown,
+)
 from flask import Flask
 
+from blog_api.extensions import db
 from blog_api.ops.logging import begin_job_log_scope, end_job_log_scope, tag_worker_handlers
 from blog_api.services.mailer import close_kept_connection
 
@@ -44,3 +51,15 @@ def connect_logging(app: Flask) -> None:
 
     # A worker process builds one app; the first app of a process owns this receiver.
     after_setup_logger.connect(tag_celery_log_lines, weak=False, dispatch_uid="blog_api.logging")
+
+
+def connect_pool_processes(app: Flask) -> None:
+    """A forked pool process must not reuse the database connections of its parent."""
+
+    def dispose_inherited_connections(**_: Any) -> None:
+        with app.app_context():
+            db.engine.dispose(close=False)
+
+    worker_process_init.connect(
+        dispose_inherited_connections, weak=False, dispatch_uid="blog_api.pool_connections"
+    )
