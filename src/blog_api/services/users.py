@@ -11,6 +11,7 @@ from blog_api.extensions import db
 from blog_api.models import User
 from blog_api.models.base import utcnow
 from blog_api.models.users import new_security_stamp
+from blog_api.services import idempotency
 
 
 def find_user_by_username(username: str) -> User | None:
@@ -37,7 +38,7 @@ def create_user(username: str, password: str, email: str | None = None, role: st
     user = User(username=username, email=email, role=role, password_hash=hash_password(password))
     db.session.add(user)
     try:
-        db.session.commit()
+        idempotency.commit_effect()
     except IntegrityError:
         # Lost a race with a concurrent registration of the same name or address.
         db.session.rollback()
