@@ -50,7 +50,8 @@ HEADER_DOC = {
         "(IDEMPOTENCY_TTL) and a repeat with the same key and body gets it again, with "
         f"`{REPLAYED_HEADER}: true`, creating nothing. Another body with the same key is 422; "
         "a repeat while the first is still running is 409 with Retry-After. A request that "
-        "fails (validation included) leaves the key free. Scoped to the caller."
+        "fails (validation included) leaves the key free. Scoped to the caller (registration: "
+        "to the key alone)."
     ),
 }
 
