@@ -221,9 +221,7 @@ def test_abandoned_in_flight_key_is_taken_over_after_the_lock_timeout(
     assert count(app, Post) == 1
 
 
-def test_request_whose_key_was_taken_over_rolls_its_effect_back(
-    app: Flask, alice: Account
-) -> None:
+def test_request_whose_key_was_taken_over_rolls_its_effect_back(app: Flask, alice: Account) -> None:
     """A request slower than the lock timeout loses its key to a retry: the retry's post is the
     only one, whatever order the two commit in."""
     body = {"title": "Hello", "content": "Once only"}
