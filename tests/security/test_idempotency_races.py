@@ -102,7 +102,7 @@ def test_identical_keyed_requests_racing_on_two_workers_create_one_post_each(
     assert set(statuses) <= {201, 409}, statuses
     pids = {headers["X-Worker-Pid"] for pair in answers for _, headers, _ in pair}
     assert len(pids) == 2
-    for number, (pair, retry) in enumerate(zip(answers, retries, strict=True)):
+    for pair, retry in zip(answers, retries, strict=True):
         # One of the pair did the work; the other found it in flight or replayed its answer.
         outcomes = sorted((status, REPLAYED in headers) for status, headers, _ in pair)
         assert outcomes in ([(201, False), (201, True)], [(201, False), (409, False)]), pair
