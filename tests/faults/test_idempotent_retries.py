@@ -195,6 +195,18 @@ def run_r30(
         "replayed": sum(answer.replayed for attempts in results for answer in attempts.answers),
         "gunicorn_kills": len(kills),
         "duplicate_posts": sum(len(ids) - 1 for ids in posts.values()),
+        # Killed or timed out after the commit: the retry got the stored answer.
+        "keys_replayed_after_a_lost_answer": sum(
+            attempts.answers[0].status == 0 and attempts.answers[-1].replayed
+            for attempts in results
+        ),
+        # Found in flight (409), then created by this client: the request holding the key died
+        # before its commit and a retry took the key over (or the holder gave the key up).
+        "keys_created_after_a_409": sum(
+            any(answer.status == 409 for answer in attempts.answers)
+            and not attempts.answers[-1].replayed
+            for attempts in results
+        ),
     }
     return results, {title: len(ids) for title, ids in posts.items()}, figures, extra
 

@@ -93,9 +93,13 @@ def _run_once(scope: str, key: str, run: Callable[[], Any]) -> Response:
     if not 200 <= response.status_code < 300:
         idempotency.release(held)
         return response
-    stored = idempotency.complete(
-        held, response.status_code, response.get_data(as_text=True), response.location
-    )
+    try:
+        stored = idempotency.complete(
+            held, response.status_code, response.get_data(as_text=True), response.location
+        )
+    except BaseException:
+        idempotency.release(held)
+        raise
     if not stored:
         # Held past IDEMPOTENCY_LOCK_TIMEOUT and taken over by a retry: the effect was rolled
         # back, the retry's is the one that counts.
