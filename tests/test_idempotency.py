@@ -61,8 +61,8 @@ def hold_key(app: Flask, account: Account | None, path: str, body: dict[str, Any
     """Claim `KEY` as a request to `path` with `body` would, and keep it in flight."""
     scope = f"user:{account.id}" if account else "anonymous"
     with app.test_request_context():
-        print_ = idempotency.fingerprint("POST", path, body)
-        held = idempotency.claim(scope, KEY, print_)
+        digest = idempotency.fingerprint("POST", path, body)
+        held = idempotency.claim(scope, KEY, digest)
         assert isinstance(held, idempotency.Claim)
 
 
@@ -226,11 +226,11 @@ def test_request_whose_key_was_taken_over_rolls_its_effect_back(app: Flask, alic
     only one, whatever order the two commit in."""
     body = {"title": "Hello", "content": "Once only"}
     with app.test_request_context():
-        print_ = idempotency.fingerprint("POST", "/api/v2/posts", body)
-        slow = idempotency.claim(f"user:{alice.id}", KEY, print_)
+        digest = idempotency.fingerprint("POST", "/api/v2/posts", body)
+        slow = idempotency.claim(f"user:{alice.id}", KEY, digest)
         assert isinstance(slow, idempotency.Claim)
         set_key(app, locked_at=utcnow() - app.config["IDEMPOTENCY_LOCK_TIMEOUT"])
-        retry = idempotency.claim(f"user:{alice.id}", KEY, print_)
+        retry = idempotency.claim(f"user:{alice.id}", KEY, digest)
         assert isinstance(retry, idempotency.Claim)
         db.session.add(Todo(user_id=alice.id, title="slow effect"))
         db.session.flush()

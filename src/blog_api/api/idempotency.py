@@ -85,10 +85,10 @@ def _run_once(scope: str, key: str, run: Callable[[], Any]) -> Response:
     if not VALID_KEY.fullmatch(key):
         abort(400, message=INVALID_KEY)
     assert request.url_rule is not None  # a routed view
-    print_ = idempotency.fingerprint(request.method, request.url_rule.rule, request.get_json())
-    held = idempotency.claim(scope, key, print_)
+    digest = idempotency.fingerprint(request.method, request.url_rule.rule, request.get_json())
+    held = idempotency.claim(scope, key, digest)
     if isinstance(held, Stored):
-        return _answer_stored(held, print_)
+        return _answer_stored(held, digest)
     response = _run_holding(held, run)
     if not 200 <= response.status_code < 300:
         idempotency.release(held)
@@ -118,8 +118,8 @@ def _run_holding(held: Claim, run: Callable[[], Any]) -> Response:
         idempotency.current_claim.reset(token)
 
 
-def _answer_stored(stored: Stored, print_: str) -> Response:
-    if stored.fingerprint != print_:
+def _answer_stored(stored: Stored, digest: str) -> Response:
+    if stored.fingerprint != digest:
         abort(422, message=OTHER_REQUEST)
     if stored.status is None:
         abort(409, message=IN_FLIGHT, headers={"Retry-After": RETRY_IN_FLIGHT_AFTER})

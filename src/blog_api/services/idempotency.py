@@ -84,15 +84,16 @@ def fingerprint(method: str, route: str, body: Mapping[str, Any]) -> str:
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
-def claim(scope: str, key: str, print_: str) -> Claim | Stored:
-    """Take the key (a new row, or a free one taken over) and commit; or the row holding it."""
+def claim(scope: str, key: str, digest: str) -> Claim | Stored:
+    """Take the key for the request whose `fingerprint` is `digest` (a new row, or a free one
+    taken over) and commit; or, when another request holds it, that request's row."""
     now = utcnow()
     config = current_app.config
     owner = secrets.token_hex(16)
     values = {
         "scope": scope,
         "key": key,
-        "fingerprint": print_,
+        "fingerprint": digest,
         "owner": owner,
         "locked_at": now,
         "expires_at": now + config["IDEMPOTENCY_TTL"],
@@ -127,7 +128,7 @@ def claim(scope: str, key: str, print_: str) -> Claim | Stored:
     commit_keeping_state()
     if row is None:
         # Released between the two statements: report it in flight; the retry will take it.
-        return Stored(print_, None, None, None)
+        return Stored(digest, None, None, None)
     return Stored(*row)
 
 
