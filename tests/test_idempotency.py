@@ -7,7 +7,8 @@ in the transaction of the effect, so a replay creates no row, no job and no e-ma
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any, cast
@@ -15,7 +16,7 @@ from typing import Any, cast
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from blog_api.extensions import db
 from blog_api.models import IdempotencyKey, Job, Post, Todo, User
@@ -448,3 +449,45 @@ def test_replays_count_against_the_post_rate_limit(
 
     assert [answer.status_code for answer in answers] == [201, 201, 429]
     assert count(few_posts_allowed, Post) == 1
+
+
+# --- cost ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def statements_run(app: Flask) -> Iterator[list[str]]:
+    """The SQL statements the app runs inside the block (commits are not statements)."""
+    statements: list[str] = []
+
+    def record(*args: Any) -> None:
+        statements.append(args[2])
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def test_without_the_header_no_statement_is_added_and_with_it_two(
+    app: Flask, client: FlaskClient, alice: Account
+) -> None:
+    body = CREATING["v2-posts"][1]
+    with statements_run(app) as unkeyed:
+        assert client.post("/api/v2/posts", json=body, headers=alice.headers).status_code == 201
+    with statements_run(app) as keyed_run:
+        assert client.post("/api/v2/posts", json=body, headers=keyed(alice)).status_code == 201
+    with statements_run(app) as replay:
+        assert client.post("/api/v2/posts", json=body, headers=keyed(alice)).status_code == 201
+
+    assert not any("idempotency_keys" in statement for statement in unkeyed)
+    # The claim, then the stored answer in the post's own transaction.
+    extra = [statement for statement in keyed_run if "idempotency_keys" in statement]
+    assert [statement.split()[0] for statement in extra] == ["INSERT", "UPDATE"]
+    assert len(keyed_run) == len(unkeyed) + 2
+    # A replay: the claim that finds the key taken, and the read of its answer; nothing else
+    # but the caller's token checks.
+    assert [s.split()[0] for s in replay if "idempotency_keys" in s] == ["INSERT", "SELECT"]
+    assert not any("INTO posts" in statement or "INTO jobs" in statement for statement in replay)
