@@ -25,7 +25,7 @@ from webargs.flaskparser import FlaskParser
 from werkzeug.routing import IntegerConverter
 
 from blog_api import auth
-from blog_api.api.idempotency import HEADER_DOC, idempotent, user_scope
+from blog_api.api.idempotency import HEADER_DOC, REPLAYED_DOC, idempotent, user_scope
 from blog_api.errors import REQUEST_MUST_BE_JSON, http_exception_response
 from blog_api.extensions import db
 from blog_api.models.base import MAX_ID
@@ -121,7 +121,10 @@ class Blueprint(flask_smorest.Blueprint):
         documented; goes between `arguments` and `response`."""
 
         def decorator(view: F) -> F:
-            view = self.doc(parameters=[HEADER_DOC])(self.errors(409, 422)(view))
+            documented = self.doc(
+                parameters=[HEADER_DOC], responses={201: {"headers": REPLAYED_DOC}}
+            )
+            view = documented(self.errors(409, 422)(view))
             return idempotent(scope)(view)
 
         return decorator

@@ -56,6 +56,15 @@ HEADER_DOC = {
 }
 
 
+REPLAYED_DOC = {
+    REPLAYED_HEADER: {
+        "description": "`true` when this is the stored answer to an earlier request with the "
+        f"same {HEADER} (absent otherwise)",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
+
+
 def user_scope() -> str:
     """The logged-in caller's keys (the decorator runs after the token was verified)."""
     return f"user:{get_jwt_identity()}"
