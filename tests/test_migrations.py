@@ -28,7 +28,7 @@ from blog_api import create_app
 from blog_api.extensions import db
 from support import RUN_ID, require_service
 
-BEFORE_CONFIRMATION = "0006"
+BEFORE_CONFIRMATION = "0007"
 POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )

@@ -106,6 +106,8 @@ ENVIRONMENT_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "JOB_RELAY_POLL": ("JOB_RELAY_POLL", float),
     "JOB_REPUBLISH_AFTER": ("JOB_REPUBLISH_AFTER", float),
     "JOB_RETENTION_DAYS": ("JOB_RETENTION_DAYS", float),
+    "IDEMPOTENCY_TTL": ("IDEMPOTENCY_TTL", _seconds),
+    "IDEMPOTENCY_LOCK_TIMEOUT": ("IDEMPOTENCY_LOCK_TIMEOUT", _seconds),
     "WORKER_HEARTBEAT_INTERVAL": ("WORKER_HEARTBEAT_INTERVAL", float),
     "WORKER_HEARTBEAT_FORGET_AFTER": ("WORKER_HEARTBEAT_FORGET_AFTER", float),
     "TASK_SOFT_TIME_LIMIT": ("TASK_SOFT_TIME_LIMIT", float),
@@ -224,6 +226,12 @@ class Config:
     JOB_REPUBLISH_AFTER = 30.0
     # Done and skipped jobs are deleted this long after they finished; dead ones stay.
     JOB_RETENTION_DAYS = 30.0
+    # Idempotency-Key (api/idempotency.py): a stored answer is replayed for IDEMPOTENCY_TTL,
+    # then the key is free and pruned. A request holds its key while in flight; a key held
+    # longer than IDEMPOTENCY_LOCK_TIMEOUT (above gunicorn's 30 s request timeout, so only a
+    # request whose process died) may be taken over by a retry.
+    IDEMPOTENCY_TTL = timedelta(hours=24)
+    IDEMPOTENCY_LOCK_TIMEOUT = timedelta(seconds=60)
     # Each worker writes its heartbeat row this often; a row silent for FORGET_AFTER is
     # dropped (until then a dead worker's age keeps growing in /metrics, where alerts see it).
     WORKER_HEARTBEAT_INTERVAL = 5.0

@@ -11,7 +11,7 @@ from blog_api.extensions import db
 from blog_api.models import User
 from blog_api.models.base import utcnow
 from blog_api.models.users import new_security_stamp
-from blog_api.services import confirmations
+from blog_api.services import confirmations, idempotency
 
 
 def find_user_by_username(username: str) -> User | None:
@@ -48,7 +48,8 @@ def create_user(
         if email and send_confirmation:
             db.session.flush()
             confirmations.add_confirmation(user)
-        db.session.commit()
+        # The confirmation's job and an Idempotency-Key's answer commit with the user.
+        idempotency.commit_effect()
     except IntegrityError:
         # Lost a race with a concurrent registration of the same name.
         db.session.rollback()

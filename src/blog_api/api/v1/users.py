@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from blog_api.api import limits
 from blog_api.api.base import Blueprint, get_or_404
+from blog_api.api.idempotency import anonymous_scope
 from blog_api.api.pagination import paginate
 from blog_api.auth import caller
 from blog_api.auth.passwords import verify_password
@@ -47,6 +48,7 @@ class UserList(MethodView):
 
     @limiter.limit(limits.register_limit, key_func=limits.client_address)
     @blp.arguments(UserCreateSchema)
+    @blp.idempotent(scope=anonymous_scope)
     @blp.response(201, UserSchema)
     @blp.errors(403, 409, 429)
     def post(self, data: dict[str, Any]) -> Any:

@@ -2,7 +2,7 @@
 confirmed accounts only, and jobs whose subject is a post or a confirmation
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-04 18:00:00.000000
 
 Existing users are not confirmed: nobody ever proved owning those addresses. They keep working,
@@ -26,7 +26,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
