@@ -151,7 +151,9 @@ def make_account(app: Flask, client: FlaskClient) -> Callable[..., Account]:
     def make(username: str | None = None, role: str = "user", email: str | None = None) -> Account:
         username = username or f"user_{uuid.uuid4().hex[:8]}"
         with app.app_context():
-            user_id = create_user(username, PASSWORD, email=email, role=role).id
+            user_id = create_user(
+                username, PASSWORD, email=email, role=role, send_confirmation=False
+            ).id
         response = client.post("/api/v1/login", json={"username": username, "password": PASSWORD})
         assert response.status_code == 200, response.json
         return Account(

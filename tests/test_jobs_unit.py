@@ -33,7 +33,9 @@ PASSWORD = "correct horse battery"
 def new_job(app: Flask, *, email: str | None = "writer@example.com", version: str = "v1") -> str:
     """A post with its jobs, as create_post stores them (without publishing); the first job."""
     with app.app_context():
-        user = create_user(f"u_{uuid.uuid4().hex[:8]}", PASSWORD, email=email)
+        user = create_user(
+            f"u_{uuid.uuid4().hex[:8]}", PASSWORD, email=email, send_confirmation=False
+        )
         post = Post(user_id=user.id, title="A title", content="Some content")
         db.session.add(post)
         db.session.flush()

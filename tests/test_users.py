@@ -65,7 +65,13 @@ def test_register_creates_a_user_and_returns_the_public_profile(
     assert body["role"] == "user"
     assert body["created_at"].endswith("+00:00")
     assert response.headers["Location"] == f"/api/v1/users/{body['id']}"
-    assert row_counts() == {**before, "users": before["users"] + 1}
+    # The account, and the confirmation of its address with the job that e-mails it.
+    assert row_counts() == {
+        **before,
+        "users": before["users"] + 1,
+        "email_confirmations": before["email_confirmations"] + 1,
+        "jobs": before["jobs"] + 1,
+    }
     user = stored_user(app, "carol")
     assert user is not None
     assert user.email == "carol@example.com"

@@ -135,6 +135,8 @@ def build_app(bench: Bench, url: str) -> Flask:
         LOG_FILE=str(bench.tmp / "growth-app.log"),
         POST_AUDIT_LOG=str(bench.tmp / "growth-audit.log"),
         LOGIN_USERNAME_CEILING=HIGH_LIMIT,
+        # The registered user never confirms its address: its notifications must still be sent.
+        EMAIL_CONFIRMATION_REQUIRED=False,
         **dict.fromkeys(limits, HIGH_LIMIT),
     )
     console = bench.tmp / "growth-console.log"

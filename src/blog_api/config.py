@@ -106,6 +106,8 @@ ENVIRONMENT_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "JOB_RELAY_POLL": ("JOB_RELAY_POLL", float),
     "JOB_REPUBLISH_AFTER": ("JOB_REPUBLISH_AFTER", float),
     "JOB_RETENTION_DAYS": ("JOB_RETENTION_DAYS", float),
+    "IDEMPOTENCY_TTL": ("IDEMPOTENCY_TTL", _seconds),
+    "IDEMPOTENCY_LOCK_TIMEOUT": ("IDEMPOTENCY_LOCK_TIMEOUT", _seconds),
     "WORKER_HEARTBEAT_INTERVAL": ("WORKER_HEARTBEAT_INTERVAL", float),
     "WORKER_HEARTBEAT_FORGET_AFTER": ("WORKER_HEARTBEAT_FORGET_AFTER", float),
     "TASK_SOFT_TIME_LIMIT": ("TASK_SOFT_TIME_LIMIT", float),
@@ -118,6 +120,16 @@ ENVIRONMENT_VARIABLES.update(
         "LOGIN_USERNAME_CEILING": ("LOGIN_USERNAME_CEILING", str),
         "PASSWORD_CHANGE_RATE_LIMIT": ("PASSWORD_CHANGE_RATE_LIMIT", str),
         "TRUSTED_PROXIES": ("TRUSTED_PROXIES", int),
+    }
+)
+# E-mail confirmation (services/confirmations.py).
+ENVIRONMENT_VARIABLES.update(
+    {
+        "EMAIL_CONFIRMATION_REQUIRED": ("EMAIL_CONFIRMATION_REQUIRED", _bool),
+        "EMAIL_CONFIRM_TTL": ("EMAIL_CONFIRM_TTL", _seconds),
+        "EMAIL_CONFIRM_URL": ("EMAIL_CONFIRM_URL", str),
+        "CONFIRM_EMAIL_RATE_LIMIT": ("CONFIRM_EMAIL_RATE_LIMIT", str),
+        "CONFIRM_EMAIL_RESEND_RATE_LIMIT": ("CONFIRM_EMAIL_RESEND_RATE_LIMIT", str),
     }
 )
 
@@ -214,6 +226,12 @@ class Config:
     JOB_REPUBLISH_AFTER = 30.0
     # Done and skipped jobs are deleted this long after they finished; dead ones stay.
     JOB_RETENTION_DAYS = 30.0
+    # Idempotency-Key (api/idempotency.py): a stored answer is replayed for IDEMPOTENCY_TTL,
+    # then the key is free and pruned. A request holds its key while in flight; a key held
+    # longer than IDEMPOTENCY_LOCK_TIMEOUT (above gunicorn's 30 s request timeout, so only a
+    # request whose process died) may be taken over by a retry.
+    IDEMPOTENCY_TTL = timedelta(hours=24)
+    IDEMPOTENCY_LOCK_TIMEOUT = timedelta(seconds=60)
     # Each worker writes its heartbeat row this often; a row silent for FORGET_AFTER is
     # dropped (until then a dead worker's age keeps growing in /metrics, where alerts see it).
     WORKER_HEARTBEAT_INTERVAL = 5.0
@@ -251,6 +269,17 @@ class Config:
     PASSWORD_CHANGE_RATE_LIMIT = "5 per minute"  # noqa: S105 (a rate limit, not a password)
     TRUSTED_PROXIES = 0
 
+    # E-mail confirmation. With EMAIL_CONFIRMATION_REQUIRED, post notifications go to confirmed
+    # addresses only (the others end `skipped`). A confirmation token is valid EMAIL_CONFIRM_TTL;
+    # EMAIL_CONFIRM_URL, when set, is the public page that takes the token as `?token=` (else
+    # the e-mail explains the API call). Confirming is limited per client address, asking for
+    # a new confirmation e-mail per user.
+    EMAIL_CONFIRMATION_REQUIRED = True
+    EMAIL_CONFIRM_TTL = timedelta(hours=24)
+    EMAIL_CONFIRM_URL: str | None = None
+    CONFIRM_EMAIL_RATE_LIMIT = "10 per minute"
+    CONFIRM_EMAIL_RESEND_RATE_LIMIT = "3 per hour"
+
     @classmethod
     def validate(cls, config: Mapping[str, Any]) -> None:
         """Refuse to start with a configuration that cannot work at all."""
@@ -268,6 +297,8 @@ class DevelopmentConfig(Config):
     # Development-only keys: long enough for HS256, never accepted by ProductionConfig.
     SECRET_KEY = "dev-only-secret-key-not-for-production-use"  # noqa: S105 (not a production secret)
     JWT_SECRET_KEY = "dev-only-jwt-secret-key-not-for-production-use"  # noqa: S105 (not a production secret)
+    # The tutorial's flow (register, post, see the e-mail) works without confirming first.
+    EMAIL_CONFIRMATION_REQUIRED = False
 
 
 class TestingConfig(Config):
@@ -288,6 +319,9 @@ class TestingConfig(Config):
     LOG_FILE = None
     LOGIN_USERNAME_CEILING = "1000 per minute"
     PASSWORD_CHANGE_RATE_LIMIT = "1000 per minute"  # noqa: S105 (a rate limit)
+    EMAIL_CONFIRMATION_REQUIRED = False
+    CONFIRM_EMAIL_RATE_LIMIT = "1000 per minute"
+    CONFIRM_EMAIL_RESEND_RATE_LIMIT = "1000 per minute"
 
 
 class ProductionConfig(Config):

@@ -67,6 +67,14 @@ def message_id(job_id: str) -> str:
     return f"<notify-{job_id}@{MESSAGE_ID_DOMAIN}>"
 
 
+def confirmation_message_id(job_id: str) -> str:
+    return f"<confirm-{job_id}@{MESSAGE_ID_DOMAIN}>"
+
+
+def _is_confirmation(record: dict[str, Any]) -> bool:
+    return str(record.get("message_id") or "").startswith("<confirm-")
+
+
 @dataclass
 class Service:
     """One subprocess and the file its stdout and stderr go to."""
@@ -429,7 +437,20 @@ class Stack:
         return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n")]
 
     def deliveries(self) -> list[dict[str, Any]]:
-        return [record for record in self.mail_records() if record["event"] == "delivered"]
+        """The post notifications delivered (registering over HTTP also sends a confirmation
+        e-mail: see `confirmation_deliveries`)."""
+        return [
+            record
+            for record in self.mail_records()
+            if record["event"] == "delivered" and not _is_confirmation(record)
+        ]
+
+    def confirmation_deliveries(self) -> list[dict[str, Any]]:
+        return [
+            record
+            for record in self.mail_records()
+            if record["event"] == "delivered" and _is_confirmation(record)
+        ]
 
     def audit_lines(self) -> list[str]:
         if not self.audit_log.exists():
@@ -522,8 +543,9 @@ def create_posts(
 
 
 def job_views(app: Flask, post_ids: Iterable[int] | None = None) -> list[JobView]:
+    """The jobs of posts (of `post_ids`, or of every post); confirmation e-mails' jobs apart."""
     with app.app_context():
-        statement = select(Job).order_by(Job.post_id, Job.kind)
+        statement = select(Job).where(Job.post_id.is_not(None)).order_by(Job.post_id, Job.kind)
         if post_ids is not None:
             statement = statement.where(Job.post_id.in_(list(post_ids)))
         views = [

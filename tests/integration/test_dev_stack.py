@@ -82,5 +82,7 @@ def test_dev_stack_serves_the_api_and_flower_behind_basic_auth(bare_stack: Stack
         headers = {"Authorization": f"Bearer {token}"}
         assert http_request("POST", f"{web}/api/v1/posts", post, headers)[0] == 201
         bare_stack.wait_for_log(honcho, "--- e-mail to d@example.com ---", timeout=60)
+        # The post's own e-mail (registering also sent a confirmation e-mail to the address).
+        bare_stack.wait_for_log(honcho, "Subject: Your post 'From make run' is published", 60)
     finally:
         stop_honcho(honcho)

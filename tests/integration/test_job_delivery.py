@@ -4,6 +4,7 @@ exactly one e-mail per post, exactly one audit line per v2 post, every job `done
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -15,8 +16,11 @@ from integration_stack import (
     create_posts,
     wait_for_jobs,
 )
+from sqlalchemy import select
 
-from blog_api.models import JobKind
+from blog_api.extensions import db
+from blog_api.models import Job, JobKind
+from support import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -95,5 +99,37 @@ def test_posts_are_delivered_once_with_rabbitmq_as_the_broker(
 
     posts = create_posts(app.test_client(), author.headers, 6, versions=("v1", "v2"))
     wait_for_jobs(stack, app, [post.id for post in posts], timeout=60)
+
+    assert_each_effect_once(stack, app, posts)
+
+
+@POSTGRESQL_ONLY
+def test_registering_sends_a_confirmation_email_through_a_worker_and_its_token_confirms(
+    stack: Stack,
+) -> None:
+    """PostgreSQL only: the outbox path is the posts' one, covered on both databases above.
+    With EMAIL_CONFIRMATION_REQUIRED, the author's post notification then goes out."""
+    stack.configure(EMAIL_CONFIRMATION_REQUIRED="true")
+    stack.up()
+    app = stack.app()
+    client = app.test_client()
+    body = {"username": "carol", "password": "correct horse battery", "email": "carol@example.com"}
+    assert client.post("/api/v1/users", json=body).status_code == 201
+
+    [mail] = wait_until(stack.confirmation_deliveries, 30, "the confirmation e-mail")
+
+    assert mail["rcpt_tos"] == ["carol@example.com"]
+    match = re.search(r"Your confirmation token: (\S+)", mail["text"])
+    assert match, mail["text"]
+    assert client.post("/api/v1/users/confirm-email", json={"token": match[1]}).status_code == 200
+    with app.app_context():
+        [job] = db.session.scalars(select(Job).where(Job.kind == JobKind.CONFIRM_EMAIL)).all()
+        assert (job.status, job.attempts, job.post_id) == ("done", 1, None)
+        assert mail["message_id"] == f"<confirm-{job.id}@blog-api.local>"
+    login = client.post("/api/v1/login", json={k: body[k] for k in ("username", "password")})
+    headers = {"Authorization": f"Bearer {login.json['access_token']}"}
+
+    posts = create_posts(client, headers, 1, versions=("v1",))
+    wait_for_jobs(stack, app, [post.id for post in posts], timeout=30)
 
     assert_each_effect_once(stack, app, posts)

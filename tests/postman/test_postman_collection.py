@@ -96,3 +96,7 @@ def test_postman_collection_passes_against_a_live_stack(live_stack: Stack) -> No
     assert Counter(r["event_id"] for r in live_stack.audit_records()) == Counter(
         job.id for job in audit
     )
+    # Registering (the collection's users and the admin) sent confirmation e-mails, each once.
+    confirmations = Counter(r["message_id"] for r in live_stack.confirmation_deliveries())
+    assert confirmations, "no confirmation e-mail was delivered"
+    assert set(confirmations.values()) == {1}, confirmations

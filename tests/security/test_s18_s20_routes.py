@@ -37,6 +37,8 @@ PUBLIC = {
     ("/api/v1/users", "GET"),
     ("/api/v1/users", "POST"),
     ("/api/v1/users/<id:user_id>", "GET"),
+    # The token from the confirmation e-mail is the proof (SPEC §4.6).
+    ("/api/v1/users/confirm-email", "POST"),
     ("/api/v2/posts/recent", "GET"),
     *(
         (rule.format(version=version), "GET")

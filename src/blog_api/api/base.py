@@ -25,6 +25,7 @@ from webargs.flaskparser import FlaskParser
 from werkzeug.routing import IntegerConverter
 
 from blog_api import auth
+from blog_api.api.idempotency import HEADER_DOC, REPLAYED_DOC, idempotent, user_scope
 from blog_api.errors import REQUEST_MUST_BE_JSON, http_exception_response
 from blog_api.extensions import db
 from blog_api.models.base import MAX_ID
@@ -114,6 +115,19 @@ class Blueprint(flask_smorest.Blueprint):
         """`auth.admin_required`, documented as needing an admin's bearer token."""
         view = self.doc(security=[{"bearerAuth": []}])(self.errors(401, 403)(view))
         return auth.admin_required(view)
+
+    def idempotent(self, scope: Callable[[], str] = user_scope) -> Callable[[F], F]:
+        """`idempotency.idempotent`, with the `Idempotency-Key` header and its 409 and 422
+        documented; goes between `arguments` and `response`."""
+
+        def decorator(view: F) -> F:
+            documented = self.doc(
+                parameters=[HEADER_DOC], responses={201: {"headers": REPLAYED_DOC}}
+            )
+            view = documented(self.errors(409, 422)(view))
+            return idempotent(scope)(view)
+
+        return decorator
 
     def route(
         self,
@@ -215,6 +229,10 @@ class _Versioned:
     def decorate(self, decorator: Callable[[Any], Any]) -> Callable[[F], F]:
         """Any other decorator (a rate limit), kept in its place among the others."""
         return self._record(_Step("decorate", (decorator,)))
+
+    def idempotent(self, view: F) -> F:
+        """The caller-scoped `Idempotency-Key` (see `Blueprint.idempotent`)."""
+        return self._record(_Step("idempotent"))(view)
 
     def login_required(self, view: F) -> F:
         return self._record(_Step("login_required"))(view)

@@ -11,6 +11,9 @@ Login is limited three ways, all checked before any password is hashed:
   the ceiling for a guesser with many addresses.
 
 A password change (`PASSWORD_CHANGE_RATE_LIMIT`) is limited per user and per client address.
+Confirming an e-mail address (`CONFIRM_EMAIL_RATE_LIMIT`) is limited per client address, and
+asking for a new confirmation e-mail (`CONFIRM_EMAIL_RESEND_RATE_LIMIT`) per user: each sends
+an e-mail to an address the caller typed.
 
 The client address is the connection's peer, or with `TRUSTED_PROXIES` set the address the
 nearest trusted proxy saw (werkzeug's `ProxyFix`, applied in `create_app`).
@@ -86,3 +89,11 @@ def password_change_limit() -> str:
 
 def register_limit() -> str:
     return str(current_app.config["REGISTER_RATE_LIMIT"])
+
+
+def confirm_email_limit() -> str:
+    return str(current_app.config["CONFIRM_EMAIL_RATE_LIMIT"])
+
+
+def confirm_email_resend_limit() -> str:
+    return str(current_app.config["CONFIRM_EMAIL_RESEND_RATE_LIMIT"])

@@ -68,6 +68,7 @@ class PostList(MethodView):
         limiter.shared_limit(_post_rate_limit, scope="post-creation", key_func=_post_rate_key)
     )
     @versioned.arguments("create")
+    @versioned.idempotent
     @versioned.response(201, "item")
     @versioned.errors(429)
     def post(self, data: dict[str, Any]) -> Any:

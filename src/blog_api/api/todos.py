@@ -55,6 +55,7 @@ class TodoList(MethodView):
 
     @versioned.login_required
     @versioned.arguments("create")
+    @versioned.idempotent
     @versioned.response(201, "item")
     def post(self, data: dict[str, Any]) -> Any:
         """Create a to-do"""

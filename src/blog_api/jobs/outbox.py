@@ -1,9 +1,9 @@
 """The job (outbox) state machine: every change of a job's state is a function of this module.
 
-create (`insert_post_jobs`) -> due (`due_jobs`, `push_back`: the relay publishes) -> `claim_job` ->
-`finish_job` (done | skipped | dead) or `release_job` (pending again, due after a backoff);
-`_dead_letter_if_exhausted` when attempts run out, `retry_job` (an admin's second chance),
-`prune_finished_jobs` (retention).
+create (`insert_post_jobs`, `insert_confirmation_job`) -> due (`due_jobs`, `push_back`: the
+relay publishes) -> `claim_job` -> `finish_job` (done | skipped | dead) or `release_job` (pending
+again, due after a backoff); `_dead_letter_if_exhausted` when attempts run out, `retry_job`
+(an admin's second chance), `prune_finished_jobs` (retention).
 
 Every transition is one short transaction whose WHERE clause checks the current state, so two
 workers (or a redelivered message) can never both own a job. Nothing here talks to a broker:
@@ -59,11 +59,9 @@ JOBS = cast(Table, Job.__table__)
 DueJob = Row[str, JobKind, datetime]
 
 
-def _post_job_rows(post_id: int, api_version: str) -> list[dict[str, Any]]:
-    """The columns of a new post's jobs, due at once."""
-    kinds = [JobKind.NOTIFY_AUTHOR]
-    if api_version == "v2":
-        kinds.append(JobKind.AUDIT_POST_CREATED)
+def _job_rows(kinds: list[JobKind], **subject: int) -> list[dict[str, Any]]:
+    """The columns of new jobs about one subject (`post_id=` or `confirmation_id=`), due at
+    once."""
     max_attempts = current_app.config["MAIL_MAX_RETRIES"] + 1
     # The worker's log lines for these jobs carry the creating request's (validated) id.
     request_id = g.get("request_id") if has_request_context() else None
@@ -72,7 +70,9 @@ def _post_job_rows(post_id: int, api_version: str) -> list[dict[str, Any]]:
         {
             "id": new_job_id(),
             "kind": kind,
-            "post_id": post_id,
+            "post_id": None,
+            "confirmation_id": None,
+            **subject,
             "status": JobStatus.PENDING,
             "attempts": 0,
             "max_attempts": max_attempts,
@@ -90,11 +90,22 @@ def insert_post_jobs(post_id: int, api_version: str) -> list[str]:
     caller commits them with the post); their ids. No objects enter the session: the unit of
     work's flush of new jobs cost more than the post's whole INSERT. `jobs_inserted` announces
     them."""
-    rows = _post_job_rows(post_id, api_version)
+    kinds = [JobKind.NOTIFY_AUTHOR]
+    if api_version == "v2":
+        kinds.append(JobKind.AUDIT_POST_CREATED)
+    rows = _job_rows(kinds, post_id=post_id)
     session = db.session()
     session.execute(insert(JOBS), rows)
     jobs_inserted.send(session, jobs=[(row["id"], row["kind"], post_id) for row in rows])
     return [row["id"] for row in rows]
+
+
+def insert_confirmation_job(confirmation_id: int) -> str:
+    """Write the job that e-mails confirmation `confirmation_id`, due at once, in the session's
+    transaction (the caller commits it with the confirmation); its id."""
+    [row] = _job_rows([JobKind.CONFIRM_EMAIL], confirmation_id=confirmation_id)
+    db.session.execute(insert(JOBS), [row])
+    return str(row["id"])
 
 
 # -- the relay's side -----------------------------------------------------------------------------

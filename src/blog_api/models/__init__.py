@@ -1,5 +1,7 @@
 """The database models; importing this package registers every table on the metadata."""
 
+from blog_api.models.confirmations import EmailConfirmation
+from blog_api.models.idempotency import IdempotencyKey
 from blog_api.models.jobs import Job, JobKind, JobStatus
 from blog_api.models.posts import Post
 from blog_api.models.todos import Todo
@@ -9,6 +11,8 @@ from blog_api.models.workers import WorkerHeartbeat
 
 __all__ = [
     "ROLES",
+    "EmailConfirmation",
+    "IdempotencyKey",
     "Job",
     "JobKind",
     "JobStatus",

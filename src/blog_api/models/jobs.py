@@ -1,4 +1,7 @@
-"""Jobs: the outbox. One row per side effect of a post, written in the post's transaction.
+"""Jobs: the outbox. One row per side effect, written in the transaction of what causes it.
+
+A job's subject is a post (its notification and audit record) or an e-mail confirmation (the
+confirmation e-mail): exactly one of `post_id` and `confirmation_id` is set.
 
 The row, not the broker message, is the source of truth: a message only says "look at job X".
 Life cycle: pending -> running -> done | skipped | dead (a failed attempt goes back to pending).
@@ -13,7 +16,7 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Enum, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import CheckConstraint, Enum, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from blog_api.models.base import Model, UTCDateTime, utcnow
@@ -22,6 +25,7 @@ from blog_api.models.base import Model, UTCDateTime, utcnow
 class JobKind(StrEnum):
     NOTIFY_AUTHOR = "notify_author"
     AUDIT_POST_CREATED = "audit_post_created"
+    CONFIRM_EMAIL = "confirm_email"
 
 
 class JobStatus(StrEnum):
@@ -61,6 +65,7 @@ class Job(Model):
     __tablename__ = "jobs"
     __table_args__ = (
         UniqueConstraint("kind", "post_id"),
+        CheckConstraint("(post_id IS NULL) <> (confirmation_id IS NULL)", name="one_subject"),
         # The relay's query (due jobs, earliest first) reads only active rows.
         Index(
             "ix_jobs_due",
@@ -81,7 +86,14 @@ class Job(Model):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_job_id)
     kind: Mapped[JobKind] = mapped_column(_string_enum(JobKind, 30))
-    post_id: Mapped[int] = mapped_column(ForeignKey("posts.id", ondelete="CASCADE"), index=True)
+    post_id: Mapped[int | None] = mapped_column(
+        ForeignKey("posts.id", ondelete="CASCADE"), index=True
+    )
+    confirmation_id: Mapped[int | None] = mapped_column(
+        # One job per confirmation: a re-sent confirmation is a new confirmation.
+        ForeignKey("email_confirmations.id", ondelete="CASCADE"),
+        unique=True,
+    )
     status: Mapped[JobStatus] = mapped_column(
         _string_enum(JobStatus, 10), default=JobStatus.PENDING
     )

@@ -30,8 +30,10 @@ class User(Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(50))
-    # Stored lower-cased, so the unique constraint is case-insensitive too.
-    email: Mapped[str | None] = mapped_column(String(254), unique=True)
+    # Stored lower-cased. Unique among confirmed accounts only (`uq_users_email_confirmed`):
+    # anyone may type any address at registration, only its owner can confirm it.
+    email: Mapped[str | None] = mapped_column(String(254))
+    email_confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(20), default="user")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -53,6 +55,10 @@ class User(Model):
     )
 
     @property
+    def email_confirmed(self) -> bool:
+        return self.email_confirmed_at is not None
+
+    @property
     def is_admin(self) -> bool:
         return self.role == "admin"
 
@@ -66,3 +72,11 @@ class User(Model):
 
 # Usernames are unique regardless of case: "Alice" and "alice" are one account.
 Index("uq_users_username_lower", func.lower(User.username), unique=True)
+# An address belongs to at most one confirmed account; unconfirmed accounts may share it.
+Index(
+    "uq_users_email_confirmed",
+    User.email,
+    unique=True,
+    sqlite_where=User.email_confirmed_at.is_not(None),
+    postgresql_where=User.email_confirmed_at.is_not(None),
+)

@@ -7,7 +7,8 @@
 (4xx: try later, 5xx: refused), `stall` (take the message, never answer: the client's timeout
 fires) or `drop` (take the message, close the connection instead of answering 250);
 `--always CODE|stall|drop` does that to every message. Attempts and deliveries are recorded as
-JSON lines (event delivered / refused / stalled / dropped), so tests can count them.
+JSON lines (event delivered / refused / stalled / dropped; a delivered message's plain text
+too, unless quiet), so tests can count them and read a confirmation e-mail's token.
 `--quiet` records without printing (and parses only the headers): the benchmark's stand-in
 for a mail server on another machine.
 """
@@ -70,10 +71,12 @@ class SinkHandler:
             self._write({**entry, "event": "refused", "code": code})
             text = "Try again later" if code < 500 else "Mailbox unavailable"
             return f"{code} {text}"
-        self._write({**entry, "event": "delivered"})
         if self.quiet:
+            self._write({**entry, "event": "delivered"})
             return "250 Message accepted for delivery"
         body = message.get_body(preferencelist=("plain",))
+        # The text too: a confirmation e-mail's token is read from here in tests.
+        self._write({**entry, "event": "delivered", "text": body.get_content() if body else ""})
         print(
             f"--- e-mail to {', '.join(envelope.rcpt_tos)} ---\n"
             f"Message-ID: {entry['message_id']}\nSubject: {entry['subject']}\n\n"

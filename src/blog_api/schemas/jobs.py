@@ -11,7 +11,13 @@ from blog_api.schemas.common import PaginationQuerySchema, PaginationSchema
 class JobSchema(Schema):
     id = fields.String(dump_only=True)
     kind = fields.String(dump_only=True, metadata={"enum": list(JobKind)})
-    post_id = fields.Integer(dump_only=True)
+    # The job's subject: exactly one of the two is set.
+    post_id = fields.Integer(dump_only=True, allow_none=True)
+    confirmation_id = fields.Integer(
+        dump_only=True,
+        allow_none=True,
+        metadata={"description": "The e-mail confirmation a `confirm_email` job sends"},
+    )
     status = fields.String(dump_only=True, metadata={"enum": list(JobStatus)})
     attempts = fields.Integer(dump_only=True)
     max_attempts = fields.Integer(dump_only=True)

@@ -71,6 +71,11 @@ class UserDetailSchema(UserSchema):
 
 class MeSchema(UserSchema):
     email = fields.String(dump_only=True, allow_none=True)
+    email_confirmed = fields.Boolean(
+        dump_only=True,
+        metadata={"description": "Whether you proved owning `email` (POST /users/confirm-email)"},
+    )
+    email_confirmed_at = fields.AwareDateTime(dump_only=True, allow_none=True)
     password_changed_at = fields.AwareDateTime(dump_only=True)
 
 
@@ -126,3 +131,17 @@ class TokenSchema(Schema):
     refresh_token = fields.String(required=True)
     token_type = fields.String(required=True, metadata={"example": "Bearer"})
     expires_in = fields.Integer(required=True, metadata={"description": "Seconds"})
+
+
+class ConfirmEmailSchema(Schema):
+    MISSING_MESSAGE = "Missing token"
+
+    token = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=4096),
+        metadata={"description": "The token from the confirmation e-mail"},
+    )
+
+
+class ResendConfirmationSchema(Schema):
+    """No fields: the body may be empty or `{}`."""

@@ -1,4 +1,8 @@
-"""The transactions: each public function is one unit of work that commits or raises."""
+"""The transactions: each public function is one unit of work that commits or raises.
+
+A creating transaction ends with `idempotency.commit_effect`: in a request holding an
+Idempotency-Key the commit then also stores the response on the key (services/idempotency.py).
+"""
 
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ import smtplib
 import ssl
 import threading
 import time
+from datetime import datetime
 from email.header import Header
 from email.message import Message
 from email.mime.text import MIMEText
@@ -38,9 +39,9 @@ def header_safe(text: str, limit: int = MAX_SUBJECT_TITLE) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def message_id(job_id: str) -> str:
+def message_id(job_id: str, purpose: str = "notify") -> str:
     """Deterministic per job, so a resent copy is recognisably the same message."""
-    return f"<notify-{job_id}@{current_app.config['MAIL_MESSAGE_ID_DOMAIN']}>"
+    return f"<{purpose}-{job_id}@{current_app.config['MAIL_MESSAGE_ID_DOMAIN']}>"
 
 
 def build_post_notification(
@@ -49,10 +50,7 @@ def build_post_notification(
     """The notification e-mail, built with the `compat32` classes: the same message as the
     modern `EmailMessage` API at a sixth of its CPU cost (its header registry parses and
     refolds every value), which a worker pays once per post."""
-    if not recipient.isascii():
-        # The address is valid (RFC 6531), but sending to it needs SMTPUTF8 end to end: fail
-        # the job at once with the reason instead of retrying what cannot work.
-        raise PermanentJobError(f"Internationalised address not supported: {recipient!r}")
+    _check_ascii_address(recipient)
     body = (
         f"Hello {username},\n\n"
         f"your post #{post_id} '{header_safe(title, 500)}' has been published on Blog API.\n"
@@ -65,6 +63,47 @@ def build_post_notification(
     message["Message-ID"] = message_id(job_id)
     message["X-Notification-Id"] = job_id
     return message
+
+
+def build_email_confirmation(
+    job_id: str, recipient: str, username: str, token: str, expires_at: datetime
+) -> Message:
+    """The e-mail that asks the owner of `recipient` to confirm it: the token, and the link
+    (EMAIL_CONFIRM_URL) or else the API call that takes it."""
+    _check_ascii_address(recipient)
+    confirm_url = current_app.config["EMAIL_CONFIRM_URL"]
+    if confirm_url:
+        separator = "&" if "?" in confirm_url else "?"
+        how = f"open this link:\n\n    {confirm_url}{separator}token={token}\n"
+    else:
+        how = (
+            "send this request to Blog API:\n\n"
+            "    POST /api/v1/users/confirm-email\n"
+            "    Content-Type: application/json\n\n"
+            f'    {{"token": "{token}"}}\n'
+        )
+    body = (
+        f"Hello {username},\n\n"
+        f"to confirm that this address belongs to your Blog API account, {how}\n"
+        f"Your confirmation token: {token}\n"
+        f"It works once, until {expires_at:%Y-%m-%d %H:%M} UTC.\n\n"
+        "If you did not register with Blog API, ignore this e-mail: without confirmation the "
+        "account gets no e-mail from us.\n"
+    )
+    message = MIMEText(body, "plain", "us-ascii" if body.isascii() else "utf-8")
+    message["Subject"] = "Confirm your e-mail address for Blog API"
+    message["From"] = current_app.config["MAIL_DEFAULT_SENDER"]
+    message["To"] = formataddr((header_safe(username, 60), recipient))
+    message["Message-ID"] = message_id(job_id, "confirm")
+    message["X-Confirmation-Job-Id"] = job_id
+    return message
+
+
+def _check_ascii_address(recipient: str) -> None:
+    if not recipient.isascii():
+        # The address is valid (RFC 6531), but sending to it needs SMTPUTF8 end to end: fail
+        # the job at once with the reason instead of retrying what cannot work.
+        raise PermanentJobError(f"Internationalised address not supported: {recipient!r}")
 
 
 def _encoded(text: str) -> str | Header:

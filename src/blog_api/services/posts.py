@@ -12,6 +12,7 @@ from blog_api.database import commit_keeping_state
 from blog_api.extensions import db
 from blog_api.jobs import outbox
 from blog_api.models import Post, User
+from blog_api.services import idempotency
 
 LISTING_FILTERS = ("user_id", "category")
 
@@ -67,7 +68,7 @@ def create_post(author: User, data: Mapping[str, Any], *, api_version: str) -> P
     row = db.session.execute(INSERT_POST, {"user_id": author.id, **data}).one()
     outbox.insert_post_jobs(row.id, api_version)
     # The author is used right after (log line): the commit must not expire it.
-    commit_keeping_state()
+    idempotency.commit_effect(commit_keeping_state)
     return post_from_row(row)
 
 

@@ -10,6 +10,7 @@ from sqlalchemy.orm import joinedload
 
 from blog_api.extensions import db
 from blog_api.models import Todo, User
+from blog_api.services import idempotency
 
 SORT_COLUMNS = {
     "id": Todo.id,
@@ -70,7 +71,7 @@ def find_todo(user: User, todo_id: int) -> Todo | None:
 def create_todo(user: User, data: Mapping[str, Any]) -> Todo:
     todo = Todo(user_id=user.id, **data)
     db.session.add(todo)
-    db.session.commit()
+    idempotency.commit_effect()
     return todo
 
 

@@ -11,6 +11,7 @@ from blog_api.extensions import db
 from blog_api.models import User
 from blog_api.models.base import utcnow
 from blog_api.models.users import new_security_stamp
+from blog_api.services import confirmations, idempotency
 
 
 def find_user_by_username(username: str) -> User | None:
@@ -20,28 +21,39 @@ def find_user_by_username(username: str) -> User | None:
     return db.session.scalar(select(User).where(func.lower(User.username) == username.lower()))
 
 
-def _uniqueness_conflict(username: str, email: str | None) -> str | None:
-    if find_user_by_username(username) is not None:
-        return "Username already exists"
-    if email is not None and db.session.scalar(select(User.id).where(User.email == email)):
-        return "Email already exists"
-    return None
+USERNAME_TAKEN = "Username already exists"
 
 
-def create_user(username: str, password: str, email: str | None = None, role: str = "user") -> User:
-    """Create an account; `ConflictError` when the username or e-mail is taken (any case)."""
+def create_user(
+    username: str,
+    password: str,
+    email: str | None = None,
+    role: str = "user",
+    *,
+    send_confirmation: bool = True,
+) -> User:
+    """Create an account; `ConflictError` when the username is taken (any case).
+
+    An e-mail address is never a conflict: addresses are unique among confirmed accounts only,
+    so that the answer cannot tell whether an address has an account. An account with an
+    address gets its confirmation e-mail job in the same transaction (`send_confirmation=False`:
+    test fixtures that stand for accounts made long ago).
+    """
     email = email.lower() if email else None
-    conflict = _uniqueness_conflict(username, email)
-    if conflict:
-        raise ConflictError(conflict)
+    if find_user_by_username(username) is not None:
+        raise ConflictError(USERNAME_TAKEN)
     user = User(username=username, email=email, role=role, password_hash=hash_password(password))
     db.session.add(user)
     try:
-        db.session.commit()
+        if email and send_confirmation:
+            db.session.flush()
+            confirmations.add_confirmation(user)
+        # The confirmation's job and an Idempotency-Key's answer commit with the user.
+        idempotency.commit_effect()
     except IntegrityError:
-        # Lost a race with a concurrent registration of the same name or address.
+        # Lost a race with a concurrent registration of the same name.
         db.session.rollback()
-        raise ConflictError(_uniqueness_conflict(username, email) or "User already exists")
+        raise ConflictError(USERNAME_TAKEN) from None
     return user
 
 

@@ -14,6 +14,7 @@ from celery import bootsteps
 
 from blog_api.jobs import outbox
 from blog_api.jobs.relay import Relay
+from blog_api.services.idempotency import prune_expired_keys
 from blog_api.services.tokens import purge_expired_tokens
 from blog_api.worker.heartbeat import Heartbeat
 from blog_api.worker.tasks import publish_jobs
@@ -41,6 +42,6 @@ class RelayStep(bootsteps.StartStopStep):
         return Relay(
             parent.app.flask_app,
             partial(publish_jobs, parent.app),
-            chores=[outbox.prune_finished_jobs, purge_expired_tokens],
+            chores=[outbox.prune_finished_jobs, purge_expired_tokens, prune_expired_keys],
             name=f"relay-{parent.hostname}",
         )

@@ -16,6 +16,7 @@ from blog_api.jobs import heartbeats, outbox
 from blog_api.jobs.relay import relay_due_jobs
 from blog_api.models import Job, JobStatus, WorkerHeartbeat
 from blog_api.models.base import utcnow
+from blog_api.services.idempotency import prune_expired_keys
 from blog_api.worker.tasks import publish_jobs
 
 jobs_cli = AppGroup("jobs", help="Inspect and re-drive background jobs.")
@@ -29,8 +30,13 @@ def list_jobs(status: str | None, limit: int) -> None:
     query = outbox.job_query(JobStatus(status) if status else None)
     for job in db.session.scalars(query.limit(limit)):
         error = f"  {job.last_error}" if job.last_error else ""
+        subject = (
+            f"post={job.post_id:<6}"
+            if job.post_id is not None
+            else f"confirmation={job.confirmation_id}"
+        )
         click.echo(
-            f"{job.id}  {job.kind:<20} post={job.post_id:<6} {job.status:<8} "
+            f"{job.id}  {job.kind:<20} {subject} {job.status:<8} "
             f"attempts={job.attempts}/{job.max_attempts}{error}"
         )
 
@@ -58,8 +64,10 @@ def sweep() -> None:
 
 @jobs_cli.command("prune")
 def prune() -> None:
-    """Delete finished jobs older than JOB_RETENTION_DAYS now (the relay does it hourly)."""
+    """Delete finished jobs older than JOB_RETENTION_DAYS and expired idempotency keys now
+    (the relay does it hourly)."""
     click.echo(f"Deleted {outbox.prune_finished_jobs()} finished job(s)")
+    click.echo(f"Deleted {prune_expired_keys()} expired idempotency key(s)")
 
 
 @jobs_cli.command("workers")

@@ -20,13 +20,14 @@ from sqlalchemy import bindparam, select
 
 from blog_api.extensions import db
 from blog_api.jobs import outbox
-from blog_api.jobs.errors import PermanentJobError
+from blog_api.jobs.errors import JobSkipped, PermanentJobError
 from blog_api.jobs.outbox import DueJob
-from blog_api.models import Job, JobKind, JobStatus, Post, User
+from blog_api.models import EmailConfirmation, Job, JobKind, JobStatus, Post, User
 from blog_api.models.base import utcnow
 from blog_api.ops.logging import bind_job
 from blog_api.services.audit import append_audit_record
-from blog_api.services.mailer import build_post_notification, send_email
+from blog_api.services.confirmations import confirmation_token
+from blog_api.services.mailer import build_email_confirmation, build_post_notification, send_email
 from blog_api.worker.checkpoints import Checkpoint, job_checkpoint
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,10 @@ def run_job(task: Task, job_id: str, effect: Effect) -> str:
     job_checkpoint.send(job, point=Checkpoint.AFTER_CLAIM)
     try:
         outcome = effect(job)
+    except JobSkipped as reason:
+        log.info("Job %s (%s) skipped: %s", job.id, job.kind, reason)
+        outbox.finish_job(job, JobStatus.SKIPPED, str(reason))
+        return JobStatus.SKIPPED.value
     except PermanentJobError as error:
         log.error("Job %s (%s) failed permanently: %s", job.id, job.kind, error)
         outbox.finish_job(job, JobStatus.DEAD, str(error))
@@ -102,6 +107,10 @@ def notify_author(job: Job) -> JobStatus:
             "No e-mail address for user %s; notification for post %s skipped", author.id, post.id
         )
         return JobStatus.SKIPPED
+    if not author.email_confirmed and current_app.config["EMAIL_CONFIRMATION_REQUIRED"]:
+        raise JobSkipped(
+            f"e-mail address of user {author.id} is not confirmed (EMAIL_CONFIRMATION_REQUIRED)"
+        )
     message = build_post_notification(job.id, author.email, author.username, post.id, post.title)
     job_checkpoint.send(job, point=Checkpoint.BEFORE_SMTP_DATA)
     send_email(message)
@@ -133,6 +142,40 @@ def audit_post_created(job: Job) -> JobStatus:
     return JobStatus.DONE
 
 
+# Built once, as POST_AND_AUTHOR.
+CONFIRMATION_AND_USER = (
+    select(EmailConfirmation, User)
+    .join(User, EmailConfirmation.user_id == User.id)
+    .where(EmailConfirmation.id == bindparam("confirmation_id"))
+)
+
+
+def email_confirmation(job: Job) -> JobStatus:
+    """Send the confirmation e-mail with its token, unless it cannot be used any more."""
+    row = db.session.execute(
+        CONFIRMATION_AND_USER, {"confirmation_id": job.confirmation_id}
+    ).first()
+    if row is None:
+        return JobStatus.SKIPPED
+    confirmation, user = row
+    if confirmation.used_at is not None or user.email_confirmed:
+        raise JobSkipped("the address is already confirmed")
+    if user.email != confirmation.email:
+        raise JobSkipped("the user's address changed since the confirmation was asked for")
+    if confirmation.expires_at <= utcnow():
+        raise JobSkipped("the confirmation expired or was superseded before it could be sent")
+    message = build_email_confirmation(
+        job.id,
+        confirmation.email,
+        user.username,
+        confirmation_token(confirmation),
+        confirmation.expires_at,
+    )
+    send_email(message)
+    log.info("Confirmation e-mail sent to user %s", user.id)
+    return JobStatus.DONE
+
+
 @shared_task(name="blog_api.send_post_notification", bind=True)
 def send_post_notification(self: Task, job_id: str) -> str:
     """E-mail the author that their post is published."""
@@ -145,9 +188,16 @@ def record_post_created(self: Task, job_id: str) -> str:
     return run_job(self, job_id, audit_post_created)
 
 
+@shared_task(name="blog_api.send_email_confirmation", bind=True)
+def send_email_confirmation(self: Task, job_id: str) -> str:
+    """E-mail a user the token that confirms their address."""
+    return run_job(self, job_id, email_confirmation)
+
+
 TASKS: dict[JobKind, Any] = {
     JobKind.NOTIFY_AUTHOR: send_post_notification,
     JobKind.AUDIT_POST_CREATED: record_post_created,
+    JobKind.CONFIRM_EMAIL: send_email_confirmation,
 }
 
 

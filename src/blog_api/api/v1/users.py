@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from blog_api.api import limits
 from blog_api.api.base import Blueprint, get_or_404
+from blog_api.api.idempotency import anonymous_scope
 from blog_api.api.pagination import paginate
 from blog_api.auth import caller
 from blog_api.auth.passwords import verify_password
@@ -19,8 +20,10 @@ from blog_api.extensions import limiter
 from blog_api.models import User
 from blog_api.schemas.common import LIST_HEADERS, MessageSchema, PaginationQuerySchema
 from blog_api.schemas.users import (
+    ConfirmEmailSchema,
     MeSchema,
     PasswordChangeSchema,
+    ResendConfirmationSchema,
     RoleSchema,
     UserCreateSchema,
     UserDetailSchema,
@@ -28,7 +31,7 @@ from blog_api.schemas.users import (
     UserRoleSchema,
     UserSchema,
 )
-from blog_api.services import users
+from blog_api.services import confirmations, users
 
 blp = Blueprint("users", __name__, url_prefix="/api/v1", description="User accounts")
 
@@ -45,6 +48,7 @@ class UserList(MethodView):
 
     @limiter.limit(limits.register_limit, key_func=limits.client_address)
     @blp.arguments(UserCreateSchema)
+    @blp.idempotent(scope=anonymous_scope)
     @blp.response(201, UserSchema)
     @blp.errors(403, 409, 429)
     def post(self, data: dict[str, Any]) -> Any:
@@ -52,9 +56,29 @@ class UserList(MethodView):
         verify_jwt_in_request(optional=True)
         if data["role"] == "admin" and not (current_user and current_user.is_admin):
             abort(403, message="Admin access required")
-        user = users.create_user(**data)
+        user = users.create_user(**data)  # with its confirmation e-mail job, when it has an address
         current_app.logger.info("User created: %s", user.username)
         return user, 201, {"Location": url_for("users.UserItem", user_id=user.id)}
+
+
+@blp.route("/users/confirm-email")
+class ConfirmEmail(MethodView):
+    @limiter.limit(limits.confirm_email_limit, key_func=limits.client_address)
+    @blp.arguments(ConfirmEmailSchema)
+    @blp.response(200, MessageSchema)
+    @blp.errors(409, 429)
+    def post(self, data: dict[str, str]) -> Any:
+        """Confirm your e-mail address with the token from its confirmation e-mail
+
+        No login: the token is the proof. A wrong, malformed, expired, used or superseded token
+        is 400; an address that another account has confirmed first is 409.
+        """
+        try:
+            user = confirmations.confirm_email(data["token"])
+        except confirmations.InvalidConfirmationToken as error:
+            abort(400, message=str(error), errors={"token": [str(error)]})
+        current_app.logger.info("E-mail address confirmed: user %s", user.id)
+        return {"message": "E-mail address confirmed"}
 
 
 @blp.route("/users/<id:user_id>")
@@ -83,6 +107,24 @@ class Me(MethodView):
     def get(self) -> Any:
         """Get your own profile, including your e-mail address"""
         return caller()
+
+
+@blp.route("/me/confirm-email")
+class ResendConfirmEmail(MethodView):
+    @blp.login_required
+    @limiter.limit(limits.confirm_email_resend_limit, key_func=limits.authenticated_user)
+    @blp.arguments(ResendConfirmationSchema)
+    @blp.response(202, MessageSchema)
+    @blp.errors(409, 429)
+    def post(self, _body: dict[str, Any]) -> Any:
+        """Send a new confirmation e-mail to your address
+
+        Earlier tokens stop working. 409 when your account has no address or has confirmed it.
+        """
+        user = caller()
+        confirmations.send_new_confirmation(user)
+        current_app.logger.info("Confirmation e-mail requested: user %s", user.id)
+        return {"message": "Confirmation e-mail sent"}
 
 
 @blp.route("/users/<id:user_id>/password")

@@ -1,0 +1,37 @@
+"""Idempotency keys: one row per (scope, key) a client sent with a creating `POST`.
+
+A row is in flight while `response_status` is null: `owner` names the request holding it since
+`locked_at`. The request's effect (the post and its jobs, the to-do, the user) and the stored
+response are written in one transaction, which sets `response_status`, `response_body` and
+`location`; a replay answers them until `expires_at`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from blog_api.models.base import Model, UTCDateTime
+
+ANONYMOUS_SCOPE = "anonymous"
+MAX_KEY_LENGTH = 255
+
+
+class IdempotencyKey(Model):
+    __tablename__ = "idempotency_keys"
+    # The retention prune deletes by expiry, oldest first, in batches.
+    __table_args__ = (Index("ix_idempotency_keys_expires_at", "expires_at"),)
+
+    # `user:<id>` for a logged-in caller, `anonymous` for registration: the primary key is
+    # the unique constraint that decides between two requests racing with one key.
+    scope: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key: Mapped[str] = mapped_column(String(MAX_KEY_LENGTH), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    owner: Mapped[str] = mapped_column(String(32))
+    locked_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    response_status: Mapped[int | None]
+    response_body: Mapped[str | None] = mapped_column(Text)
+    location: Mapped[str | None] = mapped_column(String(255))

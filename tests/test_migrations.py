@@ -1,0 +1,133 @@
+"""Migrations: the schema they build is the models' schema, and migration 0008 (e-mail
+confirmation) keeps every row of a database made before it.
+
+0008 rebuilds `users` and `jobs` on SQLite; with foreign keys enforced, dropping the old `users`
+table would have deleted every post, to-do and job by cascade. Runs on a SQLite file and on a
+PostgreSQL database of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+import warnings
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from flask import Flask
+from flask_migrate import downgrade, upgrade
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+
+from blog_api import create_app
+from blog_api.extensions import db
+from support import RUN_ID, require_service
+
+BEFORE_CONFIRMATION = "0007"
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def empty_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Flask]:
+    """An app on an empty database of its own."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'migrations.db'}"
+        name = None
+    else:
+        name = f"blog_api_migrations_{RUN_ID}_{uuid.uuid4().hex[:6]}"
+        try:
+            with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')
+        except psycopg.OperationalError as error:
+            require_service("PostgreSQL", error)
+        base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+        url = f"{base.replace('postgresql://', 'postgresql+psycopg://')}/{name}"
+    app = create_app("testing", SQLALCHEMY_DATABASE_URI=url)
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+    if name:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def execute(statement: str, **values: object) -> None:
+    db.session.execute(text(statement), values)
+    db.session.commit()
+
+
+def count(table: str) -> int:
+    return int(db.session.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+def add_user(username: str, email: str) -> None:
+    execute(
+        "INSERT INTO users (username, email, password_hash, role, created_at, "
+        "password_changed_at, security_stamp) VALUES (:username, :email, 'h', 'user', :now, :now, "
+        "'stamp')",
+        username=username,
+        email=email,
+        now=datetime.now(UTC),
+    )
+
+
+def test_the_migrations_build_the_models_schema(empty_app: Flask) -> None:
+    with empty_app.app_context():
+        upgrade()
+        with db.engine.connect() as connection, warnings.catch_warnings():
+            # SQLite's expression index (usernames regardless of case) cannot be reflected.
+            warnings.filterwarnings("ignore", ".*expression-based index")
+            context = MigrationContext.configure(connection)
+            assert compare_metadata(context, db.metadata) == []
+
+
+def test_upgrading_to_email_confirmation_keeps_every_row_and_confirms_nobody(
+    empty_app: Flask,
+) -> None:
+    with empty_app.app_context():
+        upgrade(revision=BEFORE_CONFIRMATION)
+        add_user("alice", "alice@example.com")
+        now = datetime.now(UTC)
+        execute(
+            "INSERT INTO posts (title, content, category, created_at, updated_at, user_id) "
+            "VALUES ('t', 'c', 'general', :now, :now, 1)",
+            now=now,
+        )
+        execute(
+            "INSERT INTO todos (title, completed, priority, created_at, user_id) "
+            "VALUES ('t', false, 0, :now, 1)",
+            now=now,
+        )
+        execute(
+            "INSERT INTO jobs (id, kind, post_id, status, attempts, max_attempts, available_at, "
+            "created_at, updated_at) VALUES ('job-1', 'notify_author', 1, 'pending', 0, 6, :now, "
+            ":now, :now)",
+            now=now,
+        )
+        db.session.remove()
+
+        upgrade()
+
+        assert (count("users"), count("posts"), count("todos"), count("jobs")) == (1, 1, 1, 1)
+        assert db.session.execute(text("SELECT email_confirmed_at FROM users")).scalar() is None
+        add_user("carol", "alice@example.com")  # unconfirmed accounts may share an address
+        execute("UPDATE users SET email_confirmed_at = :now WHERE username = 'alice'", now=now)
+        with pytest.raises(IntegrityError):  # confirmed ones may not
+            execute("UPDATE users SET email_confirmed_at = :now WHERE username = 'carol'", now=now)
+        db.session.rollback()
+        with pytest.raises(IntegrityError):  # usernames stay unique regardless of case
+            add_user("ALICE", "other@example.com")
+        db.session.rollback()
+
+        execute("DELETE FROM users WHERE username = 'carol'")
+        db.session.remove()
+        downgrade(revision=BEFORE_CONFIRMATION)
+        assert (count("users"), count("posts"), count("todos"), count("jobs")) == (1, 1, 1, 1)
