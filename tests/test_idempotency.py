@@ -7,8 +7,7 @@ in the transaction of the effect, so a replay creates no row, no job and no e-ma
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any, cast
@@ -16,7 +15,7 @@ from typing import Any, cast
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import event, func, select, update
+from sqlalchemy import func, select, update
 
 from blog_api.extensions import db
 from blog_api.models import IdempotencyKey, Job, Post, Todo, User
@@ -24,7 +23,7 @@ from blog_api.models.base import utcnow
 from blog_api.services import idempotency
 from blog_api.worker.bootsteps import RelayStep
 from resources import RowCounts, both_versions
-from support import PASSWORD, Account, assert_error
+from support import PASSWORD, Account, assert_error, statements_run_by
 
 KEY = "order-7f3a-retry-safe"
 IN_FLIGHT = "A request with this Idempotency-Key is still in progress; retry later"
@@ -454,32 +453,15 @@ def test_replays_count_against_the_post_rate_limit(
 # --- cost ------------------------------------------------------------------------------------
 
 
-@contextmanager
-def statements_run(app: Flask) -> Iterator[list[str]]:
-    """The SQL statements the app runs inside the block (commits are not statements)."""
-    statements: list[str] = []
-
-    def record(*args: Any) -> None:
-        statements.append(args[2])
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-
-
 def test_without_the_header_no_statement_is_added_and_with_it_two(
     app: Flask, client: FlaskClient, alice: Account
 ) -> None:
     body = CREATING["v2-posts"][1]
-    with statements_run(app) as unkeyed:
+    with statements_run_by(app) as unkeyed:
         assert client.post("/api/v2/posts", json=body, headers=alice.headers).status_code == 201
-    with statements_run(app) as keyed_run:
+    with statements_run_by(app) as keyed_run:
         assert client.post("/api/v2/posts", json=body, headers=keyed(alice)).status_code == 201
-    with statements_run(app) as replay:
+    with statements_run_by(app) as replay:
         assert client.post("/api/v2/posts", json=body, headers=keyed(alice)).status_code == 201
 
     assert not any("idempotency_keys" in statement for statement in unkeyed)

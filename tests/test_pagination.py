@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -16,9 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import event
 
-from blog_api.extensions import db
 from resources import (
     MAX_OFFSET,
     VERSIONS,
@@ -29,7 +26,7 @@ from resources import (
     follow_pages,
     ids_of,
 )
-from support import Account, assert_error
+from support import Account, assert_error, statements_run_by
 
 INVALID_CURSOR = (
     "Invalid cursor: pass `after` exactly as a previous page's `pagination.next` gave it"
@@ -86,23 +83,6 @@ def posts_by_two(client: FlaskClient, alice: Account, bob: Account) -> list[dict
         create_post(client, bob if n % 3 == 0 else alice, "v2", category=("travel", "food")[n % 2])
         for n in range(7)
     ]
-
-
-@contextmanager
-def counted_statements(app: Flask) -> Iterator[list[str]]:
-    """The SQL statements the app runs inside the block."""
-    statements: list[str] = []
-
-    def record(*args: Any) -> None:
-        statements.append(args[2])
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 # --- every row once, in order ----------------------------------------------------------------
@@ -430,9 +410,9 @@ def test_the_total_is_counted_only_when_asked(
     resource: str,
 ) -> None:
     url = f"/api/v2/{resource}?limit=2"
-    with counted_statements(app) as plain_statements:
+    with statements_run_by(app) as plain_statements:
         plain = client.get(url, headers=alice.headers).get_json()["pagination"]
-    with counted_statements(app) as counted_statements_run:
+    with statements_run_by(app) as counted_statements_run:
         counted = client.get(f"{url}&count=true", headers=alice.headers).get_json()["pagination"]
     not_counted = client.get(f"{url}&count=false", headers=alice.headers).get_json()["pagination"]
     following = client.get(counted["next"], headers=alice.headers).get_json()["pagination"]
