@@ -104,9 +104,10 @@ def measure(bench: Bench, plan: Plan, report: Report) -> None:
     report.add("## CPU per call, in one process: ours against the tutorial apps")
     report.add("")
     report.add(
-        f"`{figures['command']}`: each app served through Flask's test client (SQLite file, "
-        f"private redis-server), the job through its Celery task's `apply()` against the SMTP "
-        f"sink; {runs} interleaved rounds of {calls} calls per path, ms of process CPU per call, "
+        f"`python bench/cpu_per_call.py --calls {calls} --runs {runs}`: each app served "
+        "through Flask's test client (SQLite file, private redis-server), the job through "
+        "its Celery task's `apply()` against the SMTP sink; "
+        f"{runs} interleaved rounds of {calls} calls per path, ms of process CPU per call, "
         "median [min-max]; ratios are the median of the per-round ratios."
     )
     report.add("")
