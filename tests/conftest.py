@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import psycopg
 import pytest
 import redis
 from flask import Flask
@@ -23,28 +22,9 @@ from sqlalchemy import func, select
 from blog_api import create_app
 from blog_api.extensions import db, limiter
 from blog_api.services.users import create_user
-from support import PASSWORD, RUN_ID, Account, require_service
+from support import PASSWORD, RUN_ID, Account, create_postgres_database, require_service
 
-POSTGRES_ADMIN_URL = os.environ.get(
-    "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 REDIS_TEST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
-
-
-def _create_postgres_database() -> tuple[str, Callable[[], None]]:
-    name = f"blog_api_test_{RUN_ID}_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
-    try:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as error:
-        require_service("PostgreSQL", error)
-
-    def drop() -> None:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    return f"{base}/{name}", drop
 
 
 @pytest.fixture(
@@ -58,7 +38,8 @@ def database_url(
     if request.param == "sqlite":
         url, drop = f"sqlite:///{tmp_path_factory.mktemp('db') / 'blog.db'}", (lambda: None)
     else:
-        url, drop = _create_postgres_database()
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        url, drop = create_postgres_database(f"blog_api_test_{RUN_ID}_{worker}")
     app = create_app("testing", SQLALCHEMY_DATABASE_URI=url)
     with app.app_context():
         upgrade()

@@ -8,14 +8,12 @@ PostgreSQL database of its own.
 
 from __future__ import annotations
 
-import os
 import uuid
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -26,37 +24,24 @@ from sqlalchemy.exc import IntegrityError
 
 from blog_api import create_app
 from blog_api.extensions import db
-from support import RUN_ID, require_service
+from support import RUN_ID, create_postgres_database
 
 BEFORE_CONFIRMATION = "0007"
-POSTGRES_ADMIN_URL = os.environ.get(
-    "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def empty_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Flask]:
     """An app on an empty database of its own."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'migrations.db'}"
-        name = None
+        url, drop = f"sqlite:///{tmp_path / 'migrations.db'}", (lambda: None)
     else:
-        name = f"blog_api_migrations_{RUN_ID}_{uuid.uuid4().hex[:6]}"
-        try:
-            with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
-                conn.execute(f'CREATE DATABASE "{name}"')
-        except psycopg.OperationalError as error:
-            require_service("PostgreSQL", error)
-        base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
-        url = f"{base.replace('postgresql://', 'postgresql+psycopg://')}/{name}"
+        url, drop = create_postgres_database(f"blog_api_migrations_{RUN_ID}_{uuid.uuid4().hex[:6]}")
     app = create_app("testing", SQLALCHEMY_DATABASE_URI=url)
     yield app
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
-    if name:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    drop()
 
 
 def execute(statement: str, **values: object) -> None:
