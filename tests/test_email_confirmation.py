@@ -343,69 +343,60 @@ def test_a_token_made_with_another_secret_key_is_400(
 # --- bad input -----------------------------------------------------------------------------------
 
 
+# (request keyword arguments, message, fields with errors): to the confirm endpoint (no login)
+CONFIRM_BAD_INPUT = [
+    pytest.param({"data": "token=abc"}, "Request must be JSON", None, id="form"),
+    pytest.param({"json": ["a.b"]}, "Request must be JSON", None, id="array"),
+    pytest.param({"json": {}}, "Missing token", {"token"}, id="missing"),
+    pytest.param({"json": {"token": 5}}, "Invalid field(s): token", {"token"}, id="number"),
+    pytest.param({"json": {"token": None}}, "Invalid field(s): token", {"token"}, id="null"),
+    pytest.param({"json": {"token": ""}}, "Invalid field(s): token", {"token"}, id="empty"),
+    pytest.param({"json": {"token": "x" * 5000}}, "Invalid field(s): token", {"token"}, id="huge"),
+    pytest.param({"json": {"token": "1.a\x00b"}}, INVALID, {"token"}, id="nul"),
+    pytest.param(
+        {"json": {"token": "1.abc", "user_id": 1}},
+        "Unknown field(s): user_id",
+        {"user_id"},
+        id="unknown-field",
+    ),
+]
+# ... and to the resend endpoint (logged in)
+RESEND_BAD_INPUT = [
+    pytest.param({"data": "x"}, "Request must be JSON", None, id="form"),
+    pytest.param({"json": []}, "Request must be JSON", None, id="array"),
+    pytest.param(
+        {"json": {"email": "x@example.com"}},
+        "Unknown field(s): email",
+        {"email"},
+        id="unknown-field",
+    ),
+]
+
+
 @pytest.mark.parametrize(
-    ("kwargs", "message", "fields"),
+    ("path", "kwargs", "message", "fields"),
     [
-        pytest.param({"data": "token=abc"}, "Request must be JSON", None, id="form"),
-        pytest.param({"json": ["a.b"]}, "Request must be JSON", None, id="array"),
-        pytest.param({"json": {}}, "Missing token", {"token"}, id="missing"),
-        pytest.param({"json": {"token": 5}}, "Invalid field(s): token", {"token"}, id="number"),
-        pytest.param({"json": {"token": None}}, "Invalid field(s): token", {"token"}, id="null"),
-        pytest.param({"json": {"token": ""}}, "Invalid field(s): token", {"token"}, id="empty"),
-        pytest.param(
-            {"json": {"token": "x" * 5000}}, "Invalid field(s): token", {"token"}, id="huge"
+        *(
+            pytest.param(CONFIRM, *case.values, id=f"confirm-{case.id}")
+            for case in CONFIRM_BAD_INPUT
         ),
-        pytest.param({"json": {"token": "1.a\x00b"}}, INVALID, {"token"}, id="nul"),
-        pytest.param(
-            {"json": {"token": "1.abc", "user_id": 1}},
-            "Unknown field(s): user_id",
-            {"user_id"},
-            id="unknown-field",
-        ),
+        *(pytest.param(RESEND, *case.values, id=f"resend-{case.id}") for case in RESEND_BAD_INPUT),
     ],
 )
-def test_bad_input_to_confirm_email_is_400_and_writes_nothing(
+def test_bad_input_to_the_confirmation_endpoints_is_400_and_writes_nothing(
     app: Flask,
     client: FlaskClient,
     row_counts: Callable[[], dict[str, int]],
+    path: str,
     kwargs: dict[str, Any],
     message: str,
     fields: set[str] | None,
 ) -> None:
     register(client, "carol", "carol@example.com")
+    headers = log_in(client, "carol") if path == RESEND else {}
     before = row_counts()
 
-    assert_error(client.post(CONFIRM, **kwargs), 400, message, fields)
-
-    assert row_counts() == before
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message", "fields"),
-    [
-        pytest.param({"data": "x"}, "Request must be JSON", None, id="form"),
-        pytest.param({"json": []}, "Request must be JSON", None, id="array"),
-        pytest.param(
-            {"json": {"email": "x@example.com"}},
-            "Unknown field(s): email",
-            {"email"},
-            id="unknown-field",
-        ),
-    ],
-)
-def test_bad_input_to_resend_is_400_and_writes_nothing(
-    app: Flask,
-    client: FlaskClient,
-    row_counts: Callable[[], dict[str, int]],
-    kwargs: dict[str, Any],
-    message: str,
-    fields: set[str] | None,
-) -> None:
-    register(client, "carol", "carol@example.com")
-    headers = log_in(client, "carol")
-    before = row_counts()
-
-    assert_error(client.post(RESEND, headers=headers, **kwargs), 400, message, fields)
+    assert_error(client.post(path, headers=headers, **kwargs), 400, message, fields)
 
     assert row_counts() == before
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import shutil
 import socket
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from effects import MailSink, Snapshot, run_pending_jobs
 from flask import Flask
+from gunicorn_pair import gunicorn_pair
+from integration_stack import Stack
 
 from blog_api import create_app
 from blog_api.extensions import db, limiter
@@ -114,3 +118,15 @@ def snapshot(
         return Snapshot(row_counts(), size, len(mail_sink.messages()))
 
     return take
+
+
+@pytest.fixture
+def start_gunicorn_pair(
+    tmp_path_factory: pytest.TempPathFactory,
+    database_url: str,
+    make_app: Callable[..., Flask],
+    redis_url: str,
+) -> Callable[..., AbstractContextManager[tuple[Stack, int]]]:
+    """`start_gunicorn_pair(name, **settings)`: gunicorn with 2 sync workers on the run's
+    database and Redis (see `gunicorn_pair`), as a context manager giving (stack, port)."""
+    return partial(gunicorn_pair, tmp_path_factory, database_url, make_app, redis_url)

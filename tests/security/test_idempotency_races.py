@@ -15,11 +15,11 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
 from flask import Flask
-from gunicorn_pair import gunicorn_pair
 from integration_stack import Stack
 from sqlalchemy import select
 
@@ -35,12 +35,9 @@ REPLAYED = "Idempotent-Replayed"
 
 @pytest.fixture
 def gunicorn(
-    tmp_path_factory: pytest.TempPathFactory,
-    database_url: str,
-    make_app: Callable[..., Flask],
-    redis_url: str,
+    start_gunicorn_pair: Callable[..., AbstractContextManager[tuple[Stack, int]]],
 ) -> Iterator[tuple[Stack, int]]:
-    with gunicorn_pair(tmp_path_factory, database_url, make_app, redis_url, "idem") as pair:
+    with start_gunicorn_pair("idem") as pair:
         yield pair
 
 

@@ -12,11 +12,10 @@ import http.client
 import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 
 import pytest
-from flask import Flask
-from gunicorn_pair import gunicorn_pair
-from integration_stack import POSTGRESQL_ONLY, wait_until
+from integration_stack import POSTGRESQL_ONLY, Stack, wait_until
 
 from support import PASSWORD, Account
 
@@ -29,22 +28,15 @@ OVERSIZED_BODY = '{"username": "' + "x" * (1024 * 1024) + '"}'
 
 @pytest.fixture
 def gunicorn(
-    tmp_path_factory: pytest.TempPathFactory,
-    database_url: str,
-    make_app: Callable[..., Flask],
-    redis_url: str,
+    start_gunicorn_pair: Callable[..., AbstractContextManager[tuple[Stack, int]]],
 ) -> Iterator[int]:
     """gunicorn, 2 sync workers, login and registration limits of 5 per minute in Redis; the
     port."""
-    with gunicorn_pair(
-        tmp_path_factory,
-        database_url,
-        make_app,
-        redis_url,
-        "s32",
-        LOGIN_RATE_LIMIT=f"{LIMIT} per minute",
-        REGISTER_RATE_LIMIT=f"{LIMIT} per minute",
-    ) as (_stack, port):
+    limit = f"{LIMIT} per minute"
+    with start_gunicorn_pair("s32", LOGIN_RATE_LIMIT=limit, REGISTER_RATE_LIMIT=limit) as (
+        _stack,
+        port,
+    ):
         yield port
 
 

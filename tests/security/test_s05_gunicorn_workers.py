@@ -11,11 +11,10 @@ import http.client
 import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
-from flask import Flask
-from gunicorn_pair import gunicorn_pair
 from integration_stack import POSTGRESQL_ONLY, Stack
 
 from support import PASSWORD, Account
@@ -27,20 +26,10 @@ LIMIT = 5
 
 @pytest.fixture
 def gunicorn(
-    tmp_path_factory: pytest.TempPathFactory,
-    database_url: str,
-    make_app: Callable[..., Flask],
-    redis_url: str,
+    start_gunicorn_pair: Callable[..., AbstractContextManager[tuple[Stack, int]]],
 ) -> Iterator[tuple[Stack, int]]:
     """gunicorn, 2 sync workers, the login limit at 5 per minute in Redis; (stack, port)."""
-    with gunicorn_pair(
-        tmp_path_factory,
-        database_url,
-        make_app,
-        redis_url,
-        "s5",
-        LOGIN_RATE_LIMIT=f"{LIMIT} per minute",
-    ) as pair:
+    with start_gunicorn_pair("s5", LOGIN_RATE_LIMIT=f"{LIMIT} per minute") as pair:
         yield pair
 
 
