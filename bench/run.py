@@ -40,6 +40,14 @@ from sections import (
     throughput,
 )
 
+# The sections `--only` can run by themselves (each needs nothing the others measure).
+ALONE = {
+    "cpu": cpu.measure,
+    "latency": latency.measure,
+    "sustained": sustained.measure,
+    "growth": growth.measure,
+}
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Blog API benchmark driver")
@@ -49,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=8, help="held connections (wrk -c)")
     parser.add_argument(
         "--only",
-        choices=["cpu", "latency", "sustained", "growth"],
+        choices=list(ALONE),
         default=None,
         help="run only this section of the plan (e.g. to re-measure latency after a change)",
     )
@@ -87,17 +95,8 @@ def run(bench: Bench, plan: Plan, report: Report) -> None:
         f"{plan.seconds:g} s per scenario, load tool {bench.load_tool}",
         flush=True,
     )
-    if bench.args.only == "cpu":
-        cpu.measure(bench, plan, report)
-        return
-    if bench.args.only == "latency":
-        latency.measure(bench, plan, report)
-        return
-    if bench.args.only == "sustained":
-        sustained.measure(bench, plan, report)
-        return
-    if bench.args.only == "growth":
-        growth.measure(bench, plan, report)
+    if bench.args.only:
+        ALONE[bench.args.only](bench, plan, report)
         return
     if plan.cpu:
         cpu.measure(bench, plan, report)
