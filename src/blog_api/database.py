@@ -1,12 +1,12 @@
 """Database engine settings that SQLAlchemy cannot take from the URL alone, and the session
-helper that commits without reloading what was just written."""
+helpers: a commit without reloading what was just written, and deletion in batches."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import event
+from sqlalchemy import Delete, event
 
 from blog_api.extensions import db
 
@@ -48,3 +48,16 @@ def commit_keeping_state() -> None:
         session.commit()
     finally:
         session.expire_on_commit = True
+
+
+def delete_in_batches(batch: Delete, batch_size: int) -> int:
+    """Run `batch` (a DELETE of at most `batch_size` rows) and commit, again and again until one
+    deletes fewer: a large backlog never holds a long lock. Returns how many rows in all."""
+    deleted = 0
+    while True:
+        result = db.session.execute(batch)
+        db.session.commit()
+        count = int(result.rowcount)  # type: ignore[attr-defined]
+        deleted += count
+        if count < batch_size:
+            return deleted

@@ -35,7 +35,7 @@ from sqlalchemy import (
     update,
 )
 
-from blog_api.database import commit_keeping_state
+from blog_api.database import commit_keeping_state, delete_in_batches
 from blog_api.errors import ConflictError
 from blog_api.extensions import db
 from blog_api.models import Job, JobKind, JobStatus
@@ -358,18 +358,12 @@ def prune_finished_jobs(older_than: timedelta | None = None) -> int:
     if older_than is None:
         older_than = timedelta(days=current_app.config["JOB_RETENTION_DAYS"])
     batch = prune_batch_statement(utcnow() - older_than)
-    deleted = 0
-    while True:
-        result = db.session.execute(
-            delete(Job)
-            .where(Job.id.in_(batch.scalar_subquery()))
-            .execution_options(synchronize_session=False)
-        )
-        db.session.commit()
-        count = int(result.rowcount)  # type: ignore[attr-defined]
-        deleted += count
-        if count < PRUNE_BATCH:
-            return deleted
+    return delete_in_batches(
+        delete(Job)
+        .where(Job.id.in_(batch.scalar_subquery()))
+        .execution_options(synchronize_session=False),
+        PRUNE_BATCH,
+    )
 
 
 def prune_batch_statement(cutoff: datetime) -> Select[str]:

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from flask import current_app
-from sqlalchemy import Table, and_, delete, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, Table, and_, delete, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from blog_api.database import commit_keeping_state
+from blog_api.database import commit_keeping_state, delete_in_batches
 from blog_api.extensions import db
 from blog_api.jobs.outbox import PRUNE_BATCH
 from blog_api.models import IdempotencyKey
@@ -142,17 +142,22 @@ def commit_effect(commit: Callable[[], None] | None = None) -> None:
         db.session.flush()
 
 
+def _still_held(held: Claim) -> ColumnElement[bool]:
+    """The key's row while it is still this request's and in flight (no retry took it over)."""
+    return and_(
+        KEYS.c.scope == held.scope,
+        KEYS.c.key == held.key,
+        KEYS.c.owner == held.owner,
+        KEYS.c.response_status.is_(None),
+    )
+
+
 def complete(held: Claim, status: int, body: str, location: str | None) -> bool:
     """Store the answer on the key's row and commit it with the effect; False (and nothing
     committed) when the row is no longer this request's: a retry took it over."""
     result = db.session.execute(
         update(KEYS)
-        .where(
-            KEYS.c.scope == held.scope,
-            KEYS.c.key == held.key,
-            KEYS.c.owner == held.owner,
-            KEYS.c.response_status.is_(None),
-        )
+        .where(_still_held(held))
         .values(response_status=status, response_body=body, location=location)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
@@ -165,14 +170,7 @@ def complete(held: Claim, status: int, body: str, location: str | None) -> bool:
 def release(held: Claim) -> None:
     """Undo the request's effect and free its key (only if the row is still its own)."""
     db.session.rollback()
-    db.session.execute(
-        delete(KEYS).where(
-            KEYS.c.scope == held.scope,
-            KEYS.c.key == held.key,
-            KEYS.c.owner == held.owner,
-            KEYS.c.response_status.is_(None),
-        )
-    )
+    db.session.execute(delete(KEYS).where(_still_held(held)))
     db.session.commit()
 
 
@@ -187,16 +185,7 @@ def prune_expired_keys() -> int:
         .order_by(KEYS.c.expires_at)
         .limit(PRUNE_BATCH)
     )
-    deleted = 0
-    while True:
-        result = db.session.execute(
-            delete(KEYS).where(
-                tuple_(KEYS.c.scope, KEYS.c.key).in_(batch),
-                KEYS.c.expires_at < now,
-            )
-        )
-        db.session.commit()
-        count = int(result.rowcount)  # type: ignore[attr-defined]
-        deleted += count
-        if count < PRUNE_BATCH:
-            return deleted
+    return delete_in_batches(
+        delete(KEYS).where(tuple_(KEYS.c.scope, KEYS.c.key).in_(batch), KEYS.c.expires_at < now),
+        PRUNE_BATCH,
+    )
