@@ -12,7 +12,7 @@ import http.client
 import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 
 import pytest
 from integration_stack import POSTGRESQL_ONLY, Stack, wait_until
@@ -41,11 +41,16 @@ def gunicorn(
 
 
 def send(port: int, method: str, path: str, body: str | None = None) -> tuple[int, str, str]:
-    """One request on a connection of its own: (status, serving worker's pid, body)."""
+    """One request on a connection of its own: (status, serving worker's pid, body).
+
+    A body over the size limit is refused from its Content-Length alone: the server answers
+    `413` and closes the connection while the client may still be writing the rest, which the
+    client sees as a broken pipe or a reset. The answer was sent all the same: read it."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
         headers = {"Content-Type": "application/json"} if body is not None else {}
-        connection.request(method, path, body, headers)
+        with suppress(BrokenPipeError, ConnectionResetError):
+            connection.request(method, path, body, headers)
         response = connection.getresponse()
         return response.status, response.getheader("X-Worker-Pid", ""), response.read().decode()
     finally:
