@@ -5,7 +5,9 @@ Every value can be overridden from the environment (GUNICORN_* below) or the com
 
 import os
 
-bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
+# Loopback only: sync workers serve one connection each, so a client sending its request slowly
+# holds a worker; only a buffering proxy on this machine talks to gunicorn (deploy/nginx.conf).
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
