@@ -83,11 +83,17 @@ def render_config(directory: Path, listen_port: int, upstream_port: int) -> str:
     return text
 
 
+def require_nginx() -> None:
+    """Skip without Debian's nginx (`make test-tools` installs it as root); fail under CI."""
+    if not os.access(NGINX, os.X_OK):
+        missing = FileNotFoundError(f"{NGINX}; run `make test-tools` as root")
+        require_service("nginx (Debian package nginx)", missing)
+
+
 def start_nginx(stack: Stack, upstream_port: int) -> int:
     """nginx with the shipped configuration in front of 127.0.0.1:`upstream_port`; its port,
     once it answers `/health` through to the upstream."""
-    if not os.access(NGINX, os.X_OK):
-        require_service(f"nginx ({NGINX}, Debian package nginx)", FileNotFoundError(NGINX))
+    require_nginx()
     directory = stack.tmp_path / "nginx"
     directory.mkdir()
     port = free_port()

@@ -27,7 +27,7 @@ from typing import Literal
 
 import pytest
 from integration_stack import POSTGRESQL_ONLY, Service, Stack, wait_until
-from nginx_front import Answer, send, start_nginx
+from nginx_front import Answer, require_nginx, send, start_nginx
 
 pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
 
@@ -64,6 +64,7 @@ def front(
 ) -> Iterator[Front]:
     """gunicorn behind one trusted proxy (`TRUSTED_PROXIES=1`), its login limit in Redis, its
     access log naming the forwarded headers it received; nginx in front of it."""
+    require_nginx()  # before gunicorn starts
     access_log = "%(U)s xff=%({x-forwarded-for}i)s proto=%({x-forwarded-proto}i)s"
     access_log += " host=%({x-forwarded-host}i)s"
     with start_gunicorn_pair(
