@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
 
 SLOW_HEADERS = 20
 SLOW_BODIES = 10
-LINE_EVERY = 2.0  # seconds between two header lines of a slow client
+LINE_EVERY = 2.0  # seconds between two pieces (header line, body byte) of a slow client
 PROBE_EVERY = 0.5
 PROBE_WINDOW = 8.0  # within the proxy's client_header_timeout (10 s): every slow client is open
 HEALTHY = 1.0  # the longest a probe of /health may take
