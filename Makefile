@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: run test lint typecheck pytest test-faults-long openapi clean help venv chromium test-tools \
+.PHONY: run test lint typecheck pytest test-faults-long openapi clean help venv debian-tools test-tools \
 	bench bench-quick bench-deps
 
 help:
@@ -21,21 +21,23 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 venv: $(STAMP)
 
-# The browser and Postman tests: Debian's Chromium (installed when running as root, as CI does)
-# and newman from tests/postman/package-lock.json.
+# The browser, Postman and reverse-proxy tests: Debian's Chromium and nginx (installed when
+# running as root, as CI does) and newman from tests/postman/package-lock.json.
 NODE_STAMP := tests/postman/node_modules/.installed
-CHROMIUM := /usr/bin/chromium
+# Each Debian tool the tests run, as <its path>:<its package>.
+DEBIAN_TOOLS := /usr/bin/chromium:chromium /usr/sbin/nginx:nginx
 
 $(NODE_STAMP): tests/postman/package.json tests/postman/package-lock.json
 	cd tests/postman && npm ci --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
 
-chromium:
-	@if [ ! -x $(CHROMIUM) ] && [ "$$(id -u)" = 0 ]; then \
-		apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; \
+debian-tools:
+	@missing="$$(for tool in $(DEBIAN_TOOLS); do [ -x "$${tool%%:*}" ] || echo "$${tool#*:}"; done)"; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-test-tools: $(STAMP) $(NODE_STAMP) chromium
+test-tools: $(STAMP) $(NODE_STAMP) debian-tools
 
 run: $(STAMP)
 	VENV=$(VENV) ./scripts/run-stack.sh
