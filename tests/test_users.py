@@ -97,6 +97,46 @@ def test_register_without_email_is_allowed(client: FlaskClient) -> None:
     assert response.status_code == 201
 
 
+USERNAME_MESSAGE = "Username must be 3-50 characters: letters, digits, '_', '.', '-'."
+
+
+@pytest.mark.parametrize(
+    "username",
+    [
+        pytest.param("alice\n", id="trailing-newline"),
+        pytest.param("admin\n", id="admin-trailing-newline"),
+        pytest.param("alice\r", id="trailing-cr"),
+        pytest.param("alice\r\n", id="trailing-crlf"),
+        pytest.param("alice\x00", id="trailing-nul"),
+        pytest.param("\nalice", id="leading-newline"),
+    ],
+)
+def test_s48_a_username_with_a_control_character_is_400_and_writes_nothing(
+    client: FlaskClient,
+    alice: Account,
+    row_counts: Callable[[], dict[str, int]],
+    username: str,
+) -> None:
+    """S48: the pattern matched with `re.match`, whose `$` also matches before a final
+    newline, so `alice\\n` registered as an account of its own next to `alice`."""
+    before = row_counts()
+
+    response = register(client, username=username, email="carol@example.com")
+
+    body = assert_error(response, 400, "Invalid field(s): username", {"username"})
+    assert body["errors"]["username"] == [USERNAME_MESSAGE]
+    assert row_counts() == before
+
+
+def test_s48_logging_in_as_a_name_with_a_trailing_newline_does_not_reach_any_account(
+    client: FlaskClient, alice: Account
+) -> None:
+    assert register(client, username="alice\n").status_code == 400
+
+    assert_error(login(client, "alice\n", PASSWORD), 401, "Invalid credentials")
+    assert login(client, "alice", PASSWORD).status_code == 200
+
+
 def test_admin_can_register_another_admin(app: Flask, client: FlaskClient, admin: Account) -> None:
     response = register(client, headers=admin.headers, username="carol", role="admin")
 

@@ -1,16 +1,43 @@
-"""Strict input fields: JSON types only, no NUL characters (PostgreSQL text cannot hold them)."""
+"""Strict input fields: JSON types only, no NUL characters (PostgreSQL text cannot hold them),
+patterns that match the whole value."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from marshmallow import fields, validate
+from marshmallow import ValidationError, fields, validate
 
 MAX_INT32 = 2**31 - 1
 
 
+class FullMatch(validate.Validator):
+    """A regular expression that the whole value must match.
+
+    marshmallow's `validate.Regexp` uses `re.match`, where `$` also matches before a final
+    newline: `^[a-z]{3,50}$` admitted `"alice\n"`, a second account beside `alice`. Patterns
+    stay written as `^...$` in the syntax Python and ECMA-262 share, because the OpenAPI
+    documents publish them (apispec reads `regex`) as JSON Schema `pattern`, which is not
+    anchored and where `$` without the `m` flag is the end of the value, as enforced here.
+    """
+
+    error: str
+
+    def __init__(self, pattern: str, *, error: str) -> None:
+        self.regex = re.compile(pattern)
+        self.error = error
+
+    def _repr_args(self) -> str:
+        return f"regex={self.regex!r}"
+
+    def __call__(self, value: str) -> str:
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self.error)
+        return value
+
+
 # A pattern rather than custom code, so that the OpenAPI documents state the rule too.
-NO_NUL = validate.Regexp(r"^[^\x00]*$", error="Must not contain NUL characters.")
+NO_NUL = FullMatch(r"^[^\x00]*$", error="Must not contain NUL characters.")
 
 
 class Text(fields.String):
