@@ -99,6 +99,21 @@ def test_create_admin_with_an_invalid_username_fails(
     assert row_counts() == before
 
 
+def test_s50_create_admin_with_an_address_on_an_ip_literal_fails_and_writes_nothing(
+    app: Flask, row_counts: Callable[[], dict[str, int]]
+) -> None:
+    before = row_counts()
+
+    result = create_admin(
+        app, "--username", "boss", "--email", "root@[127.0.0.1]", "--password", ADMIN_PASSWORD
+    )
+
+    assert result.exit_code != 0
+    assert "invalid input" in result.output
+    assert "bracketed IP address" in result.output
+    assert row_counts() == before
+
+
 def test_s48_check_names_lists_names_registration_refuses_and_exits_non_zero(
     app: Flask, alice: Account
 ) -> None:

@@ -137,6 +137,60 @@ def test_s48_logging_in_as_a_name_with_a_trailing_newline_does_not_reach_any_acc
     assert login(client, "alice", PASSWORD).status_code == 200
 
 
+# (address, a part of the message that names why): refused before anything is written.
+NOT_ASCII = "Only ASCII e-mail addresses are accepted: the mail server cannot send to"
+ROUTING_CHARACTERS = "'%' and '!' are not accepted before the @-sign"
+UNSENDABLE_ADDRESSES = [
+    pytest.param("root@localhost", "It should have a period", id="localhost"),
+    pytest.param("carol@intranet", "It should have a period", id="dotless-domain"),
+    pytest.param("root@mail.local", "special-use or reserved name", id="reserved-domain"),
+    pytest.param("root@[127.0.0.1]", "bracketed IP address", id="ipv4-literal"),
+    pytest.param("root@[IPv6:::1]", "bracketed IP address", id="ipv6-literal"),
+    pytest.param("a%evil.com@example.com", ROUTING_CHARACTERS, id="percent-in-local-part"),
+    pytest.param("evil.com!a@example.com", ROUTING_CHARACTERS, id="bang-in-local-part"),
+    pytest.param('"carol"@example.com', "Quoting the part before the @-sign", id="quoted"),
+    pytest.param('"a@b"@example.com', "Quoting the part before the @-sign", id="quoted-at-sign"),
+    pytest.param("jos\u00e9@example.com", NOT_ASCII, id="non-ascii-local-part"),
+    pytest.param("carol@b\u00fccher.de", NOT_ASCII, id="non-ascii-domain"),
+    pytest.param("carol@example.com\n", "invalid characters", id="trailing-newline"),
+]
+
+
+@pytest.mark.parametrize(("email", "reason"), UNSENDABLE_ADDRESSES)
+def test_s50_an_address_the_mailer_cannot_or_must_not_send_to_is_400_and_writes_nothing(
+    client: FlaskClient, row_counts: Callable[[], dict[str, int]], email: str, reason: str
+) -> None:
+    """S50: these registered (201) and queued a confirmation e-mail to a host of the server's
+    network, a relay or, for a non-ASCII address, a job that could only end dead."""
+    before = row_counts()
+
+    response = register(client, username="carol", email=email)
+
+    body = assert_error(response, 400, "Invalid field(s): email", {"email"})
+    [message] = body["errors"]["email"]
+    assert reason in message
+    assert row_counts() == before
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        "carol+news@example.com",
+        "carol@mail.example.co.uk",
+        "carol.o-neil@my-host.example.com",
+        "Carol_99@Example.COM",
+        "carol@xn--bcher-kva.de",
+    ],
+)
+def test_s50_ordinary_addresses_still_register(app: Flask, client: FlaskClient, email: str) -> None:
+    response = register(client, username="carol", email=email)
+
+    assert response.status_code == 201, response.json
+    user = stored_user(app, "carol")
+    assert user is not None
+    assert user.email == email.lower()
+
+
 def test_admin_can_register_another_admin(app: Flask, client: FlaskClient, admin: Account) -> None:
     response = register(client, headers=admin.headers, username="carol", role="admin")
 

@@ -9,7 +9,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 from blog_api.models import ROLES
 from blog_api.schemas.common import PaginationSchema
-from blog_api.schemas.fields import FullMatch
+from blog_api.schemas.fields import FullMatch, MailAddress
 from blog_api.schemas.posts import PostSchema
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,50}$"
@@ -49,7 +49,7 @@ class UserCreateSchema(Schema):
 
     username = fields.String(required=True, validate=VALID_USERNAME)
     password = PasswordField()
-    email = fields.Email(validate=validate.Length(max=254), load_default=None, allow_none=True)
+    email = MailAddress(load_default=None, allow_none=True)
     role = fields.String(
         validate=validate.OneOf(ROLES),
         load_default="user",
