@@ -345,14 +345,14 @@ class ProductionConfig(Config):
         if config.get("DEBUG"):
             raise ConfigError("DEBUG must be off in production")
 
-    # Security: no key that can be guessed (secret_keys.py).
+    # Security: no key that can be guessed (secret_keys.py). SECRET_KEY keys confirmation
+    # tokens, list cursors and Idempotency-Key fingerprints: guessing it forges those.
     @classmethod
     def validate_secret_keys(cls, config: Mapping[str, Any]) -> None:
-        if config["SECRET_KEY"] in PUBLISHED_SECRETS:
-            raise ConfigError(f"SECRET_KEY is published; {MAKE_A_KEY}")
-        weakness = guessable(config["JWT_SECRET_KEY"], PUBLISHED_SECRETS)
-        if weakness:
-            raise ConfigError(f"JWT_SECRET_KEY {weakness}; {MAKE_A_KEY}")
+        for key in ("SECRET_KEY", "JWT_SECRET_KEY"):
+            weakness = guessable(config[key], PUBLISHED_SECRETS)
+            if weakness:
+                raise ConfigError(f"{key} {weakness}; {MAKE_A_KEY}")
         if config.get("TRUSTED_PROXIES", 0) < 0:
             raise ConfigError("TRUSTED_PROXIES must be 0 or more")
 
