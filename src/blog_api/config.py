@@ -130,6 +130,7 @@ ENVIRONMENT_VARIABLES.update(
         "EMAIL_CONFIRM_URL": ("EMAIL_CONFIRM_URL", str),
         "CONFIRM_EMAIL_RATE_LIMIT": ("CONFIRM_EMAIL_RATE_LIMIT", str),
         "CONFIRM_EMAIL_RESEND_RATE_LIMIT": ("CONFIRM_EMAIL_RESEND_RATE_LIMIT", str),
+        "CONFIRM_EMAIL_RECIPIENT_LIMIT": ("CONFIRM_EMAIL_RECIPIENT_LIMIT", str),
     }
 )
 
@@ -273,12 +274,15 @@ class Config:
     # addresses only (the others end `skipped`). A confirmation token is valid EMAIL_CONFIRM_TTL;
     # EMAIL_CONFIRM_URL, when set, is the public page that takes the token as `?token=` (else
     # the e-mail explains the API call). Confirming is limited per client address, asking for
-    # a new confirmation e-mail per user.
+    # a new confirmation e-mail per user. CONFIRM_EMAIL_RECIPIENT_LIMIT bounds the confirmation
+    # e-mails one address receives, whoever asks (registrations and resends naming it): beyond
+    # it nothing is sent, and the answer is the same, so that it cannot flood an inbox.
     EMAIL_CONFIRMATION_REQUIRED = True
     EMAIL_CONFIRM_TTL = timedelta(hours=24)
     EMAIL_CONFIRM_URL: str | None = None
     CONFIRM_EMAIL_RATE_LIMIT = "10 per minute"
     CONFIRM_EMAIL_RESEND_RATE_LIMIT = "3 per hour"
+    CONFIRM_EMAIL_RECIPIENT_LIMIT = "3 per hour"
 
     @classmethod
     def validate(cls, config: Mapping[str, Any]) -> None:
@@ -322,6 +326,7 @@ class TestingConfig(Config):
     EMAIL_CONFIRMATION_REQUIRED = False
     CONFIRM_EMAIL_RATE_LIMIT = "1000 per minute"
     CONFIRM_EMAIL_RESEND_RATE_LIMIT = "1000 per minute"
+    CONFIRM_EMAIL_RECIPIENT_LIMIT = "1000 per minute"
 
 
 class ProductionConfig(Config):
