@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             "FLASK_ENV": "production",
             # The user never confirms its address: its notification job must still send.
             "EMAIL_CONFIRMATION_REQUIRED": "false",
-            "SECRET_KEY": secrets.token_hex(24),
+            "SECRET_KEY": secrets.token_hex(32),
             "JWT_SECRET_KEY": secrets.token_hex(32),
             "DATABASE_URL": f"sqlite:///{tmp / 'cpu.db'}",
             "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",

@@ -1,4 +1,5 @@
-"""CLI commands (SPEC §3, §4.2): `flask users create-admin` and `flask tokens purge`."""
+"""CLI commands (SPEC §3, §4.2): `flask users create-admin`, `flask users check-names` and
+`flask tokens purge`."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from sqlalchemy import select
 from blog_api.extensions import db
 from blog_api.models import TokenBlocklist
 from blog_api.models.base import utcnow
-from support import Account, assert_error
+from blog_api.services.users import create_user
+from support import PASSWORD, Account, assert_error
 
 ADMIN_PASSWORD = "a strong admin passphrase"
 
@@ -95,6 +97,49 @@ def test_create_admin_with_an_invalid_username_fails(
     assert result.exit_code != 0
     assert "username" in result.output
     assert row_counts() == before
+
+
+def test_s50_create_admin_with_an_address_on_an_ip_literal_fails_and_writes_nothing(
+    app: Flask, row_counts: Callable[[], dict[str, int]]
+) -> None:
+    before = row_counts()
+
+    result = create_admin(
+        app, "--username", "boss", "--email", "root@[127.0.0.1]", "--password", ADMIN_PASSWORD
+    )
+
+    assert result.exit_code != 0
+    assert "invalid input" in result.output
+    assert "bracketed IP address" in result.output
+    assert row_counts() == before
+
+
+def test_s48_check_names_lists_names_registration_refuses_and_exits_non_zero(
+    app: Flask, alice: Account
+) -> None:
+    """S48: accounts registered before the whole name had to match the rule; the service
+    writes what the API used to let through."""
+    with app.app_context():
+        stale = {
+            create_user(name, PASSWORD, send_confirmation=False).id: name
+            for name in ("alice\n", "admin\r", "eve\u2028")
+        }
+
+    result = app.test_cli_runner().invoke(args=["users", "check-names"])
+
+    assert result.exit_code == 1, result.output
+    listed = [line for line in result.output.splitlines() if line.startswith("user ")]
+    assert listed == [f"user {user_id}: {name!r}" for user_id, name in stale.items()]
+    assert listed[0].endswith(r": 'alice\n'")  # escaped: one line per user, nothing hidden
+    assert f"user {alice.id}:" not in result.output
+    assert "3 username(s) break the rule" in result.output
+
+
+def test_check_names_with_every_name_valid_exits_zero(app: Flask, alice: Account) -> None:
+    result = app.test_cli_runner().invoke(args=["users", "check-names"])
+
+    assert result.exit_code == 0, result.output
+    assert "Every username follows the rule" in result.output
 
 
 def test_purge_removes_only_expired_blocklist_rows(

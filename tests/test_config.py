@@ -27,8 +27,8 @@ from blog_api.config import (
 from blog_api.extensions import db
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-GOOD_SECRET_KEY = "a-real-production-secret-key-f00d"
-# Made at run time: production refuses every key committed to the repository.
+# Made at run time: production refuses every key committed to the repository (S34, S51).
+GOOD_SECRET_KEY = secrets.token_urlsafe(48)
 GOOD_JWT_SECRET_KEY = secrets.token_urlsafe(48)
 
 
@@ -236,6 +236,65 @@ def test_production_refuses_a_weak_secret_key(monkeypatch: pytest.MonkeyPatch, s
 
 
 @pytest.mark.usefixtures("production_environment")
+@pytest.mark.parametrize(
+    ("secret_key", "message"),
+    [
+        pytest.param("a" * 16, "has only 1 different characters", id="a-x-16"),
+        pytest.param("testing-secret-key-0123456789abcdef", "is published", id="testing-key"),
+        pytest.param("a-real-production-secret-key-f00d", "is too short", id="words-33-chars"),
+        pytest.param(
+            "a-real-production-flask-secret-key-0123456789abcdef", "is guessable", id="words"
+        ),
+        pytest.param(
+            "correct-horse-battery-staple-orange-purple-monkey-dishwasher-window",
+            "is guessable",
+            id="passphrase",
+        ),
+        pytest.param(secrets.token_hex(16), "is too short", id="16-random-bytes-as-hex"),
+        pytest.param(secrets.token_urlsafe(24), "is too short", id="24-random-bytes"),
+    ],
+)
+def test_s51_production_refuses_a_guessable_secret_key(
+    monkeypatch: pytest.MonkeyPatch, secret_key: str, message: str
+) -> None:
+    """S51: SECRET_KEY keys confirmation tokens, list cursors and Idempotency-Key fingerprints,
+    yet only placeholders and keys under 16 bytes were refused (`aaaaaaaaaaaaaaaa` started
+    production); the same check as JWT_SECRET_KEY's (S34) now applies."""
+    monkeypatch.setenv("SECRET_KEY", secret_key)
+
+    with pytest.raises(ConfigError, match=rf"^SECRET_KEY {message}") as refused:
+        create_app("production")
+    assert "secrets.token_urlsafe(48)" in str(refused.value)
+
+
+@pytest.mark.usefixtures("production_environment")
+def test_s51_production_accepts_a_fresh_secret_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = secrets.token_urlsafe(48)
+    monkeypatch.setenv("SECRET_KEY", key)
+
+    assert create_app("production").config["SECRET_KEY"] == key
+
+
+@pytest.mark.usefixtures("production_environment")
+def test_s51_production_refuses_every_secret_committed_to_the_repository_as_secret_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    candidates = committed_secrets()
+    assert TestingConfig.SECRET_KEY in candidates  # the scan finds what it should
+
+    accepted = []
+    for candidate in sorted(candidates):
+        monkeypatch.setenv("SECRET_KEY", candidate)
+        try:
+            create_app("production")
+        except ConfigError:
+            continue
+        accepted.append(candidate)
+
+    assert accepted == []
+
+
+@pytest.mark.usefixtures("production_environment")
 def test_production_refuses_debug_mode() -> None:
     with pytest.raises(ConfigError, match="DEBUG must be off"):
         create_app("production", DEBUG=True)
@@ -376,6 +435,7 @@ DOCUMENTED_DEFAULTS = [
     "EMAIL_CONFIRM_TTL",
     "CONFIRM_EMAIL_RATE_LIMIT",
     "CONFIRM_EMAIL_RESEND_RATE_LIMIT",
+    "CONFIRM_EMAIL_RECIPIENT_LIMIT",
     "TRUSTED_PROXIES",
     "MAX_CONTENT_LENGTH",
     "IDEMPOTENCY_TTL",

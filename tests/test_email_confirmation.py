@@ -10,6 +10,7 @@ listening in this process, jobs run through their Celery tasks without a broker.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -516,6 +517,128 @@ def test_confirm_is_limited_per_client_address(make_app: Callable[..., Flask]) -
         CONFIRM, json={"token": "1.guess"}, environ_base={"REMOTE_ADDR": "10.0.0.9"}
     )
     assert other.status_code == 400
+
+
+# --- one address, a bounded number of e-mails (S49) ----------------------------------------------
+
+
+def all_confirmation_jobs(app: Flask) -> int:
+    with app.app_context():
+        return len(db.session.scalars(select(Job).where(Job.kind == JobKind.CONFIRM_EMAIL)).all())
+
+
+def test_s49_registrations_naming_one_address_send_it_at_most_the_recipient_limit(
+    make_app: Callable[..., Flask],
+    row_counts: Callable[[], dict[str, int]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """S49: 12 registrations naming an address delivered 12 e-mails to it. Over the limit a
+    registration answers exactly as before and writes the user, with no confirmation."""
+    app = make_app(CONFIRM_EMAIL_RECIPIENT_LIMIT="3 per hour")
+    client = app.test_client()
+    spellings = ["victim@example.com", "Victim@Example.com", "VICTIM@EXAMPLE.COM"]
+    before = row_counts()
+
+    within = [register(client, f"user{n}", spellings[n % 3]) for n in range(3)]
+    with caplog.at_level(logging.WARNING):
+        over = [register(client, f"late{n}", spellings[n % 3]) for n in range(3)]
+
+    for response in within + over:
+        assert response.status_code == 201, response.json
+        assert set(response.json) == {"id", "username", "role", "created_at"}
+        assert set(response.headers.keys()) == set(within[0].headers.keys())
+    assert row_counts() == {
+        **before,
+        "users": before["users"] + 6,
+        "email_confirmations": before["email_confirmations"] + 3,
+        "jobs": before["jobs"] + 3,
+    }
+    for response in over:
+        assert confirmation_jobs(app, response.json["id"]) == []
+    assert caplog.text.count("CONFIRM_EMAIL_RECIPIENT_LIMIT (3 per hour)") == 3
+    assert "victim" not in caplog.text.lower()
+    # Per address: another one is not affected.
+    other = register(client, "carol", "carol@example.com")
+    assert len(confirmation_jobs(app, other.json["id"])) == 1
+
+
+def test_s49_a_resend_over_the_recipient_limit_answers_202_and_sends_nothing(
+    mail_app: Callable[..., Flask], sink: Sink, row_counts: Callable[[], dict[str, int]]
+) -> None:
+    app = mail_app(CONFIRM_EMAIL_RECIPIENT_LIMIT="3 per hour")
+    client = app.test_client()
+    user_id = register(client, "carol", "carol@example.com").json["id"]
+    headers = log_in(client, "carol")
+    answers = [client.post(RESEND, headers=headers) for _ in range(2)]
+    assert len(confirmation_jobs(app, user_id)) == 3
+    before = row_counts()
+
+    over = client.post(RESEND, headers=headers)
+
+    assert (over.status_code, over.json) == (answers[0].status_code, answers[0].json)
+    assert set(over.headers.keys()) == set(answers[0].headers.keys())
+    assert row_counts() == before
+    # Nothing was superseded: the newest e-mail still confirms.
+    assert confirm(client, send_confirmation(app, sink, user_id)).status_code == 200
+
+
+def test_s49_strangers_registering_an_address_spend_its_owners_budget_too(
+    make_app: Callable[..., Flask],
+) -> None:
+    """The limit counts e-mails to the address, whoever asks: resends are no way around it."""
+    app = make_app(CONFIRM_EMAIL_RECIPIENT_LIMIT="2 per hour")
+    client = app.test_client()
+    register(client, "stranger", "carol@example.com")
+    owner = register(client, "carol", "carol@example.com").json["id"]
+
+    assert client.post(RESEND, headers=log_in(client, "carol")).status_code == 202
+
+    assert len(confirmation_jobs(app, owner)) == 1
+
+
+def test_s49_the_recipient_limit_is_counted_in_memory_while_the_storage_is_down(
+    make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Counted outside a view's decorator (here `flask users create-admin`), a storage outage
+    falls back to per-process memory as the views' limits do, instead of failing."""
+    app = make_app(
+        RATELIMIT_STORAGE_URI="redis://127.0.0.1:1", CONFIRM_EMAIL_RECIPIENT_LIMIT="1 per hour"
+    )
+    runner = app.test_cli_runner()
+
+    with caplog.at_level(logging.ERROR):
+        results = [
+            runner.invoke(
+                args=["users", "create-admin", "--username", name, "--email", "ops@example.com"],
+                env={"ADMIN_PASSWORD": PASSWORD},
+            )
+            for name in ("boss", "boss2")
+        ]
+
+    assert [result.exit_code for result in results] == [0, 0], [r.output for r in results]
+    assert "Rate-limit storage failed" in caplog.text
+    assert all_confirmation_jobs(app) == 1
+
+
+def test_s49_a_confirmation_to_an_address_another_account_confirmed_is_skipped_with_the_reason(
+    mail_app: Callable[..., Flask], sink: Sink
+) -> None:
+    """S49: after its owner confirmed an address, each registration naming it still sent it an
+    e-mail whose token could only be refused."""
+    app = mail_app()
+    client = app.test_client()
+    stranger = register(client, "stranger", "carol@example.com").json["id"]
+    _owner, token = registered(app, sink, "carol", "carol@example.com")
+    assert confirm(client, token).status_code == 200
+    delivered = len(sink.delivered())
+    [job] = confirmation_jobs(app, stranger)
+
+    assert run_job(app, job) == "skipped"
+
+    stored = load_job(app, job.id)
+    assert (stored.status, stored.attempts) == (JobStatus.SKIPPED, 1)
+    assert stored.last_error == "the address is already confirmed by another account"
+    assert len(sink.delivered()) == delivered
 
 
 # --- post notifications and EMAIL_CONFIRMATION_REQUIRED ------------------------------------------

@@ -276,6 +276,16 @@ def test_request_id_is_generated_when_absent_or_invalid(
     assert first != second
 
 
+@pytest.mark.parametrize("incoming", ["abc-123\n", "abc-123\r\n"])
+def test_s48_a_request_id_with_a_line_break_is_replaced(client: FlaskClient, incoming: str) -> None:
+    """S48: the id was checked with `re.match` and `$`, which admits a final newline; echoing
+    it in the response header then raised (a 500). The environ carries it as a server could."""
+    response = client.get("/api", environ_base={"HTTP_X_REQUEST_ID": incoming})
+
+    assert response.status_code == 200
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"])
+
+
 def test_request_id_is_on_error_responses(client: FlaskClient) -> None:
     response = client.get("/api/v1/me", headers={"X-Request-ID": "req-401"})
 

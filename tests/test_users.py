@@ -97,6 +97,100 @@ def test_register_without_email_is_allowed(client: FlaskClient) -> None:
     assert response.status_code == 201
 
 
+USERNAME_MESSAGE = "Username must be 3-50 characters: letters, digits, '_', '.', '-'."
+
+
+@pytest.mark.parametrize(
+    "username",
+    [
+        pytest.param("alice\n", id="trailing-newline"),
+        pytest.param("admin\n", id="admin-trailing-newline"),
+        pytest.param("alice\r", id="trailing-cr"),
+        pytest.param("alice\r\n", id="trailing-crlf"),
+        pytest.param("alice\x00", id="trailing-nul"),
+        pytest.param("\nalice", id="leading-newline"),
+    ],
+)
+def test_s48_a_username_with_a_control_character_is_400_and_writes_nothing(
+    client: FlaskClient,
+    alice: Account,
+    row_counts: Callable[[], dict[str, int]],
+    username: str,
+) -> None:
+    """S48: the pattern matched with `re.match`, whose `$` also matches before a final
+    newline, so `alice\\n` registered as an account of its own next to `alice`."""
+    before = row_counts()
+
+    response = register(client, username=username, email="carol@example.com")
+
+    body = assert_error(response, 400, "Invalid field(s): username", {"username"})
+    assert body["errors"]["username"] == [USERNAME_MESSAGE]
+    assert row_counts() == before
+
+
+def test_s48_logging_in_as_a_name_with_a_trailing_newline_does_not_reach_any_account(
+    client: FlaskClient, alice: Account
+) -> None:
+    assert register(client, username="alice\n").status_code == 400
+
+    assert_error(login(client, "alice\n", PASSWORD), 401, "Invalid credentials")
+    assert login(client, "alice", PASSWORD).status_code == 200
+
+
+# (address, a part of the message that names why): refused before anything is written.
+NOT_ASCII = "Only ASCII e-mail addresses are accepted: the mail server cannot send to"
+ROUTING_CHARACTERS = "'%' and '!' are not accepted before the @-sign"
+UNSENDABLE_ADDRESSES = [
+    pytest.param("root@localhost", "It should have a period", id="localhost"),
+    pytest.param("carol@intranet", "It should have a period", id="dotless-domain"),
+    pytest.param("root@mail.local", "special-use or reserved name", id="reserved-domain"),
+    pytest.param("root@[127.0.0.1]", "bracketed IP address", id="ipv4-literal"),
+    pytest.param("root@[IPv6:::1]", "bracketed IP address", id="ipv6-literal"),
+    pytest.param("a%evil.com@example.com", ROUTING_CHARACTERS, id="percent-in-local-part"),
+    pytest.param("evil.com!a@example.com", ROUTING_CHARACTERS, id="bang-in-local-part"),
+    pytest.param('"carol"@example.com', "Quoting the part before the @-sign", id="quoted"),
+    pytest.param('"a@b"@example.com', "Quoting the part before the @-sign", id="quoted-at-sign"),
+    pytest.param("jos\u00e9@example.com", NOT_ASCII, id="non-ascii-local-part"),
+    pytest.param("carol@b\u00fccher.de", NOT_ASCII, id="non-ascii-domain"),
+    pytest.param("carol@example.com\n", "invalid characters", id="trailing-newline"),
+]
+
+
+@pytest.mark.parametrize(("email", "reason"), UNSENDABLE_ADDRESSES)
+def test_s50_an_address_the_mailer_cannot_or_must_not_send_to_is_400_and_writes_nothing(
+    client: FlaskClient, row_counts: Callable[[], dict[str, int]], email: str, reason: str
+) -> None:
+    """S50: these registered (201) and queued a confirmation e-mail to a host of the server's
+    network, a relay or, for a non-ASCII address, a job that could only end dead."""
+    before = row_counts()
+
+    response = register(client, username="carol", email=email)
+
+    body = assert_error(response, 400, "Invalid field(s): email", {"email"})
+    [message] = body["errors"]["email"]
+    assert reason in message
+    assert row_counts() == before
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        "carol+news@example.com",
+        "carol@mail.example.co.uk",
+        "carol.o-neil@my-host.example.com",
+        "Carol_99@Example.COM",
+        "carol@xn--bcher-kva.de",
+    ],
+)
+def test_s50_ordinary_addresses_still_register(app: Flask, client: FlaskClient, email: str) -> None:
+    response = register(client, username="carol", email=email)
+
+    assert response.status_code == 201, response.json
+    user = stored_user(app, "carol")
+    assert user is not None
+    assert user.email == email.lower()
+
+
 def test_admin_can_register_another_admin(app: Flask, client: FlaskClient, admin: Account) -> None:
     response = register(client, headers=admin.headers, username="carol", role="admin")
 

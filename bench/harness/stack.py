@@ -82,7 +82,7 @@ class Bench:
         self.redis: Proc | None = None
         self.pg_database: str | None = None
         self.secrets = {
-            "SECRET_KEY": secrets.token_hex(24),
+            "SECRET_KEY": secrets.token_hex(32),
             "JWT_SECRET_KEY": secrets.token_hex(32),
         }
         self.databases: dict[tuple[str, str], str] = {}

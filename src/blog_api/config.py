@@ -130,6 +130,7 @@ ENVIRONMENT_VARIABLES.update(
         "EMAIL_CONFIRM_URL": ("EMAIL_CONFIRM_URL", str),
         "CONFIRM_EMAIL_RATE_LIMIT": ("CONFIRM_EMAIL_RATE_LIMIT", str),
         "CONFIRM_EMAIL_RESEND_RATE_LIMIT": ("CONFIRM_EMAIL_RESEND_RATE_LIMIT", str),
+        "CONFIRM_EMAIL_RECIPIENT_LIMIT": ("CONFIRM_EMAIL_RECIPIENT_LIMIT", str),
     }
 )
 
@@ -273,12 +274,15 @@ class Config:
     # addresses only (the others end `skipped`). A confirmation token is valid EMAIL_CONFIRM_TTL;
     # EMAIL_CONFIRM_URL, when set, is the public page that takes the token as `?token=` (else
     # the e-mail explains the API call). Confirming is limited per client address, asking for
-    # a new confirmation e-mail per user.
+    # a new confirmation e-mail per user. CONFIRM_EMAIL_RECIPIENT_LIMIT bounds the confirmation
+    # e-mails one address receives, whoever asks (registrations and resends naming it): beyond
+    # it nothing is sent, and the answer is the same, so that it cannot flood an inbox.
     EMAIL_CONFIRMATION_REQUIRED = True
     EMAIL_CONFIRM_TTL = timedelta(hours=24)
     EMAIL_CONFIRM_URL: str | None = None
     CONFIRM_EMAIL_RATE_LIMIT = "10 per minute"
     CONFIRM_EMAIL_RESEND_RATE_LIMIT = "3 per hour"
+    CONFIRM_EMAIL_RECIPIENT_LIMIT = "3 per hour"
 
     @classmethod
     def validate(cls, config: Mapping[str, Any]) -> None:
@@ -322,6 +326,7 @@ class TestingConfig(Config):
     EMAIL_CONFIRMATION_REQUIRED = False
     CONFIRM_EMAIL_RATE_LIMIT = "1000 per minute"
     CONFIRM_EMAIL_RESEND_RATE_LIMIT = "1000 per minute"
+    CONFIRM_EMAIL_RECIPIENT_LIMIT = "1000 per minute"
 
 
 class ProductionConfig(Config):
@@ -345,14 +350,14 @@ class ProductionConfig(Config):
         if config.get("DEBUG"):
             raise ConfigError("DEBUG must be off in production")
 
-    # Security: no key that can be guessed (secret_keys.py).
+    # Security: no key that can be guessed (secret_keys.py). SECRET_KEY keys confirmation
+    # tokens, list cursors and Idempotency-Key fingerprints: guessing it forges those.
     @classmethod
     def validate_secret_keys(cls, config: Mapping[str, Any]) -> None:
-        if config["SECRET_KEY"] in PUBLISHED_SECRETS:
-            raise ConfigError(f"SECRET_KEY is published; {MAKE_A_KEY}")
-        weakness = guessable(config["JWT_SECRET_KEY"], PUBLISHED_SECRETS)
-        if weakness:
-            raise ConfigError(f"JWT_SECRET_KEY {weakness}; {MAKE_A_KEY}")
+        for key in ("SECRET_KEY", "JWT_SECRET_KEY"):
+            weakness = guessable(config[key], PUBLISHED_SECRETS)
+            if weakness:
+                raise ConfigError(f"{key} {weakness}; {MAKE_A_KEY}")
         if config.get("TRUSTED_PROXIES", 0) < 0:
             raise ConfigError("TRUSTED_PROXIES must be 0 or more")
 

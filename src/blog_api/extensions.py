@@ -9,6 +9,7 @@ from flask_cors import CORS
 from flask_jwt_extended import JWTManager
 from flask_limiter.util import get_remote_address
 from flask_sqlalchemy import SQLAlchemy
+from limits import parse as parse_limit
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
@@ -60,11 +61,35 @@ class Limiter(flask_limiter.Limiter):
             super()._check_request_limit(callable_name, in_middleware)
         finally:
             if storage_was_alive and self._storage_dead:
-                current_app.logger.error(
-                    "Rate-limit storage failed: limits are counted per process until it answers"
-                )
-                app = current_app._get_current_object()  # type: ignore[attr-defined]
-                rate_limit_storage_failed.send(app)
+                self._report_storage_failure()
+
+    def hit(self, limit: str, *identifiers: str) -> bool:
+        """Count one event against `limit` (`"3 per hour"`) under `identifiers`; whether it is
+        within the limit. Always within it when rate limiting is off.
+
+        For a limit keyed by what a request does rather than by who sends it, which no view
+        decorator can express (the recipient of an e-mail). Counted as the views' limits are:
+        the same storage and key prefix, and per-process memory while the storage is down.
+        """
+        if not self.enabled:
+            return True
+        item = parse_limit(limit)
+        keys = [self._key_prefix, *identifiers] if self._key_prefix else [*identifiers]
+        try:
+            return self.limiter.hit(item, *keys)
+        except Exception:
+            if self._storage_dead or not self._in_memory_fallback_enabled:
+                raise
+            self._storage_dead = True
+            self._report_storage_failure()
+            return self.limiter.hit(item, *keys)
+
+    def _report_storage_failure(self) -> None:
+        current_app.logger.error(
+            "Rate-limit storage failed: limits are counted per process until it answers"
+        )
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        rate_limit_storage_failed.send(app)
 
     def _limits_beyond_views(self) -> bool:
         """Whether any limit applies outside the decorated views (read once per app; these are

@@ -1,6 +1,8 @@
-"""Whether a signing key could be guessed: the check production runs on `JWT_SECRET_KEY`.
+"""Whether a signing key could be guessed: the check production runs on `JWT_SECRET_KEY` and
+`SECRET_KEY`.
 
-Anyone who guesses the key can sign any token, an admin's included. A key is refused when it is
+Anyone who guesses `JWT_SECRET_KEY` can sign any token, an admin's included; anyone who guesses
+`SECRET_KEY` can make confirmation tokens and list cursors. A key is refused when it is
 published (in this repository, or a well-known placeholder), when it has few different
 characters, or when its estimated randomness is below 256 bits, the strength of 32 random
 bytes. The estimate charges each character by the alphabet the key draws from (hex 4 bits,

@@ -19,7 +19,9 @@ from jwt.warnings import InsecureKeyLengthWarning
 
 from blog_api.config import ENVIRONMENT_VARIABLES
 
-GOOD_JWT_SECRET = secrets.token_urlsafe(48)  # made at run time: committed keys are refused
+# Made at run time: committed keys are refused.
+GOOD_SECRET_KEY = secrets.token_urlsafe(48)
+GOOD_JWT_SECRET = secrets.token_urlsafe(48)
 
 
 def start_production(
@@ -28,7 +30,7 @@ def start_production(
     environ = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT_VARIABLES}
     environ.update(
         FLASK_ENV="production",
-        SECRET_KEY="a-production-secret-key",
+        SECRET_KEY=GOOD_SECRET_KEY,
         JWT_SECRET_KEY=GOOD_JWT_SECRET,
         DATABASE_URL=f"sqlite:///{directory / 'blog.db'}",
         INSTANCE_PATH=str(directory),

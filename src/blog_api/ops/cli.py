@@ -1,4 +1,4 @@
-"""`flask users create-admin` and `flask tokens purge`."""
+"""`flask users create-admin`, `flask users check-names` and `flask tokens purge`."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from flask.cli import AppGroup
 from marshmallow import ValidationError
 
 from blog_api.errors import ConflictError
-from blog_api.schemas.users import UserCreateSchema
+from blog_api.schemas.users import USERNAME_RULE, VALID_USERNAME, UserCreateSchema
 from blog_api.services import tokens
-from blog_api.services.users import create_user
+from blog_api.services.users import create_user, usernames
 
 users_cli = AppGroup("users", help="Manage user accounts.")
 tokens_cli = AppGroup("tokens", help="Manage the token blocklist.")
@@ -34,6 +34,29 @@ def create_admin(username: str, email: str | None, password: str) -> None:
     except ConflictError as error:
         raise click.ClickException(str(error))
     click.echo(f"Admin created: {user.username} (id {user.id})")
+
+
+@users_cli.command("check-names")
+def check_names() -> None:
+    """List the usernames registration would refuse today; exit status 1 when there is any.
+
+    Names stored before the whole name had to match the rule (`alice\\n`, a control character)
+    look like another account's name in lists and logs: each is printed as its id and its
+    Python repr, so that what cannot be seen is shown escaped.
+    """
+    refused = 0
+    for user_id, username in usernames():
+        try:
+            VALID_USERNAME(username)
+        except ValidationError:
+            refused += 1
+            click.echo(f"user {user_id}: {username!r}")
+    if refused:
+        raise click.ClickException(
+            f"{refused} username(s) break the rule ({USERNAME_RULE}): rename them in the "
+            "database or delete the accounts"
+        )
+    click.echo("Every username follows the rule")
 
 
 @tokens_cli.command("purge")

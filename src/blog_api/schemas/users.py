@@ -9,10 +9,14 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 from blog_api.models import ROLES
 from blog_api.schemas.common import PaginationSchema
+from blog_api.schemas.fields import FullMatch, MailAddress
 from blog_api.schemas.posts import PostSchema
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,50}$"
 USERNAME_RULE = "3-50 characters: letters, digits, '_', '.', '-'"
+# The whole name must match: no trailing newline, no control character (`flask users
+# check-names` finds names stored before this was so).
+VALID_USERNAME = FullMatch(USERNAME_PATTERN, error=f"Username must be {USERNAME_RULE}.")
 # Login accepts anything a user might type, within a bound; a wrong value is just a 401.
 LOGIN_FIELD_MAX = 1024
 
@@ -43,12 +47,9 @@ class PasswordField(fields.String):
 class UserCreateSchema(Schema):
     MISSING_MESSAGE = "Missing username or password"
 
-    username = fields.String(
-        required=True,
-        validate=validate.Regexp(USERNAME_PATTERN, error=f"Username must be {USERNAME_RULE}."),
-    )
+    username = fields.String(required=True, validate=VALID_USERNAME)
     password = PasswordField()
-    email = fields.Email(validate=validate.Length(max=254), load_default=None, allow_none=True)
+    email = MailAddress(load_default=None, allow_none=True)
     role = fields.String(
         validate=validate.OneOf(ROLES),
         load_default="user",

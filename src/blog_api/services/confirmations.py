@@ -9,6 +9,11 @@ the earlier ones. Rotating SECRET_KEY ends every outstanding token (ask for a ne
 
 Addresses are unique among confirmed accounts only (`uq_users_email_confirmed`): any number of
 unconfirmed accounts may carry an address, and the first to confirm it owns it.
+
+Anyone may name any address, so one address gets at most CONFIRM_EMAIL_RECIPIENT_LIMIT
+confirmation e-mails, whoever asks: counted in the rate-limit storage under a keyed hash of the
+address (the storage never holds the address). Beyond it nothing is written or sent, and the
+caller answers as if it had been: the answer must not tell a stranger about the limit.
 """
 
 from __future__ import annotations
@@ -24,12 +29,14 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from blog_api.errors import ConflictError
-from blog_api.extensions import db
+from blog_api.extensions import db, limiter
 from blog_api.jobs import outbox
 from blog_api.models import EmailConfirmation, User
 from blog_api.models.base import MAX_ID, utcnow
 
 KEY_PURPOSE = b"blog_api email confirmation token v1"
+RECIPIENT_KEY_PURPOSE = b"blog_api email confirmation recipient v1"
+RECIPIENT_SCOPE = "confirm-email-recipient"
 # `<id>.<43 base64url characters>`: anything else is not a token of ours.
 TOKEN_PATTERN = re.compile(r"(?P<id>[1-9][0-9]{0,9})\.(?P<mac>[A-Za-z0-9_-]{43})")
 TOKEN_MAX_LENGTH = 64
@@ -46,11 +53,11 @@ class InvalidConfirmationToken(ValueError):
     """The token confirms nothing (wrong, malformed, expired, used or superseded): `400`."""
 
 
-def _key() -> bytes:
-    """A key of its own for confirmation tokens, derived from SECRET_KEY: a MAC made for this
-    purpose is never valid as another signature made with SECRET_KEY, and vice versa."""
+def _key(purpose: bytes = KEY_PURPOSE) -> bytes:
+    """A key of its own for `purpose`, derived from SECRET_KEY: a MAC made for one purpose is
+    never valid as another signature made with SECRET_KEY, and vice versa."""
     secret = str(current_app.config["SECRET_KEY"]).encode()
-    return hmac.new(secret, KEY_PURPOSE, hashlib.sha256).digest()
+    return hmac.new(secret, purpose, hashlib.sha256).digest()
 
 
 def _mac(confirmation_id: int, nonce: str, email: str) -> str:
@@ -59,16 +66,54 @@ def _mac(confirmation_id: int, nonce: str, email: str) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
+def _recipient_key(email: str) -> str:
+    """The address's key in the rate-limit storage: the same for every spelling of it (case,
+    surrounding blanks), and nothing that gives the address back."""
+    normalised = email.strip().lower().encode()
+    return hmac.new(_key(RECIPIENT_KEY_PURPOSE), normalised, hashlib.sha256).hexdigest()[:32]
+
+
+def _within_recipient_limit(email: str) -> bool:
+    """Count one confirmation e-mail to `email`; whether it may be sent."""
+    limit = current_app.config["CONFIRM_EMAIL_RECIPIENT_LIMIT"]
+    return limiter.hit(limit, RECIPIENT_SCOPE, _recipient_key(email))
+
+
+def confirmed_owner(email: str, other_than: int) -> int | None:
+    """The id of the account, other than `other_than`, that has confirmed `email`, if any."""
+    return db.session.scalar(
+        select(User.id).where(
+            User.email == email,
+            User.email_confirmed_at.is_not(None),
+            User.id != other_than,
+        )
+    )
+
+
 def confirmation_token(confirmation: EmailConfirmation) -> str:
     """The token the confirmation e-mail carries (the worker computes it at send time)."""
     return f"{confirmation.id}.{_mac(confirmation.id, confirmation.nonce, confirmation.email)}"
 
 
-def add_confirmation(user: User) -> EmailConfirmation:
+def add_confirmation(user: User) -> EmailConfirmation | None:
     """A new confirmation of the user's address and its e-mail job, in the session's
-    transaction (the caller commits); the user's earlier confirmations stop working."""
+    transaction (the caller commits); the user's earlier confirmations stop working.
+
+    None, with nothing written, when the address has had CONFIRM_EMAIL_RECIPIENT_LIMIT
+    confirmation e-mails already: the caller answers as it would have (the user may ask for
+    a new e-mail later), and the earlier confirmations still work.
+    """
     if not user.email:
         raise ValueError(f"user {user.id} has no e-mail address to confirm")
+    if not _within_recipient_limit(user.email):
+        # Never the address: the log would hold what the limit keeps out of the storage.
+        current_app.logger.warning(
+            "Confirmation e-mail for user %s not sent: its address had "
+            "CONFIRM_EMAIL_RECIPIENT_LIMIT (%s) already",
+            user.id,
+            current_app.config["CONFIRM_EMAIL_RECIPIENT_LIMIT"],
+        )
+        return None
     now = utcnow()
     db.session.execute(
         update(EmailConfirmation)
@@ -92,9 +137,10 @@ def add_confirmation(user: User) -> EmailConfirmation:
     return confirmation
 
 
-def send_new_confirmation(user: User) -> EmailConfirmation:
-    """`POST /me/confirm-email`: a new confirmation e-mail; `ConflictError` when the account
-    has no address or has already confirmed it."""
+def send_new_confirmation(user: User) -> EmailConfirmation | None:
+    """`POST /me/confirm-email`: a new confirmation e-mail (None when the address is over
+    CONFIRM_EMAIL_RECIPIENT_LIMIT); `ConflictError` when the account has no address or has
+    already confirmed it."""
     if not user.email:
         raise ConflictError(NO_ADDRESS)
     if user.email_confirmed:
@@ -150,14 +196,7 @@ def confirm_email(token: str) -> User:
     user = db.session.get_one(User, confirmation.user_id)
     now = utcnow()
     _check_usable(confirmation, user, now)
-    owner = db.session.scalar(
-        select(User.id).where(
-            User.email == confirmation.email,
-            User.email_confirmed_at.is_not(None),
-            User.id != user.id,
-        )
-    )
-    if owner is not None:
+    if confirmed_owner(confirmation.email, other_than=user.id) is not None:
         raise ConflictError(ADDRESS_TAKEN)
     # Conditional: of two requests racing with one token, one uses it.
     spent = db.session.execute(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
@@ -22,6 +24,14 @@ def find_user_by_username(username: str) -> User | None:
 
 
 USERNAME_TAKEN = "Username already exists"
+USERNAME_BATCH = 1000
+
+
+def usernames() -> Iterator[tuple[int, str]]:
+    """Every account's id and username in id order, fetched in batches however many there are."""
+    yield from db.session.execute(
+        select(User.id, User.username).order_by(User.id).execution_options(yield_per=USERNAME_BATCH)
+    )
 
 
 def create_user(

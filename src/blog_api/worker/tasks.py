@@ -26,7 +26,7 @@ from blog_api.models import EmailConfirmation, Job, JobKind, JobStatus, Post, Us
 from blog_api.models.base import utcnow
 from blog_api.ops.logging import bind_job
 from blog_api.services.audit import append_audit_record
-from blog_api.services.confirmations import confirmation_token
+from blog_api.services.confirmations import confirmation_token, confirmed_owner
 from blog_api.services.mailer import build_email_confirmation, build_post_notification, send_email
 from blog_api.worker.checkpoints import Checkpoint, job_checkpoint
 
@@ -164,6 +164,10 @@ def email_confirmation(job: Job) -> JobStatus:
         raise JobSkipped("the user's address changed since the confirmation was asked for")
     if confirmation.expires_at <= utcnow():
         raise JobSkipped("the confirmation expired or was superseded before it could be sent")
+    # Its token could only be refused (409): the e-mail would reach the owner of the address
+    # for nothing, as often as strangers register with it.
+    if confirmed_owner(confirmation.email, other_than=user.id) is not None:
+        raise JobSkipped("the address is already confirmed by another account")
     message = build_email_confirmation(
         job.id,
         confirmation.email,
