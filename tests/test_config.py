@@ -110,6 +110,15 @@ def test_production_refuses_to_start_without_a_required_setting(
         create_app("production")
 
 
+@pytest.mark.parametrize("wait", ["0", "-1", "0.0004"])
+def test_an_idempotency_wait_of_no_time_is_refused(wait: str) -> None:
+    """PostgreSQL reads a lock_timeout of 0 as none: a retry would wait for ever."""
+    settings = read_environment({"IDEMPOTENCY_WAIT": wait})
+
+    with pytest.raises(ConfigError, match="IDEMPOTENCY_WAIT must be at least "):
+        create_app("testing", SQLALCHEMY_DATABASE_URI="sqlite://", **settings)
+
+
 @pytest.mark.usefixtures("production_environment")
 @pytest.mark.parametrize(
     ("jwt_secret", "message"),
@@ -439,7 +448,7 @@ DOCUMENTED_DEFAULTS = [
     "TRUSTED_PROXIES",
     "MAX_CONTENT_LENGTH",
     "IDEMPOTENCY_TTL",
-    "IDEMPOTENCY_LOCK_TIMEOUT",
+    "IDEMPOTENCY_WAIT",
 ]
 
 

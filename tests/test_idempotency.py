@@ -6,8 +6,12 @@ in the transaction of the effect, so a replay creates no row, no job and no e-ma
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any, cast
@@ -20,7 +24,7 @@ from sqlalchemy import func, select, update
 from blog_api.extensions import db
 from blog_api.models import IdempotencyKey, Job, Post, Todo, User
 from blog_api.models.base import utcnow
-from blog_api.services import idempotency
+from blog_api.services import idempotency, posts, todos, users
 from blog_api.worker.bootsteps import RelayStep
 from resources import RowCounts, both_versions
 from support import PASSWORD, Account, assert_error, statements_run_by
@@ -55,15 +59,6 @@ def set_key(app: Flask, **values: Any) -> None:
     with app.app_context():
         db.session.execute(update(IdempotencyKey).values(**values))
         db.session.commit()
-
-
-def hold_key(app: Flask, account: Account | None, path: str, body: dict[str, Any]) -> None:
-    """Claim `KEY` as a request to `path` with `body` would, and keep it in flight."""
-    scope = f"user:{account.id}" if account else "anonymous"
-    with app.test_request_context():
-        digest = idempotency.fingerprint("POST", path, body)
-        held = idempotency.claim(scope, KEY, digest)
-        assert isinstance(held, idempotency.Claim)
 
 
 # --- replay ----------------------------------------------------------------------------------
@@ -181,62 +176,211 @@ def test_same_key_on_another_endpoint_is_422(
     assert count(app, Post) == 1
 
 
-@every_creating_endpoint
-def test_same_key_while_the_first_request_is_in_flight_is_409_with_retry_after(
-    app: Flask, client: FlaskClient, alice: Account, endpoint: str
-) -> None:
-    path, body, model = CREATING[endpoint]
-    hold_key(app, alice, path, body)
+# --- another request holding the key --------------------------------------------------------
 
-    response = client.post(path, json=body, headers=keyed(alice))
+# Every endpoint that takes the header, registration included (its key is the caller-less one).
+HOLDABLE = {
+    **CREATING,
+    "v1-users": ("/api/v1/users", {"username": "carol", "password": PASSWORD}, User),
+}
+every_holdable_endpoint = pytest.mark.parametrize("endpoint", HOLDABLE)
+POSTGRESQL_ONLY = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+WAIT = 0.3  # IDEMPOTENCY_WAIT of the impatient app
+
+
+class Died(Exception):
+    """The holder's process died: its transaction ends without a commit."""
+
+
+class Holder(threading.Thread):
+    """Another request holding KEY: the service call such a request makes, in a thread of its own
+    (its own app context, session and connection), stopped right before its commit (inside its
+    answer's rendering) until the test calls `commit` or `die`."""
+
+    def __init__(self, app: Flask, account: Account | None, endpoint: str) -> None:
+        super().__init__(daemon=True)
+        self.app, self.account, self.endpoint = app, account, endpoint
+        self.before_commit = threading.Event()
+        self.verdict: queue.Queue[str] = queue.Queue()
+        self.answer = idempotency.Answer(201, json.dumps({"holder": endpoint}), "/held")
+
+    def commit(self) -> None:
+        self.verdict.put("commit")
+
+    def die(self) -> None:
+        self.verdict.put("die")
+
+    def render(self, _created: object) -> idempotency.Answer:
+        self.before_commit.set()
+        if self.verdict.get(timeout=30) == "die":
+            # Gone without a rollback, as a killed process's connection goes.
+            db.session.connection().invalidate()
+            raise Died
+        return self.answer
+
+    def run(self) -> None:
+        path, body, _ = HOLDABLE[self.endpoint]
+        with self.app.app_context():
+            scope = f"user:{self.account.id}" if self.account else "anonymous"
+            digest = idempotency.fingerprint("POST", path, body)
+            key = idempotency.Key(scope, KEY, digest, self.render)
+            author = db.session.get(User, self.account.id) if self.account else None
+            with contextlib.suppress(Died):
+                if self.endpoint == "v1-users":
+                    users.create_user(**body, key=key)
+                elif author and self.endpoint.endswith("posts"):
+                    posts.create_post(author, body, api_version=path.split("/")[2], key=key)
+                elif author:
+                    todos.create_todo(author, body, key=key)
+
+
+@contextlib.contextmanager
+def key_held(app: Flask, account: Account | None, endpoint: str) -> Iterator[Holder]:
+    """KEY held by another request (see `Holder`) for the block; it dies after, if still there."""
+    holder = Holder(app, account, endpoint)
+    holder.start()
+    try:
+        assert holder.before_commit.wait(10), "the holder never reached its commit"
+        yield holder
+    finally:
+        holder.die()
+        holder.join(10)
+
+
+def account_for(endpoint: str, alice: Account) -> Account | None:
+    return None if endpoint == "v1-users" else alice
+
+
+@pytest.fixture
+def impatient_app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app(IDEMPOTENCY_WAIT=WAIT)
+
+
+@POSTGRESQL_ONLY
+@every_holdable_endpoint
+def test_same_key_while_the_first_request_runs_on_is_409_with_retry_after_the_wait(
+    impatient_app: Flask, alice: Account, endpoint: str
+) -> None:
+    path, body, model = HOLDABLE[endpoint]
+    account = account_for(endpoint, alice)
+    before = count(impatient_app, model)
+
+    with key_held(impatient_app, account, endpoint):
+        started = time.monotonic()
+        response = impatient_app.test_client().post(path, json=body, headers=keyed(account))
+        waited = time.monotonic() - started
 
     assert_error(response, 409, IN_FLIGHT)
     assert int(response.headers["Retry-After"]) >= 1
-    assert count(app, model) == 0
+    assert WAIT <= waited < WAIT + 2
+    assert count(impatient_app, model) == before
 
 
-def test_registration_in_flight_is_409(app: Flask, client: FlaskClient) -> None:
-    body = {"username": "carol", "password": PASSWORD}
-    hold_key(app, None, "/api/v1/users", body)
-
-    assert_error(client.post("/api/v1/users", json=body, headers=keyed(None)), 409, IN_FLIGHT)
-    assert count(app, User) == 0
-
-
-def test_abandoned_in_flight_key_is_taken_over_after_the_lock_timeout(
-    app: Flask, client: FlaskClient, alice: Account
+@every_holdable_endpoint
+def test_a_repeat_waits_for_the_request_holding_the_key_and_replays_its_answer(
+    app: Flask, client: FlaskClient, alice: Account, endpoint: str
 ) -> None:
-    body = {"title": "Hello", "content": "Once only"}
-    hold_key(app, alice, "/api/v2/posts", body)
-    assert client.post("/api/v2/posts", json=body, headers=keyed(alice)).status_code == 409
-    # The request holding it died: its key is older than IDEMPOTENCY_LOCK_TIMEOUT.
-    set_key(app, locked_at=utcnow() - app.config["IDEMPOTENCY_LOCK_TIMEOUT"])
+    """PostgreSQL: the repeat's claim waits on the holder's uncommitted key. SQLite: the
+    repeat's transaction begins IMMEDIATE and waits (busy_timeout) for the holder's write lock;
+    begun deferred after a read, it would fail at once with "database is locked"."""
+    path, body, model = HOLDABLE[endpoint]
+    account = account_for(endpoint, alice)
+    before = count(app, model)
 
-    response = client.post("/api/v2/posts", json=body, headers=keyed(alice))
-    again = client.post("/api/v2/posts", json=body, headers=keyed(alice))
+    with key_held(app, account, endpoint) as holder:
+        threading.Timer(0.2, holder.commit).start()
+        response = client.post(path, json=body, headers=keyed(account))
 
     assert response.status_code == 201
+    assert response.headers["Idempotent-Replayed"] == "true"
+    assert response.get_data(as_text=True) == holder.answer.body
+    assert response.headers["Location"] == holder.answer.location
+    assert count(app, model) == before + 1
+
+
+@every_holdable_endpoint
+def test_a_repeat_does_the_work_itself_as_soon_as_the_request_holding_the_key_dies(
+    app: Flask, client: FlaskClient, alice: Account, endpoint: str
+) -> None:
+    path, body, model = HOLDABLE[endpoint]
+    account = account_for(endpoint, alice)
+    before = count(app, model)
+
+    with key_held(app, account, endpoint) as holder:
+        threading.Timer(0.2, holder.die).start()
+        started = time.monotonic()
+        response = client.post(path, json=body, headers=keyed(account))
+        waited = time.monotonic() - started
+    again = client.post(path, json=body, headers=keyed(account))
+
+    assert response.status_code == 201
+    assert "Idempotent-Replayed" not in response.headers
+    assert waited < 2
     assert again.headers["Idempotent-Replayed"] == "true"
     assert again.get_data() == response.get_data()
-    assert count(app, Post) == 1
+    assert count(app, model) == before + 1
 
 
-def test_request_whose_key_was_taken_over_rolls_its_effect_back(app: Flask, alice: Account) -> None:
-    """A request slower than the lock timeout loses its key to a retry: the retry's post is the
-    only one, whatever order the two commit in."""
-    body = {"title": "Hello", "content": "Once only"}
-    with app.test_request_context():
-        digest = idempotency.fingerprint("POST", "/api/v2/posts", body)
-        slow = idempotency.claim(f"user:{alice.id}", KEY, digest)
-        assert isinstance(slow, idempotency.Claim)
-        set_key(app, locked_at=utcnow() - app.config["IDEMPOTENCY_LOCK_TIMEOUT"])
-        retry = idempotency.claim(f"user:{alice.id}", KEY, digest)
-        assert isinstance(retry, idempotency.Claim)
-        db.session.add(Todo(user_id=alice.id, title="slow effect"))
+def never_rendered(created: object) -> idempotency.Answer:
+    raise AssertionError(f"{created} was never meant to be answered")
+
+
+def claim_and_die(key: idempotency.Key, todo: Todo) -> None:
+    """A to-do's keyed transaction whose process dies after its claim and its INSERT."""
+    with idempotency.once(key):
+        db.session.add(todo)
         db.session.flush()
+        assert db.session.scalars(select(IdempotencyKey.key)).all() == [key.key]
+        raise Died
 
-        assert idempotency.complete(slow, 201, "{}", None) is False
-    assert count(app, Todo) == 0
+
+def test_a_claim_rolled_back_with_its_transaction_leaves_the_key_free_at_once(
+    app: Flask, client: FlaskClient, alice: Account
+) -> None:
+    """The process that claimed the key died before its commit: nothing of the claim is left,
+    so there is nothing to wait for or to take over."""
+    path, body, _ = CREATING["v1-todos"]
+    with app.app_context():
+        digest = idempotency.fingerprint("POST", path, body)
+        key = idempotency.Key(f"user:{alice.id}", KEY, digest, never_rendered)
+        with pytest.raises(Died):
+            claim_and_die(key, Todo(user_id=alice.id, **body))
+        # Gone from the transaction the request goes on with, not only from the database.
+        assert db.session.scalars(select(IdempotencyKey.key)).all() == []
+    assert count(app, IdempotencyKey) == count(app, Todo) == 0
+
+    started = time.monotonic()
+    response = client.post(path, json=body, headers=keyed(alice))
+
+    assert response.status_code == 201
+    assert "Idempotent-Replayed" not in response.headers
+    assert time.monotonic() - started < 1
+    assert count(app, Todo) == 1
+
+
+def test_a_key_committed_without_an_answer_is_free(
+    app: Flask, client: FlaskClient, alice: Account
+) -> None:
+    """Such a row is what the releases that claimed a key in a transaction of its own left
+    when their request died; no claim commits without its answer now."""
+    path, body, _ = CREATING["v2-posts"]
+    with app.test_request_context():
+        digest = idempotency.fingerprint("POST", path, body)
+        db.session.add(
+            IdempotencyKey(
+                scope=f"user:{alice.id}",
+                key=KEY,
+                fingerprint=digest,
+                expires_at=utcnow() + timedelta(hours=1),
+            )
+        )
+        db.session.commit()
+
+    response = client.post(path, json=body, headers=keyed(alice))
+
+    assert response.status_code == 201
+    assert "Idempotent-Replayed" not in response.headers
+    assert count(app, Post) == 1
 
 
 # --- the key is free after a failure ---------------------------------------------------------
@@ -453,7 +597,25 @@ def test_replays_count_against_the_post_rate_limit(
 # --- cost ------------------------------------------------------------------------------------
 
 
-def test_without_the_header_no_statement_is_added_and_with_it_two(
+# What a key adds to a request, per database: the start of the keyed transaction (SQLite: its
+# write lock; PostgreSQL: the claim's lock_timeout, and its end), the claim, the answer.
+KEY_STATEMENTS = {
+    "sqlite": ["BEGIN IMMEDIATE", "INSERT INTO idempotency_keys", "UPDATE idempotency_keys"],
+    "postgresql": [
+        "SELECT set_config('lock_timeout'",
+        "INSERT INTO idempotency_keys",
+        "SET LOCAL lock_timeout TO DEFAULT",
+        "UPDATE idempotency_keys",
+    ],
+}
+KEY_WORDS = ("idempotency_keys", "lock_timeout", "BEGIN IMMEDIATE")
+
+
+def of_the_key(statements: list[str]) -> list[str]:
+    return [s for s in statements if any(word in s for word in KEY_WORDS)]
+
+
+def test_without_the_header_no_statement_is_added_and_with_it_those_of_the_key(
     app: Flask, client: FlaskClient, alice: Account
 ) -> None:
     body = CREATING["v2-posts"][1]
@@ -463,13 +625,18 @@ def test_without_the_header_no_statement_is_added_and_with_it_two(
         assert client.post("/api/v2/posts", json=body, headers=keyed(alice)).status_code == 201
     with statements_run_by(app) as replay:
         assert client.post("/api/v2/posts", json=body, headers=keyed(alice)).status_code == 201
+    with app.app_context():
+        expected = KEY_STATEMENTS[db.engine.dialect.name]
 
-    assert not any("idempotency_keys" in statement for statement in unkeyed)
-    # The claim, then the stored answer in the post's own transaction.
-    extra = [statement for statement in keyed_run if "idempotency_keys" in statement]
-    assert [statement.split()[0] for statement in extra] == ["INSERT", "UPDATE"]
-    assert len(keyed_run) == len(unkeyed) + 2
-    # A replay: the claim that finds the key taken, and the read of its answer; nothing else
-    # but the caller's token checks.
-    assert [s.split()[0] for s in replay if "idempotency_keys" in s] == ["INSERT", "SELECT"]
-    assert not any("INTO posts" in statement or "INTO jobs" in statement for statement in replay)
+    assert of_the_key(unkeyed) == []
+    # The claim first, the answer last, in the post's own transaction; otherwise the same.
+    key_statements = of_the_key(keyed_run)
+    assert all(s.startswith(start) for s, start in zip(key_statements, expected, strict=True))
+    assert keyed_run.index(key_statements[-1]) == len(keyed_run) - 1
+    assert [s for s in keyed_run if s not in key_statements] == unkeyed
+    # A replay: the caller's token check, the claim that finds the key taken and the read of
+    # its answer; nothing else.
+    replayed = of_the_key(replay)
+    replay_starts = [*expected[:2], "SELECT"]
+    assert all(s.startswith(start) for s, start in zip(replayed, replay_starts, strict=True))
+    assert replay == [*keyed_run[: keyed_run.index(key_statements[0])], *replayed]

@@ -116,3 +116,31 @@ def test_upgrading_to_email_confirmation_keeps_every_row_and_confirms_nobody(
         db.session.remove()
         downgrade(revision=BEFORE_CONFIRMATION)
         assert (count("users"), count("posts"), count("todos"), count("jobs")) == (1, 1, 1, 1)
+
+
+def test_claiming_keys_in_the_effects_transaction_keeps_every_stored_answer(
+    empty_app: Flask,
+) -> None:
+    """0009 drops the two columns of the claim that committed on its own (`owner`,
+    `locked_at`); every key and its answer stay, and a downgrade gives them values again."""
+    answer = '{"id": 1}'
+    with empty_app.app_context():
+        upgrade(revision="0008")
+        execute(
+            "INSERT INTO idempotency_keys (scope, key, fingerprint, owner, locked_at, expires_at, "
+            "response_status, response_body, location) VALUES ('user:1', 'k', 'f', 'o', :now, "
+            ":now, 201, :answer, '/api/v1/posts/1')",
+            now=datetime.now(UTC),
+            answer=answer,
+        )
+        db.session.remove()
+
+        upgrade()
+        stored = "SELECT scope, key, fingerprint, response_status, response_body, location FROM "
+        kept = db.session.execute(text(f"{stored} idempotency_keys")).one()
+        assert tuple(kept) == ("user:1", "k", "f", 201, answer, "/api/v1/posts/1")
+        db.session.remove()
+
+        downgrade(revision="0008")
+        assert tuple(db.session.execute(text(f"{stored} idempotency_keys")).one()) == tuple(kept)
+        assert db.session.execute(text("SELECT owner FROM idempotency_keys")).scalar() == ""

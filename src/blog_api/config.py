@@ -107,7 +107,7 @@ ENVIRONMENT_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "JOB_REPUBLISH_AFTER": ("JOB_REPUBLISH_AFTER", float),
     "JOB_RETENTION_DAYS": ("JOB_RETENTION_DAYS", float),
     "IDEMPOTENCY_TTL": ("IDEMPOTENCY_TTL", _seconds),
-    "IDEMPOTENCY_LOCK_TIMEOUT": ("IDEMPOTENCY_LOCK_TIMEOUT", _seconds),
+    "IDEMPOTENCY_WAIT": ("IDEMPOTENCY_WAIT", float),
     "WORKER_HEARTBEAT_INTERVAL": ("WORKER_HEARTBEAT_INTERVAL", float),
     "WORKER_HEARTBEAT_FORGET_AFTER": ("WORKER_HEARTBEAT_FORGET_AFTER", float),
     "TASK_SOFT_TIME_LIMIT": ("TASK_SOFT_TIME_LIMIT", float),
@@ -228,11 +228,12 @@ class Config:
     # Done and skipped jobs are deleted this long after they finished; dead ones stay.
     JOB_RETENTION_DAYS = 30.0
     # Idempotency-Key (api/idempotency.py): a stored answer is replayed for IDEMPOTENCY_TTL,
-    # then the key is free and pruned. A request holds its key while in flight; a key held
-    # longer than IDEMPOTENCY_LOCK_TIMEOUT (above gunicorn's 30 s request timeout, so only a
-    # request whose process died) may be taken over by a retry.
+    # then the key is free and pruned. A request with a key held by another request still
+    # running waits for it (a sync worker's whole time) up to IDEMPOTENCY_WAIT seconds, then
+    # answers 409: PostgreSQL's lock_timeout for the claim (SQLite: its busy_timeout, 5 s).
+    # A request that dies holds nothing: its key is free at once.
     IDEMPOTENCY_TTL = timedelta(hours=24)
-    IDEMPOTENCY_LOCK_TIMEOUT = timedelta(seconds=60)
+    IDEMPOTENCY_WAIT = 2.0
     # Each worker writes its heartbeat row this often; a row silent for FORGET_AFTER is
     # dropped (until then a dead worker's age keeps growing in /metrics, where alerts see it).
     WORKER_HEARTBEAT_INTERVAL = 5.0
@@ -291,6 +292,10 @@ class Config:
             raise ConfigError("DATABASE_URL is not set")
         if not config.get("SECRET_KEY") or not config.get("JWT_SECRET_KEY"):
             raise ConfigError("SECRET_KEY and JWT_SECRET_KEY must be set")
+        # PostgreSQL reads a lock_timeout of 0 as no timeout at all: a request would wait for
+        # a stuck one for ever.
+        if not config["IDEMPOTENCY_WAIT"] >= 0.001:
+            raise ConfigError("IDEMPOTENCY_WAIT must be at least 0.001 seconds")
 
 
 class DevelopmentConfig(Config):

@@ -1,9 +1,11 @@
-"""The fault rig's hooks: the FAULT_POINT grammar, and that a hook acts only in its own app."""
+"""The fault rig's hooks: the FAULT_POINT grammar, that a hook acts only in its own app, and
+FAULT_ONCE."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from fault_hooks import FAULT_POINTS, FaultHooks, FaultPoint
@@ -60,3 +62,25 @@ def test_a_pause_point_sleeps_only_for_its_post_and_only_in_its_own_app(
         started = time.monotonic()
         job_checkpoint.send(Job(post_id=7), point=Checkpoint.AFTER_CLAIM)
         assert time.monotonic() - started < 0.3
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_fault_once_strikes_only_where_it_creates_its_file(
+    make_app: Callable[..., Flask], tmp_path: Path
+) -> None:
+    """The processes of a rig share the file: the first arrival strikes, every later one (a
+    crashed worker's replacement, another process) passes."""
+    marker = tmp_path / "struck"
+    app = make_app()
+    hooks = FaultHooks(app, "after_claim:0.3", once=str(marker))
+    try:
+        with app.app_context():
+            started = time.monotonic()
+            job_checkpoint.send(Job(post_id=7), point=Checkpoint.AFTER_CLAIM)
+            assert time.monotonic() - started >= 0.3
+            assert marker.exists()
+            started = time.monotonic()
+            job_checkpoint.send(Job(post_id=7), point=Checkpoint.AFTER_CLAIM)
+            assert time.monotonic() - started < 0.3
+    finally:
+        hooks.remove()

@@ -9,7 +9,9 @@ by a test:
   with seconds sleeps that long (a hook that widens a race window); `@<post id>` limits it to
   that post's jobs (or request). Points: the checkpoints of a job's run, and
   `between_flush_and_commit`: a request's transaction that has written a post and is about to
-  commit it with its jobs.
+  commit it with its jobs (and, with an Idempotency-Key, holds the key and its answer).
+- `FAULT_ONCE=<file>`: the fault strikes once for all the processes sharing the file: where it
+  creates the file. A crashed gunicorn worker's replacement, or the next request, then passes.
 - `FAULT_DISPATCH=naive`: the negative control. Every new job is published right after its
   transaction commits, as the tutorial's `.delay()` does: a broker error reaches the request.
   Its rows are parked (due in ten years) and the workers of such a rig run without the relay
@@ -49,19 +51,23 @@ class FaultPoint:
     point: str
     seconds: float | None = None
     post_id: int | None = None
+    once: str | None = None  # FAULT_ONCE's file
 
     @classmethod
-    def parse(cls, value: str) -> FaultPoint:
-        """`<point>[:<seconds>][@<post id>]`."""
+    def parse(cls, value: str, once: str | None = None) -> FaultPoint:
+        """`<point>[:<seconds>][@<post id>]`, and FAULT_ONCE's file if any."""
         spec, _, post = value.partition("@")
         name, _, seconds = spec.partition(":")
         if name not in FAULT_POINTS:
             raise ValueError(f"unknown fault point {name!r}")
-        return cls(name, float(seconds) if seconds else None, int(post) if post else None)
+        return cls(name, float(seconds) if seconds else None, int(post) if post else None, once)
 
     def strike(self, point: str, post_id: int | None) -> None:
-        """Kill this process, or pause, if `point` (of `post_id`) is this fault's."""
+        """Kill this process, or pause, if `point` (of `post_id`) is this fault's (and, with
+        `once`, if no process struck before)."""
         if point != self.point or self.post_id not in (None, post_id):
+            return
+        if self.once is not None and not _first_to_create(self.once):
             return
         if self.seconds is None:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -69,12 +75,27 @@ class FaultPoint:
             time.sleep(self.seconds)
 
 
+def _first_to_create(path: str) -> bool:
+    """Create `path`; False if it exists already (O_EXCL: one winner among processes)."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
 class FaultHooks:
     """The hooks of one app; they act only inside that app's context."""
 
-    def __init__(self, app: Flask, fault_point: str | None = None, naive: bool = False) -> None:
+    def __init__(
+        self,
+        app: Flask,
+        fault_point: str | None = None,
+        naive: bool = False,
+        once: str | None = None,
+    ) -> None:
         self.app = app
-        self.fault = FaultPoint.parse(fault_point) if fault_point else None
+        self.fault = FaultPoint.parse(fault_point, once) if fault_point else None
         self.naive = naive
         job_checkpoint.connect(self.on_checkpoint, weak=False)
         jobs_inserted.connect(self.on_jobs_inserted, weak=False)
@@ -84,7 +105,12 @@ class FaultHooks:
 
     @classmethod
     def from_environment(cls, app: Flask, environ: Mapping[str, str] = os.environ) -> FaultHooks:
-        return cls(app, environ.get("FAULT_POINT"), environ.get("FAULT_DISPATCH") == "naive")
+        return cls(
+            app,
+            environ.get("FAULT_POINT"),
+            environ.get("FAULT_DISPATCH") == "naive",
+            environ.get("FAULT_ONCE"),
+        )
 
     def remove(self) -> None:
         job_checkpoint.disconnect(self.on_checkpoint)

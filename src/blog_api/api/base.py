@@ -116,16 +116,33 @@ class Blueprint(flask_smorest.Blueprint):
         view = self.doc(security=[{"bearerAuth": []}])(self.errors(401, 403)(view))
         return auth.admin_required(view)
 
-    def idempotent(self, scope: Callable[[], str] = user_scope) -> Callable[[F], F]:
+    def response(self, status_code: int, schema: Any = None, **kwargs: Any) -> Callable[[F], F]:
+        """flask-smorest's `response`. The view it returns also carries, as `render_result`,
+        the same rendering for a result given rather than returned: an `Idempotency-Key` needs
+        the view's answer rendered before the view returns (see `idempotent`)."""
+        decorator = super().response(status_code, schema, **kwargs)
+
+        def apply(view: F) -> F:
+            rendered: F = decorator(view)
+            setattr(rendered, RENDER_RESULT, decorator(_the_result))
+            return rendered
+
+        return apply
+
+    def idempotent(
+        self, answer: Callable[[Any], Any], scope: Callable[[], str] = user_scope
+    ) -> Callable[[F], F]:
         """`idempotency.idempotent`, with the `Idempotency-Key` header and its 409 and 422
-        documented; goes between `arguments` and `response`."""
+        documented; goes between `arguments` and `response`. `answer` is the view's return
+        value for the object it created, which the key stores as the response renders it."""
 
         def decorator(view: F) -> F:
+            render_result = getattr(view, RENDER_RESULT)
             documented = self.doc(
                 parameters=[HEADER_DOC], responses={201: {"headers": REPLAYED_DOC}}
             )
             view = documented(self.errors(409, 422)(view))
-            return idempotent(scope)(view)
+            return idempotent(answer, render_result, scope)(view)
 
         return decorator
 
@@ -172,6 +189,14 @@ class Blueprint(flask_smorest.Blueprint):
             return view
         namespace = {"__module__": view.__module__, "__doc__": view.__doc__}
         return type(view.__name__, (view,), {**namespace, **attributes, **methods})
+
+
+RENDER_RESULT = "render_result"
+
+
+def _the_result(result: Any) -> Any:
+    """A view that returns what it is given: `response` renders it like its view's result."""
+    return result
 
 
 class Api(flask_smorest.Api):
@@ -230,9 +255,9 @@ class _Versioned:
         """Any other decorator (a rate limit), kept in its place among the others."""
         return self._record(_Step("decorate", (decorator,)))
 
-    def idempotent(self, view: F) -> F:
+    def idempotent(self, answer: Callable[[Any], Any]) -> Callable[[F], F]:
         """The caller-scoped `Idempotency-Key` (see `Blueprint.idempotent`)."""
-        return self._record(_Step("idempotent"))(view)
+        return self._record(_Step("idempotent", (answer,)))
 
     def login_required(self, view: F) -> F:
         return self._record(_Step("login_required"))(view)

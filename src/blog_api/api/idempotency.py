@@ -1,15 +1,23 @@
 """The `Idempotency-Key` header of creating `POST`s: a retried request is answered, not redone.
 
-The decorator goes between the body's validation and the response's serialisation:
+The decorator goes between the body's validation and the response's serialisation, and names
+the view's answer for the object it creates:
 
-    @blp.arguments(...)          # a body that fails validation never reaches the key
-    @blp.idempotent()            # user scope (below login_required), or scope=anonymous_scope
-    @blp.response(201, ...)
+    @blp.arguments(...)                       # a body that fails validation never reaches the key
+    @blp.idempotent(created_post)             # user scope (below login_required), or
+    @blp.response(201, ...)                   #   scope=anonymous_scope
+    def post(self, data, key):
+        post = posts.create_post(..., key=key)   # claims, creates, stores the answer, commits
+        return created_post(post)
 
-Without the header it costs one header lookup. With it, the key is claimed before the view
-runs, the view's response is stored in the transaction of its effect (services/idempotency.py),
-and a repeat gets that stored status, body and `Location` with `Idempotent-Replayed: true`.
-Any error (an abort, a conflict, an exception, a status outside 2xx) frees the key.
+The view gets `key`: None without the header (which then costs one header lookup), else the
+`services.idempotency.Key` it hands to its service, whose one transaction claims the key, does
+the effect and stores the answer before its commit (services/idempotency.py says why the key
+carries the rendering). The decorator answers what the claim found instead: a replay of the
+stored status, body and `Location` with `Idempotent-Replayed: true`; `409` with Retry-After
+while another request holding the key is still running after `IDEMPOTENCY_WAIT`; `422` for
+another request. Any failure (an abort, a conflict, an exception) rolls the transaction back,
+the key with it: the key stays free.
 """
 
 from __future__ import annotations
@@ -19,13 +27,13 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import Response, make_response, request
+from flask import Response, request
 from flask_jwt_extended import get_jwt_identity
 from flask_smorest import abort
 
 from blog_api.models.idempotency import ANONYMOUS_SCOPE
 from blog_api.services import idempotency
-from blog_api.services.idempotency import Claim, Stored
+from blog_api.services.idempotency import Key
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,9 +57,10 @@ HEADER_DOC = {
         "Makes retrying safe: the first successful response is stored for 24 h "
         "(IDEMPOTENCY_TTL) and a repeat with the same key and body gets it again, with "
         f"`{REPLAYED_HEADER}: true`, creating nothing. Another body with the same key is 422; "
-        "a repeat while the first is still running is 409 with Retry-After. A request that "
-        "fails (validation included) leaves the key free. Scoped to the caller (registration: "
-        "to the key alone)."
+        "a repeat while the first is still running waits for its answer, or is 409 with "
+        "Retry-After if the first runs on for more than IDEMPOTENCY_WAIT (2 s). A request that "
+        "fails (validation included), or dies, leaves the key free. Scoped to the caller "
+        "(registration: to the key alone)."
     ),
 }
 
@@ -74,66 +83,53 @@ def anonymous_scope() -> str:
     return ANONYMOUS_SCOPE
 
 
-def idempotent(scope: Callable[[], str] = user_scope) -> Callable[[F], F]:
-    """Run the view at most once per key within `scope`; see the module docstring."""
+def idempotent(
+    answer: Callable[[Any], Any],
+    render_result: Callable[[Any], Response],
+    scope: Callable[[], str] = user_scope,
+) -> Callable[[F], F]:
+    """Pass the view its `key` (None without the header) and answer the key's outcomes; see the
+    module docstring. `answer` gives the view's return value for the object it created,
+    `render_result` renders such a value as the view's response does."""
+
+    def render(created: Any) -> idempotency.Answer:
+        response = render_result(answer(created))
+        return idempotency.Answer(
+            response.status_code, response.get_data(as_text=True), response.location
+        )
 
     def decorator(view: F) -> F:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            key = request.headers.get(HEADER)
-            if key is None:
-                return view(*args, **kwargs)
-            return _run_once(scope(), key, lambda: view(*args, **kwargs))
+            header = request.headers.get(HEADER)
+            if header is None:
+                return view(*args, key=None, **kwargs)
+            key = _key(scope(), header, render)
+            try:
+                return view(*args, key=key, **kwargs)
+            except idempotency.Answered as answered:
+                return _replay(answered.answer)
+            except idempotency.InFlight:
+                abort(409, message=IN_FLIGHT, headers={"Retry-After": RETRY_IN_FLIGHT_AFTER})
+            except idempotency.OtherRequest:
+                abort(422, message=OTHER_REQUEST)
 
         return wrapper  # type: ignore[return-value]
 
     return decorator
 
 
-def _run_once(scope: str, key: str, run: Callable[[], Any]) -> Response:
-    if not VALID_KEY.fullmatch(key):
+def _key(scope: str, header: str, render: Callable[[Any], idempotency.Answer]) -> Key:
+    if not VALID_KEY.fullmatch(header):
         abort(400, message=INVALID_KEY)
     assert request.url_rule is not None  # a routed view
     digest = idempotency.fingerprint(request.method, request.url_rule.rule, request.get_json())
-    held = idempotency.claim(scope, key, digest)
-    if isinstance(held, Stored):
-        return _answer_stored(held, digest)
-    response = _run_holding(held, run)
-    if not 200 <= response.status_code < 300:
-        idempotency.release(held)
-        return response
-    try:
-        stored = idempotency.complete(
-            held, response.status_code, response.get_data(as_text=True), response.location
-        )
-    except BaseException:
-        idempotency.release(held)
-        raise
-    if not stored:
-        # Held past IDEMPOTENCY_LOCK_TIMEOUT and taken over by a retry: the effect was rolled
-        # back, the retry's is the one that counts.
-        abort(409, message=IN_FLIGHT, headers={"Retry-After": RETRY_IN_FLIGHT_AFTER})
-    return response
+    return Key(scope, header, digest, render)
 
 
-def _run_holding(held: Claim, run: Callable[[], Any]) -> Response:
-    token = idempotency.current_claim.set(held)
-    try:
-        return make_response(run())
-    except BaseException:
-        idempotency.release(held)
-        raise
-    finally:
-        idempotency.current_claim.reset(token)
-
-
-def _answer_stored(stored: Stored, digest: str) -> Response:
-    if stored.fingerprint != digest:
-        abort(422, message=OTHER_REQUEST)
-    if stored.status is None:
-        abort(409, message=IN_FLIGHT, headers={"Retry-After": RETRY_IN_FLIGHT_AFTER})
-    response = Response(stored.body, status=stored.status, mimetype="application/json")
-    if stored.location:
-        response.headers["Location"] = stored.location
+def _replay(answer: idempotency.Answer) -> Response:
+    response = Response(answer.body, status=answer.status, mimetype="application/json")
+    if answer.location:
+        response.headers["Location"] = answer.location
     response.headers[REPLAYED_HEADER] = "true"
     return response

@@ -21,7 +21,7 @@ from blog_api.auth import caller
 from blog_api.extensions import limiter
 from blog_api.models import Post
 from blog_api.schemas.common import LIST_HEADERS, MessageSchema
-from blog_api.services import delete_instance, posts, update_fields
+from blog_api.services import delete_instance, idempotency, posts, update_fields
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,11 @@ def get_own_post_or_403(post_id: int, action: str) -> Post:
     if not caller().may_act_for(post.user_id):
         abort(403, message=f"You can only {action} your own posts unless you are an admin")
     return post
+
+
+def created_post(post: Post) -> tuple[Post, int, dict[str, str]]:
+    """The answer to a new post (and what its Idempotency-Key stores): the post, at its URL."""
+    return post, 201, {"Location": url_for(f"{request.blueprint}.PostItem", post_id=post.id)}
 
 
 def _post_rate_limit() -> str:
@@ -68,16 +73,15 @@ class PostList(MethodView):
         limiter.shared_limit(_post_rate_limit, scope="post-creation", key_func=_post_rate_key)
     )
     @versioned.arguments("create")
-    @versioned.idempotent
+    @versioned.idempotent(created_post)
     @versioned.response(201, "item")
     @versioned.errors(429)
-    def post(self, data: dict[str, Any]) -> Any:
+    def post(self, data: dict[str, Any], key: idempotency.Key | None) -> Any:
         """Write a post; returns at once, the author's notification is sent in the background"""
         author = caller()
-        post = posts.create_post(author, data, api_version=self.api_version)
+        post = posts.create_post(author, data, api_version=self.api_version, key=key)
         current_app.logger.info("Post created: %s by %s", post.title, author.username)
-        location = url_for(f"{request.blueprint}.PostItem", post_id=post.id)
-        return post, 201, {"Location": location}
+        return created_post(post)
 
 
 class AllPosts(MethodView):

@@ -20,7 +20,7 @@ from blog_api.auth import caller
 from blog_api.models import Todo
 from blog_api.schemas.common import LIST_HEADERS, MessageSchema
 from blog_api.schemas.todos import TodoBatchDeleteResultSchema, TodoBatchDeleteSchema
-from blog_api.services import delete_instance, todos, update_fields
+from blog_api.services import delete_instance, idempotency, todos, update_fields
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,11 @@ def get_todo_or_404(todo_id: int) -> Todo:
     return cast(Todo, todo)
 
 
+def created_todo(todo: Todo) -> tuple[Todo, int, dict[str, str]]:
+    """The answer to a new to-do (and what its Idempotency-Key stores): the to-do, at its URL."""
+    return todo, 201, {"Location": url_for(f"{request.blueprint}.TodoItem", todo_id=todo.id)}
+
+
 class TodoList(MethodView):
     """`/todos`: list, create and batch-delete your to-dos."""
 
@@ -55,14 +60,13 @@ class TodoList(MethodView):
 
     @versioned.login_required
     @versioned.arguments("create")
-    @versioned.idempotent
+    @versioned.idempotent(created_todo)
     @versioned.response(201, "item")
-    def post(self, data: dict[str, Any]) -> Any:
+    def post(self, data: dict[str, Any], key: idempotency.Key | None) -> Any:
         """Create a to-do"""
-        todo = todos.create_todo(caller(), data)
+        todo = todos.create_todo(caller(), data, key=key)
         current_app.logger.info("Todo created: %s by %s", todo.title, caller().username)
-        location = url_for(f"{request.blueprint}.TodoItem", todo_id=todo.id)
-        return todo, 201, {"Location": location}
+        return created_todo(todo)
 
     @versioned.login_required
     @versioned.arguments(TodoBatchDeleteSchema)

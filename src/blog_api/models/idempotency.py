@@ -1,9 +1,10 @@
 """Idempotency keys: one row per (scope, key) a client sent with a creating `POST`.
 
-A row is in flight while `response_status` is null: `owner` names the request holding it since
-`locked_at`. The request's effect (the post and its jobs, the to-do, the user) and the stored
-response are written in one transaction, which sets `response_status`, `response_body` and
-`location`; a replay answers them until `expires_at`.
+A row is written by the transaction of the request's effect (the post and its jobs, the to-do,
+the user): claimed by its first statement, its answer (`response_status`, `response_body`,
+`location`) set right before its commit (services/idempotency.py). So a committed row always has
+its answer, which a replay sends until `expires_at`; the answer is null only inside the claiming
+transaction, where no other request can see it.
 """
 
 from __future__ import annotations
@@ -29,8 +30,6 @@ class IdempotencyKey(Model):
     scope: Mapped[str] = mapped_column(String(40), primary_key=True)
     key: Mapped[str] = mapped_column(String(MAX_KEY_LENGTH), primary_key=True)
     fingerprint: Mapped[str] = mapped_column(String(64))
-    owner: Mapped[str] = mapped_column(String(32))
-    locked_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     response_status: Mapped[int | None]
     response_body: Mapped[str | None] = mapped_column(Text)

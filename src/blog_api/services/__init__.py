@@ -1,7 +1,8 @@
 """The transactions: each public function is one unit of work that commits or raises.
 
-A creating transaction ends with `idempotency.commit_effect`: in a request holding an
-Idempotency-Key the commit then also stores the response on the key (services/idempotency.py).
+A creating function takes the request's Idempotency-Key and wraps its transaction in
+`idempotency.once(key)`: the key is claimed by the transaction's first statement and its answer
+stored right before the function's own commit (services/idempotency.py).
 """
 
 from __future__ import annotations

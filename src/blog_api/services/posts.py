@@ -57,19 +57,30 @@ def recent_posts(count: int = 5) -> list[Post]:
 INSERT_POST = insert(POSTS).returning(*POSTS.c)
 
 
-def create_post(author: User, data: Mapping[str, Any], *, api_version: str) -> Post:
+def create_post(
+    author: User,
+    data: Mapping[str, Any],
+    *,
+    api_version: str,
+    key: idempotency.Key | None = None,
+) -> Post:
     """Store a post and its background jobs in one transaction; the relay publishes the jobs.
+    With an Idempotency-Key (`key`), the transaction claims it first and stores its answer.
 
     The request never talks to the broker: a broker that is down, slow or hung cannot delay or
     fail it, and a worker cannot receive a job before its post is committed.
     """
-    # Core INSERTs in the session's transaction, the post's with RETURNING (the row as stored,
-    # defaults included): the unit of work's flush of new objects cost more than the SQL.
-    row = db.session.execute(INSERT_POST, {"user_id": author.id, **data}).one()
-    outbox.insert_post_jobs(row.id, api_version)
-    # The author is used right after (log line): the commit must not expire it.
-    idempotency.commit_effect(commit_keeping_state)
-    return post_from_row(row)
+    with idempotency.once(key) as store_answer:
+        # Core INSERTs in the session's transaction, the post's with RETURNING (the row as
+        # stored, defaults included): the unit of work's flush of new objects cost more than
+        # the SQL.
+        row = db.session.execute(INSERT_POST, {"user_id": author.id, **data}).one()
+        outbox.insert_post_jobs(row.id, api_version)
+        post = post_from_row(row)
+        store_answer(post)
+        # The author is used right after (log line): the commit must not expire it.
+        commit_keeping_state()
+    return post
 
 
 def delete_all_posts() -> int:

@@ -68,10 +68,14 @@ def find_todo(user: User, todo_id: int) -> Todo | None:
     return db.session.scalar(visible_todos(user).where(Todo.id == todo_id))
 
 
-def create_todo(user: User, data: Mapping[str, Any]) -> Todo:
-    todo = Todo(user_id=user.id, **data)
-    db.session.add(todo)
-    idempotency.commit_effect()
+def create_todo(user: User, data: Mapping[str, Any], *, key: idempotency.Key | None = None) -> Todo:
+    """Store a to-do; with an Idempotency-Key (`key`), the transaction claims it first and
+    stores its answer."""
+    with idempotency.once(key) as store_answer:
+        todo = Todo(user_id=user.id, **data)
+        db.session.add(todo)
+        store_answer(todo)
+        db.session.commit()
     return todo
 
 

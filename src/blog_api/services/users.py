@@ -41,8 +41,10 @@ def create_user(
     role: str = "user",
     *,
     send_confirmation: bool = True,
+    key: idempotency.Key | None = None,
 ) -> User:
-    """Create an account; `ConflictError` when the username is taken (any case).
+    """Create an account; `ConflictError` when the username is taken (any case). With an
+    Idempotency-Key (`key`), the transaction claims it first and stores its answer.
 
     An e-mail address is never a conflict: addresses are unique among confirmed accounts only,
     so that the answer cannot tell whether an address has an account. An account with an
@@ -50,20 +52,24 @@ def create_user(
     test fixtures that stand for accounts made long ago).
     """
     email = email.lower() if email else None
-    if find_user_by_username(username) is not None:
-        raise ConflictError(USERNAME_TAKEN)
-    user = User(username=username, email=email, role=role, password_hash=hash_password(password))
-    db.session.add(user)
-    try:
-        if email and send_confirmation:
-            db.session.flush()
-            confirmations.add_confirmation(user)
-        # The confirmation's job and an Idempotency-Key's answer commit with the user.
-        idempotency.commit_effect()
-    except IntegrityError:
-        # Lost a race with a concurrent registration of the same name.
-        db.session.rollback()
-        raise ConflictError(USERNAME_TAKEN) from None
+    # Hashed before the transaction: on SQLite a keyed one holds the write lock from its start.
+    password_hash = hash_password(password)
+    with idempotency.once(key) as store_answer:
+        # After the claim: a retry of a registration that succeeded is its replay, not a 409.
+        if find_user_by_username(username) is not None:
+            raise ConflictError(USERNAME_TAKEN)
+        user = User(username=username, email=email, role=role, password_hash=password_hash)
+        db.session.add(user)
+        try:
+            if email and send_confirmation:
+                db.session.flush()
+                confirmations.add_confirmation(user)
+            store_answer(user)
+            # The confirmation's job and the key's answer commit with the user.
+            db.session.commit()
+        except IntegrityError:
+            # Lost a race with a concurrent registration of the same name.
+            raise ConflictError(USERNAME_TAKEN) from None
     return user
 
 

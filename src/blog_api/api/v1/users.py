@@ -31,9 +31,15 @@ from blog_api.schemas.users import (
     UserRoleSchema,
     UserSchema,
 )
-from blog_api.services import confirmations, users
+from blog_api.services import confirmations, idempotency, users
 
 blp = Blueprint("users", __name__, url_prefix="/api/v1", description="User accounts")
+
+
+def created_user(user: User) -> tuple[User, int, dict[str, str]]:
+    """The answer to a registration (and what its Idempotency-Key stores): the account, at its
+    URL."""
+    return user, 201, {"Location": url_for("users.UserItem", user_id=user.id)}
 
 
 @blp.route("/users")
@@ -48,17 +54,18 @@ class UserList(MethodView):
 
     @limiter.limit(limits.register_limit, key_func=limits.client_address)
     @blp.arguments(UserCreateSchema)
-    @blp.idempotent(scope=anonymous_scope)
+    @blp.idempotent(created_user, scope=anonymous_scope)
     @blp.response(201, UserSchema)
     @blp.errors(403, 409, 429)
-    def post(self, data: dict[str, Any]) -> Any:
+    def post(self, data: dict[str, Any], key: idempotency.Key | None) -> Any:
         """Register a user (anyone); creating an admin needs an admin's token"""
         verify_jwt_in_request(optional=True)
         if data["role"] == "admin" and not (current_user and current_user.is_admin):
             abort(403, message="Admin access required")
-        user = users.create_user(**data)  # with its confirmation e-mail job, when it has an address
+        # With its confirmation e-mail job, when it has an address.
+        user = users.create_user(**data, key=key)
         current_app.logger.info("User created: %s", user.username)
-        return user, 201, {"Location": url_for("users.UserItem", user_id=user.id)}
+        return created_user(user)
 
 
 @blp.route("/users/confirm-email")
