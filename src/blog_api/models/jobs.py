@@ -28,6 +28,10 @@ class JobKind(StrEnum):
     CONFIRM_EMAIL = "confirm_email"
 
 
+# The kinds of job a post can have; `(kind, post_id)` is unique, so a post has at most one each.
+POST_JOB_KINDS = (JobKind.NOTIFY_AUTHOR, JobKind.AUDIT_POST_CREATED)
+
+
 class JobStatus(StrEnum):
     PENDING = "pending"
     RUNNING = "running"

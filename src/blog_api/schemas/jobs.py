@@ -5,6 +5,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from blog_api.models import JobKind, JobStatus
+from blog_api.models.jobs import POST_JOB_KINDS
 from blog_api.schemas.common import PaginationQuerySchema, PaginationSchema
 
 
@@ -35,7 +36,9 @@ class JobListSchema(Schema):
 
 
 class PostJobsSchema(Schema):
-    jobs = fields.List(fields.Nested(JobSchema), required=True)
+    jobs = fields.List(
+        fields.Nested(JobSchema), required=True, validate=validate.Length(max=len(POST_JOB_KINDS))
+    )
 
 
 class JobQuerySchema(PaginationQuerySchema):
