@@ -39,6 +39,7 @@ blp = Blueprint("users", __name__, url_prefix="/api/v1", description="User accou
 
 @blp.route("/users")
 class UserList(MethodView):
+    @blp.public
     @blp.arguments(PaginationQuerySchema, location="query")
     @blp.response(200, UserListSchema, headers=LIST_HEADERS)
     def get(self, page: dict[str, Any]) -> Any:
@@ -92,6 +93,7 @@ PROFILE_HEADERS = {
 
 @blp.route("/users/<id:user_id>")
 class UserItem(MethodView):
+    @blp.public
     @blp.response(200, UserDetailSchema, headers=PROFILE_HEADERS)
     @blp.errors(404)
     def get(self, user_id: int) -> Any:

@@ -25,6 +25,7 @@ blp = Blueprint("posts-v2", __name__, url_prefix="/api/v2", description="Blog po
 
 @blp.route("/posts/recent")
 class RecentPosts(MethodView):
+    @blp.public
     @blp.response(200, RecentPostsSchema)
     def get(self) -> Any:
         """The 5 newest posts"""
