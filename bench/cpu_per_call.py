@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             "POST_RATE_LIMIT": HIGH_LIMIT,
             "LOGIN_RATE_LIMIT": HIGH_LIMIT,
             "REGISTER_RATE_LIMIT": HIGH_LIMIT,
+            "ANONYMOUS_RATE_LIMIT": HIGH_LIMIT,
         }
         subprocess.run(
             [str(BIN / "flask"), "--app", "blog_api", "db", "upgrade"],

@@ -4,6 +4,7 @@ every write endpoint, security headers, CORS, request ids and safe logging."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
 from collections.abc import Callable, Iterator
@@ -234,6 +235,21 @@ def test_docs_pages_are_served_with_framing_forbidden(client: FlaskClient, versi
     assert f"/api/{version}/openapi.json" in response.get_data(as_text=True)
     assert response.headers["X-Frame-Options"] == "DENY"
     assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_swagger_ui_does_not_keep_bearer_tokens_in_local_storage(
+    client: FlaskClient, version: str
+) -> None:
+    """S47: Swagger UI was served with `persistAuthorization: true`, which writes the token
+    typed into "Authorize" to the browser's localStorage, where any script of the origin and
+    anyone at the machine later can read it; now it lives only as long as the page."""
+    page = client.get(f"/api/{version}/docs").get_data(as_text=True)
+
+    (user_config,) = re.findall(r"var user_config = (\{.*?\});", page)
+
+    assert json.loads(user_config)["persistAuthorization"] is False
+    assert "localStorage" not in page
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])

@@ -147,6 +147,7 @@ def test_mail_failure_rate_one_fails_every_attempt_before_the_smtp_server_is_rea
     stored = job_row(app, job.id)
     assert (stored.status, stored.attempts) == ("pending", 1)
     assert stored.last_error == "injected failure (MAIL_FAILURE_RATE)"
+    assert stored.error_code == "injected_failure"
     assert injected_failures(app, 5) == [True] * 5
 
 

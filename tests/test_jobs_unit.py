@@ -21,7 +21,7 @@ from sqlalchemy import select, text, update
 from blog_api.extensions import db
 from blog_api.jobs import outbox
 from blog_api.jobs.outbox import claim_job, due_jobs, finish_job, insert_post_jobs, push_back
-from blog_api.models import Job, JobStatus, Post
+from blog_api.models import ErrorCode, Job, JobStatus, Post
 from blog_api.models.base import utcnow
 from blog_api.services.audit import append_audit_record
 from blog_api.services.users import create_user
@@ -106,6 +106,7 @@ def test_a_job_at_max_attempts_becomes_dead_once_its_last_lease_expires(app: Fla
     assert (job.status, job.attempts, job.lease_until) == ("dead", max_attempts, None)
     assert job.last_error is not None
     assert "attempts exhausted" in job.last_error
+    assert job.error_code == "attempts_exhausted"
     assert job.finished_at is not None
 
 
@@ -249,12 +250,13 @@ def test_a_released_job_is_pending_and_due_after_its_backoff(app: Flask) -> None
         job = claim_job(job_id, "worker-a")
         assert job is not None
         before = utcnow()
-        outbox.release_job(job, "451 try later", retry_in=30)
+        outbox.release_job(job, "451 try later", ErrorCode.SMTP_TRANSIENT, retry_in=30)
     released = load(app, job_id)
-    assert (released.status, released.attempts, released.last_error) == (
+    assert (released.status, released.attempts, released.last_error, released.error_code) == (
         JobStatus.PENDING,
         1,
         "451 try later",
+        "smtp_transient",
     )
     assert released.lease_until is None
     assert before + timedelta(seconds=30) <= released.available_at
@@ -285,7 +287,7 @@ def test_retention_deletes_old_finished_jobs_in_batches_and_keeps_dead_and_recen
     assert remaining == set(kept.values())
 
 
-def test_a_notification_for_an_author_without_email_is_skipped(
+def test_a_notification_for_an_author_without_email_is_skipped_with_the_reason(
     make_app: Callable[..., Flask],
 ) -> None:
     # Any SMTP attempt would fail: nothing listens on port 1.
@@ -296,7 +298,9 @@ def test_a_notification_for_an_author_without_email_is_skipped(
     assert task.apply(args=[job_id]).get() == "skipped"
 
     job = load(app, job_id)
-    assert (job.status, job.attempts, job.last_error) == ("skipped", 1, None)
+    assert (job.status, job.attempts, job.error_code) == ("skipped", 1, "no_address")
+    assert job.last_error is not None
+    assert job.last_error.endswith("has no e-mail address")
 
 
 def test_an_admin_retry_makes_a_dead_job_due_at_once_without_any_broker(

@@ -152,9 +152,10 @@ def test_a_failure_after_data_on_a_kept_connection_is_not_resent(
     send(app, 1)
     sink.script("drop")  # takes the next message, then closes without a reply
 
-    with pytest.raises(TransientJobError, match="SMTP connection failed"):
+    with pytest.raises(TransientJobError, match="SMTP connection failed") as dropped:
         send(app, 2)
     assert [entry["event"] for entry in sink.entries_of(2)] == ["dropped"]
+    assert dropped.value.code == "connection_failed"
 
     send(app, 3)  # on a new connection: the dropped one was not kept
     entries = delivered(sink)
@@ -169,10 +170,12 @@ def test_refusals_on_a_kept_connection_are_classified_as_on_a_new_one(
     send(app, 1)
     sink.script("451", "550")
 
-    with pytest.raises(TransientJobError, match="SMTP 451"):
+    with pytest.raises(TransientJobError, match="SMTP 451") as transient:
         send(app, 2)
-    with pytest.raises(PermanentJobError, match="SMTP 550"):
+    with pytest.raises(PermanentJobError, match="SMTP 550") as permanent:
         send(app, 3)
+
+    assert (transient.value.code, permanent.value.code) == ("smtp_transient", "smtp_permanent")
 
     assert [entry["event"] for entry in sink.entries_of(2)] == ["refused"]
     assert [entry["event"] for entry in sink.entries_of(3)] == ["refused"]
@@ -197,10 +200,11 @@ def test_an_internationalised_address_fails_permanently_without_a_connection(
 ) -> None:
     with (
         mail_app().app_context(),
-        pytest.raises(PermanentJobError, match="Internationalised address"),
+        pytest.raises(PermanentJobError, match="Internationalised address") as refused,
     ):
         build_post_notification("job-i", "zoë@example.com", "Zoë", 8, "Title")
     assert sink.entries() == []
+    assert refused.value.code == "address_unsupported"
 
 
 def test_a_quiet_sink_records_the_same_entries_without_printing(

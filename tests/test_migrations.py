@@ -144,3 +144,52 @@ def test_claiming_keys_in_the_effects_transaction_keeps_every_stored_answer(
         downgrade(revision="0008")
         assert tuple(db.session.execute(text(f"{stored} idempotency_keys")).one()) == tuple(kept)
         assert db.session.execute(text("SELECT owner FROM idempotency_keys")).scalar() == ""
+
+
+def test_upgrading_to_error_codes_gives_failed_jobs_the_code_of_their_text(
+    empty_app: Flask,
+) -> None:
+    """Migration 0010: jobs that failed before it get the code their `last_error` shows, so
+    their authors see a reason too."""
+    texts = {
+        "SMTP 550 5.1.1 <alice@example.com>: Recipient address rejected": "smtp_permanent",
+        "SMTP 451 4.3.0 try again later": "smtp_transient",
+        "SMTP connection failed: gaierror(-2, 'Name or service not known')": "connection_failed",
+        "audit log not writable: [Errno 13] Permission denied: '/proc/1/blog'": (
+            "audit_log_unwritable"
+        ),
+        "e-mail address of user 1 is not confirmed (EMAIL_CONFIRMATION_REQUIRED)": (
+            "address_not_confirmed"
+        ),
+        "attempts exhausted: the worker was lost on every attempt": "attempts_exhausted",
+        "OperationalError: database is locked": "unknown",
+        None: None,
+    }
+    with empty_app.app_context():
+        upgrade(revision="0009")
+        add_user("alice", "alice@example.com")
+        now = datetime.now(UTC)
+        for number, last_error in enumerate(texts, start=1):
+            execute(
+                "INSERT INTO posts (title, content, category, created_at, updated_at, user_id) "
+                "VALUES ('t', 'c', 'general', :now, :now, 1)",
+                now=now,
+            )
+            execute(
+                "INSERT INTO jobs (id, kind, post_id, status, attempts, max_attempts, "
+                "available_at, created_at, updated_at, last_error) VALUES (:id, "
+                "'notify_author', :number, 'dead', 6, 6, :now, :now, :now, :last_error)",
+                id=f"job-{number}",
+                number=number,
+                now=now,
+                last_error=last_error,
+            )
+        db.session.remove()
+
+        upgrade()
+
+        rows = db.session.execute(text("SELECT last_error, error_code FROM jobs")).all()
+        assert dict(rows) == texts
+        db.session.remove()
+        downgrade(revision="0009")
+        assert count("jobs") == len(texts)

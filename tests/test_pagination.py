@@ -1,12 +1,11 @@
 """Keyset pagination on every list endpoint: `pagination.next` and the `Link` header lead through
 every row exactly once, in order, also while rows are written between pages; the cursor in
-`after` is opaque, signed and bound to its listing; the total is counted only with
+`after` is opaque, encrypted and bound to its listing; the total is counted only with
 `count=true`; `offset` stops at its bound."""
 
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -268,22 +267,31 @@ def test_a_post_deleted_at_the_end_of_a_page_does_not_break_its_cursor(
 # --- the cursor ------------------------------------------------------------------------------
 
 
+def sealed_bytes(cursor: str) -> bytes:
+    return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+
+
+def as_cursor(sealed: bytes) -> str:
+    return base64.urlsafe_b64encode(sealed).rstrip(b"=").decode()
+
+
 def tampered(cursor: str) -> str:
-    payload, signature = cursor.split(".")
-    data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    data["after"] = [0]
-    forged = base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
-    return f"{forged}.{signature}"
+    """One bit of the encrypted payload changed (just after the 12-byte nonce)."""
+    sealed = bytearray(sealed_bytes(cursor))
+    sealed[12] ^= 1
+    return as_cursor(bytes(sealed))
 
 
 def unsigned(cursor: str) -> str:
-    return cursor.split(".")[0]
+    """Without its 16-byte authentication tag."""
+    return as_cursor(sealed_bytes(cursor)[:-16])
 
 
 def flipped(cursor: str) -> str:
-    """One character of the signature changed (its first: the last may hold only padding)."""
-    payload, signature = cursor.split(".")
-    return f"{payload}.{'B' if signature[0] == 'A' else 'A'}{signature[1:]}"
+    """One bit of the authentication tag changed."""
+    sealed = bytearray(sealed_bytes(cursor))
+    sealed[-1] ^= 1
+    return as_cursor(bytes(sealed))
 
 
 @pytest.mark.parametrize("damage", [tampered, unsigned, flipped])
@@ -302,6 +310,40 @@ def test_a_tampered_cursor_is_400_and_changes_nothing(
     body = assert_error(response, 400, "Invalid query parameter(s): after", {"after"})
     assert body["errors"]["after"] == [INVALID_CURSOR]
     assert row_counts() == before
+
+
+@pytest.mark.parametrize("sort", ["title", "-title", "created_at", "-created_at"])
+def test_a_cursor_reveals_none_of_the_sort_values_of_its_page(
+    client: FlaskClient, alice: Account, sort: str
+) -> None:
+    """S46: cursors were signed, not encrypted: `?after=` held a private to-do's title (and
+    its time) in base64, in URLs, `Link` headers and access logs. Decoded now, a cursor
+    shows neither, nor the title's characters in any other encoding."""
+    titles = [f"zzz secret title {number}" for number in range(3)]
+    for title in titles:
+        create_todo(client, alice, "v2", title=title)
+    response = client.get(f"/api/v2/todos?sort={sort}&limit=1", headers=alice.headers)
+    cursor = cursor_of(response.get_json()["pagination"]["next"])
+
+    decoded = sealed_bytes(cursor)
+
+    listed = response.get_json()["todos"][0]
+    for secret in (listed["title"], listed["created_at"], "secret", "zzz"):
+        for encoding in ("utf-8", "utf-16-le", "utf-16-be"):
+            assert secret.encode(encoding) not in decoded, (secret, encoding)
+    assert "secret" not in response.headers["Link"]
+
+
+def test_a_page_ending_at_a_long_non_ascii_title_leads_to_the_next(
+    client: FlaskClient, alice: Account
+) -> None:
+    """A title of 100 emoji (the longest a to-do has) fits in a cursor: its `next` works."""
+    title = "".join(chr(0x1F600 + number % 80) for number in range(100))
+    ids = [create_todo(client, alice, "v2", title=title)["id"] for _ in range(3)]
+
+    pages = list(follow_pages(client, "/api/v2/todos?sort=title&limit=1", "todos", alice.headers))
+
+    assert [item for page in pages for item in page] == ids
 
 
 @pytest.mark.parametrize(

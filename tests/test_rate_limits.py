@@ -18,6 +18,7 @@ from flask_limiter.util import get_remote_address
 from blog_api.api import limits
 from blog_api.config import Config
 from blog_api.extensions import Limiter
+from resources import create_post
 from support import PASSWORD, Account, assert_too_many_requests
 
 LIMIT = "3 per minute"
@@ -261,3 +262,112 @@ def test_limits_outside_the_views_are_still_applied_before_each_request(
 
     assert client.get("/open").status_code == 200
     assert client.get("/open").status_code == status
+
+
+# --- anonymous reads, to-dos and refreshes -------------------------------------------------------
+
+
+def public_reads(client: FlaskClient, author: Account) -> list[str]:
+    """One URL of each public GET of the API."""
+    post_id = create_post(client, author)["id"]
+    return [
+        "/api/v1/users",
+        f"/api/v1/users/{author.id}",
+        "/api/v1/posts",
+        f"/api/v2/posts/{post_id}",
+        "/api/v2/posts/recent",
+    ]
+
+
+def test_anonymous_reads_share_one_limit_per_client_address(
+    make_app: Callable[..., Flask], alice: Account
+) -> None:
+    """S42: the public GETs were not limited at all; now they share ANONYMOUS_RATE_LIMIT per
+    client address (3 per minute in the test), with a JSON 429 and Retry-After."""
+    client = make_app(ANONYMOUS_RATE_LIMIT=LIMIT).test_client()
+    urls = public_reads(client, alice)
+
+    assert [client.get(url).status_code for url in urls[:3]] == [200] * 3
+    for url in urls:
+        assert_too_many_requests(client.get(url), TOO_MANY)
+    assert client.get(urls[0], environ_base={"REMOTE_ADDR": "10.0.0.2"}).status_code == 200
+
+
+def test_a_logged_in_client_is_not_counted_by_the_anonymous_limit(
+    make_app: Callable[..., Flask], alice: Account
+) -> None:
+    """S42: reads with a valid access token neither count nor are refused; a made-up token
+    counts as anonymous."""
+    client = make_app(ANONYMOUS_RATE_LIMIT=LIMIT).test_client()
+    urls = public_reads(client, alice)
+
+    assert {client.get(url, headers=alice.headers).status_code for url in urls * 2} == {200}
+    assert [client.get(url).status_code for url in urls[:3]] == [200] * 3
+    forged = {"Authorization": "Bearer not.a.token"}
+    assert_too_many_requests(client.get(urls[0], headers=forged), TOO_MANY)
+    assert {client.get(url, headers=alice.headers).status_code for url in urls} == {200}
+
+
+def test_operations_and_docs_are_outside_the_anonymous_limit(
+    make_app: Callable[..., Flask], alice: Account
+) -> None:
+    """S42: probes, scrapes and the documentation are not public reads of the data."""
+    client = make_app(ANONYMOUS_RATE_LIMIT="1 per minute").test_client()
+    client.get("/api/v1/posts")
+    assert client.get("/api/v1/posts").status_code == 429
+
+    for url in ("/health", "/ready", "/metrics", "/api/v1/openapi.json", "/api/v2/docs/"):
+        assert [client.get(url).status_code for _ in range(2)] == [200, 200], url
+
+
+def test_todo_creation_is_limited_per_user_over_both_versions(
+    make_app: Callable[..., Flask],
+    alice: Account,
+    bob: Account,
+    row_counts: Callable[[], dict[str, int]],
+) -> None:
+    """S43: one user created 303 to-dos a second; now TODO_RATE_LIMIT per user (3 per minute
+    in the test) counts v1 and v2 together, and the refused request writes nothing."""
+    client = make_app(TODO_RATE_LIMIT=LIMIT).test_client()
+    statuses = [
+        client.post(f"/api/{version}/todos", json={"title": "t"}, headers=alice.headers)
+        for version in ("v1", "v2", "v1")
+    ]
+    assert [response.status_code for response in statuses] == [201] * 3
+    before = row_counts()
+
+    response = client.post("/api/v2/todos", json={"title": "t"}, headers=alice.headers)
+
+    assert_too_many_requests(response, TOO_MANY)
+    assert row_counts() == before
+    other = client.post("/api/v1/todos", json={"title": "t"}, headers=bob.headers)
+    assert other.status_code == 201
+
+
+def refresh(client: FlaskClient, token: str) -> Any:
+    return client.post("/api/v1/refresh", json={"refresh_token": token})
+
+
+def test_token_refresh_is_limited_per_user(
+    make_app: Callable[..., Flask],
+    alice: Account,
+    bob: Account,
+    row_counts: Callable[[], dict[str, int]],
+) -> None:
+    """S43: one user refreshed 282 times a second, each leaving a blocklist row; now
+    REFRESH_RATE_LIMIT per user (3 per minute in the test), keyed by the verified refresh
+    token's user: a made-up token is a 401 and spends nobody's budget."""
+    client = make_app(REFRESH_RATE_LIMIT=LIMIT).test_client()
+    token = alice.refresh_token
+    for _ in range(3):
+        assert refresh(client, "made.up.token").status_code == 401
+        response = refresh(client, token)
+        assert response.status_code == 200, response.json
+        token = response.json["refresh_token"]
+    before = row_counts()
+
+    assert_too_many_requests(refresh(client, token), TOO_MANY)
+    assert row_counts() == before
+    assert refresh(client, bob.refresh_token).status_code == 200
+    # The refused token was not spent: an app with a fresh budget still takes it.
+    assert refresh(make_app().test_client(), token).status_code == 200

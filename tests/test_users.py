@@ -12,6 +12,8 @@ from sqlalchemy import select
 
 from blog_api.extensions import db
 from blog_api.models import Post, Todo, User
+from blog_api.schemas.posts import MAX_CONTENT_CHARS
+from resources import create_post
 from support import PASSWORD, Account, assert_error, table_rows
 
 PUBLIC_PROFILE_FIELDS = {"id", "username", "role", "created_at"}
@@ -279,6 +281,8 @@ def test_list_users_rejects_invalid_pagination(client: FlaskClient, query: str, 
 def test_get_user_shows_the_public_profile_with_posts(
     app: Flask, client: FlaskClient, alice: Account, bob: Account
 ) -> None:
+    """The profile names the user's newest posts (id, title, time; no content) and links to
+    the whole list: SPEC §4.2 bounds it, where it used to embed every post in full."""
     add_posts_and_todos(app, alice.id, 2)
     add_posts_and_todos(app, bob.id, 1)
 
@@ -286,13 +290,49 @@ def test_get_user_shows_the_public_profile_with_posts(
 
     assert response.status_code == 200
     body = response.json
-    assert set(body) == {*PUBLIC_PROFILE_FIELDS, "posts"}
+    assert set(body) == {*PUBLIC_PROFILE_FIELDS, "post_count", "posts", "posts_url"}
     assert body["username"] == "alice"
-    assert [post["title"] for post in body["posts"]] == ["post 0", "post 1"]
-    assert {post["user_id"] for post in body["posts"]} == {alice.id}
+    assert body["post_count"] == 2
+    assert [post["title"] for post in body["posts"]] == ["post 1", "post 0"]
+    assert all(set(post) == {"id", "title", "created_at"} for post in body["posts"])
+    assert body["posts_url"] == f"/api/v1/posts?user_id={alice.id}"
+    assert response.headers["Link"] == f'<{body["posts_url"]}>; rel="related"'
+    linked = client.get(body["posts_url"]).get_json()["posts"]
+    assert {post["id"] for post in linked} == {post["id"] for post in body["posts"]}
     text = response.get_data(as_text=True)
     assert "alice@example.com" not in text
     assert "password" not in text
+
+
+def test_a_profile_shows_the_5_newest_posts_and_counts_them_all(
+    client: FlaskClient, alice: Account, bob: Account
+) -> None:
+    """S41: the newest 5 of 8 posts, newest first, and the count of all 8."""
+    written = [create_post(client, alice, title=f"post {number}")["id"] for number in range(8)]
+    create_post(client, bob)
+
+    body = client.get(f"/api/v1/users/{alice.id}").get_json()
+
+    assert body["post_count"] == 8
+    assert [post["id"] for post in body["posts"]] == written[::-1][:5]
+
+
+def test_a_profile_does_not_grow_with_the_posts_content(
+    client: FlaskClient, alice: Account, bob: Account
+) -> None:
+    """S41: 20 posts of 100,000 characters each made a 2 MB profile; it stays under 2 KB,
+    the size of a profile with one short post."""
+    create_post(client, bob, title="short", content="x")
+    small = len(client.get(f"/api/v1/users/{bob.id}").get_data())
+    for number in range(20):
+        create_post(client, alice, title=f"long post {number}", content="x" * MAX_CONTENT_CHARS)
+
+    response = client.get(f"/api/v1/users/{alice.id}")
+
+    assert response.json["post_count"] == 20
+    assert len(response.get_data()) < 2048
+    assert len(response.get_data()) < small + 5 * 200
+    assert "xxxx" not in response.get_data(as_text=True)
 
 
 @pytest.mark.parametrize("user_id", ["999999", "0", "-1", "abc", "99999999999999999999"])

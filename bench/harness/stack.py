@@ -222,6 +222,7 @@ class Bench:
                 "POST_RATE_LIMIT": HIGH_LIMIT,
                 "LOGIN_RATE_LIMIT": HIGH_LIMIT,
                 "REGISTER_RATE_LIMIT": HIGH_LIMIT,
+                "ANONYMOUS_RATE_LIMIT": HIGH_LIMIT,
             }
         elif config.app in TUTORIAL_APPS:
             assert config.database

@@ -124,7 +124,7 @@ def build_app(bench: Bench, url: str) -> Flask:
         capture_output=True,
         timeout=300,
     )
-    limits = ("POST_RATE_LIMIT", "LOGIN_RATE_LIMIT", "REGISTER_RATE_LIMIT")
+    limits = ("POST_RATE_LIMIT", "LOGIN_RATE_LIMIT", "REGISTER_RATE_LIMIT", "ANONYMOUS_RATE_LIMIT")
     app = create_app(
         "production",
         **bench.secrets,

@@ -134,6 +134,18 @@ ENVIRONMENT_VARIABLES.update(
     }
 )
 
+# Bounded answers and limits (issue 21): anonymous reads, to-dos and refreshes per user, the
+# `/ready` cache and the token that guards `/metrics` and `/ready`.
+ENVIRONMENT_VARIABLES.update(
+    {
+        "ANONYMOUS_RATE_LIMIT": ("ANONYMOUS_RATE_LIMIT", str),
+        "TODO_RATE_LIMIT": ("TODO_RATE_LIMIT", str),
+        "REFRESH_RATE_LIMIT": ("REFRESH_RATE_LIMIT", str),
+        "READY_CACHE_SECONDS": ("READY_CACHE_SECONDS", float),
+        "METRICS_TOKEN": ("METRICS_TOKEN", str),
+    }
+)
+
 
 class Config:
     """Defaults shared by every environment."""
@@ -285,6 +297,21 @@ class Config:
     CONFIRM_EMAIL_RESEND_RATE_LIMIT = "3 per hour"
     CONFIRM_EMAIL_RECIPIENT_LIMIT = "3 per hour"
 
+    # Anonymous reads (every public GET: users, posts, recent posts) share this budget per
+    # client address; a request with a valid access token is not counted. Generous: a person
+    # browsing never meets it, a scraper or a flood does.
+    ANONYMOUS_RATE_LIMIT = "300 per minute"
+    # Per user, both API versions together (like POST_RATE_LIMIT): each to-do and each refresh
+    # leaves a row (the to-do, a spent refresh token on the blocklist).
+    TODO_RATE_LIMIT = "120 per minute"
+    REFRESH_RATE_LIMIT = "30 per minute"
+    # `/ready` answers from its last check for this long (per process): a load balancer's
+    # probes then cost one broker connection a second, not one each. 0 checks every time.
+    READY_CACHE_SECONDS = 1.0
+    # When set, `/metrics` and `/ready` need `Authorization: Bearer <METRICS_TOKEN>`: they name
+    # worker hosts and counts. Unset, they are open (restrict them at the proxy instead).
+    METRICS_TOKEN: str | None = None
+
     @classmethod
     def validate(cls, config: Mapping[str, Any]) -> None:
         """Refuse to start with a configuration that cannot work at all."""
@@ -332,6 +359,9 @@ class TestingConfig(Config):
     CONFIRM_EMAIL_RATE_LIMIT = "1000 per minute"
     CONFIRM_EMAIL_RESEND_RATE_LIMIT = "1000 per minute"
     CONFIRM_EMAIL_RECIPIENT_LIMIT = "1000 per minute"
+    ANONYMOUS_RATE_LIMIT = "1000 per minute"
+    TODO_RATE_LIMIT = "1000 per minute"
+    REFRESH_RATE_LIMIT = "1000 per minute"
 
 
 class ProductionConfig(Config):

@@ -27,7 +27,7 @@ def _create_api(app: Flask, version: str) -> Api:
             config={
                 "app_name": f"Blog API {version}",
                 "validatorUrl": None,
-                "persistAuthorization": True,
+                "persistAuthorization": False,
             },
             blueprint_name=f"swagger_ui_{version}",
         )

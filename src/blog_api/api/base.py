@@ -25,6 +25,7 @@ from webargs.flaskparser import FlaskParser
 from werkzeug.routing import IntegerConverter
 
 from blog_api import auth
+from blog_api.api import limits
 from blog_api.api.idempotency import HEADER_DOC, REPLAYED_DOC, idempotent, user_scope
 from blog_api.errors import REQUEST_MUST_BE_JSON, http_exception_response
 from blog_api.extensions import db
@@ -105,6 +106,11 @@ class Blueprint(flask_smorest.Blueprint):
             return view
 
         return decorator
+
+    def public(self, view: F) -> F:
+        """Open to anyone: anonymous callers share `ANONYMOUS_RATE_LIMIT` per client address
+        (`limits.anonymous_reads`), checked before anything else; documented with its 429."""
+        return cast(F, limits.anonymous_reads(self.errors(429)(view)))
 
     def login_required(self, view: F) -> F:
         """`auth.login_required`, documented as needing a bearer token."""
@@ -224,7 +230,7 @@ class _Step:
             return self.args[0](view)
         args = [getattr(schemas, arg) if isinstance(arg, str) else arg for arg in self.args]
         decorator = getattr(blp, self.name)
-        if self.name in ("login_required", "admin_required"):
+        if self.name in ("public", "login_required", "admin_required"):
             return decorator(view)
         return decorator(*args, **dict(self.kwargs))(view)
 
@@ -258,6 +264,10 @@ class _Versioned:
     def idempotent(self, answer: Callable[[Any], Any]) -> Callable[[F], F]:
         """The caller-scoped `Idempotency-Key` (see `Blueprint.idempotent`)."""
         return self._record(_Step("idempotent", (answer,)))
+
+    def public(self, view: F) -> F:
+        """Open to anyone, within the anonymous limit (see `Blueprint.public`)."""
+        return self._record(_Step("public"))(view)
 
     def login_required(self, view: F) -> F:
         return self._record(_Step("login_required"))(view)

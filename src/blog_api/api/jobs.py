@@ -1,4 +1,9 @@
-"""Background jobs: a post's jobs (author or admin) and the admin's job queue."""
+"""Background jobs: a post's jobs (author or admin) and the admin's job queue.
+
+Admins see each job's `last_error` in full. A post's author sees its code instead (`error_code`,
+e.g. `smtp_transient`): the text can name mail servers, file paths and host names that only
+operators need.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +37,19 @@ class PostJobs(MethodView):
             abort(
                 403, message="You can only view the jobs of your own posts unless you are an admin"
             )
-        return {"jobs": outbox.jobs_of_post(post.id)}
+        jobs = outbox.jobs_of_post(post.id)
+        if caller().is_admin:
+            return {"jobs": jobs}
+        return {"jobs": [_as_the_author_sees_it(job) for job in jobs]}
+
+
+# What JobSchema shows of a job.
+SHOWN_FIELDS = tuple(JobSchema().fields)
+
+
+def _as_the_author_sees_it(job: Job) -> dict[str, Any]:
+    """The job's shown fields, with its error code in place of the error text."""
+    return {**{name: getattr(job, name) for name in SHOWN_FIELDS}, "last_error": job.error_code}
 
 
 @blp.route("/jobs")

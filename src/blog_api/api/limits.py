@@ -10,6 +10,16 @@ Login is limited three ways, all checked before any password is hashed:
 - `LOGIN_USERNAME_CEILING` per username over all addresses, higher than the per-address limit:
   the ceiling for a guesser with many addresses.
 
+Anonymous reads (`ANONYMOUS_RATE_LIMIT`): every public `GET` of the API (users, posts, recent
+posts) shares one budget per client address, unless the request carries a valid access token:
+a logged-in client is known and can be cut off by revoking its tokens, while a made-up or
+expired token buys nothing (`anonymous_reads`).
+
+Creating a to-do (`TODO_RATE_LIMIT`) and a post (`POST_RATE_LIMIT`) are limited per user, each
+for both API versions together, and so is refreshing a token (`REFRESH_RATE_LIMIT`), keyed by
+the refresh token's user once the token is verified: each leaves a row behind (a to-do and its
+idempotency key, a spent token on the blocklist).
+
 A password change (`PASSWORD_CHANGE_RATE_LIMIT`) is limited per user and per client address.
 Confirming an e-mail address (`CONFIRM_EMAIL_RATE_LIMIT`) is limited per client address, and
 asking for a new confirmation e-mail (`CONFIRM_EMAIL_RESEND_RATE_LIMIT`) per user: each sends
@@ -26,8 +36,10 @@ from collections.abc import Callable
 from functools import wraps
 
 from flask import current_app, request
-from flask_jwt_extended import get_jwt_identity
+from flask_jwt_extended import get_jwt_identity, verify_jwt_in_request
 from flask_limiter.util import get_remote_address
+
+from blog_api.extensions import limiter
 
 
 def never_raises(key_func: Callable[[], str]) -> Callable[[], str]:
@@ -75,6 +87,32 @@ def authenticated_user() -> str:
     return f"user:{get_jwt_identity()}"
 
 
+def carries_valid_access_token() -> bool:
+    """Whether the request is a logged-in client's: a valid, unrevoked access token of an
+    existing user. Only requests with an `Authorization` header pay for the check; it never
+    raises, since Flask-Limiter would take an exception for a storage outage."""
+    if "Authorization" not in request.headers:
+        return False
+    try:
+        verify_jwt_in_request()
+    except Exception:
+        return False
+    return True
+
+
+def anonymous_limit() -> str:
+    return str(current_app.config["ANONYMOUS_RATE_LIMIT"])
+
+
+# The public reads' one budget per client address (`Blueprint.public` applies it).
+anonymous_reads = limiter.shared_limit(
+    anonymous_limit,
+    scope="anonymous-reads",
+    key_func=client_address,
+    exempt_when=carries_valid_access_token,
+)
+
+
 def login_limit() -> str:
     return str(current_app.config["LOGIN_RATE_LIMIT"])
 
@@ -97,3 +135,15 @@ def confirm_email_limit() -> str:
 
 def confirm_email_resend_limit() -> str:
     return str(current_app.config["CONFIRM_EMAIL_RESEND_RATE_LIMIT"])
+
+
+def post_limit() -> str:
+    return str(current_app.config["POST_RATE_LIMIT"])
+
+
+def todo_limit() -> str:
+    return str(current_app.config["TODO_RATE_LIMIT"])
+
+
+def refresh_limit() -> str:
+    return str(current_app.config["REFRESH_RATE_LIMIT"])

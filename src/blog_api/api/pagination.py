@@ -3,8 +3,11 @@
 Pages are keyset pages. The statement's ORDER BY (which must end with the primary key, so that
 it is a total order) says which values place a row; the next page starts after the last row's
 values, so its cost does not depend on how deep it is, and rows inserted or deleted between two
-requests neither repeat nor skip rows. Those values travel in `after`, an opaque cursor signed
-with the app's secret and bound to the endpoint and filters it came from.
+requests neither repeat nor skip rows. Those values travel in `after`, an opaque cursor bound
+to the endpoint and filters it came from, and encrypted (AES-256-GCM, with a key derived from
+SECRET_KEY for this purpose only): a page's sort values may be a private to-do's title, and a
+cursor travels in URLs, `Link` headers and access logs, so it shows nothing of them, and any
+change to it fails its authentication tag.
 
 `offset` still works for clients that use it, up to `MAX_OFFSET` rows deep; the total is only
 counted when asked for with `count=true`, as counting every matching row costs as much as the
@@ -13,16 +16,22 @@ table is large.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import functools
 import hashlib
+import hmac
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from flask import current_app, request
-from itsdangerous import BadData, URLSafeSerializer
 from sqlalchemy import ColumnElement, Select, and_, func, inspect, literal, or_, select, tuple_
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import UnaryExpression
@@ -31,7 +40,9 @@ from werkzeug.exceptions import BadRequest
 from blog_api.extensions import db
 from blog_api.schemas.common import PAGE_ARGUMENTS
 
-CURSOR_SALT = "pagination-cursor"
+CURSOR_KEY_PURPOSE = b"blog_api pagination cursor"
+NONCE_BYTES = 12  # AES-GCM's standard nonce, random per cursor
+TAG_BYTES = 16
 INVALID_CURSOR = (
     "Invalid cursor: pass `after` exactly as a previous page's `pagination.next` gave it"
 )
@@ -137,8 +148,15 @@ def _after(keys: Sequence[SortKey], values: Sequence[Any]) -> ColumnElement[bool
     return or_(*terms)
 
 
-def _serializer() -> URLSafeSerializer:
-    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt=CURSOR_SALT)
+@functools.lru_cache(maxsize=4)
+def _cipher_for(secret: bytes) -> AESGCM:
+    # A key of its own, derived from SECRET_KEY: nothing else made with SECRET_KEY can be
+    # decrypted as a cursor, and a cursor reveals nothing about the other uses of the secret.
+    return AESGCM(hmac.new(secret, CURSOR_KEY_PURPOSE, hashlib.sha256).digest())
+
+
+def _cipher() -> AESGCM:
+    return _cipher_for(str(current_app.config["SECRET_KEY"]).encode())
 
 
 def _listing_fingerprint(filters: Mapping[str, Any]) -> str:
@@ -149,15 +167,25 @@ def _listing_fingerprint(filters: Mapping[str, Any]) -> str:
 
 
 def _encode(values: Sequence[Any], listing: str) -> str:
+    """`base64url(nonce | AES-GCM(JSON {after, listing}) | tag)`, without padding."""
     encoded = [value.isoformat() if isinstance(value, datetime) else value for value in values]
-    return str(_serializer().dumps({"after": encoded, "listing": listing}))
+    # UTF-8 rather than \u escapes: a title of 100 emoji stays within MAX_CURSOR_CHARS.
+    plain = json.dumps({"after": encoded, "listing": listing}, ensure_ascii=False).encode()
+    nonce = os.urandom(NONCE_BYTES)
+    sealed = nonce + _cipher().encrypt(nonce, plain, None)
+    return base64.urlsafe_b64encode(sealed).rstrip(b"=").decode("ascii")
 
 
 def _decode(cursor: str, keys: Sequence[SortKey], listing: str) -> list[Any]:
     """The sort-key values a cursor carries; `400` if it was not made by us for this listing."""
     try:
-        payload = _serializer().loads(cursor)
-    except BadData:
+        padded = cursor.encode("ascii") + b"=" * (-len(cursor) % 4)
+        sealed = base64.b64decode(padded, altchars=b"-_", validate=True)
+        if len(sealed) < NONCE_BYTES + TAG_BYTES:
+            raise InvalidCursor(INVALID_CURSOR)
+        plain = _cipher().decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], None)
+        payload = json.loads(plain)
+    except (ValueError, binascii.Error, InvalidTag):
         raise InvalidCursor(INVALID_CURSOR)
     if not isinstance(payload, dict) or payload.get("listing") != listing:
         raise InvalidCursor(FOREIGN_CURSOR)

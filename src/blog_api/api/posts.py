@@ -11,10 +11,10 @@ from typing import Any, ClassVar
 
 from flask import current_app, request, url_for
 from flask.views import MethodView
-from flask_jwt_extended import get_jwt_identity
 from flask_smorest import abort
 from marshmallow import Schema
 
+from blog_api.api import limits
 from blog_api.api.base import get_or_404, versioned
 from blog_api.api.pagination import paginate
 from blog_api.auth import caller
@@ -45,20 +45,13 @@ def created_post(post: Post) -> tuple[Post, int, dict[str, str]]:
     return post, 201, {"Location": url_for(f"{request.blueprint}.PostItem", post_id=post.id)}
 
 
-def _post_rate_limit() -> str:
-    return str(current_app.config["POST_RATE_LIMIT"])
-
-
-def _post_rate_key() -> str:
-    return f"posts-by-user:{get_jwt_identity()}"
-
-
 class PostList(MethodView):
     """`/posts`: list (public) and write (login)."""
 
     schemas: ClassVar[PostSchemas]
     api_version: ClassVar[str]
 
+    @versioned.public
     @versioned.arguments("query", location="query")
     @versioned.response(200, "listing", headers=LIST_HEADERS)
     def get(self, filters: dict[str, Any]) -> Any:
@@ -70,7 +63,9 @@ class PostList(MethodView):
 
     @versioned.login_required
     @versioned.decorate(
-        limiter.shared_limit(_post_rate_limit, scope="post-creation", key_func=_post_rate_key)
+        limiter.shared_limit(
+            limits.post_limit, scope="post-creation", key_func=limits.authenticated_user
+        )
     )
     @versioned.arguments("create")
     @versioned.idempotent(created_post)
@@ -103,6 +98,7 @@ class PostItem(MethodView):
 
     schemas: ClassVar[PostSchemas]
 
+    @versioned.public
     @versioned.response(200, "item")
     @versioned.errors(404)
     def get(self, post_id: int) -> Any:

@@ -14,9 +14,11 @@ from flask.views import MethodView
 from flask_smorest import abort
 from marshmallow import Schema
 
+from blog_api.api import limits
 from blog_api.api.base import versioned
 from blog_api.api.pagination import paginate
 from blog_api.auth import caller
+from blog_api.extensions import limiter
 from blog_api.models import Todo
 from blog_api.schemas.common import LIST_HEADERS, MessageSchema
 from blog_api.schemas.todos import TodoBatchDeleteResultSchema, TodoBatchDeleteSchema
@@ -59,9 +61,15 @@ class TodoList(MethodView):
         return page.response("todos")
 
     @versioned.login_required
+    @versioned.decorate(
+        limiter.shared_limit(
+            limits.todo_limit, scope="todo-creation", key_func=limits.authenticated_user
+        )
+    )
     @versioned.arguments("create")
     @versioned.idempotent(created_todo)
     @versioned.response(201, "item")
+    @versioned.errors(429)
     def post(self, data: dict[str, Any], key: idempotency.Key | None) -> Any:
         """Create a to-do"""
         todo = todos.create_todo(caller(), data, key=key)

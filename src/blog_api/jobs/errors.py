@@ -1,14 +1,36 @@
-"""How a job attempt can fail."""
+"""How a job attempt can fail, and the short code recorded with it.
+
+A failure is recorded twice on its job: `last_error`, the full text, which may name mail
+servers, file paths and addresses (for admins and operators), and `error_code`, a short code,
+which is all a post's author is shown (`GET /posts/<id>/jobs`). The codes are `ErrorCode`.
+"""
+
+from __future__ import annotations
+
+from blog_api.models import ErrorCode
 
 
-class TransientJobError(Exception):
+class JobError(Exception):
+    """A failed attempt: the message (`last_error`) and its code (`error_code`)."""
+
+    def __init__(self, message: str, code: ErrorCode) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TransientJobError(JobError):
     """Worth another attempt later (connection error, timeout, SMTP 4xx)."""
 
 
-class PermanentJobError(Exception):
+class PermanentJobError(JobError):
     """Retrying cannot help (SMTP 5xx); the job is dead until an admin retries it."""
 
 
-class JobSkipped(Exception):
+class JobSkipped(JobError):
     """The effect must not happen (e.g. the address is not confirmed); the job ends `skipped`
     with this reason as its `last_error`."""
+
+
+def code_of(error: BaseException) -> ErrorCode:
+    """The code of a failed attempt; `unknown` for an exception no effect foresaw."""
+    return error.code if isinstance(error, JobError) else ErrorCode.UNKNOWN

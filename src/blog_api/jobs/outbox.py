@@ -38,7 +38,7 @@ from sqlalchemy import (
 from blog_api.database import commit_keeping_state, delete_in_batches
 from blog_api.errors import ConflictError
 from blog_api.extensions import db
-from blog_api.models import Job, JobKind, JobStatus
+from blog_api.models import ErrorCode, Job, JobKind, JobStatus
 from blog_api.models.base import utcnow
 from blog_api.models.jobs import ACTIVE_STATUSES, PRUNABLE_STATUSES, new_job_id
 
@@ -242,6 +242,7 @@ FINISH = (
         status=_bound("outcome", "status"),
         lease_until=None,
         last_error=_bound("error", "last_error"),
+        error_code=_bound("code", "error_code"),
         updated_at=_bound("finish_now", "updated_at"),
         finished_at=_bound("finish_now", "finished_at"),
     )
@@ -261,14 +262,18 @@ def _dead_letter_if_exhausted(job_id: str) -> None:
             updated_at=now,
             finished_at=now,
             last_error="attempts exhausted: the worker was lost on every attempt",
+            error_code=ErrorCode.ATTEMPTS_EXHAUSTED,
         )
         .execution_options(synchronize_session=False)
     )
     db.session.commit()
 
 
-def finish_job(job: Job, status: JobStatus, error: str | None = None) -> None:
-    """Record the outcome of the attempt that owns `job` (done, skipped or dead).
+def finish_job(
+    job: Job, status: JobStatus, error: str | None = None, code: ErrorCode | None = None
+) -> None:
+    """Record the outcome of the attempt that owns `job` (done, skipped or dead), with the
+    failure's text and code when it failed or was skipped for a reason.
 
     The effect has already happened, so a database blip must not lose this write: retry it
     in-process for a bounded time instead of re-running the effect.
@@ -288,6 +293,7 @@ def finish_job(job: Job, status: JobStatus, error: str | None = None) -> None:
                     "owner": owner,
                     "outcome": status,
                     "error": error,
+                    "code": code,
                     "finish_now": now,
                 },
             )
@@ -302,8 +308,9 @@ def finish_job(job: Job, status: JobStatus, error: str | None = None) -> None:
             delay = min(delay * 2, 5.0)
 
 
-def release_job(job: Job, error: str, retry_in: float) -> None:
-    """Give a failed attempt back: pending again, due (for the relay) after `retry_in` seconds.
+def release_job(job: Job, error: str, code: ErrorCode, retry_in: float) -> None:
+    """Give a failed attempt back, with its text and code: pending again, due (for the
+    relay) after `retry_in` seconds.
 
     The delay lives in the row, not in a broker message held by a worker: no ETA message can
     outlive the broker's visibility timeout or be stranded in a worker when the broker dies.
@@ -316,6 +323,7 @@ def release_job(job: Job, error: str, retry_in: float) -> None:
             status=JobStatus.PENDING,
             lease_until=None,
             last_error=error,
+            error_code=code,
             updated_at=now,
             available_at=now + timedelta(seconds=retry_in),
         )

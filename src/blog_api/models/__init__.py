@@ -2,7 +2,7 @@
 
 from blog_api.models.confirmations import EmailConfirmation
 from blog_api.models.idempotency import IdempotencyKey
-from blog_api.models.jobs import Job, JobKind, JobStatus
+from blog_api.models.jobs import ErrorCode, Job, JobKind, JobStatus
 from blog_api.models.posts import Post
 from blog_api.models.todos import Todo
 from blog_api.models.tokens import TokenBlocklist
@@ -12,6 +12,7 @@ from blog_api.models.workers import WorkerHeartbeat
 __all__ = [
     "ROLES",
     "EmailConfirmation",
+    "ErrorCode",
     "IdempotencyKey",
     "Job",
     "JobKind",

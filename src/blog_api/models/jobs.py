@@ -28,12 +28,35 @@ class JobKind(StrEnum):
     CONFIRM_EMAIL = "confirm_email"
 
 
+# The kinds of job a post can have; `(kind, post_id)` is unique, so a post has at most one each.
+POST_JOB_KINDS = (JobKind.NOTIFY_AUTHOR, JobKind.AUDIT_POST_CREATED)
+
+
 class JobStatus(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     DONE = "done"
     SKIPPED = "skipped"
     DEAD = "dead"
+
+
+class ErrorCode(StrEnum):
+    """Why a job's last attempt failed or was skipped (`error_code`, beside `last_error`)."""
+
+    SMTP_TRANSIENT = "smtp_transient"  # the mail server answered 4xx: retried
+    SMTP_PERMANENT = "smtp_permanent"  # the mail server answered 5xx: dead
+    CONNECTION_FAILED = "connection_failed"  # no SMTP connection, or it broke: retried
+    ADDRESS_UNSUPPORTED = "address_unsupported"  # an internationalised address (SMTPUTF8)
+    AUDIT_LOG_UNWRITABLE = "audit_log_unwritable"  # POST_AUDIT_LOG could not be written
+    NO_ADDRESS = "no_address"  # the author has no e-mail address: skipped
+    ADDRESS_NOT_CONFIRMED = "address_not_confirmed"  # EMAIL_CONFIRMATION_REQUIRED: skipped
+    ALREADY_CONFIRMED = "already_confirmed"  # a confirmation e-mail no longer needed
+    ADDRESS_CONFIRMED_ELSEWHERE = "address_confirmed_elsewhere"  # another account confirmed it
+    ADDRESS_CHANGED = "address_changed"  # the confirmation names an address no longer the user's
+    CONFIRMATION_EXPIRED = "confirmation_expired"  # expired or superseded before it was sent
+    INJECTED_FAILURE = "injected_failure"  # MAIL_FAILURE_RATE (the tutorial's exercise)
+    ATTEMPTS_EXHAUSTED = "attempts_exhausted"  # the worker was lost on every attempt
+    UNKNOWN = "unknown"  # anything unforeseen (a bug, the database): see `last_error`
 
 
 # Jobs the relay may have to publish; the others are finished.
@@ -104,6 +127,9 @@ class Job(Model):
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     claimed_by: Mapped[str | None] = mapped_column(String(64))
     last_error: Mapped[str | None] = mapped_column(Text)
+    # The last failure's ErrorCode: what a post's author is shown
+    # instead of `last_error`, whose text may name servers, paths and addresses.
+    error_code: Mapped[str | None] = mapped_column(String(32))
     # X-Request-ID of the request that created the post: the worker's log lines for this job
     # carry it, so one grep follows a post from the API into the worker.
     request_id: Mapped[str | None] = mapped_column(String(64))

@@ -1,11 +1,23 @@
-"""`/health` (the process is alive), `/ready` (database and broker reachable) and `/metrics`."""
+"""`/health` (the process is alive), `/ready` (database and broker reachable) and `/metrics`.
+
+`/ready` answers from its last check for `READY_CACHE_SECONDS` (per process): each check opens
+a broker connection, which a balancer probing several times a second would otherwise pay each
+time. `/metrics` and `/ready` name worker hosts and counts: with `METRICS_TOKEN` set they need
+`Authorization: Bearer <METRICS_TOKEN>`; unset, they are open, for a proxy to restrict.
+`/health` is always open.
+"""
 
 from __future__ import annotations
 
+import hmac
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any
+from dataclasses import dataclass, field
+from functools import wraps
+from typing import Any, TypeVar, cast
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import (
@@ -27,7 +39,10 @@ from blog_api.models.base import utcnow
 from blog_api.models.jobs import ACTIVE_STATUSES
 
 blp = Blueprint("ops", __name__)
+F = TypeVar("F", bound=Callable[..., Any])
 READY_CHECK_TIMEOUT = 1  # seconds
+READY_CACHE = "blog_api_ready_cache"  # the app's `ReadyCache`, in `app.extensions`
+NOT_THE_METRICS_BEARER = "Missing or wrong metrics token (Authorization: Bearer <METRICS_TOKEN>)"
 # Label values of the request metrics come from a fixed set, so that a client cannot add series
 # by inventing methods or paths: any other method is "OTHER", a path no route matched
 # "<unmatched>".
@@ -42,14 +57,65 @@ def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def _check_database() -> None:
-    db.session.execute(text("SELECT 1"))
+def metrics_token_required(view: F) -> F:
+    """With `METRICS_TOKEN` set, `view` answers only requests bearing it (401 otherwise),
+    compared in constant time; unset, everyone."""
+
+    @wraps(view)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        token = current_app.config["METRICS_TOKEN"]
+        if token and not _bears(token):
+            return error_response(
+                401, NOT_THE_METRICS_BEARER, headers={"WWW-Authenticate": "Bearer"}
+            )
+        return view(*args, **kwargs)
+
+    return cast(F, guarded)
+
+
+def _bears(token: str) -> bool:
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    # Bytes: compare_digest takes only ASCII strings, and a header may hold any Latin-1.
+    given = credentials.strip().encode("utf-8", "surrogateescape")
+    expected = token.encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(given, expected) and scheme.lower() == "bearer"
+
+
+@dataclass
+class ReadyCache:
+    """The last checks of `/ready` in this process, and until when (by `clock`) they stand."""
+
+    checks: dict[str, str] = field(default_factory=dict)
+    expires: float = float("-inf")
+    clock: Callable[[], float] = time.monotonic
+    # One check at a time: concurrent probes wait for it and share its result.
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 @blp.get("/ready")
 @limiter.exempt
+@metrics_token_required
 def ready() -> Any:
-    """200 when the database and the broker answer within a second each, else 503."""
+    """200 when the database and the broker answer within a second each, else 503; the
+    result of the last check while it is younger than READY_CACHE_SECONDS."""
+    cache: ReadyCache = current_app.extensions[READY_CACHE]
+    with cache.lock:
+        if cache.clock() >= cache.expires:
+            cache.checks = _check_dependencies()
+            cache.expires = cache.clock() + current_app.config["READY_CACHE_SECONDS"]
+        checks = cache.checks
+    failing = sorted(name for name, state in checks.items() if state != "ok")
+    if failing:
+        return error_response(503, f"Not ready: {', '.join(failing)}", checks=checks)
+    return {"status": "ready", "checks": checks}
+
+
+def _check_database() -> None:
+    db.session.execute(text("SELECT 1"))
+
+
+def _check_dependencies() -> dict[str, str]:
+    """ "ok" or the error, for the database and for the broker."""
     checks: dict[str, str] = {}
     try:
         _check_database()
@@ -68,10 +134,7 @@ def ready() -> Any:
             checks["broker"] = f"error: {type(error).__name__}"
         finally:
             executor.shutdown(wait=False, cancel_futures=True)
-    failing = sorted(name for name, state in checks.items() if state != "ok")
-    if failing:
-        return error_response(503, f"Not ready: {', '.join(failing)}", checks=checks)
-    return {"status": "ready", "checks": checks}
+    return checks
 
 
 class JobCollector:
@@ -137,6 +200,7 @@ def register_ops(app: Flask) -> None:
         registry=registry,
     )
     registry.register(JobCollector(app))
+    app.extensions[READY_CACHE] = ReadyCache()
     app.register_blueprint(blp)
 
     @rate_limit_storage_failed.connect_via(app)
@@ -145,6 +209,7 @@ def register_ops(app: Flask) -> None:
 
     @app.get("/metrics")
     @limiter.exempt
+    @metrics_token_required
     def metrics() -> Response:
         return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from blog_api.models import JobKind, JobStatus
+from blog_api.models import ErrorCode, JobKind, JobStatus
+from blog_api.models.jobs import POST_JOB_KINDS
 from blog_api.schemas.common import PaginationQuerySchema, PaginationSchema
 
 
@@ -21,7 +22,19 @@ class JobSchema(Schema):
     status = fields.String(dump_only=True, metadata={"enum": list(JobStatus)})
     attempts = fields.Integer(dump_only=True)
     max_attempts = fields.Integer(dump_only=True)
-    last_error = fields.String(dump_only=True, allow_none=True)
+    last_error = fields.String(
+        dump_only=True,
+        allow_none=True,
+        metadata={
+            "description": "Why the last attempt failed or was skipped: the full text for an "
+            "admin; for a post's author, the reason code (as in `error_code`)"
+        },
+    )
+    error_code = fields.String(
+        dump_only=True,
+        allow_none=True,
+        metadata={"enum": list(ErrorCode), "description": "The reason of `last_error`, as a code"},
+    )
     available_at = fields.AwareDateTime(dump_only=True)
     lease_until = fields.AwareDateTime(dump_only=True, allow_none=True)
     created_at = fields.AwareDateTime(dump_only=True)
@@ -35,7 +48,9 @@ class JobListSchema(Schema):
 
 
 class PostJobsSchema(Schema):
-    jobs = fields.List(fields.Nested(JobSchema), required=True)
+    jobs = fields.List(
+        fields.Nested(JobSchema), required=True, validate=validate.Length(max=len(POST_JOB_KINDS))
+    )
 
 
 class JobQuerySchema(PaginationQuerySchema):

@@ -8,6 +8,8 @@ from blog_api.schemas.common import PaginationQuerySchema, PaginationSchema
 from blog_api.schemas.fields import MAX_INT32, Text
 
 MAX_CONTENT_CHARS = 100_000
+# `GET /api/v2/posts/recent`: this many of the newest posts.
+RECENT_POSTS = 5
 
 
 class PostSchema(Schema):
@@ -18,6 +20,14 @@ class PostSchema(Schema):
     user_id = fields.Integer(dump_only=True)
     created_at = fields.AwareDateTime(dump_only=True)
     updated_at = fields.AwareDateTime(dump_only=True)
+
+
+class PostSummarySchema(Schema):
+    """A post named in another resource (a user's profile): no content."""
+
+    id = fields.Integer(dump_only=True)
+    title = fields.String(dump_only=True)
+    created_at = fields.AwareDateTime(dump_only=True)
 
 
 class PostV2Schema(PostSchema):
@@ -63,4 +73,6 @@ class PostListV2Schema(Schema):
 
 
 class RecentPostsSchema(Schema):
-    posts = fields.List(fields.Nested(PostV2Schema), required=True)
+    posts = fields.List(
+        fields.Nested(PostV2Schema), required=True, validate=validate.Length(max=RECENT_POSTS)
+    )

@@ -81,6 +81,9 @@ class TodoBatchDeleteSchema(Schema):
 
 
 class TodoBatchDeleteResultSchema(Schema):
+    # Each lists some of the ids asked for, so neither is longer than the request's list.
     message = fields.String(required=True)
-    deleted = fields.List(fields.Integer(), required=True)
-    not_found = fields.List(fields.Integer(), required=True)
+    deleted = fields.List(fields.Integer(), required=True, validate=validate.Length(max=MAX_BATCH))
+    not_found = fields.List(
+        fields.Integer(), required=True, validate=validate.Length(max=MAX_BATCH)
+    )

@@ -10,13 +10,15 @@ from marshmallow import Schema, ValidationError, fields, validate
 from blog_api.models import ROLES
 from blog_api.schemas.common import PaginationSchema
 from blog_api.schemas.fields import FullMatch, MailAddress
-from blog_api.schemas.posts import PostSchema
+from blog_api.schemas.posts import PostSummarySchema
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,50}$"
 USERNAME_RULE = "3-50 characters: letters, digits, '_', '.', '-'"
 # The whole name must match: no trailing newline, no control character (`flask users
 # check-names` finds names stored before this was so).
 VALID_USERNAME = FullMatch(USERNAME_PATTERN, error=f"Username must be {USERNAME_RULE}.")
+# A public profile shows this many of the user's newest posts; the rest are one link away.
+PROFILE_POSTS = 5
 # Login accepts anything a user might type, within a bound; a wrong value is just a 401.
 LOGIN_FIELD_MAX = 1024
 
@@ -67,7 +69,23 @@ class UserSchema(Schema):
 
 
 class UserDetailSchema(UserSchema):
-    posts = fields.List(fields.Nested(PostSchema), dump_only=True)
+    """A public profile with a bounded glimpse of the user's posts: the same size whether the
+    user wrote none or a million (the full list pages through `posts_url`)."""
+
+    post_count = fields.Integer(dump_only=True, metadata={"description": "Posts written"})
+    posts = fields.List(
+        fields.Nested(PostSummarySchema),
+        dump_only=True,
+        validate=validate.Length(max=PROFILE_POSTS),
+        metadata={"description": f"The {PROFILE_POSTS} newest posts, newest first"},
+    )
+    posts_url = fields.String(
+        dump_only=True,
+        metadata={
+            "description": "Root-relative URL of all the user's posts (`GET /api/v1/posts"
+            '?user_id=<id>`, paginated), also sent as `Link: <url>; rel="related"`'
+        },
+    )
 
 
 class MeSchema(UserSchema):

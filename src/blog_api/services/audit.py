@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 from blog_api.jobs.errors import TransientJobError
+from blog_api.models import ErrorCode
 
 
 def audit_line(record: dict[str, Any]) -> bytes:
@@ -31,7 +32,9 @@ def append_audit_record(path: str, record: dict[str, Any], *, check_duplicate: b
         os.makedirs(directory, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
     except OSError as error:
-        raise TransientJobError(f"audit log not writable: {error}") from error
+        raise TransientJobError(
+            f"audit log not writable: {error}", ErrorCode.AUDIT_LOG_UNWRITABLE
+        ) from error
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         if check_duplicate and _contains_event(path, record["event_id"]):
@@ -40,7 +43,9 @@ def append_audit_record(path: str, record: dict[str, Any], *, check_duplicate: b
         os.fsync(fd)
         return True
     except OSError as error:
-        raise TransientJobError(f"audit log write failed: {error}") from error
+        raise TransientJobError(
+            f"audit log write failed: {error}", ErrorCode.AUDIT_LOG_UNWRITABLE
+        ) from error
     finally:
         os.close(fd)  # also releases the lock
 

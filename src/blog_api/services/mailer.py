@@ -28,6 +28,7 @@ from typing import Any
 from flask import current_app
 
 from blog_api.jobs.errors import PermanentJobError, TransientJobError
+from blog_api.models import ErrorCode
 
 _LINE_BREAKS = re.compile(r"[\r\n\x00-\x1f\x7f\u2028\u2029]+")
 MAX_SUBJECT_TITLE = 120
@@ -101,7 +102,9 @@ def _plain_message(
     if not recipient.isascii():
         # The address is valid (RFC 6531), but sending to it needs SMTPUTF8 end to end: fail
         # the job at once with the reason instead of retrying what cannot work.
-        raise PermanentJobError(f"Internationalised address not supported: {recipient!r}")
+        raise PermanentJobError(
+            f"Internationalised address not supported: {recipient!r}", ErrorCode.ADDRESS_UNSUPPORTED
+        )
     message = MIMEText(body, "plain", "us-ascii" if body.isascii() else "utf-8")
     # compat32 takes a Header object as a value (typeshed types values as str).
     message["Subject"] = _encoded(subject)  # type: ignore[assignment]
@@ -128,7 +131,9 @@ def send_email(message: Message) -> None:
     except smtplib.SMTPResponseException as error:
         raise _classify(error.smtp_code, error.smtp_error) from error
     except (smtplib.SMTPException, OSError) as error:
-        raise TransientJobError(f"SMTP connection failed: {error!r}") from error
+        raise TransientJobError(
+            f"SMTP connection failed: {error!r}", ErrorCode.CONNECTION_FAILED
+        ) from error
 
 
 class _DataTracking:
@@ -267,5 +272,5 @@ def _classify(code: int, reply: bytes | str) -> Exception:
     text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
     description = f"SMTP {code} {text}"
     if 500 <= code < 600:
-        return PermanentJobError(description)
-    return TransientJobError(description)
+        return PermanentJobError(description, ErrorCode.SMTP_PERMANENT)
+    return TransientJobError(description, ErrorCode.SMTP_TRANSIENT)

@@ -49,9 +49,30 @@ def read_post(post_id: int) -> Post | None:
     return None if row is None else post_from_row(row)
 
 
-def recent_posts(count: int = 5) -> list[Post]:
+def recent_posts(count: int) -> list[Post]:
     statement = select(Post).order_by(Post.created_at.desc(), Post.id.desc()).limit(count)
     return list(db.session.scalars(statement))
+
+
+# A user's posts through the index `posts(user_id, id)`: the count reads index entries only,
+# and the newest are its last entries, so neither reads a post's content.
+POST_COUNT_BY = select(func.count()).where(Post.user_id == bindparam("user_id"))
+NEWEST_BY = (
+    select(Post.id, Post.title, Post.created_at)
+    .where(Post.user_id == bindparam("user_id"))
+    .order_by(Post.id.desc())
+    .limit(bindparam("count"))
+)
+
+
+def count_posts_by(user_id: int) -> int:
+    return db.session.scalar(POST_COUNT_BY, {"user_id": user_id}) or 0
+
+
+def newest_posts_by(user_id: int, count: int) -> list[Row[Any]]:
+    """(id, title, created_at) of the user's `count` newest posts, newest first (ids grow in
+    the order posts are written)."""
+    return list(db.session.execute(NEWEST_BY, {"user_id": user_id, "count": count}))
 
 
 INSERT_POST = insert(POSTS).returning(*POSTS.c)

@@ -16,6 +16,7 @@ from blinker import Namespace
 from flask import current_app
 
 from blog_api.jobs.errors import TransientJobError
+from blog_api.models import ErrorCode
 
 
 class Checkpoint(StrEnum):
@@ -43,4 +44,4 @@ def inject_mail_failures(_job: Any, *, point: Checkpoint, **_: Any) -> None:
     seed = config["MAIL_FAILURE_SEED"]
     rng = _failure_rngs.setdefault(seed, random.Random(seed))
     if rng.random() < rate:
-        raise TransientJobError("injected failure (MAIL_FAILURE_RATE)")
+        raise TransientJobError("injected failure (MAIL_FAILURE_RATE)", ErrorCode.INJECTED_FAILURE)

@@ -20,9 +20,9 @@ from sqlalchemy import bindparam, select
 
 from blog_api.extensions import db
 from blog_api.jobs import outbox
-from blog_api.jobs.errors import JobSkipped, PermanentJobError
+from blog_api.jobs.errors import JobSkipped, PermanentJobError, code_of
 from blog_api.jobs.outbox import DueJob
-from blog_api.models import EmailConfirmation, Job, JobKind, JobStatus, Post, User
+from blog_api.models import EmailConfirmation, ErrorCode, Job, JobKind, JobStatus, Post, User
 from blog_api.models.base import utcnow
 from blog_api.ops.logging import bind_job
 from blog_api.services.audit import append_audit_record
@@ -53,21 +53,22 @@ def run_job(task: Task, job_id: str, effect: Effect) -> str:
     job_checkpoint.send(job, point=Checkpoint.AFTER_CLAIM)
     try:
         outcome = effect(job)
-    except JobSkipped as reason:
-        log.info("Job %s (%s) skipped: %s", job.id, job.kind, reason)
-        outbox.finish_job(job, JobStatus.SKIPPED, str(reason))
+    except JobSkipped as skipped:
+        log.info("Job %s (%s) skipped: %s", job.id, job.kind, skipped)
+        outbox.finish_job(job, JobStatus.SKIPPED, str(skipped), skipped.code)
         return JobStatus.SKIPPED.value
     except PermanentJobError as error:
         log.error("Job %s (%s) failed permanently: %s", job.id, job.kind, error)
-        outbox.finish_job(job, JobStatus.DEAD, str(error))
+        outbox.finish_job(job, JobStatus.DEAD, str(error), error.code)
         return JobStatus.DEAD.value
     except Exception as error:  # transient, or unexpected: both get bounded retries
         message = str(error) or type(error).__name__
+        code = code_of(error)
         if job.attempts >= job.max_attempts:
             log.error(
                 "Job %s (%s) gave up after %d attempts: %s", job.id, job.kind, job.attempts, message
             )
-            outbox.finish_job(job, JobStatus.DEAD, message)
+            outbox.finish_job(job, JobStatus.DEAD, message, code)
             return JobStatus.DEAD.value
         config = current_app.config
         delay = backoff_seconds(
@@ -84,7 +85,7 @@ def run_job(task: Task, job_id: str, effect: Effect) -> str:
             message,
             delay,
         )
-        outbox.release_job(job, message, delay)
+        outbox.release_job(job, message, code, delay)
         return "retrying"
     outbox.finish_job(job, outcome)
     job_checkpoint.send(job, point=Checkpoint.AFTER_COMMIT_BEFORE_ACK)
@@ -103,13 +104,11 @@ def notify_author(job: Job) -> JobStatus:
         return JobStatus.SKIPPED
     post, author = row
     if not author.email:
-        log.info(
-            "No e-mail address for user %s; notification for post %s skipped", author.id, post.id
-        )
-        return JobStatus.SKIPPED
+        raise JobSkipped(f"user {author.id} has no e-mail address", ErrorCode.NO_ADDRESS)
     if not author.email_confirmed and current_app.config["EMAIL_CONFIRMATION_REQUIRED"]:
         raise JobSkipped(
-            f"e-mail address of user {author.id} is not confirmed (EMAIL_CONFIRMATION_REQUIRED)"
+            f"e-mail address of user {author.id} is not confirmed (EMAIL_CONFIRMATION_REQUIRED)",
+            ErrorCode.ADDRESS_NOT_CONFIRMED,
         )
     message = build_post_notification(job.id, author.email, author.username, post.id, post.title)
     job_checkpoint.send(job, point=Checkpoint.BEFORE_SMTP_DATA)
@@ -159,15 +158,24 @@ def email_confirmation(job: Job) -> JobStatus:
         return JobStatus.SKIPPED
     confirmation, user = row
     if confirmation.used_at is not None or user.email_confirmed:
-        raise JobSkipped("the address is already confirmed")
+        raise JobSkipped("the address is already confirmed", ErrorCode.ALREADY_CONFIRMED)
     if user.email != confirmation.email:
-        raise JobSkipped("the user's address changed since the confirmation was asked for")
+        raise JobSkipped(
+            "the user's address changed since the confirmation was asked for",
+            ErrorCode.ADDRESS_CHANGED,
+        )
     if confirmation.expires_at <= utcnow():
-        raise JobSkipped("the confirmation expired or was superseded before it could be sent")
+        raise JobSkipped(
+            "the confirmation expired or was superseded before it could be sent",
+            ErrorCode.CONFIRMATION_EXPIRED,
+        )
     # Its token could only be refused (409): the e-mail would reach the owner of the address
     # for nothing, as often as strangers register with it.
     if confirmed_owner(confirmation.email, other_than=user.id) is not None:
-        raise JobSkipped("the address is already confirmed by another account")
+        raise JobSkipped(
+            "the address is already confirmed by another account",
+            ErrorCode.ADDRESS_CONFIRMED_ELSEWHERE,
+        )
     message = build_email_confirmation(
         job.id,
         confirmation.email,

@@ -56,9 +56,11 @@ class Login(MethodView):
 class Refresh(MethodView):
     @blp.arguments(RefreshSchema)
     @blp.response(200, TokenSchema)
-    @blp.errors(401)
+    @blp.errors(401, 429)
     # Revocation is checked by the rotation itself: a spent token revokes its whole family.
     @jwt_required(refresh=True, locations=["json"], skip_revocation_check=True)
+    # Per user, once the token is verified: a made-up token cannot spend someone's budget.
+    @limiter.limit(limits.refresh_limit, key_func=limits.authenticated_user)
     def post(self, _body: dict[str, str]) -> Any:
         """Exchange a refresh token (single use) for a new token pair; reusing a spent one
         revokes every token descending from the same login"""

@@ -20,6 +20,7 @@ from blog_api.extensions import limiter
 from blog_api.models import User
 from blog_api.schemas.common import LIST_HEADERS, MessageSchema, PaginationQuerySchema
 from blog_api.schemas.users import (
+    PROFILE_POSTS,
     ConfirmEmailSchema,
     MeSchema,
     PasswordChangeSchema,
@@ -31,7 +32,7 @@ from blog_api.schemas.users import (
     UserRoleSchema,
     UserSchema,
 )
-from blog_api.services import confirmations, idempotency, users
+from blog_api.services import confirmations, idempotency, posts, users
 
 blp = Blueprint("users", __name__, url_prefix="/api/v1", description="User accounts")
 
@@ -44,6 +45,7 @@ def created_user(user: User) -> tuple[User, int, dict[str, str]]:
 
 @blp.route("/users")
 class UserList(MethodView):
+    @blp.public
     @blp.arguments(PaginationQuerySchema, location="query")
     @blp.response(200, UserListSchema, headers=LIST_HEADERS)
     def get(self, page: dict[str, Any]) -> Any:
@@ -88,13 +90,33 @@ class ConfirmEmail(MethodView):
         return {"message": "E-mail address confirmed"}
 
 
+PROFILE_HEADERS = {
+    "Link": {
+        "description": '`<url>; rel="related"`: all the user\'s posts, as in `posts_url`',
+        "schema": {"type": "string"},
+    }
+}
+
+
 @blp.route("/users/<id:user_id>")
 class UserItem(MethodView):
-    @blp.response(200, UserDetailSchema)
+    @blp.public
+    @blp.response(200, UserDetailSchema, headers=PROFILE_HEADERS)
     @blp.errors(404)
     def get(self, user_id: int) -> Any:
-        """Get a user's public profile with their posts"""
-        return get_or_404(User, user_id)
+        """Get a user's public profile with their post count and newest posts"""
+        user = get_or_404(User, user_id)
+        posts_url = url_for("posts.PostList", user_id=user.id)
+        profile = {
+            "id": user.id,
+            "username": user.username,
+            "role": user.role,
+            "created_at": user.created_at,
+            "post_count": posts.count_posts_by(user.id),
+            "posts": posts.newest_posts_by(user.id, PROFILE_POSTS),
+            "posts_url": posts_url,
+        }
+        return profile, {"Link": f'<{posts_url}>; rel="related"'}
 
     @blp.admin_required
     @blp.response(200, MessageSchema)

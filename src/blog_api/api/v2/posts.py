@@ -10,6 +10,7 @@ from blog_api.api import jobs
 from blog_api.api import posts as views
 from blog_api.api.base import Blueprint
 from blog_api.schemas.posts import (
+    RECENT_POSTS,
     PostCreateV2Schema,
     PostListV2Schema,
     PostQueryV2Schema,
@@ -24,10 +25,11 @@ blp = Blueprint("posts-v2", __name__, url_prefix="/api/v2", description="Blog po
 
 @blp.route("/posts/recent")
 class RecentPosts(MethodView):
+    @blp.public
     @blp.response(200, RecentPostsSchema)
     def get(self) -> Any:
         """The 5 newest posts"""
-        return {"posts": posts.recent_posts(5)}
+        return {"posts": posts.recent_posts(RECENT_POSTS)}
 
 
 SCHEMAS = views.PostSchemas(
