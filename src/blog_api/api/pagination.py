@@ -22,7 +22,6 @@ import functools
 import hashlib
 import hmac
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,7 +40,8 @@ from blog_api.extensions import db
 from blog_api.schemas.common import PAGE_ARGUMENTS
 
 CURSOR_KEY_PURPOSE = b"blog_api pagination cursor"
-NONCE_BYTES = 12  # AES-GCM's standard nonce, random per cursor
+CURSOR_NONCE_PURPOSE = b"blog_api pagination cursor nonce"
+NONCE_BYTES = 12  # AES-GCM's standard nonce, synthetic: derived from what it encrypts
 TAG_BYTES = 16
 INVALID_CURSOR = (
     "Invalid cursor: pass `after` exactly as a previous page's `pagination.next` gave it"
@@ -149,13 +149,15 @@ def _after(keys: Sequence[SortKey], values: Sequence[Any]) -> ColumnElement[bool
 
 
 @functools.lru_cache(maxsize=4)
-def _cipher_for(secret: bytes) -> AESGCM:
-    # A key of its own, derived from SECRET_KEY: nothing else made with SECRET_KEY can be
-    # decrypted as a cursor, and a cursor reveals nothing about the other uses of the secret.
-    return AESGCM(hmac.new(secret, CURSOR_KEY_PURPOSE, hashlib.sha256).digest())
+def _cipher_for(secret: bytes) -> tuple[AESGCM, bytes]:
+    """The cipher and the nonce key: keys of their own, derived from SECRET_KEY, so nothing
+    else made with SECRET_KEY can be decrypted as a cursor, and a cursor reveals nothing about
+    the other uses of the secret."""
+    cipher = AESGCM(hmac.new(secret, CURSOR_KEY_PURPOSE, hashlib.sha256).digest())
+    return cipher, hmac.new(secret, CURSOR_NONCE_PURPOSE, hashlib.sha256).digest()
 
 
-def _cipher() -> AESGCM:
+def _cipher() -> tuple[AESGCM, bytes]:
     return _cipher_for(str(current_app.config["SECRET_KEY"]).encode())
 
 
@@ -171,8 +173,11 @@ def _encode(values: Sequence[Any], listing: str) -> str:
     encoded = [value.isoformat() if isinstance(value, datetime) else value for value in values]
     # UTF-8 rather than \u escapes: a title of 100 emoji stays within MAX_CURSOR_CHARS.
     plain = json.dumps({"after": encoded, "listing": listing}, ensure_ascii=False).encode()
-    nonce = os.urandom(NONCE_BYTES)
-    sealed = nonce + _cipher().encrypt(nonce, plain, None)
+    # A synthetic nonce (the SIV construction): the same page always gets the same cursor, so
+    # its `next` URL is stable, and only equal plaintexts share a nonce.
+    cipher, nonce_key = _cipher()
+    nonce = hmac.new(nonce_key, plain, hashlib.sha256).digest()[:NONCE_BYTES]
+    sealed = nonce + cipher.encrypt(nonce, plain, None)
     return base64.urlsafe_b64encode(sealed).rstrip(b"=").decode("ascii")
 
 
@@ -183,7 +188,7 @@ def _decode(cursor: str, keys: Sequence[SortKey], listing: str) -> list[Any]:
         sealed = base64.b64decode(padded, altchars=b"-_", validate=True)
         if len(sealed) < NONCE_BYTES + TAG_BYTES:
             raise InvalidCursor(INVALID_CURSOR)
-        plain = _cipher().decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], None)
+        plain = _cipher()[0].decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], None)
         payload = json.loads(plain)
     except (ValueError, binascii.Error, InvalidTag):
         raise InvalidCursor(INVALID_CURSOR)
