@@ -217,7 +217,7 @@ class Config:
     MAIL_PASSWORD: str | None = None
     MAIL_DEFAULT_SENDER = "Blog API <noreply@blog-api.local>"
     MAIL_TIMEOUT = 10.0
-    # A worker keeps its SMTP connection for the next message (services/mailer.py): closed
+    # A worker keeps its SMTP connection for the next message (effects/mailer.py): closed
     # after this many idle seconds or messages; MAIL_CONNECTION_MAX_MESSAGES=1 turns it off.
     MAIL_CONNECTION_MAX_IDLE = 15.0
     MAIL_CONNECTION_MAX_MESSAGES = 50
@@ -227,7 +227,8 @@ class Config:
     MAIL_FAILURE_RATE = 0.0
     MAIL_FAILURE_SEED: int | None = None
     MAIL_MESSAGE_ID_DOMAIN = "blog-api.local"
-    POST_AUDIT_LOG = "post_audit.log"
+    # The v2 audit file; unset: `post_audit.log` in the instance folder (INSTANCE_PATH).
+    POST_AUDIT_LOG: str | None = None
     JOB_LEASE_SECONDS = 90.0
     # The relay (jobs/relay.py) runs in every worker unless JOB_RELAY is off. It wakes when a
     # job may be due (PostgreSQL NOTIFY, or SQLite's data_version polled every JOB_RELAY_POLL

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from blog_api.api import jobs, posts
-from blog_api.api.base import Blueprint
+from blog_api.api.base import Blueprint, Schemas
 from blog_api.schemas.posts import (
     PostCreateSchema,
     PostListSchema,
@@ -13,16 +13,15 @@ from blog_api.schemas.posts import (
 )
 
 blp = Blueprint("posts", __name__, url_prefix="/api/v1", description="Blog posts")
-SCHEMAS = posts.PostSchemas(
-    item=PostSchema,
-    listing=PostListSchema,
-    create=PostCreateSchema,
-    update=PostUpdateSchema,
-    query=PostQuerySchema,
+posts.register(
+    blp,
+    Schemas(
+        item=PostSchema,
+        listing=PostListSchema,
+        create=PostCreateSchema,
+        update=PostUpdateSchema,
+        query=PostQuerySchema,
+    ),
+    api_version="v1",
 )
-
-
-blp.route("/posts", schemas=SCHEMAS, api_version="v1")(posts.PostList)
-blp.route("/posts/<id:post_id>", schemas=SCHEMAS)(posts.PostItem)
-blp.route("/posts/all")(posts.AllPosts)
-blp.route("/posts/<id:post_id>/jobs")(jobs.PostJobs)
+jobs.register_post_jobs(blp)

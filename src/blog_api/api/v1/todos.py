@@ -8,9 +8,8 @@ from flask.views import MethodView
 from flask_smorest import abort
 
 from blog_api.api import todos as views
-from blog_api.api.base import Blueprint, get_or_404
+from blog_api.api.base import Blueprint, Schemas, get_or_404
 from blog_api.api.pagination import paginate
-from blog_api.api.todos import TodoSchemas
 from blog_api.auth import caller
 from blog_api.models import User
 from blog_api.schemas.common import LIST_HEADERS
@@ -25,17 +24,16 @@ from blog_api.services import todos
 
 blp = Blueprint("todos", __name__, url_prefix="/api/v1", description="Your to-dos")
 
-SCHEMAS = TodoSchemas(
-    item=TodoSchema,
-    listing=TodoListSchema,
-    create=TodoCreateSchema,
-    update=TodoUpdateSchema,
-    query=TodoQuerySchema,
+views.register(
+    blp,
+    Schemas(
+        item=TodoSchema,
+        listing=TodoListSchema,
+        create=TodoCreateSchema,
+        update=TodoUpdateSchema,
+        query=TodoQuerySchema,
+    ),
 )
-
-
-blp.route("/todos", schemas=SCHEMAS)(views.TodoList)
-blp.route("/todos/<id:todo_id>", schemas=SCHEMAS)(views.TodoItem)
 
 
 @blp.route("/users/<id:user_id>/todos")

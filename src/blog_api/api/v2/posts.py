@@ -8,7 +8,7 @@ from flask.views import MethodView
 
 from blog_api.api import jobs
 from blog_api.api import posts as views
-from blog_api.api.base import Blueprint
+from blog_api.api.base import Blueprint, Schemas
 from blog_api.schemas.posts import (
     RECENT_POSTS,
     PostCreateV2Schema,
@@ -32,16 +32,15 @@ class RecentPosts(MethodView):
         return {"posts": posts.recent_posts(RECENT_POSTS)}
 
 
-SCHEMAS = views.PostSchemas(
-    item=PostV2Schema,
-    listing=PostListV2Schema,
-    create=PostCreateV2Schema,
-    update=PostUpdateV2Schema,
-    query=PostQueryV2Schema,
+views.register(
+    blp,
+    Schemas(
+        item=PostV2Schema,
+        listing=PostListV2Schema,
+        create=PostCreateV2Schema,
+        update=PostUpdateV2Schema,
+        query=PostQueryV2Schema,
+    ),
+    api_version="v2",
 )
-
-
-blp.route("/posts", schemas=SCHEMAS, api_version="v2")(views.PostList)
-blp.route("/posts/<id:post_id>", schemas=SCHEMAS)(views.PostItem)
-blp.route("/posts/all")(views.AllPosts)
-blp.route("/posts/<id:post_id>/jobs")(jobs.PostJobs)
+jobs.register_post_jobs(blp)

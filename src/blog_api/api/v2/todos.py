@@ -7,9 +7,8 @@ from typing import Any
 from flask.views import MethodView
 
 from blog_api.api import todos as views
-from blog_api.api.base import Blueprint
+from blog_api.api.base import Blueprint, Schemas
 from blog_api.api.pagination import paginate
-from blog_api.api.todos import TodoSchemas
 from blog_api.auth import caller
 from blog_api.schemas.common import LIST_HEADERS, PaginationQuerySchema
 from blog_api.schemas.todos import (
@@ -37,14 +36,13 @@ class TodosByPriority(MethodView):
         return paginate(statement, page).response("todos")
 
 
-SCHEMAS = TodoSchemas(
-    item=TodoV2Schema,
-    listing=TodoListV2Schema,
-    create=TodoCreateV2Schema,
-    update=TodoUpdateV2Schema,
-    query=TodoQueryV2Schema,
+views.register(
+    blp,
+    Schemas(
+        item=TodoV2Schema,
+        listing=TodoListV2Schema,
+        create=TodoCreateV2Schema,
+        update=TodoUpdateV2Schema,
+        query=TodoQueryV2Schema,
+    ),
 )
-
-
-blp.route("/todos", schemas=SCHEMAS)(views.TodoList)
-blp.route("/todos/<id:todo_id>", schemas=SCHEMAS)(views.TodoItem)
