@@ -1,4 +1,4 @@
-"""What a job does to the outside world, one module per effect: the author's notification
+"""Stage 5 of a post's path: what a job does to the outside world, one module per effect: the author's notification
 (`notifications`), the v2 audit line (`audit`), the confirmation e-mail (`confirmations`), and
 the SMTP client they share (`mailer`).
 
