@@ -1,10 +1,9 @@
 """What every view module builds on: our Blueprint (parser, auth and error decorators), the Api
-class, the id converter, `get_or_404`, and `Schemas`, the schemas of one resource in one API
-version.
+class, the id converter, and `get_or_404`.
 
 A resource both versions serve (posts, to-dos) has one `register(blp, schemas, ...)` function
 that declares its views, with their `@blp` decorators in plain sight, on a version's blueprint
-and with that version's schemas; each version module calls it once:
+and with that version's schemas (a `schemas.common.Schemas`); each version module calls it once:
 
     posts.register(blp, schemas.posts.V1, api_version="v1")
 """
@@ -12,7 +11,6 @@ and with that version's schemas; each version module calls it once:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, TypeVar, cast
 
@@ -30,7 +28,7 @@ from blog_api.api.idempotency import HEADER_DOC, REPLAYED_DOC, idempotent, user_
 from blog_api.errors import REQUEST_MUST_BE_JSON, http_exception_response
 from blog_api.extensions import db
 from blog_api.models.base import MAX_ID
-from blog_api.schemas.common import ErrorSchema
+from blog_api.schemas.common import LIST_HEADERS, ErrorSchema
 
 BEARER_SCHEME = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
 F = TypeVar("F", bound=Callable[..., Any])
@@ -107,6 +105,16 @@ class Blueprint(flask_smorest.Blueprint):
 
         return decorator
 
+    def page(self, query: type[ma.Schema], page: type[ma.Schema]) -> Callable[[F], F]:
+        """A paginated list: its filters and page arguments from the query string (`query`), and
+        its answer (`page`), with the `Link` header of the next page documented."""
+
+        def decorator(view: F) -> F:
+            listed = self.response(200, page, headers=LIST_HEADERS)(view)
+            return self.arguments(query, location="query")(listed)
+
+        return decorator
+
     def public(self, view: F) -> F:
         """Open to anyone: anonymous callers share `ANONYMOUS_RATE_LIMIT` per client address
         (`limits.anonymous_reads`), checked before anything else; documented with its 429."""
@@ -159,17 +167,6 @@ RENDER_RESULT = "render_result"
 def _the_result(result: Any) -> Any:
     """A view that returns what it is given: `response` renders it like its view's result."""
     return result
-
-
-@dataclass(frozen=True)
-class Schemas:
-    """The schemas of one resource in one API version."""
-
-    item: type[ma.Schema]
-    listing: type[ma.Schema]
-    create: type[ma.Schema]
-    update: type[ma.Schema]
-    query: type[ma.Schema]
 
 
 class Api(flask_smorest.Api):

@@ -18,7 +18,6 @@ from blog_api.api.pagination import paginate
 from blog_api.auth import caller
 from blog_api.jobs import outbox
 from blog_api.models import Job, Post
-from blog_api.schemas.common import LIST_HEADERS
 from blog_api.schemas.jobs import JobListSchema, JobQuerySchema, JobSchema, PostJobsSchema
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/v1", description="Background jobs (admin)")
@@ -60,8 +59,7 @@ def _as_the_author_sees_it(job: Job) -> dict[str, Any]:
 @blp.route("/jobs")
 class JobList(MethodView):
     @blp.admin_required
-    @blp.arguments(JobQuerySchema, location="query")
-    @blp.response(200, JobListSchema, headers=LIST_HEADERS)
+    @blp.page(JobQuerySchema, JobListSchema)
     def get(self, filters: dict[str, Any]) -> Any:
         """List background jobs, newest first, optionally by status (admin)"""
         return paginate(outbox.job_query(filters.get("status")), filters).response("jobs")

@@ -14,12 +14,12 @@ from flask.views import MethodView
 from flask_smorest import abort
 
 from blog_api.api import limits
-from blog_api.api.base import Blueprint, Schemas, get_or_404
+from blog_api.api.base import Blueprint, get_or_404
 from blog_api.api.pagination import paginate
 from blog_api.auth import caller
 from blog_api.extensions import limiter
 from blog_api.models import Post
-from blog_api.schemas.common import LIST_HEADERS, MessageSchema
+from blog_api.schemas.common import MessageSchema, Schemas
 from blog_api.services import delete_instance, idempotency, posts, update_fields
 
 
@@ -43,8 +43,7 @@ def register(blp: Blueprint, schemas: Schemas, *, api_version: str) -> None:
         """`/posts`: list (public) and write (login)."""
 
         @blp.public
-        @blp.arguments(schemas.query, location="query")
-        @blp.response(200, schemas.listing, headers=LIST_HEADERS)
+        @blp.page(schemas.query, schemas.listing)
         def get(self, filters: dict[str, Any]) -> Any:
             """List posts (public), optionally by author"""
             statement, params = posts.post_query(filters)

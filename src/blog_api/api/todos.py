@@ -14,12 +14,12 @@ from flask.views import MethodView
 from flask_smorest import abort
 
 from blog_api.api import limits
-from blog_api.api.base import Blueprint, Schemas
+from blog_api.api.base import Blueprint
 from blog_api.api.pagination import paginate
 from blog_api.auth import caller
 from blog_api.extensions import limiter
 from blog_api.models import Todo
-from blog_api.schemas.common import LIST_HEADERS, MessageSchema
+from blog_api.schemas.common import MessageSchema, Schemas
 from blog_api.schemas.todos import TodoBatchDeleteResultSchema, TodoBatchDeleteSchema
 from blog_api.services import delete_instance, idempotency, todos, update_fields
 
@@ -44,8 +44,7 @@ def register(blp: Blueprint, schemas: Schemas) -> None:
         """`/todos`: list, create and batch-delete your to-dos."""
 
         @blp.login_required
-        @blp.arguments(schemas.query, location="query")
-        @blp.response(200, schemas.listing, headers=LIST_HEADERS)
+        @blp.page(schemas.query, schemas.listing)
         def get(self, filters: dict[str, Any]) -> Any:
             """List your to-dos (admins: everyone's), filtered, sorted and paginated"""
             page = paginate(todos.todo_query(caller(), filters), filters)

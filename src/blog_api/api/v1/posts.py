@@ -3,25 +3,9 @@
 from __future__ import annotations
 
 from blog_api.api import jobs, posts
-from blog_api.api.base import Blueprint, Schemas
-from blog_api.schemas.posts import (
-    PostCreateSchema,
-    PostListSchema,
-    PostQuerySchema,
-    PostSchema,
-    PostUpdateSchema,
-)
+from blog_api.api.base import Blueprint
+from blog_api.schemas import posts as posts_schemas
 
 blp = Blueprint("posts", __name__, url_prefix="/api/v1", description="Blog posts")
-posts.register(
-    blp,
-    Schemas(
-        item=PostSchema,
-        listing=PostListSchema,
-        create=PostCreateSchema,
-        update=PostUpdateSchema,
-        query=PostQuerySchema,
-    ),
-    api_version="v1",
-)
+posts.register(blp, posts_schemas.V1, api_version="v1")
 jobs.register_post_jobs(blp)
