@@ -21,8 +21,14 @@ from sqlalchemy import func, select
 
 from blog_api import create_app
 from blog_api.extensions import db, limiter
-from blog_api.services.users import create_user
-from support import PASSWORD, RUN_ID, Account, create_postgres_database, require_service
+from support import (
+    PASSWORD,
+    RUN_ID,
+    Account,
+    create_account_from_before_confirmations,
+    create_postgres_database,
+    require_service,
+)
 
 REDIS_TEST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
@@ -132,9 +138,7 @@ def make_account(app: Flask, client: FlaskClient) -> Callable[..., Account]:
     def make(username: str | None = None, role: str = "user", email: str | None = None) -> Account:
         username = username or f"user_{uuid.uuid4().hex[:8]}"
         with app.app_context():
-            user_id = create_user(
-                username, PASSWORD, email=email, role=role, send_confirmation=False
-            ).id
+            user_id = create_account_from_before_confirmations(username, email, role).id
         response = client.post("/api/v1/login", json={"username": username, "password": PASSWORD})
         assert response.status_code == 200, response.json
         return Account(

@@ -25,6 +25,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import event, text
 
 from blog_api.extensions import db
+from blog_api.models import User
+from blog_api.services.users import create_user
 
 T = TypeVar("T")
 RUN_ID = uuid.uuid4().hex[:10]
@@ -50,6 +52,19 @@ class Account:
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.access_token}"}
+
+
+def create_account_from_before_confirmations(
+    username: str, email: str | None = None, role: str = "user"
+) -> User:
+    """An account as registered before addresses were confirmed: created through the service,
+    then given its (unconfirmed) address without the confirmation e-mail a registration sends
+    now. Needs an app context."""
+    user = create_user(username, PASSWORD, role=role)
+    if email:
+        user.email = email.lower()
+        db.session.commit()
+    return user
 
 
 def table_rows(app: Flask, table: str) -> list[tuple[Any, ...]]:

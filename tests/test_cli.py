@@ -121,8 +121,7 @@ def test_s48_check_names_lists_names_registration_refuses_and_exits_non_zero(
     writes what the API used to let through."""
     with app.app_context():
         stale = {
-            create_user(name, PASSWORD, send_confirmation=False).id: name
-            for name in ("alice\n", "admin\r", "eve\u2028")
+            create_user(name, PASSWORD).id: name for name in ("alice\n", "admin\r", "eve\u2028")
         }
 
     result = app.test_cli_runner().invoke(args=["users", "check-names"])

@@ -19,6 +19,7 @@ from sqlalchemy import create_engine
 from blog_api import create_app
 from blog_api.config import (
     ENVIRONMENT_VARIABLES,
+    RATE_LIMIT_SETTINGS,
     ConfigError,
     ProductionConfig,
     TestingConfig,
@@ -68,6 +69,13 @@ def test_flask_env_selects_the_configuration(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_development_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     assert create_app().config["ENV_NAME"] == "development"
+
+
+@pytest.mark.parametrize("setting", RATE_LIMIT_SETTINGS)
+def test_a_rate_limit_that_does_not_parse_is_refused_at_startup(setting: str) -> None:
+    """Not a 500 on the first request it would count."""
+    with pytest.raises(ConfigError, match=f"{setting}: couldn't parse rate limit string"):
+        create_app("testing", SQLALCHEMY_DATABASE_URI="sqlite://", **{setting: "often"})
 
 
 @pytest.mark.usefixtures("production_environment")

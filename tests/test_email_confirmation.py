@@ -25,6 +25,7 @@ from sqlalchemy import event, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from blog_api.effects.mailer import close_kept_connection
 from blog_api.extensions import db
 from blog_api.models import EmailConfirmation, Job, JobKind, JobStatus, User
 from blog_api.models.base import utcnow
@@ -37,7 +38,6 @@ from blog_api.services.confirmations import (
     NO_ADDRESS,
     USED,
 )
-from blog_api.services.mailer import close_kept_connection
 from blog_api.worker.tasks import TASKS
 from support import PASSWORD, assert_error, assert_too_many_requests, free_port
 

@@ -18,24 +18,20 @@ import pytest
 from flask import Flask
 from sqlalchemy import select, text, update
 
+from blog_api.effects.audit import append_audit_record
 from blog_api.extensions import db
 from blog_api.jobs import outbox
 from blog_api.jobs.outbox import claim_job, due_jobs, finish_job, insert_post_jobs, push_back
+from blog_api.jobs.runner import backoff_seconds
 from blog_api.models import ErrorCode, Job, JobStatus, Post
 from blog_api.models.base import utcnow
-from blog_api.services.audit import append_audit_record
-from blog_api.services.users import create_user
-from blog_api.worker.tasks import backoff_seconds
-
-PASSWORD = "correct horse battery"
+from support import create_account_from_before_confirmations
 
 
 def new_job(app: Flask, *, email: str | None = "writer@example.com", version: str = "v1") -> str:
     """A post with its jobs, as create_post stores them (without publishing); the first job."""
     with app.app_context():
-        user = create_user(
-            f"u_{uuid.uuid4().hex[:8]}", PASSWORD, email=email, send_confirmation=False
-        )
+        user = create_account_from_before_confirmations(f"u_{uuid.uuid4().hex[:8]}", email)
         post = Post(user_id=user.id, title="A title", content="Some content")
         db.session.add(post)
         db.session.flush()

@@ -1,4 +1,4 @@
-"""The worker's kept SMTP connection (services/mailer.py), against a real SMTP server: the
+"""The worker's kept SMTP connection (effects/mailer.py), against a real SMTP server: the
 project's sink (aiosmtpd) listening on a free local port in this process.
 
 No database: only the mail settings and an app context.
@@ -16,14 +16,10 @@ from aiosmtpd.controller import Controller
 from flask import Flask
 
 from blog_api import create_app
+from blog_api.effects.mailer import close_kept_connection, header_safe, send_email
+from blog_api.effects.notifications import build_post_notification
 from blog_api.jobs.errors import PermanentJobError, TransientJobError
 from blog_api.ops.smtp_sink import SinkHandler
-from blog_api.services.mailer import (
-    build_post_notification,
-    close_kept_connection,
-    header_safe,
-    send_email,
-)
 from support import free_port
 
 

@@ -22,9 +22,9 @@ from sqlalchemy import select
 
 from blog_api.extensions import db
 from blog_api.jobs.heartbeats import forget_silent_workers, record_heartbeat
+from blog_api.logs import begin_job_log_scope, bind_job, end_job_log_scope
 from blog_api.models import Job, JobKind, WorkerHeartbeat
 from blog_api.models.base import utcnow
-from blog_api.ops.logging import bind_job, job_log_scope
 from blog_api.worker.heartbeat import Heartbeat
 from support import Account, heartbeat_ages, wait_until
 
@@ -43,6 +43,16 @@ def console_lines(app: Flask) -> Iterator[io.StringIO]:
 
 
 # --- heartbeat -----------------------------------------------------------------------------------
+
+
+@contextmanager
+def job_log_scope() -> Iterator[None]:
+    """One task run's log scope, as Celery's task_prerun and task_postrun open and close it."""
+    token = begin_job_log_scope()
+    try:
+        yield
+    finally:
+        end_job_log_scope(token)
 
 
 def test_metrics_show_each_workers_heartbeat_age(app: Flask, client: FlaskClient) -> None:

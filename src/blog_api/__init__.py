@@ -21,9 +21,9 @@ from blog_api.config import config_class, read_environment
 from blog_api.database import configure_engines
 from blog_api.errors import register_error_handlers
 from blog_api.extensions import db, limiter
+from blog_api.logs import configure_logging
 from blog_api.ops.cli import register_cli
 from blog_api.ops.health import register_ops
-from blog_api.ops.logging import configure_logging
 from blog_api.ops.security import register_security
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -45,6 +45,8 @@ def create_app(config_name: str | None = None, **overrides: Any) -> Flask:
     app.config.update(read_environment(os.environ))
     app.config.update(overrides)
     config.validate(app.config)
+    if not app.config["POST_AUDIT_LOG"]:
+        app.config["POST_AUDIT_LOG"] = os.path.join(app.instance_path, "post_audit.log")
     # "/todos/" answers like "/todos", never with a redirect (a redirected POST loses its body).
     app.url_map.strict_slashes = False
 

@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
+from limits import parse_many
+
 from blog_api.secret_keys import MAKE_A_KEY, guessable
 
 # Secrets that tutorials and templates ship with; production refuses to start with any of them.
@@ -113,37 +115,32 @@ ENVIRONMENT_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "TASK_SOFT_TIME_LIMIT": ("TASK_SOFT_TIME_LIMIT", float),
     "TASK_TIME_LIMIT": ("TASK_TIME_LIMIT", float),
     "BROKER_VISIBILITY_TIMEOUT": ("BROKER_VISIBILITY_TIMEOUT", float),
+    # Security settings: the login ceiling per username, the password-change limit, trusted proxies.
+    "LOGIN_USERNAME_CEILING": ("LOGIN_USERNAME_CEILING", str),
+    "PASSWORD_CHANGE_RATE_LIMIT": ("PASSWORD_CHANGE_RATE_LIMIT", str),
+    "TRUSTED_PROXIES": ("TRUSTED_PROXIES", int),
+    # E-mail confirmation (services/confirmations.py).
+    "EMAIL_CONFIRMATION_REQUIRED": ("EMAIL_CONFIRMATION_REQUIRED", _bool),
+    "EMAIL_CONFIRM_TTL": ("EMAIL_CONFIRM_TTL", _seconds),
+    "EMAIL_CONFIRM_URL": ("EMAIL_CONFIRM_URL", str),
+    "CONFIRM_EMAIL_RATE_LIMIT": ("CONFIRM_EMAIL_RATE_LIMIT", str),
+    "CONFIRM_EMAIL_RESEND_RATE_LIMIT": ("CONFIRM_EMAIL_RESEND_RATE_LIMIT", str),
+    "CONFIRM_EMAIL_RECIPIENT_LIMIT": ("CONFIRM_EMAIL_RECIPIENT_LIMIT", str),
+    # Bounded answers and limits: anonymous reads, to-dos and refreshes per user, the
+    # `/ready` cache and the token that guards `/metrics` and `/ready`.
+    "ANONYMOUS_RATE_LIMIT": ("ANONYMOUS_RATE_LIMIT", str),
+    "TODO_RATE_LIMIT": ("TODO_RATE_LIMIT", str),
+    "REFRESH_RATE_LIMIT": ("REFRESH_RATE_LIMIT", str),
+    "READY_CACHE_SECONDS": ("READY_CACHE_SECONDS", float),
+    "METRICS_TOKEN": ("METRICS_TOKEN", str),
 }
-# Security settings: the login ceiling per username, the password-change limit, trusted proxies.
-ENVIRONMENT_VARIABLES.update(
-    {
-        "LOGIN_USERNAME_CEILING": ("LOGIN_USERNAME_CEILING", str),
-        "PASSWORD_CHANGE_RATE_LIMIT": ("PASSWORD_CHANGE_RATE_LIMIT", str),
-        "TRUSTED_PROXIES": ("TRUSTED_PROXIES", int),
-    }
-)
-# E-mail confirmation (services/confirmations.py).
-ENVIRONMENT_VARIABLES.update(
-    {
-        "EMAIL_CONFIRMATION_REQUIRED": ("EMAIL_CONFIRMATION_REQUIRED", _bool),
-        "EMAIL_CONFIRM_TTL": ("EMAIL_CONFIRM_TTL", _seconds),
-        "EMAIL_CONFIRM_URL": ("EMAIL_CONFIRM_URL", str),
-        "CONFIRM_EMAIL_RATE_LIMIT": ("CONFIRM_EMAIL_RATE_LIMIT", str),
-        "CONFIRM_EMAIL_RESEND_RATE_LIMIT": ("CONFIRM_EMAIL_RESEND_RATE_LIMIT", str),
-        "CONFIRM_EMAIL_RECIPIENT_LIMIT": ("CONFIRM_EMAIL_RECIPIENT_LIMIT", str),
-    }
-)
 
-# Bounded answers and limits (issue 21): anonymous reads, to-dos and refreshes per user, the
-# `/ready` cache and the token that guards `/metrics` and `/ready`.
-ENVIRONMENT_VARIABLES.update(
-    {
-        "ANONYMOUS_RATE_LIMIT": ("ANONYMOUS_RATE_LIMIT", str),
-        "TODO_RATE_LIMIT": ("TODO_RATE_LIMIT", str),
-        "REFRESH_RATE_LIMIT": ("REFRESH_RATE_LIMIT", str),
-        "READY_CACHE_SECONDS": ("READY_CACHE_SECONDS", float),
-        "METRICS_TOKEN": ("METRICS_TOKEN", str),
-    }
+
+# The settings that are rate limits in Flask-Limiter's notation ("10 per minute; 100 per day").
+RATE_LIMIT_SETTINGS = tuple(
+    key
+    for key, _parse in ENVIRONMENT_VARIABLES.values()
+    if key.endswith(("_RATE_LIMIT", "_CEILING", "_RECIPIENT_LIMIT"))
 )
 
 
@@ -217,7 +214,7 @@ class Config:
     MAIL_PASSWORD: str | None = None
     MAIL_DEFAULT_SENDER = "Blog API <noreply@blog-api.local>"
     MAIL_TIMEOUT = 10.0
-    # A worker keeps its SMTP connection for the next message (services/mailer.py): closed
+    # A worker keeps its SMTP connection for the next message (effects/mailer.py): closed
     # after this many idle seconds or messages; MAIL_CONNECTION_MAX_MESSAGES=1 turns it off.
     MAIL_CONNECTION_MAX_IDLE = 15.0
     MAIL_CONNECTION_MAX_MESSAGES = 50
@@ -227,7 +224,8 @@ class Config:
     MAIL_FAILURE_RATE = 0.0
     MAIL_FAILURE_SEED: int | None = None
     MAIL_MESSAGE_ID_DOMAIN = "blog-api.local"
-    POST_AUDIT_LOG = "post_audit.log"
+    # The v2 audit file; unset: `post_audit.log` in the instance folder (INSTANCE_PATH).
+    POST_AUDIT_LOG: str | None = None
     JOB_LEASE_SECONDS = 90.0
     # The relay (jobs/relay.py) runs in every worker unless JOB_RELAY is off. It wakes when a
     # job may be due (PostgreSQL NOTIFY, or SQLite's data_version polled every JOB_RELAY_POLL
@@ -323,6 +321,12 @@ class Config:
         # a stuck one for ever.
         if not config["IDEMPOTENCY_WAIT"] >= 0.001:
             raise ConfigError("IDEMPOTENCY_WAIT must be at least 0.001 seconds")
+        # A limit that does not parse would otherwise be a 500 on every request it counts.
+        for key in RATE_LIMIT_SETTINGS:
+            try:
+                parse_many(str(config[key]))
+            except ValueError as error:
+                raise ConfigError(f"{key}: {error}") from None
 
 
 class DevelopmentConfig(Config):

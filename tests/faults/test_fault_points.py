@@ -11,8 +11,8 @@ import pytest
 from fault_hooks import FAULT_POINTS, FaultHooks, FaultPoint
 from flask import Flask
 
+from blog_api.jobs.checkpoints import Checkpoint, job_checkpoint
 from blog_api.models import Job
-from blog_api.worker.checkpoints import Checkpoint, job_checkpoint
 
 
 def test_the_five_crash_points_of_the_issue_and_the_commit_hook_exist() -> None:

@@ -1,9 +1,9 @@
 """The fault rig's hooks into a real process (tests only): crash points and the naive control.
 
 The product sends `job_checkpoint` at named points of a job's run and never asks who listens;
-`FaultHooks` subscribes to it, to the outbox's `jobs_inserted` and to SQLAlchemy's session
-events, in the processes the rig starts (`rig_wsgi` is their entry module) or in an app built
-by a test:
+`FaultHooks` subscribes to it and to SQLAlchemy's session events (among them the INSERT of
+a post's jobs), in the processes the rig starts (`rig_wsgi` is their entry module) or in an app
+built by a test:
 
 - `FAULT_POINT=<point>[:<seconds>][@<post id>]`: at that point the process SIGKILLs itself, or
   with seconds sleeps that long (a hook that widens a race window); `@<post id>` limits it to
@@ -30,16 +30,16 @@ from typing import Any
 
 from flask import Flask, current_app, has_app_context
 from sqlalchemy import event, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import ORMExecuteState, Session
 
-from blog_api.jobs.outbox import jobs_inserted
+from blog_api.jobs.checkpoints import Checkpoint, job_checkpoint
+from blog_api.jobs.outbox import JOBS
 from blog_api.models import Job
 from blog_api.models.base import utcnow
-from blog_api.worker.checkpoints import Checkpoint, job_checkpoint
 from blog_api.worker.tasks import TASKS
 
 COMMIT_POINT = "between_flush_and_commit"
-# session.info key: the jobs the transaction INSERTed (`jobs_inserted`), as (id, kind, post id).
+# session.info key: the post jobs the transaction INSERTed, as (id, kind, post id).
 INSERTED = "fault_rig_inserted_jobs"
 # How far ahead the naive control parks its jobs' rows (the oracle ignores such rows).
 PARKED_FOR = timedelta(days=3650)
@@ -98,7 +98,7 @@ class FaultHooks:
         self.fault = FaultPoint.parse(fault_point, once) if fault_point else None
         self.naive = naive
         job_checkpoint.connect(self.on_checkpoint, weak=False)
-        jobs_inserted.connect(self.on_jobs_inserted, weak=False)
+        event.listen(Session, "do_orm_execute", self.on_execute)
         event.listen(Session, "before_commit", self.before_commit)
         event.listen(Session, "after_commit", self.after_commit)
         event.listen(Session, "after_rollback", self.after_rollback)
@@ -114,7 +114,7 @@ class FaultHooks:
 
     def remove(self) -> None:
         job_checkpoint.disconnect(self.on_checkpoint)
-        jobs_inserted.disconnect(self.on_jobs_inserted)
+        event.remove(Session, "do_orm_execute", self.on_execute)
         event.remove(Session, "before_commit", self.before_commit)
         event.remove(Session, "after_commit", self.after_commit)
         event.remove(Session, "after_rollback", self.after_rollback)
@@ -126,10 +126,16 @@ class FaultHooks:
         if self.fault is not None and self._ours():
             self.fault.strike(point, job.post_id)
 
-    def on_jobs_inserted(self, session: Session, *, jobs: list[tuple[str, str, int]]) -> None:
-        """Jobs a request's transaction wrote by INSERT, not as objects of the session."""
-        if self._ours():
-            session.info.setdefault(INSERTED, []).extend(jobs)
+    def on_execute(self, state: ORMExecuteState) -> None:
+        """Note the post jobs a transaction INSERTs (Core INSERTs into `jobs`, not objects of
+        the session: the outbox writes them so)."""
+        statement = state.statement
+        if not (state.is_insert and getattr(statement, "table", None) is JOBS and self._ours()):
+            return
+        params = state.parameters
+        rows = params if isinstance(params, list) else [params or {}]
+        jobs = [(row["id"], row["kind"], row["post_id"]) for row in rows if row.get("post_id")]
+        state.session.info.setdefault(INSERTED, []).extend(jobs)
 
     def before_commit(self, session: Session) -> None:
         inserted: list[tuple[str, str, int]] = session.info.get(INSERTED, [])

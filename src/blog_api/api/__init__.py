@@ -1,4 +1,5 @@
-"""The HTTP API: one flask-smorest `Api` (and OpenAPI document) per version.
+"""Stage 1 of a post's path, the HTTP API: parse, authorise, call one service, shape the answer.
+One flask-smorest `Api` (and OpenAPI document) per version.
 
 `/api/v1/openapi.json` and `/api/v2/openapi.json` describe each version; Swagger UI for each is at
 `/api/v1/docs` and `/api/v2/docs`, served from the flask-swagger-ui wheel, so it works offline.

@@ -1,24 +1,22 @@
-"""What every view module builds on: our Blueprint (parser, auth and error decorators, views
-whose schemas come from their API version), the Api class, the id converter and `get_or_404`.
+"""What every view module builds on: our Blueprint (parser, auth and error decorators), the Api
+class, the id converter, and `get_or_404`.
 
-A view shared by both versions is a module-level `MethodView` whose methods name their schemas
-(`@versioned.response(200, "item")`); each version routes it with its schemas, and the
-blueprint routes a subclass of the view that carries them, with the decorators applied:
+A resource both versions serve (posts, to-dos) has one `register(blp, schemas, ...)` function
+that declares its views, with their `@blp` decorators in plain sight, on a version's blueprint
+and with that version's schemas (a `schemas.common.Schemas`); each version module calls it once:
 
-    blp.route("/posts", schemas=POSTS_V1, api_version="v1")(posts.PostList)
+    posts.register(blp, schemas.posts.V1, api_version="v1")
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, TypeVar, cast
 
 import flask_smorest
 import marshmallow as ma
 from flask import Request, Response
-from flask.views import MethodView
 from flask_smorest import abort
 from sqlalchemy import Select, bindparam, select
 from webargs.flaskparser import FlaskParser
@@ -30,7 +28,7 @@ from blog_api.api.idempotency import HEADER_DOC, REPLAYED_DOC, idempotent, user_
 from blog_api.errors import REQUEST_MUST_BE_JSON, http_exception_response
 from blog_api.extensions import db
 from blog_api.models.base import MAX_ID
-from blog_api.schemas.common import ErrorSchema
+from blog_api.schemas.common import LIST_HEADERS, ErrorSchema
 
 BEARER_SCHEME = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
 F = TypeVar("F", bound=Callable[..., Any])
@@ -107,6 +105,16 @@ class Blueprint(flask_smorest.Blueprint):
 
         return decorator
 
+    def page(self, query: type[ma.Schema], page: type[ma.Schema]) -> Callable[[F], F]:
+        """A paginated list: its filters and page arguments from the query string (`query`), and
+        its answer (`page`), with the `Link` header of the next page documented."""
+
+        def decorator(view: F) -> F:
+            listed = self.response(200, page, headers=LIST_HEADERS)(view)
+            return self.arguments(query, location="query")(listed)
+
+        return decorator
+
     def public(self, view: F) -> F:
         """Open to anyone: anonymous callers share `ANONYMOUS_RATE_LIMIT` per client address
         (`limits.anonymous_reads`), checked before anything else; documented with its 429."""
@@ -152,50 +160,6 @@ class Blueprint(flask_smorest.Blueprint):
 
         return decorator
 
-    def route(
-        self,
-        rule: str,
-        *,
-        schemas: object | None = None,
-        api_version: str | None = None,
-        **options: Any,
-    ) -> Callable[[Any], Any]:
-        """flask-smorest's `route`; a view whose methods carry `versioned` decorators is routed
-        as a subclass of its own with them applied, with this version's `schemas` (and
-        `api_version`, for a view that needs to know it), so one module-level view serves
-        every version:
-
-            blp.route("/posts", schemas=POSTS_V1, api_version="v1")(posts.PostList)
-        """
-        register = super().route(rule, **options)
-        attributes = {
-            name: value
-            for name, value in (("schemas", schemas), ("api_version", api_version))
-            if value is not None
-        }
-
-        def decorator(view: Any) -> Any:
-            if isinstance(view, type) and issubclass(view, MethodView):
-                view = self._bind(view, attributes)
-            return register(view)
-
-        return decorator
-
-    def _bind(self, view: type[MethodView], attributes: dict[str, Any]) -> type[MethodView]:
-        schemas = attributes.get("schemas", getattr(view, "schemas", None))
-        methods: dict[str, Any] = {}
-        for method in view.methods or ():
-            handler = getattr(view, method.lower())
-            steps: list[_Step] = getattr(handler, STEPS, [])
-            for step in reversed(steps):
-                handler = step.apply(self, schemas, handler)
-            if steps:
-                methods[method.lower()] = handler
-        if not methods and not attributes:
-            return view
-        namespace = {"__module__": view.__module__, "__doc__": view.__doc__}
-        return type(view.__name__, (view,), {**namespace, **attributes, **methods})
-
 
 RENDER_RESULT = "render_result"
 
@@ -212,69 +176,3 @@ class Api(flask_smorest.Api):
 
     def handle_http_exception(self, error: Any) -> Response:
         return http_exception_response(error)
-
-
-SchemaRef = type[ma.Schema] | str
-
-
-@dataclass(frozen=True)
-class _Step:
-    """One blueprint decorator of a versioned view's method, applied when it is routed."""
-
-    name: str
-    args: tuple[Any, ...] = ()
-    kwargs: tuple[tuple[str, Any], ...] = ()
-
-    def apply(self, blp: Blueprint, schemas: object, view: Callable[..., Any]) -> Any:
-        if self.name == "decorate":
-            return self.args[0](view)
-        args = [getattr(schemas, arg) if isinstance(arg, str) else arg for arg in self.args]
-        decorator = getattr(blp, self.name)
-        if self.name in ("public", "login_required", "admin_required"):
-            return decorator(view)
-        return decorator(*args, **dict(self.kwargs))(view)
-
-
-class _Versioned:
-    """Blueprint decorators recorded on a shared view's method; a schema given by name is
-    taken from the routed subclass's `schemas`. Outermost first, as with `@blp...`."""
-
-    @staticmethod
-    def _record(step: _Step) -> Callable[[F], F]:
-        def record(view: F) -> F:
-            steps: list[_Step] = view.__dict__.setdefault(STEPS, [])
-            steps.insert(0, step)
-            return view
-
-        return record
-
-    def arguments(self, schema: SchemaRef, **kwargs: Any) -> Callable[[F], F]:
-        return self._record(_Step("arguments", (schema,), tuple(kwargs.items())))
-
-    def response(self, status: int, schema: SchemaRef, **kwargs: Any) -> Callable[[F], F]:
-        return self._record(_Step("response", (status, schema), tuple(kwargs.items())))
-
-    def errors(self, *codes: int) -> Callable[[F], F]:
-        return self._record(_Step("errors", codes))
-
-    def decorate(self, decorator: Callable[[Any], Any]) -> Callable[[F], F]:
-        """Any other decorator (a rate limit), kept in its place among the others."""
-        return self._record(_Step("decorate", (decorator,)))
-
-    def idempotent(self, answer: Callable[[Any], Any]) -> Callable[[F], F]:
-        """The caller-scoped `Idempotency-Key` (see `Blueprint.idempotent`)."""
-        return self._record(_Step("idempotent", (answer,)))
-
-    def public(self, view: F) -> F:
-        """Open to anyone, within the anonymous limit (see `Blueprint.public`)."""
-        return self._record(_Step("public"))(view)
-
-    def login_required(self, view: F) -> F:
-        return self._record(_Step("login_required"))(view)
-
-    def admin_required(self, view: F) -> F:
-        return self._record(_Step("admin_required"))(view)
-
-
-STEPS = "_versioned_steps"
-versioned = _Versioned()

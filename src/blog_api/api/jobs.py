@@ -13,34 +13,38 @@ from flask import current_app
 from flask.views import MethodView
 from flask_smorest import abort
 
-from blog_api.api.base import Blueprint, get_or_404, versioned
+from blog_api.api.base import Blueprint, get_or_404
 from blog_api.api.pagination import paginate
 from blog_api.auth import caller
 from blog_api.jobs import outbox
 from blog_api.models import Job, Post
-from blog_api.schemas.common import LIST_HEADERS
 from blog_api.schemas.jobs import JobListSchema, JobQuerySchema, JobSchema, PostJobsSchema
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/v1", description="Background jobs (admin)")
 
 
-class PostJobs(MethodView):
-    """`/posts/<id>/jobs`, routed by each version's posts blueprint."""
+def register_post_jobs(blp: Blueprint) -> None:
+    """Route `/posts/<id>/jobs` on `blp`, one API version's posts blueprint."""
 
-    @versioned.login_required
-    @versioned.response(200, PostJobsSchema)
-    @versioned.errors(403, 404)
-    def get(self, post_id: int) -> Any:
-        """The post's background jobs with status, attempts and last error (author or admin)"""
-        post = get_or_404(Post, post_id)
-        if not caller().may_act_for(post.user_id):
-            abort(
-                403, message="You can only view the jobs of your own posts unless you are an admin"
-            )
-        jobs = outbox.jobs_of_post(post.id)
-        if caller().is_admin:
-            return {"jobs": jobs}
-        return {"jobs": [_as_the_author_sees_it(job) for job in jobs]}
+    @blp.route("/posts/<id:post_id>/jobs")
+    class PostJobs(MethodView):
+        """`/posts/<id>/jobs`: a post's background jobs."""
+
+        @blp.login_required
+        @blp.response(200, PostJobsSchema)
+        @blp.errors(403, 404)
+        def get(self, post_id: int) -> Any:
+            """The post's background jobs with status, attempts and last error (author or admin)"""
+            post = get_or_404(Post, post_id)
+            if not caller().may_act_for(post.user_id):
+                abort(
+                    403,
+                    message="You can only view the jobs of your own posts unless you are an admin",
+                )
+            jobs = outbox.jobs_of_post(post.id)
+            if caller().is_admin:
+                return {"jobs": jobs}
+            return {"jobs": [_as_the_author_sees_it(job) for job in jobs]}
 
 
 # What JobSchema shows of a job.
@@ -55,8 +59,7 @@ def _as_the_author_sees_it(job: Job) -> dict[str, Any]:
 @blp.route("/jobs")
 class JobList(MethodView):
     @blp.admin_required
-    @blp.arguments(JobQuerySchema, location="query")
-    @blp.response(200, JobListSchema, headers=LIST_HEADERS)
+    @blp.page(JobQuerySchema, JobListSchema)
     def get(self, filters: dict[str, Any]) -> Any:
         """List background jobs, newest first, optionally by status (admin)"""
         return paginate(outbox.job_query(filters.get("status")), filters).response("jobs")

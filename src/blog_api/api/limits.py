@@ -100,8 +100,18 @@ def carries_valid_access_token() -> bool:
     return True
 
 
-def anonymous_limit() -> str:
-    return str(current_app.config["ANONYMOUS_RATE_LIMIT"])
+def configured(setting: str) -> Callable[[], str]:
+    """The limit named by configuration key `setting`, read when a request is counted (each app
+    has its own settings; the views are declared once)."""
+
+    def limit() -> str:
+        return str(current_app.config[setting])
+
+    limit.__name__ = setting.lower()
+    return limit
+
+
+anonymous_limit = configured("ANONYMOUS_RATE_LIMIT")
 
 
 # The public reads' one budget per client address (`Blueprint.public` applies it).
@@ -113,37 +123,12 @@ anonymous_reads = limiter.shared_limit(
 )
 
 
-def login_limit() -> str:
-    return str(current_app.config["LOGIN_RATE_LIMIT"])
-
-
-def login_username_ceiling() -> str:
-    return str(current_app.config["LOGIN_USERNAME_CEILING"])
-
-
-def password_change_limit() -> str:
-    return str(current_app.config["PASSWORD_CHANGE_RATE_LIMIT"])
-
-
-def register_limit() -> str:
-    return str(current_app.config["REGISTER_RATE_LIMIT"])
-
-
-def confirm_email_limit() -> str:
-    return str(current_app.config["CONFIRM_EMAIL_RATE_LIMIT"])
-
-
-def confirm_email_resend_limit() -> str:
-    return str(current_app.config["CONFIRM_EMAIL_RESEND_RATE_LIMIT"])
-
-
-def post_limit() -> str:
-    return str(current_app.config["POST_RATE_LIMIT"])
-
-
-def todo_limit() -> str:
-    return str(current_app.config["TODO_RATE_LIMIT"])
-
-
-def refresh_limit() -> str:
-    return str(current_app.config["REFRESH_RATE_LIMIT"])
+login_limit = configured("LOGIN_RATE_LIMIT")
+login_username_ceiling = configured("LOGIN_USERNAME_CEILING")
+password_change_limit = configured("PASSWORD_CHANGE_RATE_LIMIT")
+register_limit = configured("REGISTER_RATE_LIMIT")
+confirm_email_limit = configured("CONFIRM_EMAIL_RATE_LIMIT")
+confirm_email_resend_limit = configured("CONFIRM_EMAIL_RESEND_RATE_LIMIT")
+post_limit = configured("POST_RATE_LIMIT")
+todo_limit = configured("TODO_RATE_LIMIT")
+refresh_limit = configured("REFRESH_RATE_LIMIT")

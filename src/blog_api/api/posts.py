@@ -1,4 +1,5 @@
-"""Post views, shared by every API version; each version routes them with its schemas.
+"""Post views, declared once for every API version: `register` routes them on a version's
+blueprint with that version's schemas.
 
 Reading is public. Writing needs a login; only the author or an admin may change or delete a
 post (`403` with the tutorial's messages), and only an admin may delete every post at once.
@@ -6,31 +7,20 @@ post (`403` with the tutorial's messages), and only an admin may delete every po
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from flask import current_app, request, url_for
 from flask.views import MethodView
 from flask_smorest import abort
-from marshmallow import Schema
 
 from blog_api.api import limits
-from blog_api.api.base import get_or_404, versioned
+from blog_api.api.base import Blueprint, get_or_404
 from blog_api.api.pagination import paginate
 from blog_api.auth import caller
 from blog_api.extensions import limiter
 from blog_api.models import Post
-from blog_api.schemas.common import LIST_HEADERS, MessageSchema
+from blog_api.schemas.common import MessageSchema, Schemas
 from blog_api.services import delete_instance, idempotency, posts, update_fields
-
-
-@dataclass(frozen=True)
-class PostSchemas:
-    item: type[Schema]
-    listing: type[Schema]
-    create: type[Schema]
-    update: type[Schema]
-    query: type[Schema]
 
 
 def get_own_post_or_403(post_id: int, action: str) -> Post:
@@ -45,85 +35,81 @@ def created_post(post: Post) -> tuple[Post, int, dict[str, str]]:
     return post, 201, {"Location": url_for(f"{request.blueprint}.PostItem", post_id=post.id)}
 
 
-class PostList(MethodView):
-    """`/posts`: list (public) and write (login)."""
+def register(blp: Blueprint, schemas: Schemas, *, api_version: str) -> None:
+    """Route the post views on `blp`, one API version's blueprint, with its `schemas`."""
 
-    schemas: ClassVar[PostSchemas]
-    api_version: ClassVar[str]
+    @blp.route("/posts")
+    class PostList(MethodView):
+        """`/posts`: list (public) and write (login)."""
 
-    @versioned.public
-    @versioned.arguments("query", location="query")
-    @versioned.response(200, "listing", headers=LIST_HEADERS)
-    def get(self, filters: dict[str, Any]) -> Any:
-        """List posts (public), optionally by author"""
-        statement, params = posts.post_query(filters)
-        page = paginate(statement, filters, params)
-        current_app.logger.debug("Fetched posts")
-        return page.response("posts")
+        @blp.public
+        @blp.page(schemas.query, schemas.listing)
+        def get(self, filters: dict[str, Any]) -> Any:
+            """List posts (public), optionally by author"""
+            statement, params = posts.post_query(filters)
+            page = paginate(statement, filters, params)
+            current_app.logger.debug("Fetched posts")
+            return page.response("posts")
 
-    @versioned.login_required
-    @versioned.decorate(
-        limiter.shared_limit(
+        @blp.login_required
+        @limiter.shared_limit(
             limits.post_limit, scope="post-creation", key_func=limits.authenticated_user
         )
-    )
-    @versioned.arguments("create")
-    @versioned.idempotent(created_post)
-    @versioned.response(201, "item")
-    @versioned.errors(429)
-    def post(self, data: dict[str, Any], key: idempotency.Key | None) -> Any:
-        """Write a post; returns at once, the author's notification is sent in the background"""
-        author = caller()
-        post = posts.create_post(author, data, api_version=self.api_version, key=key)
-        current_app.logger.info("Post created: %s by %s", post.title, author.username)
-        return created_post(post)
+        @blp.arguments(schemas.create)
+        @blp.idempotent(created_post)
+        @blp.response(201, schemas.item)
+        @blp.errors(429)
+        def post(self, data: dict[str, Any], key: idempotency.Key | None) -> Any:
+            """Write a post; returns at once, the author's notification is sent in the background"""
+            author = caller()
+            post = posts.create_post(author, data, api_version=api_version, key=key)
+            current_app.logger.info("Post created: %s by %s", post.title, author.username)
+            return created_post(post)
 
+    @blp.route("/posts/<id:post_id>")
+    class PostItem(MethodView):
+        """`/posts/<id>`: read (public), change and delete (author or admin)."""
 
-class AllPosts(MethodView):
-    """`/posts/all`: the admin's delete-everything."""
+        @blp.public
+        @blp.response(200, schemas.item)
+        @blp.errors(404)
+        def get(self, post_id: int) -> Any:
+            """Get a post (public)"""
+            post = posts.read_post(post_id)
+            if post is None:
+                abort(404, message="Post not found")
+            return post
 
-    @versioned.admin_required
-    @versioned.response(200, MessageSchema)
-    def delete(self) -> Any:
-        """Delete every post (admin)"""
-        count = posts.delete_all_posts()
-        current_app.logger.warning(
-            "All posts deleted by admin %s (%d posts)", caller().username, count
-        )
-        return {"message": "All posts deleted"}
+        @blp.login_required
+        @blp.arguments(schemas.update)
+        @blp.response(200, schemas.item)
+        @blp.errors(403, 404)
+        def put(self, changes: dict[str, Any], post_id: int) -> Any:
+            """Update a post (author or admin; only the fields given)"""
+            post = update_fields(get_own_post_or_403(post_id, "edit"), changes)
+            current_app.logger.info("Post updated: %s by %s", post.title, caller().username)
+            return post
 
+        @blp.login_required
+        @blp.response(200, MessageSchema)
+        @blp.errors(403, 404)
+        def delete(self, post_id: int) -> Any:
+            """Delete a post (author or admin)"""
+            post = get_own_post_or_403(post_id, "delete")
+            delete_instance(post)
+            current_app.logger.info("Post deleted: %s by %s", post.title, caller().username)
+            return {"message": "Post deleted"}
 
-class PostItem(MethodView):
-    """`/posts/<id>`: read (public), change and delete (author or admin)."""
+    @blp.route("/posts/all")
+    class AllPosts(MethodView):
+        """`/posts/all`: the admin's delete-everything."""
 
-    schemas: ClassVar[PostSchemas]
-
-    @versioned.public
-    @versioned.response(200, "item")
-    @versioned.errors(404)
-    def get(self, post_id: int) -> Any:
-        """Get a post (public)"""
-        post = posts.read_post(post_id)
-        if post is None:
-            abort(404, message="Post not found")
-        return post
-
-    @versioned.login_required
-    @versioned.arguments("update")
-    @versioned.response(200, "item")
-    @versioned.errors(403, 404)
-    def put(self, changes: dict[str, Any], post_id: int) -> Any:
-        """Update a post (author or admin; only the fields given)"""
-        post = update_fields(get_own_post_or_403(post_id, "edit"), changes)
-        current_app.logger.info("Post updated: %s by %s", post.title, caller().username)
-        return post
-
-    @versioned.login_required
-    @versioned.response(200, MessageSchema)
-    @versioned.errors(403, 404)
-    def delete(self, post_id: int) -> Any:
-        """Delete a post (author or admin)"""
-        post = get_own_post_or_403(post_id, "delete")
-        delete_instance(post)
-        current_app.logger.info("Post deleted: %s by %s", post.title, caller().username)
-        return {"message": "Post deleted"}
+        @blp.admin_required
+        @blp.response(200, MessageSchema)
+        def delete(self) -> Any:
+            """Delete every post (admin)"""
+            count = posts.delete_all_posts()
+            current_app.logger.warning(
+                "All posts deleted by admin %s (%d posts)", caller().username, count
+            )
+            return {"message": "All posts deleted"}

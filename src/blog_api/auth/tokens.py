@@ -10,6 +10,7 @@ not issued here and is refused, even when signed with the key.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, cast
 
 from flask import Flask, Response, current_app, g
@@ -137,22 +138,16 @@ def register_jwt_callbacks(app: Flask) -> None:
             return _unauthorized("Invalid token type")
         return _unauthorized(f"Invalid token: {reason}")
 
-    @jwt.expired_token_loader
-    def expired_token(_header: dict[str, Any], _payload: dict[str, Any]) -> Response:
-        return _unauthorized("Token has expired")
+    # A token that was read but cannot be used: one fixed message each.
+    for loader, message in (
+        (jwt.expired_token_loader, "Token has expired"),
+        (jwt.revoked_token_loader, "Token has been revoked"),
+        (jwt.needs_fresh_token_loader, "Fresh token required"),
+        (jwt.token_verification_failed_loader, "Invalid token"),
+        (jwt.user_lookup_error_loader, "Invalid token: user not found"),
+    ):
+        loader(partial(_refused_token, message))
 
-    @jwt.revoked_token_loader
-    def revoked_token(_header: dict[str, Any], _payload: dict[str, Any]) -> Response:
-        return _unauthorized("Token has been revoked")
 
-    @jwt.needs_fresh_token_loader
-    def needs_fresh(_header: dict[str, Any], _payload: dict[str, Any]) -> Response:
-        return _unauthorized("Fresh token required")
-
-    @jwt.token_verification_failed_loader
-    def verification_failed(_header: dict[str, Any], _payload: dict[str, Any]) -> Response:
-        return _unauthorized("Invalid token")
-
-    @jwt.user_lookup_error_loader
-    def user_gone(_header: dict[str, Any], _payload: dict[str, Any]) -> Response:
-        return _unauthorized("Invalid token: user not found")
+def _refused_token(message: str, _header: dict[str, Any], _payload: dict[str, Any]) -> Response:
+    return _unauthorized(message)

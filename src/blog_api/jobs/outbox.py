@@ -18,7 +18,6 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from blinker import Namespace
 from flask import current_app, g, has_request_context
 from sqlalchemy import (
     BindParameter,
@@ -43,11 +42,6 @@ from blog_api.models.base import utcnow
 from blog_api.models.jobs import ACTIVE_STATUSES, PRUNABLE_STATUSES, new_job_id
 
 log = logging.getLogger(__name__)
-signals = Namespace()
-# Sender: the Session whose transaction INSERTed jobs without adding objects to it; keyword
-# argument `jobs`: [(id, kind, post id), ...]. Receivers: the fault suite's rig (tests only),
-# which watches what a request's transaction adds.
-jobs_inserted = signals.signal("jobs-inserted")
 
 # A job still unclaimed after a publish is published again, waiting as long as the job is old,
 # rounded down to R, 2R, 4R or 8R (R = JOB_REPUBLISH_AFTER): a job queued behind a backlog is
@@ -88,15 +82,12 @@ def _job_rows(kinds: list[JobKind], **subject: int) -> list[dict[str, Any]]:
 def insert_post_jobs(post_id: int, api_version: str) -> list[str]:
     """Write the post's jobs, due at once, by one INSERT in the session's transaction (the
     caller commits them with the post); their ids. No objects enter the session: the unit of
-    work's flush of new jobs cost more than the post's whole INSERT. `jobs_inserted` announces
-    them."""
+    work's flush of new jobs cost more than the post's whole INSERT."""
     kinds = [JobKind.NOTIFY_AUTHOR]
     if api_version == "v2":
         kinds.append(JobKind.AUDIT_POST_CREATED)
     rows = _job_rows(kinds, post_id=post_id)
-    session = db.session()
-    session.execute(insert(JOBS), rows)
-    jobs_inserted.send(session, jobs=[(row["id"], row["kind"], post_id) for row in rows])
+    db.session.execute(insert(JOBS), rows)
     return [row["id"] for row in rows]
 
 

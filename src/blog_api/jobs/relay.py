@@ -43,6 +43,7 @@ from sqlalchemy.engine import Engine
 from blog_api.extensions import db
 from blog_api.jobs import outbox
 from blog_api.jobs.outbox import DueJob
+from blog_api.jobs.threads import WorkerThread
 from blog_api.models.base import utcnow
 
 log = logging.getLogger(__name__)
@@ -84,27 +85,17 @@ def relay_due_jobs(publish: Publish, batch: int = RELAY_BATCH) -> int:
             return published
 
 
-class Relay:
+class Relay(WorkerThread):
     """A thread that relays due jobs until `stop()`, and runs `chores` (retention) hourly."""
 
     def __init__(
         self, app: Flask, publish: Publish, chores: Sequence[Chore] = (), name: str = "relay"
     ) -> None:
-        self.app = app
+        super().__init__(app, name)
         self.publish = publish
         self.chores = tuple(chores)
         self.interval = float(app.config["JOB_RELAY_INTERVAL"])
-        self._stopping = threading.Event()
-        self._failing = False
         self._retry_in = MIN_WAIT
-        self._thread = threading.Thread(target=self.run, name=name, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stopping.set()
-        self._thread.join(timeout)
 
     def run(self) -> None:
         """Relay in this thread until `stop()` (on SQLite, only while holding the relay lock)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
@@ -19,6 +20,18 @@ OFFSET_TOO_DEEP = (
 AFTER_WITH_OFFSET = (
     "Give either `after` or `offset`, not both: the cursor says where the page starts."
 )
+
+
+@dataclass(frozen=True)
+class Schemas:
+    """The schemas of one resource in one API version, in this order: an item, a page of the
+    list, the body that creates one, the body that updates one, the list's query."""
+
+    item: type[Schema]
+    listing: type[Schema]
+    create: type[Schema]
+    update: type[Schema]
+    query: type[Schema]
 
 
 class MessageSchema(Schema):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from blog_api.schemas.common import PaginationQuerySchema, PaginationSchema
+from blog_api.schemas.common import PaginationQuerySchema, PaginationSchema, Schemas
 from blog_api.schemas.fields import MAX_INT32, Text
 
 MAX_CONTENT_CHARS = 100_000
@@ -76,3 +76,10 @@ class RecentPostsSchema(Schema):
     posts = fields.List(
         fields.Nested(PostV2Schema), required=True, validate=validate.Length(max=RECENT_POSTS)
     )
+
+
+# Each API version's post schemas (see `Schemas`).
+V1 = Schemas(PostSchema, PostListSchema, PostCreateSchema, PostUpdateSchema, PostQuerySchema)
+V2 = Schemas(
+    PostV2Schema, PostListV2Schema, PostCreateV2Schema, PostUpdateV2Schema, PostQueryV2Schema
+)

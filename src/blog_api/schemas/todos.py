@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from blog_api.schemas.common import PaginationQuerySchema, PaginationSchema
+from blog_api.schemas.common import PaginationQuerySchema, PaginationSchema, Schemas
 from blog_api.schemas.fields import MAX_INT32, StrictBoolean, Text, strict_int
 
 V1_SORTS = ("id", "-id", "created_at", "-created_at", "title", "-title")
@@ -87,3 +87,10 @@ class TodoBatchDeleteResultSchema(Schema):
     not_found = fields.List(
         fields.Integer(), required=True, validate=validate.Length(max=MAX_BATCH)
     )
+
+
+# Each API version's to-do schemas (see `Schemas`).
+V1 = Schemas(TodoSchema, TodoListSchema, TodoCreateSchema, TodoUpdateSchema, TodoQuerySchema)
+V2 = Schemas(
+    TodoV2Schema, TodoListV2Schema, TodoCreateV2Schema, TodoUpdateV2Schema, TodoQueryV2Schema
+)

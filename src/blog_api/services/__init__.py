@@ -1,4 +1,6 @@
-"""The transactions: each public function is one unit of work that commits or raises.
+"""Stage 2 of a post's path, the transactions: each public function is one unit of work that
+commits (visibly, in that function) or raises. What a transaction causes outside the database
+is written into it as jobs (`blog_api.jobs.outbox`), never done in the request.
 
 A creating function takes the request's Idempotency-Key and wraps its transaction in
 `idempotency.once(key)`: the key is claimed by the transaction's first statement and its answer

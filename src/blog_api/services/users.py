@@ -40,7 +40,6 @@ def create_user(
     email: str | None = None,
     role: str = "user",
     *,
-    send_confirmation: bool = True,
     key: idempotency.Key | None = None,
 ) -> User:
     """Create an account; `ConflictError` when the username is taken (any case). With an
@@ -48,8 +47,7 @@ def create_user(
 
     An e-mail address is never a conflict: addresses are unique among confirmed accounts only,
     so that the answer cannot tell whether an address has an account. An account with an
-    address gets its confirmation e-mail job in the same transaction (`send_confirmation=False`:
-    test fixtures that stand for accounts made long ago).
+    address gets its confirmation e-mail job in the same transaction.
     """
     email = email.lower() if email else None
     # Hashed before the transaction: on SQLite a keyed one holds the write lock from its start.
@@ -61,7 +59,7 @@ def create_user(
         user = User(username=username, email=email, role=role, password_hash=password_hash)
         db.session.add(user)
         try:
-            if email and send_confirmation:
+            if email:
                 db.session.flush()
                 confirmations.add_confirmation(user)
             store_answer(user)

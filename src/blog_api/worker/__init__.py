@@ -1,6 +1,7 @@
-"""The worker's front door: Celery wired the way Flask documents it (one Celery app per Flask
-app, every task in that app's context, settings from the `CELERY` mapping that
-`blog_api.broker` builds), the tasks, the worker's own threads (heartbeat, relay) and its logging.
+"""Stage 4 of a post's path, the worker's front door: Celery wired the way Flask documents it
+(one Celery app per Flask app, every task in that app's context, settings from the `CELERY`
+mapping that `blog_api.broker` builds), the tasks (each one attempt at a job, with its effect
+from `blog_api.effects`), the worker's own threads (heartbeat, relay) and its logging.
 
 Worker:  celery -A blog_api.wsgi.celery_app worker --loglevel=INFO
 

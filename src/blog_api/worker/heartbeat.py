@@ -11,34 +11,26 @@ worker's heartbeat age.
 from __future__ import annotations
 
 import logging
-import threading
 
 from flask import Flask
 
 from blog_api.jobs.heartbeats import forget_silent_workers, record_heartbeat
+from blog_api.jobs.threads import WorkerThread
 from blog_api.models.base import utcnow
 
 log = logging.getLogger(__name__)
 
 
-class Heartbeat:
+class Heartbeat(WorkerThread):
     """The thread that beats for one worker until `stop()`."""
 
+    stop_timeout = 5.0
+
     def __init__(self, app: Flask, worker: str) -> None:
-        self.app = app
+        super().__init__(app, f"heartbeat-{worker}")
         self.worker = worker
         self.interval = float(app.config["WORKER_HEARTBEAT_INTERVAL"])
         self.started_at = utcnow()
-        self._stopping = threading.Event()
-        self._failing = False
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{worker}", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stopping.set()
-        self._thread.join(timeout)
 
     def beat(self) -> None:
         """One heartbeat; a database failure is logged (once per outage) and never raised."""
@@ -55,7 +47,7 @@ class Heartbeat:
                 log.info("Worker heartbeat of %s recorded again", self.worker)
             self._failing = False
 
-    def _run(self) -> None:
+    def run(self) -> None:
         while True:
             self.beat()
             if self._stopping.wait(self.interval):

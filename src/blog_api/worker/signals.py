@@ -16,9 +16,9 @@ from celery.signals import (
 )
 from flask import Flask
 
+from blog_api.effects.mailer import close_kept_connection
 from blog_api.extensions import db
-from blog_api.ops.logging import begin_job_log_scope, end_job_log_scope, tag_worker_handlers
-from blog_api.services.mailer import close_kept_connection
+from blog_api.logs import begin_job_log_scope, end_job_log_scope, tag_worker_handlers
 
 # The log scope of each task run in this process, from task_prerun to task_postrun: it covers
 # Celery's own "succeeded" line, which is logged after the task body returns.

@@ -4,25 +4,8 @@ from __future__ import annotations
 
 from blog_api.api import jobs, posts
 from blog_api.api.base import Blueprint
-from blog_api.schemas.posts import (
-    PostCreateSchema,
-    PostListSchema,
-    PostQuerySchema,
-    PostSchema,
-    PostUpdateSchema,
-)
+from blog_api.schemas import posts as posts_schemas
 
 blp = Blueprint("posts", __name__, url_prefix="/api/v1", description="Blog posts")
-SCHEMAS = posts.PostSchemas(
-    item=PostSchema,
-    listing=PostListSchema,
-    create=PostCreateSchema,
-    update=PostUpdateSchema,
-    query=PostQuerySchema,
-)
-
-
-blp.route("/posts", schemas=SCHEMAS, api_version="v1")(posts.PostList)
-blp.route("/posts/<id:post_id>", schemas=SCHEMAS)(posts.PostItem)
-blp.route("/posts/all")(posts.AllPosts)
-blp.route("/posts/<id:post_id>/jobs")(jobs.PostJobs)
+posts.register(blp, posts_schemas.V1, api_version="v1")
+jobs.register_post_jobs(blp)

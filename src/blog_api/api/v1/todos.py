@@ -10,39 +10,20 @@ from flask_smorest import abort
 from blog_api.api import todos as views
 from blog_api.api.base import Blueprint, get_or_404
 from blog_api.api.pagination import paginate
-from blog_api.api.todos import TodoSchemas
 from blog_api.auth import caller
 from blog_api.models import User
-from blog_api.schemas.common import LIST_HEADERS
-from blog_api.schemas.todos import (
-    TodoCreateSchema,
-    TodoListSchema,
-    TodoQuerySchema,
-    TodoSchema,
-    TodoUpdateSchema,
-)
+from blog_api.schemas import todos as todos_schemas
 from blog_api.services import todos
 
 blp = Blueprint("todos", __name__, url_prefix="/api/v1", description="Your to-dos")
 
-SCHEMAS = TodoSchemas(
-    item=TodoSchema,
-    listing=TodoListSchema,
-    create=TodoCreateSchema,
-    update=TodoUpdateSchema,
-    query=TodoQuerySchema,
-)
-
-
-blp.route("/todos", schemas=SCHEMAS)(views.TodoList)
-blp.route("/todos/<id:todo_id>", schemas=SCHEMAS)(views.TodoItem)
+views.register(blp, todos_schemas.V1)
 
 
 @blp.route("/users/<id:user_id>/todos")
 class UserTodos(MethodView):
     @blp.login_required
-    @blp.arguments(TodoQuerySchema, location="query")
-    @blp.response(200, TodoListSchema, headers=LIST_HEADERS)
+    @blp.page(todos_schemas.V1.query, todos_schemas.V1.listing)
     @blp.errors(403, 404)
     def get(self, filters: dict[str, Any], user_id: int) -> Any:
         """List one user's to-dos (that user or an admin)"""

@@ -18,7 +18,7 @@ from blog_api.auth import caller
 from blog_api.auth.passwords import verify_password
 from blog_api.extensions import limiter
 from blog_api.models import User
-from blog_api.schemas.common import LIST_HEADERS, MessageSchema, PaginationQuerySchema
+from blog_api.schemas.common import MessageSchema, PaginationQuerySchema
 from blog_api.schemas.users import (
     PROFILE_POSTS,
     ConfirmEmailSchema,
@@ -46,8 +46,7 @@ def created_user(user: User) -> tuple[User, int, dict[str, str]]:
 @blp.route("/users")
 class UserList(MethodView):
     @blp.public
-    @blp.arguments(PaginationQuerySchema, location="query")
-    @blp.response(200, UserListSchema, headers=LIST_HEADERS)
+    @blp.page(PaginationQuerySchema, UserListSchema)
     def get(self, page: dict[str, Any]) -> Any:
         """List users (public profiles)"""
         listing = paginate(select(User).order_by(User.id), page)

@@ -9,15 +9,7 @@ from flask.views import MethodView
 from blog_api.api import jobs
 from blog_api.api import posts as views
 from blog_api.api.base import Blueprint
-from blog_api.schemas.posts import (
-    RECENT_POSTS,
-    PostCreateV2Schema,
-    PostListV2Schema,
-    PostQueryV2Schema,
-    PostUpdateV2Schema,
-    PostV2Schema,
-    RecentPostsSchema,
-)
+from blog_api.schemas import posts as posts_schemas
 from blog_api.services import posts
 
 blp = Blueprint("posts-v2", __name__, url_prefix="/api/v2", description="Blog posts, with category")
@@ -26,22 +18,11 @@ blp = Blueprint("posts-v2", __name__, url_prefix="/api/v2", description="Blog po
 @blp.route("/posts/recent")
 class RecentPosts(MethodView):
     @blp.public
-    @blp.response(200, RecentPostsSchema)
+    @blp.response(200, posts_schemas.RecentPostsSchema)
     def get(self) -> Any:
         """The 5 newest posts"""
-        return {"posts": posts.recent_posts(RECENT_POSTS)}
+        return {"posts": posts.recent_posts(posts_schemas.RECENT_POSTS)}
 
 
-SCHEMAS = views.PostSchemas(
-    item=PostV2Schema,
-    listing=PostListV2Schema,
-    create=PostCreateV2Schema,
-    update=PostUpdateV2Schema,
-    query=PostQueryV2Schema,
-)
-
-
-blp.route("/posts", schemas=SCHEMAS, api_version="v2")(views.PostList)
-blp.route("/posts/<id:post_id>", schemas=SCHEMAS)(views.PostItem)
-blp.route("/posts/all")(views.AllPosts)
-blp.route("/posts/<id:post_id>/jobs")(jobs.PostJobs)
+views.register(blp, posts_schemas.V2, api_version="v2")
+jobs.register_post_jobs(blp)

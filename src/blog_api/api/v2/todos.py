@@ -9,16 +9,9 @@ from flask.views import MethodView
 from blog_api.api import todos as views
 from blog_api.api.base import Blueprint
 from blog_api.api.pagination import paginate
-from blog_api.api.todos import TodoSchemas
 from blog_api.auth import caller
-from blog_api.schemas.common import LIST_HEADERS, PaginationQuerySchema
-from blog_api.schemas.todos import (
-    TodoCreateV2Schema,
-    TodoListV2Schema,
-    TodoQueryV2Schema,
-    TodoUpdateV2Schema,
-    TodoV2Schema,
-)
+from blog_api.schemas import todos as todos_schemas
+from blog_api.schemas.common import PaginationQuerySchema
 from blog_api.services import todos
 
 blp = Blueprint(
@@ -29,22 +22,11 @@ blp = Blueprint(
 @blp.route("/todos/priority")
 class TodosByPriority(MethodView):
     @blp.login_required
-    @blp.arguments(PaginationQuerySchema, location="query")
-    @blp.response(200, TodoListV2Schema, headers=LIST_HEADERS)
+    @blp.page(PaginationQuerySchema, todos_schemas.V2.listing)
     def get(self, page: dict[str, Any]) -> Any:
         """List your to-dos, highest priority first"""
         statement = todos.todo_query(caller(), {"sort": "-priority"})
         return paginate(statement, page).response("todos")
 
 
-SCHEMAS = TodoSchemas(
-    item=TodoV2Schema,
-    listing=TodoListV2Schema,
-    create=TodoCreateV2Schema,
-    update=TodoUpdateV2Schema,
-    query=TodoQueryV2Schema,
-)
-
-
-blp.route("/todos", schemas=SCHEMAS)(views.TodoList)
-blp.route("/todos/<id:todo_id>", schemas=SCHEMAS)(views.TodoItem)
+views.register(blp, todos_schemas.V2)

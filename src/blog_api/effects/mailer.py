@@ -1,4 +1,5 @@
-"""E-mail over SMTP, with errors sorted into transient (retry) and permanent (give up).
+"""E-mail over SMTP, with errors sorted into transient (retry) and permanent (give up), and the
+plain-text message every e-mail of ours is (each effect writes its own text).
 
 Each worker process (each thread, in a thread pool) keeps its SMTP connection open between
 messages, as mail clients do: a busy worker then pays the TCP handshake, greeting, EHLO, TLS and
@@ -18,7 +19,6 @@ import smtplib
 import ssl
 import threading
 import time
-from datetime import datetime
 from email.header import Header
 from email.message import Message
 from email.mime.text import MIMEText
@@ -45,49 +45,7 @@ def message_id(job_id: str, purpose: str = "notify") -> str:
     return f"<{purpose}-{job_id}@{current_app.config['MAIL_MESSAGE_ID_DOMAIN']}>"
 
 
-def build_post_notification(
-    job_id: str, recipient: str, username: str, post_id: int, title: str
-) -> Message:
-    """The e-mail that tells an author their post is published."""
-    body = (
-        f"Hello {username},\n\n"
-        f"your post #{post_id} '{header_safe(title, 500)}' has been published on Blog API.\n"
-    )
-    subject = f"Your post '{header_safe(title)}' is published"
-    return _plain_message(recipient, username, subject, body, job_id, "notify", "X-Notification-Id")
-
-
-def build_email_confirmation(
-    job_id: str, recipient: str, username: str, token: str, expires_at: datetime
-) -> Message:
-    """The e-mail that asks the owner of `recipient` to confirm it: the token, and the link
-    (EMAIL_CONFIRM_URL) or else the API call that takes it."""
-    confirm_url = current_app.config["EMAIL_CONFIRM_URL"]
-    if confirm_url:
-        separator = "&" if "?" in confirm_url else "?"
-        how = f"open this link:\n\n    {confirm_url}{separator}token={token}\n"
-    else:
-        how = (
-            "send this request to Blog API:\n\n"
-            "    POST /api/v1/users/confirm-email\n"
-            "    Content-Type: application/json\n\n"
-            f'    {{"token": "{token}"}}\n'
-        )
-    body = (
-        f"Hello {username},\n\n"
-        f"to confirm that this address belongs to your Blog API account, {how}\n"
-        f"Your confirmation token: {token}\n"
-        f"It works once, until {expires_at:%Y-%m-%d %H:%M} UTC.\n\n"
-        "If you did not register with Blog API, ignore this e-mail: without confirmation the "
-        "account gets no e-mail from us.\n"
-    )
-    subject = "Confirm your e-mail address for Blog API"
-    return _plain_message(
-        recipient, username, subject, body, job_id, "confirm", "X-Confirmation-Job-Id"
-    )
-
-
-def _plain_message(
+def plain_message(
     recipient: str,
     username: str,
     subject: str,

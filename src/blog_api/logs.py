@@ -13,8 +13,6 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from logging.handlers import RotatingFileHandler
@@ -49,16 +47,6 @@ def begin_job_log_scope() -> Token[dict[str, str] | None]:
 def end_job_log_scope(token: Token[dict[str, str] | None]) -> None:
     """After the task run, including Celery's own "succeeded" or "retry" line (task_postrun)."""
     _job_scope.reset(token)
-
-
-@contextmanager
-def job_log_scope() -> Iterator[None]:
-    """One task run's scope as a `with` block."""
-    token = begin_job_log_scope()
-    try:
-        yield
-    finally:
-        end_job_log_scope(token)
 
 
 def bind_job(job_id: str, request_id: str | None) -> None:

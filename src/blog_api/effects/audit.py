@@ -1,4 +1,5 @@
-"""The v2 audit file: one JSON object per line, appended under an exclusive file lock.
+"""The v2 audit file (job kind `audit_post_created`): one JSON object per line, appended under
+an exclusive file lock.
 
 Several worker processes (on one machine) may append at once: `flock` serialises them and each
 record is a single `write()` on an O_APPEND descriptor, so lines never interleave. A redelivered
@@ -9,11 +10,43 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 from typing import Any
 
+from flask import current_app
+
+from blog_api.extensions import db
+from blog_api.jobs.checkpoints import Checkpoint, job_checkpoint
 from blog_api.jobs.errors import TransientJobError
-from blog_api.models import ErrorCode
+from blog_api.models import ErrorCode, Job, JobStatus, Post
+from blog_api.models.base import utcnow
+
+log = logging.getLogger(__name__)
+
+
+def audit_post_created(job: Job) -> JobStatus:
+    """Append the v2 post's `post_created` record to POST_AUDIT_LOG, once."""
+    post = db.session.get(Post, job.post_id)
+    if post is None:
+        return JobStatus.SKIPPED
+    record = {
+        "event_id": job.id,
+        "event": "post_created",
+        "time": utcnow().isoformat(),
+        "post_id": post.id,
+        "title": post.title,
+        "author_id": post.user_id,
+        "category": post.category,
+        "created_at": post.created_at.isoformat(),
+    }
+    written = append_audit_record(
+        current_app.config["POST_AUDIT_LOG"], record, check_duplicate=job.attempts > 1
+    )
+    if written:
+        log.info("Audit record written for post %s", post.id)
+    job_checkpoint.send(job, point=Checkpoint.AFTER_AUDIT_WRITE_BEFORE_COMMIT)
+    return JobStatus.DONE
 
 
 def audit_line(record: dict[str, Any]) -> bytes:

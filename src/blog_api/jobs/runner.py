@@ -1,0 +1,93 @@
+"""One attempt at a job: claim it, run its effect, record the outcome.
+
+    claim_job ─▶ effect(job) ─▶ finish_job (done | skipped | dead)
+                     └─ transient failure ─▶ release_job (pending again, due after a backoff)
+
+A second delivery of the same job finds it claimed or finished and does nothing. A failed
+attempt goes back to the outbox with its backoff in the row; the relay publishes it again when
+it is due, so no message ever carries a countdown. No Celery here: a task is one call of
+`run_job` (blog_api.worker.tasks), and so is a test.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+
+from flask import current_app
+
+from blog_api.jobs import outbox
+from blog_api.jobs.checkpoints import Checkpoint, job_checkpoint
+from blog_api.jobs.errors import JobSkipped, PermanentJobError, code_of
+from blog_api.logs import bind_job
+from blog_api.models import Job, JobStatus
+
+log = logging.getLogger(__name__)
+
+# What a job does to the outside world (blog_api.effects): its outcome when it succeeds, or an
+# exception (jobs/errors.py) that says why not.
+Effect = Callable[[Job], JobStatus]
+# The answer of an attempt that found nothing to do: the job is another attempt's, or finished.
+DUPLICATE = "skipped-duplicate"
+
+
+def backoff_seconds(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^(attempt-1))]."""
+    return rng.uniform(0, min(cap, base * 2 ** max(attempt - 1, 0)))
+
+
+def run_job(job_id: str, worker_id: str, effect: Effect) -> str:
+    """Claim job `job_id` for `worker_id`, run `effect`, record the outcome; returns the
+    outcome (`done`, `skipped`, `dead`, `retrying`, or `DUPLICATE`)."""
+    job = outbox.claim_job(job_id, worker_id)
+    if job is None:
+        log.info("Job %s: already claimed or finished, nothing to do", job_id)
+        return DUPLICATE
+    bind_job(job.id, job.request_id)
+    job_checkpoint.send(job, point=Checkpoint.AFTER_CLAIM)
+    try:
+        outcome = effect(job)
+    except JobSkipped as skipped:
+        log.info("Job %s (%s) skipped: %s", job.id, job.kind, skipped)
+        outbox.finish_job(job, JobStatus.SKIPPED, str(skipped), skipped.code)
+        return JobStatus.SKIPPED.value
+    except PermanentJobError as error:
+        log.error("Job %s (%s) failed permanently: %s", job.id, job.kind, error)
+        outbox.finish_job(job, JobStatus.DEAD, str(error), error.code)
+        return JobStatus.DEAD.value
+    except Exception as error:  # transient, or unexpected: both get bounded retries
+        return _failed(job, error)
+    outbox.finish_job(job, outcome)
+    job_checkpoint.send(job, point=Checkpoint.AFTER_COMMIT_BEFORE_ACK)
+    return outcome.value
+
+
+def _failed(job: Job, error: Exception) -> str:
+    """Record a failed attempt: released for a retry after its backoff, or dead when it was
+    the last one."""
+    message = str(error) or type(error).__name__
+    code = code_of(error)
+    if job.attempts >= job.max_attempts:
+        log.error(
+            "Job %s (%s) gave up after %d attempts: %s", job.id, job.kind, job.attempts, message
+        )
+        outbox.finish_job(job, JobStatus.DEAD, message, code)
+        return JobStatus.DEAD.value
+    config = current_app.config
+    delay = backoff_seconds(
+        job.attempts,
+        config["MAIL_RETRY_BACKOFF"],
+        config["MAIL_RETRY_BACKOFF_MAX"],
+        random.Random(),
+    )
+    log.warning(
+        "Job %s (%s) attempt %d failed: %s; retrying in %.1fs",
+        job.id,
+        job.kind,
+        job.attempts,
+        message,
+        delay,
+    )
+    outbox.release_job(job, message, code, delay)
+    return "retrying"
