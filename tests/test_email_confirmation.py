@@ -27,7 +27,6 @@ from sqlalchemy.orm import Session
 from blog_api.extensions import db
 from blog_api.models import EmailConfirmation, Job, JobKind, JobStatus, User
 from blog_api.models.base import utcnow
-from blog_api.ops.smtp_sink import SinkHandler
 from blog_api.services.confirmations import (
     ADDRESS_TAKEN,
     ALREADY_CONFIRMED,
@@ -38,6 +37,7 @@ from blog_api.services.confirmations import (
 )
 from blog_api.services.mailer import close_kept_connection
 from blog_api.worker.tasks import TASKS
+from smtp_sink import SinkHandler
 from support import PASSWORD, assert_error, assert_too_many_requests, free_port
 
 CONFIRM = "/api/v1/users/confirm-email"

@@ -17,13 +17,13 @@ from flask import Flask
 
 from blog_api import create_app
 from blog_api.jobs.errors import PermanentJobError, TransientJobError
-from blog_api.ops.smtp_sink import SinkHandler
 from blog_api.services.mailer import (
     build_post_notification,
     close_kept_connection,
     header_safe,
     send_email,
 )
+from smtp_sink import SinkHandler
 from support import free_port
 
 

@@ -37,6 +37,8 @@ from support import free_port, wait_until
 BIN = Path(sys.executable).parent
 HERE = Path(__file__).resolve().parent
 REPOSITORY = HERE.parents[1]
+# The development SMTP sink `make run` starts (a script: the installed package has no aiosmtpd).
+SMTP_SINK = REPOSITORY / "scripts" / "smtp_sink.py"
 # The processes the rig starts load the app through this module (test-only fault hooks).
 RIG_APP = "rig_wsgi"
 FINISHED = frozenset({"done", "skipped", "dead"})
@@ -251,8 +253,7 @@ class Stack:
             "smtp-sink",
             [
                 str(BIN / "python"),
-                "-m",
-                "blog_api.ops.smtp_sink",
+                str(SMTP_SINK),
                 "--port",
                 str(self.mail_port),
                 "--record",

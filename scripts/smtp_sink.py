@@ -1,7 +1,11 @@
 """A local SMTP sink for development and tests: prints (and optionally records) every e-mail.
 
-    python -m blog_api.ops.smtp_sink --port 8025
-    python -m blog_api.ops.smtp_sink --port 8025 --record mails.jsonl --fail-codes 451,451
+    python scripts/smtp_sink.py --port 8025
+    python scripts/smtp_sink.py --port 8025 --record mails.jsonl --fail-codes 451,451
+
+A development tool, not part of the installed package: it needs aiosmtpd, which only the dev
+stack's lock (requirements-dev.txt) installs. `make run` starts it (scripts/run-stack.sh); the
+tests import its `SinkHandler` (pytest puts scripts/ on sys.path) or start it like `make run`.
 
 `--fail-codes` scripts the answers to the first DATA commands, then the sink accepts: a code
 (4xx: try later, 5xx: refused), `stall` (take the message, never answer: the client's timeout
