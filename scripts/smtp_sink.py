@@ -33,6 +33,11 @@ from typing import Any
 from aiosmtpd.controller import Controller
 
 
+def _peer(session: Any) -> str:
+    """The client's "address:port"."""
+    return ":".join(str(part) for part in session.peer or ())
+
+
 class SinkHandler:
     def __init__(
         self, record: str | None, fail_codes: list[str], always: str | None, quiet: bool = False
@@ -48,6 +53,12 @@ class SinkHandler:
             with self.lock, open(self.record, "a", encoding="utf-8") as record_file:
                 record_file.write(json.dumps(entry) + "\n")
 
+    async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
+        # A client that closes its kept connection politely (a worker shutting down) says so.
+        if not self.quiet:
+            print(f"--- {_peer(session)} said QUIT ---", flush=True)
+        return "221 Bye"
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         # Quiet: the headers are all that is recorded, and the body is never printed.
         parser = BytesParser(policy=default_policy)
@@ -60,7 +71,7 @@ class SinkHandler:
             "subject": message.get("Subject"),
             "headers": sorted({key.lower() for key in message}),
             # The client's address and port: messages sent on one connection share it.
-            "peer": ":".join(str(part) for part in session.peer or ()),
+            "peer": _peer(session),
         }
         action = self.always or (self.fail_codes.pop(0) if self.fail_codes else None)
         if action == "stall":

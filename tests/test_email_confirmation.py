@@ -35,7 +35,7 @@ from blog_api.services.confirmations import (
     NO_ADDRESS,
     USED,
 )
-from blog_api.services.mailer import close_kept_connection
+from blog_api.services.mailer import close_kept_connections
 from blog_api.worker.tasks import TASKS
 from smtp_sink import SinkHandler
 from support import PASSWORD, assert_error, assert_too_many_requests, free_port
@@ -72,7 +72,7 @@ def sink(tmp_path: Path) -> Iterator[Sink]:
     server = Sink(tmp_path / "mail.jsonl")
     server.controller.start()
     yield server
-    close_kept_connection()
+    close_kept_connections()
     server.controller.stop()
 
 

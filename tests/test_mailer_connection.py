@@ -19,7 +19,7 @@ from blog_api import create_app
 from blog_api.jobs.errors import PermanentJobError, TransientJobError
 from blog_api.services.mailer import (
     build_post_notification,
-    close_kept_connection,
+    close_kept_connections,
     header_safe,
     send_email,
 )
@@ -82,7 +82,7 @@ def mail_app(sink: Sink) -> Iterator[Callable[..., Flask]]:
         return create_app("testing", **settings)
 
     yield build
-    close_kept_connection()
+    close_kept_connections()
 
 
 def send(app: Flask, number: int) -> None:
