@@ -17,7 +17,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +26,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event, text
 
+from blog_api.errors import reason_phrase
 from blog_api.extensions import db
 
 T = TypeVar("T")
@@ -73,7 +73,7 @@ def assert_error(
     assert response.status_code == status, response.get_data(as_text=True)
     assert response.mimetype == "application/json"
     body = response.get_json()
-    assert body["error"] == HTTPStatus(status).phrase
+    assert body["error"] == reason_phrase(status)
     assert body["message"] == message
     if fields is None:
         assert set(body) == {"error", "message"}
