@@ -34,12 +34,13 @@ INCLUDED = re.compile(r"^\s*-[cr]\s+(\S+)", re.MULTILINE)
 
 
 def inputs_digest(source: Path) -> str:
-    """SHA-256 of the `.in` file and of every file it includes or is constrained by."""
+    """SHA-256 of the `.in` file and of every file it includes or is constrained by (read as
+    text: a checkout with CRLF line ends has the same digest)."""
     text = source.read_text(encoding="utf-8")
     digest = hashlib.sha256(text.encode())
     for name in INCLUDED.findall(text):
         digest.update(b"\0" + name.encode() + b"\0")
-        digest.update((source.parent / name).read_bytes())
+        digest.update((source.parent / name).read_text(encoding="utf-8").encode())
     return digest.hexdigest()
 
 
