@@ -14,7 +14,9 @@ fires) or `drop` (take the message, close the connection instead of answering 25
 JSON lines (event delivered / refused / stalled / dropped; a delivered message's plain text
 too, unless quiet), so tests can count them and read a confirmation e-mail's token.
 `--quiet` records without printing (and parses only the headers): the benchmark's stand-in
-for a mail server on another machine.
+for a mail server on another machine. Unless quiet, a client that closes its connection with
+QUIT is printed too (`--- 127.0.0.1:40312 said QUIT ---`): a worker that stops says it on each
+connection it kept.
 """
 
 from __future__ import annotations

@@ -232,9 +232,10 @@ def _keep(smtp: _SMTP | _SMTPSSL, config: Any, *, fresh: bool) -> None:
 
 
 def close_kept_connections() -> None:
-    """Say QUIT on the connections this process's threads keep (worker shutdown, tests); a
-    server that does not answer within a second does not hold the shutdown up. Only when no
-    message is being sent: a thread that finds its connection closed opens a new one."""
+    """Say QUIT on the connections this process's threads keep; a server that does not answer
+    within a second does not hold the shutdown up. For when no message is being sent (a
+    worker's shutdown, a test's end): a thread that later finds its connection closed opens a
+    new one."""
     _kept.smtp = None
     with _all_kept_lock:
         connections = list(_all_kept)
