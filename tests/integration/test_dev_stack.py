@@ -76,6 +76,7 @@ def test_dev_stack_serves_the_api_and_flower_behind_basic_auth(bare_stack: Stack
         ["bash", str(RUN_STACK)],
         bare_stack.env(
             FLASK_ENV="development",
+            VENV=str(VENV),  # the venv running the tests, whatever its name
             VAR_DIR=str(bare_stack.tmp_path / "var"),
             WEB_PORT=str(web_port),
             REDIS_PORT=str(redis_port),
