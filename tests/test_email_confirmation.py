@@ -25,11 +25,10 @@ from sqlalchemy import event, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from blog_api.effects.mailer import close_kept_connection
+from blog_api.effects.mailer import close_kept_connections
 from blog_api.extensions import db
 from blog_api.models import EmailConfirmation, Job, JobKind, JobStatus, User
 from blog_api.models.base import utcnow
-from blog_api.ops.smtp_sink import SinkHandler
 from blog_api.services.confirmations import (
     ADDRESS_TAKEN,
     ALREADY_CONFIRMED,
@@ -39,6 +38,7 @@ from blog_api.services.confirmations import (
     USED,
 )
 from blog_api.worker.tasks import TASKS
+from smtp_sink import SinkHandler
 from support import PASSWORD, assert_error, assert_too_many_requests, free_port
 
 CONFIRM = "/api/v1/users/confirm-email"
@@ -73,7 +73,7 @@ def sink(tmp_path: Path) -> Iterator[Sink]:
     server = Sink(tmp_path / "mail.jsonl")
     server.controller.start()
     yield server
-    close_kept_connection()
+    close_kept_connections()
     server.controller.stop()
 
 

@@ -11,11 +11,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
 from blog_api.extensions import db
+from blog_api.jobs import checkpoints
 from blog_api.jobs.checkpoints import Checkpoint, job_checkpoint
 from blog_api.jobs.errors import TransientJobError
 from blog_api.models import Job
 from blog_api.models.base import utcnow
-from blog_api.jobs import checkpoints
 from support import Account
 
 

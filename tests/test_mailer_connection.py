@@ -16,10 +16,10 @@ from aiosmtpd.controller import Controller
 from flask import Flask
 
 from blog_api import create_app
-from blog_api.effects.mailer import close_kept_connection, header_safe, send_email
+from blog_api.effects.mailer import close_kept_connections, header_safe, send_email
 from blog_api.effects.notifications import build_post_notification
 from blog_api.jobs.errors import PermanentJobError, TransientJobError
-from blog_api.ops.smtp_sink import SinkHandler
+from smtp_sink import SinkHandler
 from support import free_port
 
 
@@ -78,7 +78,7 @@ def mail_app(sink: Sink) -> Iterator[Callable[..., Flask]]:
         return create_app("testing", **settings)
 
     yield build
-    close_kept_connection()
+    close_kept_connections()
 
 
 def send(app: Flask, number: int) -> None:

@@ -19,7 +19,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask import Flask
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import text
+from sqlalchemy import DateTime, bindparam, text
 from sqlalchemy.exc import IntegrityError
 
 from blog_api import create_app
@@ -45,7 +45,12 @@ def empty_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Flask]
 
 
 def execute(statement: str, **values: object) -> None:
-    db.session.execute(text(statement), values)
+    """Run raw SQL; `:now` is bound as a DateTime, written in each database's format by
+    SQLAlchemy (sqlite3's own datetime adapter is deprecated since Python 3.12)."""
+    clause = text(statement)
+    if "now" in values:
+        clause = clause.bindparams(bindparam("now", type_=DateTime(timezone=True)))
+    db.session.execute(clause, values)
     db.session.commit()
 
 

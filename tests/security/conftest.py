@@ -30,7 +30,7 @@ from integration_stack import Stack
 
 from blog_api import create_app
 from blog_api.extensions import db, limiter
-from blog_api.ops.smtp_sink import SinkHandler
+from smtp_sink import SinkHandler
 
 
 def _free_port() -> int:

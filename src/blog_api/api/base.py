@@ -11,13 +11,13 @@ and with that version's schemas (a `schemas.common.Schemas`); each version modul
 from __future__ import annotations
 
 from collections.abc import Callable
-from http import HTTPStatus
 from typing import Any, TypeVar, cast
 
 import flask_smorest
 import marshmallow as ma
 from flask import Request, Response
 from flask_smorest import abort
+from flask_smorest.utils import prepare_response
 from sqlalchemy import Select, bindparam, select
 from webargs.flaskparser import FlaskParser
 from werkzeug.routing import IntegerConverter
@@ -25,7 +25,13 @@ from werkzeug.routing import IntegerConverter
 from blog_api import auth
 from blog_api.api import limits
 from blog_api.api.idempotency import HEADER_DOC, REPLAYED_DOC, idempotent, user_scope
-from blog_api.errors import REQUEST_MUST_BE_JSON, http_exception_response
+from blog_api.errors import (
+    REQUEST_MUST_BE_JSON,
+    http_exception_response,
+    reason_phrase,
+    renamed_statuses,
+    status_name,
+)
 from blog_api.extensions import db
 from blog_api.models.base import MAX_ID
 from blog_api.schemas.common import LIST_HEADERS, ErrorSchema
@@ -100,7 +106,7 @@ class Blueprint(flask_smorest.Blueprint):
 
         def decorator(view: F) -> F:
             for code in codes:
-                view = self.alt_response(code, response=HTTPStatus(code).name)(view)
+                view = self.alt_response(code, response=status_name(code))(view)
             return view
 
         return decorator
@@ -176,3 +182,13 @@ class Api(flask_smorest.Api):
 
     def handle_http_exception(self, error: Any) -> Response:
         return http_exception_response(error)
+
+    def _register_responses(self) -> None:
+        """flask-smorest registers a response per status under Python's name for it; the ones
+        Python 3.13 renamed are registered under the names our documents use as well, so that
+        the documents are the same whatever Python serves them (`errors.status_name`)."""
+        super()._register_responses()
+        for status in renamed_statuses():
+            response = {"description": reason_phrase(status), "schema": self.ERROR_SCHEMA}
+            prepare_response(response, self.spec, self.DEFAULT_RESPONSE_CONTENT_TYPE)
+            self.spec.components.response(status_name(status), response, lazy=True)

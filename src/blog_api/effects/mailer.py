@@ -121,6 +121,10 @@ class _KeptConnection(threading.local):
 
 
 _kept = _KeptConnection()
+# Every thread's kept connection, so that one call at a worker's shutdown can say QUIT on all of
+# them (a thread pool's threads are gone by then).
+_all_kept: set[_SMTP | _SMTPSSL] = set()
+_all_kept_lock = threading.Lock()
 
 
 def _send_on_kept_connection(config: Any, message: Message) -> None:
@@ -166,6 +170,8 @@ def _take_kept_connection(config: Any) -> _SMTP | _SMTPSSL | None:
     smtp, _kept.smtp = _kept.smtp, None
     if smtp is None:
         return None
+    with _all_kept_lock:
+        _all_kept.discard(smtp)
     fresh_enough = time.monotonic() - _kept.last_used <= config["MAIL_CONNECTION_MAX_IDLE"]
     if (
         fresh_enough
@@ -184,13 +190,20 @@ def _keep(smtp: _SMTP | _SMTPSSL, config: Any, *, fresh: bool) -> None:
     _kept.sent = 1 if fresh else _kept.sent + 1
     _kept.smtp, _kept.settings = smtp, _settings(config)
     _kept.last_used = time.monotonic()
+    with _all_kept_lock:
+        _all_kept.add(smtp)
 
 
-def close_kept_connection() -> None:
-    """Say QUIT on this thread's kept connection, if any (worker shutdown, tests); a server
-    that does not answer within a second does not hold the shutdown up."""
-    smtp, _kept.smtp = _kept.smtp, None
-    if smtp is not None:
+def close_kept_connections() -> None:
+    """Say QUIT on the connections this process's threads keep; a server that does not answer
+    within a second does not hold the shutdown up. For when no message is being sent (a
+    worker's shutdown, a test's end): a thread that later finds its connection closed opens a
+    new one."""
+    _kept.smtp = None
+    with _all_kept_lock:
+        connections = list(_all_kept)
+        _all_kept.clear()
+    for smtp in connections:
         if smtp.sock is not None:
             smtp.sock.settimeout(1.0)
         _quit(smtp)

@@ -13,10 +13,11 @@ from celery.signals import (
     task_prerun,
     worker_process_init,
     worker_process_shutdown,
+    worker_shutdown,
 )
 from flask import Flask
 
-from blog_api.effects.mailer import close_kept_connection
+from blog_api.effects.mailer import close_kept_connections
 from blog_api.extensions import db
 from blog_api.logs import begin_job_log_scope, end_job_log_scope, tag_worker_handlers
 
@@ -38,9 +39,13 @@ def close_job_log_scope(task_id: str, **_: Any) -> None:
 
 
 @worker_process_shutdown.connect
-def close_smtp_connection(**_: Any) -> None:
-    """A pool process that exits says QUIT on the SMTP connection it kept."""
-    close_kept_connection()
+@worker_shutdown.connect
+def close_smtp_connections(**_: Any) -> None:
+    """A process that ran tasks says QUIT on the SMTP connections it kept when it exits: a
+    prefork pool's child (worker_process_shutdown), or the worker itself when the tasks ran
+    in it (the solo and threads pools, e.g. on Windows; worker_shutdown comes after the pool
+    has stopped)."""
+    close_kept_connections()
 
 
 def connect_logging(app: Flask) -> None:

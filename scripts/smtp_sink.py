@@ -1,7 +1,11 @@
 """A local SMTP sink for development and tests: prints (and optionally records) every e-mail.
 
-    python -m blog_api.ops.smtp_sink --port 8025
-    python -m blog_api.ops.smtp_sink --port 8025 --record mails.jsonl --fail-codes 451,451
+    python scripts/smtp_sink.py --port 8025
+    python scripts/smtp_sink.py --port 8025 --record mails.jsonl --fail-codes 451,451
+
+A development tool, not part of the installed package: it needs aiosmtpd, which only the dev
+stack's lock (requirements-dev.txt) installs. `make run` starts it (scripts/run-stack.sh); the
+tests import its `SinkHandler` (pytest puts scripts/ on sys.path) or start it like `make run`.
 
 `--fail-codes` scripts the answers to the first DATA commands, then the sink accepts: a code
 (4xx: try later, 5xx: refused), `stall` (take the message, never answer: the client's timeout
@@ -10,7 +14,9 @@ fires) or `drop` (take the message, close the connection instead of answering 25
 JSON lines (event delivered / refused / stalled / dropped; a delivered message's plain text
 too, unless quiet), so tests can count them and read a confirmation e-mail's token.
 `--quiet` records without printing (and parses only the headers): the benchmark's stand-in
-for a mail server on another machine.
+for a mail server on another machine. Unless quiet, a client that closes its connection with
+QUIT is printed too (`--- 127.0.0.1:40312 said QUIT ---`): a worker that stops says it on each
+connection it kept.
 """
 
 from __future__ import annotations
@@ -29,6 +35,11 @@ from typing import Any
 from aiosmtpd.controller import Controller
 
 
+def _peer(session: Any) -> str:
+    """The client's "address:port"."""
+    return ":".join(str(part) for part in session.peer or ())
+
+
 class SinkHandler:
     def __init__(
         self, record: str | None, fail_codes: list[str], always: str | None, quiet: bool = False
@@ -44,6 +55,12 @@ class SinkHandler:
             with self.lock, open(self.record, "a", encoding="utf-8") as record_file:
                 record_file.write(json.dumps(entry) + "\n")
 
+    async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
+        # A client that closes its kept connection politely (a worker shutting down) says so.
+        if not self.quiet:
+            print(f"--- {_peer(session)} said QUIT ---", flush=True)
+        return "221 Bye"
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         # Quiet: the headers are all that is recorded, and the body is never printed.
         parser = BytesParser(policy=default_policy)
@@ -56,7 +73,7 @@ class SinkHandler:
             "subject": message.get("Subject"),
             "headers": sorted({key.lower() for key in message}),
             # The client's address and port: messages sent on one connection share it.
-            "peer": ":".join(str(part) for part in session.peer or ()),
+            "peer": _peer(session),
         }
         action = self.always or (self.fail_codes.pop(0) if self.fail_codes else None)
         if action == "stall":
