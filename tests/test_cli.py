@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 
+import pytest
 from click.testing import Result
 from flask import Flask
 from flask.testing import FlaskClient
@@ -99,7 +100,8 @@ def test_create_admin_with_an_invalid_username_fails(
     assert row_counts() == before
 
 
-def test_s50_create_admin_with_an_address_on_an_ip_literal_fails_and_writes_nothing(
+@pytest.mark.scenario("S50")
+def test_create_admin_with_an_address_on_an_ip_literal_fails_and_writes_nothing(
     app: Flask, row_counts: Callable[[], dict[str, int]]
 ) -> None:
     before = row_counts()
@@ -114,7 +116,8 @@ def test_s50_create_admin_with_an_address_on_an_ip_literal_fails_and_writes_noth
     assert row_counts() == before
 
 
-def test_s48_check_names_lists_names_registration_refuses_and_exits_non_zero(
+@pytest.mark.scenario("S48")
+def test_check_names_lists_names_registration_refuses_and_exits_non_zero(
     app: Flask, alice: Account
 ) -> None:
     """S48: accounts registered before the whole name had to match the rule; the service

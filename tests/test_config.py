@@ -119,6 +119,7 @@ def test_an_idempotency_wait_of_no_time_is_refused(wait: str) -> None:
         create_app("testing", SQLALCHEMY_DATABASE_URI="sqlite://", **settings)
 
 
+@pytest.mark.scenario("S16")
 @pytest.mark.usefixtures("production_environment")
 @pytest.mark.parametrize(
     ("jwt_secret", "message"),
@@ -157,6 +158,7 @@ def test_production_accepts_a_jwt_secret_of_exactly_32_random_bytes(
     assert create_app("production").config["JWT_SECRET_KEY"] == key
 
 
+@pytest.mark.scenario("S34")
 @pytest.mark.usefixtures("production_environment")
 @pytest.mark.parametrize(
     ("jwt_secret", "message"),
@@ -180,7 +182,7 @@ def test_production_accepts_a_jwt_secret_of_exactly_32_random_bytes(
         pytest.param(secrets.token_hex(31), "is too short", id="31-random-bytes-as-hex"),
     ],
 )
-def test_s34_production_refuses_a_guessable_jwt_secret(
+def test_production_refuses_a_guessable_jwt_secret(
     monkeypatch: pytest.MonkeyPatch, jwt_secret: str, message: str
 ) -> None:
     """S34: keys published in the repository, of few characters, made of words, runs or
@@ -214,8 +216,9 @@ def committed_secrets() -> set[str]:
     return found
 
 
+@pytest.mark.scenario("S34")
 @pytest.mark.usefixtures("production_environment")
-def test_s34_production_refuses_every_secret_committed_to_the_repository(
+def test_production_refuses_every_secret_committed_to_the_repository_as_jwt_secret(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """S34: scans the committed files for values of secret-named settings; none is accepted
@@ -244,6 +247,7 @@ def test_production_refuses_a_weak_secret_key(monkeypatch: pytest.MonkeyPatch, s
         create_app("production")
 
 
+@pytest.mark.scenario("S51")
 @pytest.mark.usefixtures("production_environment")
 @pytest.mark.parametrize(
     ("secret_key", "message"),
@@ -263,7 +267,7 @@ def test_production_refuses_a_weak_secret_key(monkeypatch: pytest.MonkeyPatch, s
         pytest.param(secrets.token_urlsafe(24), "is too short", id="24-random-bytes"),
     ],
 )
-def test_s51_production_refuses_a_guessable_secret_key(
+def test_production_refuses_a_guessable_secret_key(
     monkeypatch: pytest.MonkeyPatch, secret_key: str, message: str
 ) -> None:
     """S51: SECRET_KEY keys confirmation tokens, list cursors and Idempotency-Key fingerprints,
@@ -276,16 +280,18 @@ def test_s51_production_refuses_a_guessable_secret_key(
     assert "secrets.token_urlsafe(48)" in str(refused.value)
 
 
+@pytest.mark.scenario("S51")
 @pytest.mark.usefixtures("production_environment")
-def test_s51_production_accepts_a_fresh_secret_key(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_production_accepts_a_fresh_secret_key(monkeypatch: pytest.MonkeyPatch) -> None:
     key = secrets.token_urlsafe(48)
     monkeypatch.setenv("SECRET_KEY", key)
 
     assert create_app("production").config["SECRET_KEY"] == key
 
 
+@pytest.mark.scenario("S51")
 @pytest.mark.usefixtures("production_environment")
-def test_s51_production_refuses_every_secret_committed_to_the_repository_as_secret_key(
+def test_production_refuses_every_secret_committed_to_the_repository_as_secret_key(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     candidates = committed_secrets()
@@ -456,8 +462,9 @@ DOCUMENTED_DEFAULTS = [
 ]
 
 
+@pytest.mark.scenario("S40")
 @pytest.mark.parametrize("variable", DOCUMENTED_DEFAULTS)
-def test_s40_env_example_states_the_default_in_use(variable: str) -> None:
+def test_env_example_states_the_default_in_use(variable: str) -> None:
     """S40: .env.example described argon2 parameters (3/65536/4) that were not the ones used."""
     example = (REPOSITORY / ".env.example").read_text()
     (value,) = re.findall(rf"^# {variable}=(.*)$", example, re.MULTILINE)

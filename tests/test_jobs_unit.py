@@ -87,6 +87,7 @@ def test_a_running_job_whose_lease_expired_is_claimed_again_with_one_more_attemp
         assert (second.status, second.attempts, second.claimed_by) == ("running", 2, "worker-b")
 
 
+@pytest.mark.scenario("S45")
 def test_a_job_at_max_attempts_becomes_dead_once_its_last_lease_expires(app: Flask) -> None:
     job_id = new_job(app)
     with app.app_context():
@@ -244,6 +245,7 @@ def test_the_republish_delay_grows_with_the_job_s_age_up_to_a_cap(app: Flask) ->
     }
 
 
+@pytest.mark.scenario("S45")
 def test_a_released_job_is_pending_and_due_after_its_backoff(app: Flask) -> None:
     job_id = new_job(app)
     with app.app_context():
@@ -287,6 +289,7 @@ def test_retention_deletes_old_finished_jobs_in_batches_and_keeps_dead_and_recen
     assert remaining == set(kept.values())
 
 
+@pytest.mark.scenario("S45")
 def test_a_notification_for_an_author_without_email_is_skipped_with_the_reason(
     make_app: Callable[..., Flask],
 ) -> None:

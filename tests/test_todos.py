@@ -409,6 +409,7 @@ LITERAL_MATCHES = {
 }
 
 
+@pytest.mark.scenario("S23")
 @both_versions
 @pytest.mark.parametrize("parameter", ["search", "title"])
 def test_search_and_title_filters_match_special_characters_literally(

@@ -62,6 +62,9 @@ def report_figures(
     started = time.monotonic()
 
     def report(scenario: str, injection: str, figures: Figures, **extra: Any) -> None:
+        # The figures land in the row of docs/RELIABILITY.md the test is marked with.
+        marked = {id_ for mark in request.node.iter_markers("scenario") for id_ in mark.args}
+        assert scenario in marked, f"{scenario} is not among the test's scenario marks {marked}"
         paragraph = (request.node.function.__doc__ or "").strip().split("\n\n", 1)[0]
         entry = {
             "scenario": scenario,

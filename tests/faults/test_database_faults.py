@@ -18,6 +18,7 @@ pytestmark = pytest.mark.integration
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
+@pytest.mark.scenario("R3")
 @POSTGRESQL_ONLY
 def test_a_slow_commit_never_lets_the_worker_see_a_missing_post(
     redis_stack: Stack, report_figures: Callable[..., None]
@@ -54,6 +55,7 @@ def proxied(database_url: str, port: int) -> str:
     return database_url.replace(":5432/", f":{port}/")
 
 
+@pytest.mark.scenario("R22a")
 @POSTGRESQL_ONLY
 def test_postgresql_cut_before_the_claim_delays_the_job_and_it_is_mailed_once(
     redis_stack: Stack, make_account: Callable[..., Any], report_figures: Callable[..., None]
@@ -88,6 +90,7 @@ def test_postgresql_cut_before_the_claim_delays_the_job_and_it_is_mailed_once(
     assert_clean(figures)
 
 
+@pytest.mark.scenario("R22b")
 @POSTGRESQL_ONLY
 def test_postgresql_cut_right_after_smtp_250_retries_only_the_done_write(
     redis_stack: Stack, make_account: Callable[..., Any], report_figures: Callable[..., None]
@@ -179,6 +182,7 @@ def run_sqlite_writers(
     assert_clean(figures)
 
 
+@pytest.mark.scenario("R27")
 @SQLITE_ONLY
 def test_sqlite_with_concurrent_writers_has_no_locked_errors_and_loses_nothing(
     redis_stack: Stack, report_figures: Callable[..., None]
@@ -187,6 +191,7 @@ def test_sqlite_with_concurrent_writers_has_no_locked_errors_and_loses_nothing(
     run_sqlite_writers(redis_stack, report_figures, writers=6, seconds=6)
 
 
+@pytest.mark.scenario("R27")
 @pytest.mark.long
 @SQLITE_ONLY
 def test_sqlite_with_20_concurrent_writers_for_60s_has_no_locked_errors(

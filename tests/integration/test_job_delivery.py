@@ -56,6 +56,7 @@ def test_fifty_mixed_posts_send_one_email_each_and_one_audit_line_per_v2_post(
     assert {record["category"] for record in by_post.values()} == {"integration"}
 
 
+@pytest.mark.scenario("S31")
 @POSTGRESQL_ONLY
 def test_title_with_crlf_cannot_add_a_bcc_and_stays_one_audit_line(
     stack: Stack, make_account: Callable[..., Any]

@@ -90,7 +90,8 @@ def fallbacks(port: int) -> set[float]:
     return set(seen.values())
 
 
-def test_s32_unreadable_bodies_do_not_split_the_limits_between_workers(
+@pytest.mark.scenario("S32")
+def test_unreadable_bodies_do_not_split_the_limits_between_workers(
     gunicorn: int,
     make_account: Callable[..., Account],
     row_counts: Callable[[], dict[str, int]],
@@ -117,7 +118,8 @@ def test_s32_unreadable_bodies_do_not_split_the_limits_between_workers(
     assert fallbacks(port) == {0.0}
 
 
-def test_s32_registration_limit_holds_across_workers_after_unreadable_bodies(
+@pytest.mark.scenario("S32")
+def test_registration_limit_holds_across_workers_after_unreadable_bodies(
     gunicorn: int, row_counts: Callable[[], dict[str, int]]
 ) -> None:
     port = gunicorn

@@ -34,7 +34,8 @@ def limited(make_security_app: Callable[..., Flask], alice: Account) -> FlaskCli
     return make_security_app(PASSWORD_CHANGE_RATE_LIMIT=LIMIT).test_client()
 
 
-def test_s35_password_guesses_per_user_are_limited_across_addresses(
+@pytest.mark.scenario("S35")
+def test_password_guesses_per_user_are_limited_across_addresses(
     limited: FlaskClient,
     alice: Account,
     snapshot: Callable[[], Snapshot],
@@ -60,7 +61,8 @@ def test_s35_password_guesses_per_user_are_limited_across_addresses(
     assert login(limited, "alice", PASSWORD).status_code == 200  # the password is unchanged
 
 
-def test_s35_password_guesses_per_address_are_limited_across_users(
+@pytest.mark.scenario("S35")
+def test_password_guesses_per_address_are_limited_across_users(
     limited: FlaskClient, alice: Account, bob: Account
 ) -> None:
     for _ in range(3):

@@ -187,7 +187,8 @@ def assert_json_error(answer: Answer, status: int) -> dict[str, str]:
     return dict(body)
 
 
-def test_s52_slow_clients_do_not_delay_health_through_nginx(front: Front) -> None:
+@pytest.mark.scenario("S52")
+def test_slow_clients_do_not_delay_health_through_nginx(front: Front) -> None:
     with (
         SlowClients(front.nginx, SLOW_HEADERS) as headers,
         SlowClients(front.nginx, SLOW_BODIES, "body") as bodies,
@@ -218,7 +219,8 @@ def test_s52_slow_clients_do_not_delay_health_through_nginx(front: Front) -> Non
     assert {probe.slow_clients_open for probe in control} == {SLOW_HEADERS}, control
 
 
-def test_s52_nginx_gives_the_app_each_clients_address_and_answers_its_own_errors_in_json(
+@pytest.mark.scenario("S52")
+def test_nginx_gives_the_app_each_clients_address_and_answers_its_own_errors_in_json(
     front: Front,
 ) -> None:
     def login(source: str, forwarded_for: str) -> Answer:

@@ -58,8 +58,9 @@ INVALID_FIELDS = [
 ]
 
 
+@pytest.mark.scenario("S1", "S22", "S24")
 @pytest.mark.parametrize(("fields", "message", "error_fields"), INVALID_FIELDS)
-def test_s01_s22_s24_create_post_with_an_invalid_field_writes_nothing(
+def test_create_post_with_an_invalid_field_writes_nothing(
     client: FlaskClient,
     alice: Account,
     snapshot: Callable[[], Snapshot],
@@ -80,8 +81,9 @@ def test_s01_s22_s24_create_post_with_an_invalid_field_writes_nothing(
     assert snapshot() == before
 
 
+@pytest.mark.scenario("S19")
 @pytest.mark.parametrize(("fields", "message", "error_fields"), INVALID_FIELDS)
-def test_s19_update_post_with_an_invalid_or_protected_field_changes_nothing(
+def test_update_post_with_an_invalid_or_protected_field_changes_nothing(
     app: Flask,
     client: FlaskClient,
     alice: Account,
@@ -103,8 +105,9 @@ def test_s19_update_post_with_an_invalid_or_protected_field_changes_nothing(
     assert (snapshot(), table_rows(app, "posts")) == before
 
 
+@pytest.mark.scenario("S22")
 @pytest.mark.parametrize("body", NOT_A_JSON_OBJECT)
-def test_s22_create_post_with_a_body_that_is_not_a_json_object_writes_nothing(
+def test_create_post_with_a_body_that_is_not_a_json_object_writes_nothing(
     client: FlaskClient, alice: Account, snapshot: Callable[[], Snapshot], body: dict[str, Any]
 ) -> None:
     before = snapshot()
@@ -117,7 +120,8 @@ def test_s22_create_post_with_a_body_that_is_not_a_json_object_writes_nothing(
     assert snapshot() == before
 
 
-def test_s22_create_post_with_a_body_over_one_mebibyte_is_413(
+@pytest.mark.scenario("S22")
+def test_create_post_with_a_body_over_one_mebibyte_is_413(
     client: FlaskClient, alice: Account, snapshot: Callable[[], Snapshot]
 ) -> None:
     before = snapshot()
@@ -130,9 +134,10 @@ def test_s22_create_post_with_a_body_over_one_mebibyte_is_413(
     assert snapshot() == before
 
 
+@pytest.mark.scenario("S21")
 @pytest.mark.parametrize("resource", ["posts", "todos"])
 @pytest.mark.parametrize(("query", "fields"), INVALID_PAGES)
-def test_s21_invalid_pagination_is_400(
+def test_invalid_pagination_is_400(
     client: FlaskClient, alice: Account, resource: str, query: str, fields: set[str]
 ) -> None:
     response = on_both_versions(
@@ -143,16 +148,18 @@ def test_s21_invalid_pagination_is_400(
     assert_error(response, 400, f"Invalid query parameter(s): {names}", fields)
 
 
+@pytest.mark.scenario("S21")
 @pytest.mark.parametrize("url", ["/api/v2/todos/priority", "/api/v1/users/{user_id}/todos"])
 @pytest.mark.parametrize(("query", "fields"), INVALID_PAGES)
-def test_s21_invalid_pagination_is_400_on_single_version_lists(
+def test_invalid_pagination_is_400_on_single_version_lists(
     client: FlaskClient, alice: Account, url: str, query: str, fields: set[str]
 ) -> None:
     assert_rejects_page(client, url.format(user_id=alice.id), query, fields, alice.headers)
 
 
+@pytest.mark.scenario("S21")
 @pytest.mark.parametrize("resource", ["posts", "todos"])
-def test_s21_pages_hold_at_most_100_items_and_offsets_stop_at_the_bound(
+def test_pages_hold_at_most_100_items_and_offsets_stop_at_the_bound(
     client: FlaskClient, alice: Account, resource: str
 ) -> None:
     create = create_post if resource == "posts" else create_todo
@@ -186,6 +193,7 @@ def test_s21_pages_hold_at_most_100_items_and_offsets_stop_at_the_bound(
     assert "pagination.next" in body["errors"]["offset"][0]
 
 
+@pytest.mark.scenario("S23")
 @pytest.mark.parametrize(
     ("parameter", "value"),
     [
@@ -199,7 +207,7 @@ def test_s21_pages_hold_at_most_100_items_and_offsets_stop_at_the_bound(
         ("completed", "maybe"),
     ],
 )
-def test_s23_unknown_sort_or_filter_value_is_400_and_tables_stay_intact(
+def test_unknown_sort_or_filter_value_is_400_and_tables_stay_intact(
     app: Flask,
     client: FlaskClient,
     alice: Account,

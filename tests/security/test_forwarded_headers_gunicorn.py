@@ -54,7 +54,8 @@ def gunicorn(
         yield port
 
 
-def test_s53_forwarded_headers_straight_to_gunicorn_get_the_apps_json(gunicorn: int) -> None:
+@pytest.mark.scenario("S53")
+def test_forwarded_headers_straight_to_gunicorn_get_the_apps_json(gunicorn: int) -> None:
     plain = send(gunicorn, "GET", "/health", [("Host", "localhost")])
     answers = {
         case: send(gunicorn, "GET", "/health", [("Host", "localhost"), *headers])

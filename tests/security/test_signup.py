@@ -3,7 +3,7 @@ registration writes nothing.
 
 Registration exists only in v1 (SPEC §4.2: users and tokens live in `/api/v1`); S1's mass
 assignment on the versioned routes is tested on both versions: to-dos here, posts in
-test_s19_s24_bodies.py. SPEC conflicts:
+test_request_validation.py. SPEC conflicts:
 `role: "admin"` from a caller who is not an admin is `403 Admin access required` (SPEC §4.2),
 not a 400 for an unknown field; a 73-byte password is accepted (argon2id has no 72-byte limit,
 SPEC allows up to 128 characters), so S2's case is "never 500, no truncation".
@@ -32,8 +32,9 @@ def register(client: FlaskClient, headers: dict[str, str] | None = None, **body:
     return client.post("/api/v1/users", json=body, headers=headers or {})
 
 
+@pytest.mark.scenario("S1")
 @pytest.mark.parametrize("field", ["id", "is_admin", "created_at"])
-def test_s01_signup_with_a_mass_assigned_field_is_400_and_writes_nothing(
+def test_signup_with_a_mass_assigned_field_is_400_and_writes_nothing(
     client: FlaskClient, snapshot: Callable[[], Snapshot], field: str
 ) -> None:
     before = snapshot()
@@ -45,8 +46,9 @@ def test_s01_signup_with_a_mass_assigned_field_is_400_and_writes_nothing(
     assert snapshot() == before
 
 
+@pytest.mark.scenario("S1")
 @pytest.mark.parametrize("as_user", [False, True], ids=["anonymous", "user-token"])
-def test_s01_signup_as_admin_without_an_admin_token_is_403_and_writes_nothing(
+def test_signup_as_admin_without_an_admin_token_is_403_and_writes_nothing(
     client: FlaskClient, alice: Account, snapshot: Callable[[], Snapshot], as_user: bool
 ) -> None:
     before = snapshot()
@@ -59,10 +61,11 @@ def test_s01_signup_as_admin_without_an_admin_token_is_403_and_writes_nothing(
     assert snapshot() == before
 
 
+@pytest.mark.scenario("S1")
 @pytest.mark.parametrize(
     "field", [("user_id", 2), ("id", 7), ("created_at", "2020-01-01T00:00:00+00:00")]
 )
-def test_s01_create_todo_with_a_mass_assigned_field_is_400_on_both_versions(
+def test_create_todo_with_a_mass_assigned_field_is_400_on_both_versions(
     client: FlaskClient,
     alice: Account,
     bob: Account,
@@ -82,6 +85,7 @@ def test_s01_create_todo_with_a_mass_assigned_field_is_400_on_both_versions(
     assert snapshot() == before
 
 
+@pytest.mark.scenario("S2")
 @pytest.mark.parametrize(
     ("body", "message", "fields"),
     [
@@ -158,7 +162,7 @@ def test_s01_create_todo_with_a_mass_assigned_field_is_400_on_both_versions(
         ),
     ],
 )
-def test_s02_signup_with_invalid_fields_is_400_per_field_and_writes_nothing(
+def test_signup_with_invalid_fields_is_400_per_field_and_writes_nothing(
     client: FlaskClient,
     snapshot: Callable[[], Snapshot],
     body: dict[str, Any],
@@ -173,10 +177,11 @@ def test_s02_signup_with_invalid_fields_is_400_per_field_and_writes_nothing(
     assert snapshot() == before
 
 
+@pytest.mark.scenario("S2")
 @pytest.mark.parametrize(
     "password", [pytest.param("€" * 25, id="75-bytes"), pytest.param("a" * 72 + "X", id="73-bytes")]
 )
-def test_s02_password_over_72_bytes_is_neither_500_nor_truncated(
+def test_password_over_72_bytes_is_neither_500_nor_truncated(
     client: FlaskClient, password: str
 ) -> None:
     assert register(client, username="carol", password=password).status_code == 201
@@ -185,6 +190,7 @@ def test_s02_password_over_72_bytes_is_neither_500_nor_truncated(
     assert_error(login(client, "carol", password[:-1] + "Y"), 401, "Invalid credentials")
 
 
+@pytest.mark.scenario("S3")
 @pytest.mark.parametrize(
     ("body", "message"),
     [
@@ -193,7 +199,7 @@ def test_s02_password_over_72_bytes_is_neither_500_nor_truncated(
         pytest.param({"username": "alice"}, "Username already exists", id="username"),
     ],
 )
-def test_s03_duplicate_username_is_409_and_one_user_row(
+def test_duplicate_username_is_409_and_one_user_row(
     client: FlaskClient,
     alice: Account,
     snapshot: Callable[[], Snapshot],
@@ -207,8 +213,9 @@ def test_s03_duplicate_username_is_409_and_one_user_row(
     assert before.rows["users"] == 1
 
 
+@pytest.mark.scenario("S3")
 @pytest.mark.parametrize("confirmed", [False, True], ids=["unconfirmed", "confirmed"])
-def test_s03_an_address_in_use_registers_exactly_like_a_fresh_one(
+def test_an_address_in_use_registers_exactly_like_a_fresh_one(
     app: Flask, client: FlaskClient, alice: Account, confirmed: bool
 ) -> None:
     """Registration never tells whether an address has an account (SPEC §4.1, §4.6): it used to

@@ -45,7 +45,8 @@ def login(port: int, username: str, password: str) -> tuple[int, dict[str, str],
         connection.close()
 
 
-def test_s05_login_limit_is_shared_by_both_gunicorn_workers(
+@pytest.mark.scenario("S5", "S26")
+def test_login_limit_is_shared_by_both_gunicorn_workers(
     gunicorn: tuple[Stack, int],
     make_account: Callable[..., Account],
     row_counts: Callable[[], dict[str, int]],

@@ -40,6 +40,7 @@ def alices_post(client: FlaskClient, alice: Account) -> dict[str, Any]:
 # --- to-dos: another user -----------------------------------------------------------------------
 
 
+@pytest.mark.scenario("S17")
 @pytest.mark.parametrize(
     ("method", "body"),
     [
@@ -49,7 +50,7 @@ def alices_post(client: FlaskClient, alice: Account) -> dict[str, Any]:
         pytest.param("DELETE", None, id="delete"),
     ],
 )
-def test_s17_user_cannot_read_update_or_delete_another_users_todo(
+def test_user_cannot_read_update_or_delete_another_users_todo(
     app: Flask,
     client: FlaskClient,
     snapshot: Callable[[], Snapshot],
@@ -73,8 +74,9 @@ def test_s17_user_cannot_read_update_or_delete_another_users_todo(
     assert (snapshot(), table_rows(app, "todos")) == before
 
 
+@pytest.mark.scenario("S17")
 @both_versions
-def test_s17_another_users_todo_looks_exactly_like_a_missing_one(
+def test_another_users_todo_looks_exactly_like_a_missing_one(
     client: FlaskClient, bob: Account, alices_todo: dict[str, Any], version: str
 ) -> None:
     foreign = client.get(f"/api/{version}/todos/{alices_todo['id']}", headers=bob.headers)
@@ -83,12 +85,13 @@ def test_s17_another_users_todo_looks_exactly_like_a_missing_one(
     assert (foreign.status_code, foreign.get_json()) == (missing.status_code, missing.get_json())
 
 
+@pytest.mark.scenario("S17")
 @both_versions
 @pytest.mark.parametrize(
     "query",
     ["", "?search=secret", "?title=Alice", "?user_id={alice_id}", "?completed=false"],
 )
-def test_s17_user_list_never_contains_another_users_todos(
+def test_user_list_never_contains_another_users_todos(
     client: FlaskClient,
     alice: Account,
     bob: Account,
@@ -107,7 +110,8 @@ def test_s17_user_list_never_contains_another_users_todos(
     assert response.get_json()["pagination"]["total"] == len(response.get_json()["todos"])
 
 
-def test_s17_user_priority_listing_never_contains_another_users_todos(
+@pytest.mark.scenario("S17")
+def test_user_priority_listing_never_contains_another_users_todos(
     client: FlaskClient, bob: Account, alices_todo: dict[str, Any], bobs_todo: dict[str, Any]
 ) -> None:
     response = client.get("/api/v2/todos/priority?count=true", headers=bob.headers)
@@ -116,8 +120,9 @@ def test_s17_user_priority_listing_never_contains_another_users_todos(
     assert response.get_json()["pagination"]["total"] == 1
 
 
+@pytest.mark.scenario("S17")
 @both_versions
-def test_s17_batch_delete_of_another_users_ids_reports_them_not_found(
+def test_batch_delete_of_another_users_ids_reports_them_not_found(
     app: Flask,
     client: FlaskClient,
     bob: Account,
@@ -142,8 +147,9 @@ def test_s17_batch_delete_of_another_users_ids_reports_them_not_found(
     assert table_rows(app, "todos") == alices_row
 
 
+@pytest.mark.scenario("S17")
 @both_versions
-def test_s17_batch_delete_of_only_another_users_ids_deletes_nothing(
+def test_batch_delete_of_only_another_users_ids_deletes_nothing(
     app: Flask,
     client: FlaskClient,
     row_counts: RowCounts,
@@ -162,7 +168,8 @@ def test_s17_batch_delete_of_only_another_users_ids_deletes_nothing(
     assert (row_counts(), table_rows(app, "todos")) == before
 
 
-def test_s17_user_cannot_list_another_users_todos_through_user_route(
+@pytest.mark.scenario("S17")
+def test_user_cannot_list_another_users_todos_through_user_route(
     client: FlaskClient, alice: Account, bob: Account, alices_todo: dict[str, Any]
 ) -> None:
     response = client.get(f"/api/v1/users/{alice.id}/todos", headers=bob.headers)
@@ -170,7 +177,8 @@ def test_s17_user_cannot_list_another_users_todos_through_user_route(
     assert_error(response, 403, "You can only view your own todos unless you are an admin")
 
 
-def test_s17_user_todos_route_lists_only_that_users_todos(
+@pytest.mark.scenario("S17")
+def test_user_todos_route_lists_only_that_users_todos(
     client: FlaskClient,
     alice: Account,
     alices_todo: dict[str, Any],
@@ -184,8 +192,9 @@ def test_s17_user_todos_route_lists_only_that_users_todos(
 # --- to-dos: the admin ------------------------------------------------------------------------
 
 
+@pytest.mark.scenario("S17")
 @both_versions
-def test_s17_admin_list_contains_every_users_todos(
+def test_admin_list_contains_every_users_todos(
     client: FlaskClient,
     admin: Account,
     alices_todo: dict[str, Any],
@@ -204,8 +213,9 @@ def test_s17_admin_list_contains_every_users_todos(
     ]
 
 
+@pytest.mark.scenario("S17")
 @both_versions
-def test_s17_admin_filters_todos_by_user(
+def test_admin_filters_todos_by_user(
     client: FlaskClient,
     alice: Account,
     bob: Account,
@@ -225,7 +235,8 @@ def test_s17_admin_filters_todos_by_user(
     assert ids_of(client.get(f"{url}?user_id=999999", headers=admin.headers), "todos") == []
 
 
-def test_s17_admin_priority_listing_contains_every_users_todos(
+@pytest.mark.scenario("S17")
+def test_admin_priority_listing_contains_every_users_todos(
     client: FlaskClient, admin: Account, alices_todo: dict[str, Any], bobs_todo: dict[str, Any]
 ) -> None:
     response = client.get("/api/v2/todos/priority", headers=admin.headers)
@@ -233,7 +244,8 @@ def test_s17_admin_priority_listing_contains_every_users_todos(
     assert ids_of(response, "todos") == [alices_todo["id"], bobs_todo["id"]]
 
 
-def test_s17_admin_lists_another_users_todos_through_user_route(
+@pytest.mark.scenario("S17")
+def test_admin_lists_another_users_todos_through_user_route(
     client: FlaskClient,
     alice: Account,
     admin: Account,
@@ -245,8 +257,9 @@ def test_s17_admin_lists_another_users_todos_through_user_route(
     assert ids_of(response, "todos") == [alices_todo["id"]]
 
 
+@pytest.mark.scenario("S17")
 @both_versions
-def test_s17_admin_reads_and_updates_another_users_todo(
+def test_admin_reads_and_updates_another_users_todo(
     client: FlaskClient, alice: Account, admin: Account, alices_todo: dict[str, Any], version: str
 ) -> None:
     url = f"/api/{version}/todos/{alices_todo['id']}"
@@ -262,8 +275,9 @@ def test_s17_admin_reads_and_updates_another_users_todo(
     assert client.get(url, headers=alice.headers).get_json()["completed"] is True
 
 
+@pytest.mark.scenario("S17")
 @both_versions
-def test_s17_admin_deletes_another_users_todo(
+def test_admin_deletes_another_users_todo(
     client: FlaskClient, alice: Account, admin: Account, alices_todo: dict[str, Any], version: str
 ) -> None:
     url = f"/api/{version}/todos/{alices_todo['id']}"
@@ -274,8 +288,9 @@ def test_s17_admin_deletes_another_users_todo(
     assert_error(client.get(url, headers=alice.headers), 404, "Todo not found")
 
 
+@pytest.mark.scenario("S17")
 @both_versions
-def test_s17_admin_batch_delete_deletes_only_the_admins_own_todos(
+def test_admin_batch_delete_deletes_only_the_admins_own_todos(
     app: Flask,
     client: FlaskClient,
     admin: Account,
@@ -297,9 +312,10 @@ def test_s17_admin_batch_delete_deletes_only_the_admins_own_todos(
 # --- posts ------------------------------------------------------------------------------------
 
 
+@pytest.mark.scenario("S17")
 @both_versions
 @pytest.mark.parametrize("reader", ["anonymous", "bob", "admin"])
-def test_s17_anyone_reads_another_users_post(
+def test_anyone_reads_another_users_post(
     client: FlaskClient,
     bob: Account,
     admin: Account,
@@ -317,6 +333,7 @@ def test_s17_anyone_reads_another_users_post(
     assert ids_of(listed, "posts") == [alices_post["id"]]
 
 
+@pytest.mark.scenario("S17")
 @pytest.mark.parametrize(
     ("method", "body", "message"),
     [
@@ -334,7 +351,7 @@ def test_s17_anyone_reads_another_users_post(
         ),
     ],
 )
-def test_s17_user_cannot_change_another_users_post(
+def test_user_cannot_change_another_users_post(
     app: Flask,
     client: FlaskClient,
     snapshot: Callable[[], Snapshot],
@@ -359,8 +376,9 @@ def test_s17_user_cannot_change_another_users_post(
     assert (table_rows(app, "posts"), snapshot()) == before
 
 
+@pytest.mark.scenario("S17")
 @both_versions
-def test_s17_admin_updates_another_users_post(
+def test_admin_updates_another_users_post(
     client: FlaskClient, alice: Account, admin: Account, alices_post: dict[str, Any], version: str
 ) -> None:
     url = f"/api/{version}/posts/{alices_post['id']}"
@@ -373,8 +391,9 @@ def test_s17_admin_updates_another_users_post(
     assert client.get(url).get_json()["title"] == "Moderated"
 
 
+@pytest.mark.scenario("S17")
 @both_versions
-def test_s17_admin_deletes_another_users_post(
+def test_admin_deletes_another_users_post(
     client: FlaskClient, admin: Account, alices_post: dict[str, Any], version: str
 ) -> None:
     url = f"/api/{version}/posts/{alices_post['id']}"
