@@ -24,6 +24,7 @@ from resources import (
     MAX_OFFSET,
     NOT_A_JSON_OBJECT,
     REQUEST_MUST_BE_JSON,
+    SERVER_SET_FIELDS,
     TOO_LARGE_MESSAGE,
     assert_rejects_page,
     create_post,
@@ -46,14 +47,7 @@ INVALID_FIELDS = [
         {"content": "w" * 100_001}, "Invalid field(s): content", {"content"}, id="content-100k+1"
     ),
     pytest.param({"content": "a\x00b"}, "Invalid field(s): content", {"content"}, id="content-nul"),
-    pytest.param({"user_id": 2}, "Unknown field(s): user_id", {"user_id"}, id="user_id"),
-    pytest.param({"id": 7}, "Unknown field(s): id", {"id"}, id="id"),
-    pytest.param(
-        {"created_at": "2020-01-01T00:00:00+00:00"},
-        "Unknown field(s): created_at",
-        {"created_at"},
-        id="created_at",
-    ),
+    *SERVER_SET_FIELDS,
     pytest.param({"word_count": 3}, "Unknown field(s): word_count", {"word_count"}, id="words"),
 ]
 
