@@ -37,17 +37,40 @@ NOT_A_JSON_OBJECT = [
 ]
 
 
-# Fields only the server sets; a create or update body naming one is refused (mass assignment):
-# (fields, message, fields named in `errors`), to end a list of invalid fields.
+def refused(verdict: str, body: dict[str, Any], *fields: str, **param: Any) -> Any:
+    """The parameters (body, message, fields named in `errors`) of a body refused as
+    `<verdict> field(s): <fields>`; `fields` default to the body's own, `param` is
+    `pytest.param`'s `id` or `marks`."""
+    named = set(fields or body)
+    return pytest.param(body, f"{verdict} field(s): {', '.join(sorted(named))}", named, **param)
+
+
+def invalid(body: dict[str, Any], *fields: str, **param: Any) -> Any:
+    """A body with a value the field does not take: `Invalid field(s): ...`."""
+    return refused("Invalid", body, *fields, **param)
+
+
+def unknown(body: dict[str, Any], *fields: str, **param: Any) -> Any:
+    """A body with a field the endpoint does not take: `Unknown field(s): ...`."""
+    return refused("Unknown", body, *fields, **param)
+
+
+def invalid_titles(longest: int) -> list[Any]:
+    """The titles every resource refuses: not a string, empty, one character too long, NUL."""
+    return [
+        invalid({"title": 5}, id="title-number"),
+        invalid({"title": None}, id="title-null"),
+        invalid({"title": ""}, id="title-empty"),
+        invalid({"title": "x" * (longest + 1)}, id=f"title-{longest + 1}"),
+        invalid({"title": "nul\x00byte"}, id="title-nul"),
+    ]
+
+
+# Fields only the server sets; a create or update body naming one is refused (mass assignment).
 SERVER_SET_FIELDS = [
-    pytest.param({"user_id": 2}, "Unknown field(s): user_id", {"user_id"}, id="user_id"),
-    pytest.param({"id": 7}, "Unknown field(s): id", {"id"}, id="id"),
-    pytest.param(
-        {"created_at": "2020-01-01T00:00:00+00:00"},
-        "Unknown field(s): created_at",
-        {"created_at"},
-        id="created_at",
-    ),
+    unknown({"user_id": 2}, id="user_id"),
+    unknown({"id": 7}, id="id"),
+    unknown({"created_at": "2020-01-01T00:00:00+00:00"}, id="created_at"),
 ]
 
 

@@ -1,5 +1,5 @@
-"""Shared test vocabulary: accounts, the error-shape assertion, service checks, polling with a
-deadline and free ports.
+"""Shared test vocabulary: accounts, table rows and job rows, the error-shape assertion, service
+checks, polling with a deadline and free ports.
 
 Kept out of conftest.py so that test modules can import it by name (two conftest modules exist,
 one per tier, and `import conftest` would be ambiguous).
@@ -22,9 +22,10 @@ import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import event, text
+from sqlalchemy import event, text, update
 
 from blog_api.extensions import db
+from blog_api.models import Job
 
 T = TypeVar("T")
 RUN_ID = uuid.uuid4().hex[:10]
@@ -57,6 +58,22 @@ def table_rows(app: Flask, table: str) -> list[tuple[Any, ...]]:
     with app.app_context():
         rows = db.session.execute(text(f"SELECT * FROM {table} ORDER BY id"))
         return [tuple(row) for row in rows]
+
+
+def set_job(app: Flask, job_id: str, **values: Any) -> None:
+    """Write `values` into the row of job `job_id` (an expired lease, a status to start from)."""
+    with app.app_context():
+        db.session.execute(update(Job).where(Job.id == job_id).values(**values))
+        db.session.commit()
+
+
+def job_row(app: Flask, job_id: str) -> Job:
+    """The row of job `job_id`, detached from its session so it can be read afterwards."""
+    with app.app_context():
+        job = db.session.get(Job, job_id)
+        assert job is not None
+        db.session.expunge(job)
+        return job
 
 
 def assert_error(

@@ -27,33 +27,21 @@ from resources import (
     create_todo,
     huge_body,
     ids_of,
+    invalid,
+    invalid_titles,
+    unknown,
 )
 from support import Account, assert_error, table_rows
 
 # Fields a create or update body may not carry: (fields, message, fields named in `errors`).
 INVALID_FIELDS = [
-    pytest.param({"title": 5}, "Invalid field(s): title", {"title"}, id="title-number"),
-    pytest.param({"title": None}, "Invalid field(s): title", {"title"}, id="title-null"),
-    pytest.param({"title": ""}, "Invalid field(s): title", {"title"}, id="title-empty"),
-    pytest.param({"title": "x" * 101}, "Invalid field(s): title", {"title"}, id="title-101"),
-    pytest.param({"title": "nul\x00byte"}, "Invalid field(s): title", {"title"}, id="title-nul"),
-    pytest.param(
-        {"description": "d" * 256}, "Invalid field(s): description", {"description"}, id="desc-256"
-    ),
-    pytest.param(
-        {"description": "a\x00"}, "Invalid field(s): description", {"description"}, id="desc-nul"
-    ),
-    pytest.param(
-        {"completed": "yes"}, "Invalid field(s): completed", {"completed"}, id="completed-yes"
-    ),
-    pytest.param({"completed": 1}, "Invalid field(s): completed", {"completed"}, id="completed-1"),
+    *invalid_titles(longest=100),
+    invalid({"description": "d" * 256}, id="desc-256"),
+    invalid({"description": "a\x00"}, id="desc-nul"),
+    invalid({"completed": "yes"}, id="completed-yes"),
+    invalid({"completed": 1}, id="completed-1"),
     *SERVER_SET_FIELDS,
-    pytest.param(
-        {"id": 7, "user_id": 2},
-        "Unknown field(s): id, user_id",
-        {"id", "user_id"},
-        id="id-and-user_id",
-    ),
+    unknown({"id": 7, "user_id": 2}, id="id-and-user_id"),
 ]
 
 

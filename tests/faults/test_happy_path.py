@@ -9,7 +9,7 @@ import pytest
 from integration_stack import POSTGRESQL_ONLY, Stack
 from oracle import assert_clean, post_over_http, quiescence
 
-pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
+pytestmark = [pytest.mark.scenario("R1"), pytest.mark.integration, POSTGRESQL_ONLY]
 
 
 def run_happy_path(stack: Stack, report_figures: Callable[..., None], posts: int) -> None:
@@ -36,7 +36,6 @@ def run_happy_path(stack: Stack, report_figures: Callable[..., None], posts: int
     assert len({r["message_id"] for r in stack.deliveries()}) == posts
 
 
-@pytest.mark.scenario("R1")
 def test_every_post_over_http_is_mailed_once_and_every_v2_post_audited_once(
     redis_stack: Stack, report_figures: Callable[..., None]
 ) -> None:
@@ -44,7 +43,6 @@ def test_every_post_over_http_is_mailed_once_and_every_v2_post_audited_once(
     run_happy_path(redis_stack, report_figures, 40)
 
 
-@pytest.mark.scenario("R1")
 @pytest.mark.long
 def test_200_posts_over_http_are_each_mailed_once_and_audited_once(
     redis_stack: Stack, report_figures: Callable[..., None]

@@ -19,7 +19,7 @@ from integration_stack import POSTGRESQL_ONLY, Stack, wait_until
 
 from support import PASSWORD, Account
 
-pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
+pytestmark = [pytest.mark.scenario("S32"), pytest.mark.integration, POSTGRESQL_ONLY]
 
 LIMIT = 5
 DEEP_BODY = "[" * 2000 + "]" * 2000
@@ -90,7 +90,6 @@ def fallbacks(port: int) -> set[float]:
     return set(seen.values())
 
 
-@pytest.mark.scenario("S32")
 def test_unreadable_bodies_do_not_split_the_limits_between_workers(
     gunicorn: int,
     make_account: Callable[..., Account],
@@ -118,7 +117,6 @@ def test_unreadable_bodies_do_not_split_the_limits_between_workers(
     assert fallbacks(port) == {0.0}
 
 
-@pytest.mark.scenario("S32")
 def test_registration_limit_holds_across_workers_after_unreadable_bodies(
     gunicorn: int, row_counts: Callable[[], dict[str, int]]
 ) -> None:

@@ -19,6 +19,8 @@ from jwt.warnings import InsecureKeyLengthWarning
 
 from blog_api.config import ENVIRONMENT_VARIABLES
 
+pytestmark = pytest.mark.scenario("S16")
+
 # Made at run time: committed keys are refused.
 GOOD_SECRET_KEY = secrets.token_urlsafe(48)
 GOOD_JWT_SECRET = secrets.token_urlsafe(48)
@@ -52,7 +54,6 @@ def start_production(
     )
 
 
-@pytest.mark.scenario("S16")
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
@@ -72,7 +73,6 @@ def test_production_refuses_to_start(
     assert "/api/v1/posts" not in result.stdout
 
 
-@pytest.mark.scenario("S16")
 def test_production_starts_with_good_settings(tmp_path: Path) -> None:
     """The control: the refusals above come from the setting each case changes."""
     result = start_production(tmp_path)
@@ -81,7 +81,6 @@ def test_production_starts_with_good_settings(tmp_path: Path) -> None:
     assert "/api/v1/posts" in result.stdout
 
 
-@pytest.mark.scenario("S16")
 def test_short_hmac_keys_are_an_error_in_tests() -> None:
     """PyJWT warns about HMAC keys shorter than the digest; the test configuration turns every
     warning into an error, so a test run with such a key fails instead of passing quietly."""

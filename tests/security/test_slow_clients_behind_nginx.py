@@ -29,7 +29,7 @@ import pytest
 from integration_stack import POSTGRESQL_ONLY, Service, Stack, wait_until
 from nginx_front import Answer, require_nginx, send, start_nginx
 
-pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
+pytestmark = [pytest.mark.scenario("S52"), pytest.mark.integration, POSTGRESQL_ONLY]
 
 SLOW_HEADERS = 20
 SLOW_BODIES = 10
@@ -187,7 +187,6 @@ def assert_json_error(answer: Answer, status: int) -> dict[str, str]:
     return dict(body)
 
 
-@pytest.mark.scenario("S52")
 def test_slow_clients_do_not_delay_health_through_nginx(front: Front) -> None:
     with (
         SlowClients(front.nginx, SLOW_HEADERS) as headers,
@@ -219,7 +218,6 @@ def test_slow_clients_do_not_delay_health_through_nginx(front: Front) -> None:
     assert {probe.slow_clients_open for probe in control} == {SLOW_HEADERS}, control
 
 
-@pytest.mark.scenario("S52")
 def test_nginx_gives_the_app_each_clients_address_and_answers_its_own_errors_in_json(
     front: Front,
 ) -> None:
