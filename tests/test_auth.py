@@ -11,8 +11,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from resources import invalid
 from support import PASSWORD, Account, assert_error
+from support.resources import invalid
 
 ACCESS_LIFETIME_LIMIT = 15 * 60
 

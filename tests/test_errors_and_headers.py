@@ -15,8 +15,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.exceptions import UnsupportedMediaType
 
-from resources import NOT_A_JSON_OBJECT, REQUEST_MUST_BE_JSON, TOO_LARGE_MESSAGE, huge_body
 from support import PASSWORD, Account, assert_error, table_rows
+from support.resources import NOT_A_JSON_OBJECT, REQUEST_MUST_BE_JSON, TOO_LARGE_MESSAGE, huge_body
 
 INTERNAL_ERROR = "Something went wrong on our end"
 SECRET_DETAIL = "db password is hunter2"

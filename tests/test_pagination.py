@@ -15,7 +15,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from resources import (
+from support import Account, assert_error, statements_run_by
+from support.resources import (
     MAX_OFFSET,
     VERSIONS,
     RowCounts,
@@ -25,7 +26,6 @@ from resources import (
     follow_pages,
     ids_of,
 )
-from support import Account, assert_error, statements_run_by
 
 INVALID_CURSOR = (
     "Invalid cursor: pass `after` exactly as a previous page's `pagination.next` gave it"

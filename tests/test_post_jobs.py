@@ -12,8 +12,8 @@ from flask import Flask
 
 from blog_api.models import JobKind
 from blog_api.worker.tasks import TASKS
-from resources import VERSIONS, create_post
 from support import Account
+from support.resources import VERSIONS, create_post
 
 # Nothing listens on port 1: every SMTP attempt fails to connect. The audit file's directory
 # cannot be created under /proc, whoever runs the tests.

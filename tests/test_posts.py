@@ -12,7 +12,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from resources import (
+from support import Account, assert_error, table_rows
+from support.resources import (
     POSTS,
     VERSIONS,
     RowCounts,
@@ -20,7 +21,6 @@ from resources import (
     create_post,
     ids_of,
 )
-from support import Account, assert_error, table_rows
 
 # --- create ----------------------------------------------------------------------------------
 

@@ -18,8 +18,8 @@ from flask_limiter.util import get_remote_address
 from blog_api.api import limits
 from blog_api.config import Config
 from blog_api.extensions import Limiter
-from resources import create_post
 from support import PASSWORD, Account, assert_too_many_requests
+from support.resources import create_post
 
 LIMIT = "3 per minute"
 TOO_MANY = "3 per 1 minute"

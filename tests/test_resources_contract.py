@@ -18,7 +18,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from resources import (
+from support import Account, assert_error, table_rows
+from support.resources import (
     NOT_A_JSON_OBJECT,
     REQUEST_MUST_BE_JSON,
     TOO_LARGE_MESSAGE,
@@ -32,7 +33,6 @@ from resources import (
     huge_body,
     ids_of,
 )
-from support import Account, assert_error, table_rows
 
 # --- create ----------------------------------------------------------------------------------
 

@@ -15,7 +15,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from resources import (
+from support import Account, assert_error, table_rows
+from support.resources import (
     NOT_A_JSON_OBJECT,
     REQUEST_MUST_BE_JSON,
     SERVER_SET_FIELDS,
@@ -31,7 +32,6 @@ from resources import (
     invalid_titles,
     unknown,
 )
-from support import Account, assert_error, table_rows
 
 # Fields a create or update body may not carry: (fields, message, fields named in `errors`).
 INVALID_FIELDS = [

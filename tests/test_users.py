@@ -13,8 +13,8 @@ from sqlalchemy import select
 from blog_api.extensions import db
 from blog_api.models import Post, Todo, User
 from blog_api.schemas.posts import MAX_CONTENT_CHARS
-from resources import create_post, invalid
 from support import PASSWORD, Account, assert_error, table_rows
+from support.resources import create_post, invalid
 
 PUBLIC_PROFILE_FIELDS = {"id", "username", "role", "created_at"}
 NEW_PASSWORD = "a brand new passphrase"

@@ -9,8 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from integration_stack import POSTGRESQL_ONLY, Stack, create_posts, wait_until
 from oracle import Accepted, assert_clean, quiescence
+
+from support.integration_stack import POSTGRESQL_ONLY, Stack, create_posts, wait_until
 
 pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
 

@@ -11,14 +11,6 @@ import uuid
 from collections.abc import Callable
 
 import pytest
-from integration_stack import (
-    POSTGRESQL_ONLY,
-    Stack,
-    create_posts,
-    free_port,
-    job_views,
-    wait_until,
-)
 from oracle import (
     Accepted,
     Figures,
@@ -26,6 +18,15 @@ from oracle import (
     post_over_http,
     queued_messages,
     quiescence,
+)
+
+from support.integration_stack import (
+    POSTGRESQL_ONLY,
+    Stack,
+    create_posts,
+    free_port,
+    job_views,
+    wait_until,
 )
 
 pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from integration_stack import POSTGRESQL_ONLY, Stack, create_posts, job_views, wait_until
 from oracle import Accepted, Figures, Traffic, assert_clean, post_over_http, quiescence
+
+from support.integration_stack import POSTGRESQL_ONLY, Stack, create_posts, job_views, wait_until
 
 pytestmark = pytest.mark.integration
 

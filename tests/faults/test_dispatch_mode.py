@@ -8,15 +8,15 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from fault_hooks import FaultHooks
 from flask import Flask
-from integration_stack import free_port, job_views
 from sqlalchemy import select
 
 from blog_api.extensions import db
 from blog_api.jobs.outbox import due_jobs
 from blog_api.models import Job, JobStatus
 from blog_api.models.base import utcnow
+from support.fault_hooks import FaultHooks
+from support.integration_stack import free_port, job_views
 
 # SQLite only: the dispatch hook is under test, not the database.
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

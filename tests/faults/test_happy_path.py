@@ -6,8 +6,9 @@ import uuid
 from collections.abc import Callable
 
 import pytest
-from integration_stack import POSTGRESQL_ONLY, Stack
 from oracle import assert_clean, post_over_http, quiescence
+
+from support.integration_stack import POSTGRESQL_ONLY, Stack
 
 pytestmark = [pytest.mark.scenario("R1"), pytest.mark.integration, POSTGRESQL_ONLY]
 

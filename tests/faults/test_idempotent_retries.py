@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from integration_stack import POSTGRESQL_ONLY, Stack
 from oracle import Accepted, Figures, assert_clean, quiescence
 from sqlalchemy import select
 
 from blog_api.extensions import db
 from blog_api.models import Job, Post
 from blog_api.models.jobs import JobKind
+from support.integration_stack import POSTGRESQL_ONLY, Stack
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from integration_stack import POSTGRESQL_ONLY, Stack, create_posts, free_port
 from oracle import Accepted, Figures, queued_messages, quiescence
+
+from support.integration_stack import POSTGRESQL_ONLY, Stack, create_posts, free_port
 
 pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
 

@@ -9,14 +9,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from integration_stack import (
+from oracle import Accepted, Figures, assert_clean, quiescence
+
+from support.integration_stack import (
     POSTGRESQL_ONLY,
     Stack,
     create_posts,
     job_views,
     message_id,
 )
-from oracle import Accepted, Figures, assert_clean, quiescence
 
 pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
 

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from integration_stack import (
+from oracle import Accepted, Figures, assert_clean, quiescence
+
+from support.integration_stack import (
     POSTGRESQL_ONLY,
     Service,
     Stack,
@@ -26,7 +28,6 @@ from integration_stack import (
     message_id,
     wait_until,
 )
-from oracle import Accepted, Figures, assert_clean, quiescence
 
 pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
 

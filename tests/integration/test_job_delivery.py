@@ -9,18 +9,18 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from integration_stack import (
+from sqlalchemy import select
+
+from blog_api.extensions import db
+from blog_api.models import Job, JobKind
+from support import wait_until
+from support.integration_stack import (
     POSTGRESQL_ONLY,
     Stack,
     assert_each_effect_once,
     create_posts,
     wait_for_jobs,
 )
-from sqlalchemy import select
-
-from blog_api.extensions import db
-from blog_api.models import Job, JobKind
-from support import wait_until
 
 pytestmark = pytest.mark.integration
 

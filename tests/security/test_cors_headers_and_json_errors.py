@@ -17,8 +17,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from blog_api.extensions import limiter
-from resources import huge_body
 from support import Account
+from support.resources import huge_body
 
 ALLOWED_ORIGIN = "https://app.example"
 VERSIONS = ("v1", "v2")

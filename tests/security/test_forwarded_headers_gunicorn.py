@@ -18,8 +18,9 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
 import pytest
-from integration_stack import POSTGRESQL_ONLY, Stack
 from nginx_front import send
+
+from support.integration_stack import POSTGRESQL_ONLY, Stack
 
 pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
 

@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, suppress
 
 import pytest
-from integration_stack import POSTGRESQL_ONLY, Stack, wait_until
 
 from support import PASSWORD, Account
+from support.integration_stack import POSTGRESQL_ONLY, Stack, wait_until
 
 pytestmark = [pytest.mark.scenario("S32"), pytest.mark.integration, POSTGRESQL_ONLY]
 

@@ -15,9 +15,9 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
-from integration_stack import POSTGRESQL_ONLY, Stack
 
 from support import PASSWORD, Account
+from support.integration_stack import POSTGRESQL_ONLY, Stack
 
 pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
 

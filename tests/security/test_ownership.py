@@ -18,8 +18,8 @@ from effects import Snapshot
 from flask import Flask
 from flask.testing import FlaskClient
 
-from resources import RowCounts, both_versions, create_post, create_todo, ids_of
 from support import Account, assert_error, table_rows
+from support.resources import RowCounts, both_versions, create_post, create_todo, ids_of
 
 pytestmark = pytest.mark.scenario("S17")
 

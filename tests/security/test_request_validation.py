@@ -19,7 +19,8 @@ from effects import Snapshot
 from flask import Flask
 from flask.testing import FlaskClient
 
-from resources import (
+from support import Account, assert_error, table_rows
+from support.resources import (
     INVALID_PAGES,
     MAX_OFFSET,
     NOT_A_JSON_OBJECT,
@@ -37,7 +38,6 @@ from resources import (
     invalid_titles,
     unknown,
 )
-from support import Account, assert_error, table_rows
 
 # Fields a post's create or update body may not carry: (fields, message, fields in `errors`).
 INVALID_POST_FIELDS = [

@@ -23,8 +23,8 @@ from werkzeug.routing import Rule
 
 from blog_api.extensions import db
 from blog_api.models import Job
-from resources import create_post, create_todo
 from support import Account, assert_error
+from support.resources import create_post, create_todo
 
 # (rule, method) a caller without a token may use.
 PUBLIC = {

@@ -24,8 +24,8 @@ from sqlalchemy import select
 from blog_api.extensions import db
 from blog_api.models import EmailConfirmation, User
 from blog_api.services import confirmations
-from resources import invalid
 from support import PASSWORD, Account, assert_error
+from support.resources import invalid
 
 
 def register(client: FlaskClient, headers: dict[str, str] | None = None, **body: Any) -> Any:

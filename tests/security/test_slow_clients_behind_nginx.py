@@ -26,8 +26,9 @@ from http import HTTPStatus
 from typing import Literal
 
 import pytest
-from integration_stack import POSTGRESQL_ONLY, Service, Stack, wait_until
 from nginx_front import Answer, require_nginx, send, start_nginx
+
+from support.integration_stack import POSTGRESQL_ONLY, Service, Stack, wait_until
 
 pytestmark = [pytest.mark.scenario("S52"), pytest.mark.integration, POSTGRESQL_ONLY]
 

@@ -24,8 +24,8 @@ from flask.testing import FlaskClient
 
 from blog_api.api import limits
 from blog_api.api.bodies import INVALID_UNICODE, JSON_TOO_DEEP, MAX_JSON_DEPTH
-from resources import REQUEST_MUST_BE_JSON, TOO_LARGE_MESSAGE, huge_body
 from support import PASSWORD, Account, assert_error, assert_too_many_requests
+from support.resources import REQUEST_MUST_BE_JSON, TOO_LARGE_MESSAGE, huge_body
 
 JSON = "application/json"
 DEEPEST_ARRAY = "[" * 2000 + "]" * 2000  # beyond the JSON decoder's own recursion limit

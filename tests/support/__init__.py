@@ -1,8 +1,11 @@
-"""Shared test vocabulary: accounts, table rows and job rows, the error-shape assertion, service
-checks, polling with a deadline and free ports.
+"""The code several test folders share (pytest puts tests/ on the path: `from support import`).
 
-Kept out of conftest.py so that test modules can import it by name (two conftest modules exist,
-one per tier, and `import conftest` would be ambiguous).
+This module is the shared vocabulary: accounts, table rows and job rows, the error-shape
+assertion, service checks, polling with a deadline and free ports. Beside it: `resources`
+(creating posts and to-dos, the bodies every endpoint refuses, the contract suite's `Resource`)
+and the integration rig: `integration_stack` (real worker, SMTP, Redis and gunicorn processes),
+`live_server`, `fault_proxy`, `fault_hooks` and `rig_wsgi`, the entry module of the processes
+the rig starts. Fixtures stay in the conftest modules; what a test imports lives here.
 """
 
 from __future__ import annotations
