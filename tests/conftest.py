@@ -7,6 +7,7 @@ machine may lack are skipped with a reason, except under `CI=true`, where a miss
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ from support import (
     create_postgres_database,
     require_service,
 )
+from support.integration_stack import Stack, stack_in
 
 REDIS_TEST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
@@ -112,6 +114,21 @@ def make_app(database_url: str, shared_app: Flask) -> Iterator[Callable[..., Fla
     with shared_app.app_context():
         db.session.remove()
         _empty_all_tables()
+
+
+@pytest.fixture
+def make_stack(
+    tmp_path_factory: pytest.TempPathFactory,
+    database_url: str,
+    make_app: Callable[..., Flask],
+) -> Iterator[Callable[[str], Stack]]:
+    """`make_stack(queue)`: a `Stack` (the integration rig: real worker, SMTP and gunicorn
+    processes) on the run's database, in a temp directory of its own. Its processes are stopped
+    and the directory removed after the test, before `make_app` empties the tables."""
+    with contextlib.ExitStack() as stacks:
+        yield lambda queue: stacks.enter_context(
+            stack_in(tmp_path_factory, queue, database_url, make_app)
+        )
 
 
 @pytest.fixture

@@ -127,6 +127,7 @@ def test_an_idempotency_wait_of_no_time_is_refused(wait: str) -> None:
         create_app("testing", SQLALCHEMY_DATABASE_URI="sqlite://", **settings)
 
 
+@pytest.mark.scenario("S16")
 @pytest.mark.usefixtures("production_environment")
 @pytest.mark.parametrize(
     ("jwt_secret", "message"),
@@ -165,37 +166,71 @@ def test_production_accepts_a_jwt_secret_of_exactly_32_random_bytes(
     assert create_app("production").config["JWT_SECRET_KEY"] == key
 
 
+# Keys neither secret may be: (key, the reason given).
+GUESSABLE_KEYS = [
+    pytest.param(
+        "correct-horse-battery-staple-orange-purple-monkey-dishwasher-window",
+        "is guessable",
+        id="passphrase",
+    ),
+    pytest.param(secrets.token_hex(16), "is too short", id="16-random-bytes-as-hex"),
+    pytest.param(secrets.token_urlsafe(24), "is too short", id="24-random-bytes"),
+]
+GUESSABLE_JWT_SECRETS = [
+    pytest.param("testing-jwt-secret-key-0123456789abcdef", "is published", id="testing-key"),
+    pytest.param("a" * 40, "has only 1 different characters", id="a-x-40"),
+    pytest.param("k" * 32, "has only 1 different characters", id="k-x-32"),
+    pytest.param("changeme" * 4, "has only 7 different characters", id="changeme-x-4"),
+    pytest.param("abcdefghij" * 4, "is too short", id="alphabet-x-4"),
+    pytest.param("abcdefghijklmnop" * 4, "is guessable", id="alphabet-x-4-long"),
+    pytest.param("a-real-production-jwt-signing-key-0123456789abcdef", "is guessable", id="words"),
+    *GUESSABLE_KEYS,
+    pytest.param(secrets.token_hex(31), "is too short", id="31-random-bytes-as-hex"),
+]
+GUESSABLE_SECRET_KEYS = [
+    pytest.param("a" * 16, "has only 1 different characters", id="a-x-16"),
+    pytest.param("testing-secret-key-0123456789abcdef", "is published", id="testing-key"),
+    pytest.param("a-real-production-secret-key-f00d", "is too short", id="words-33-chars"),
+    pytest.param("a-real-production-flask-secret-key-0123456789abcdef", "is guessable", id="words"),
+    *GUESSABLE_KEYS,
+]
+
+
 @pytest.mark.usefixtures("production_environment")
 @pytest.mark.parametrize(
-    ("jwt_secret", "message"),
+    ("setting", "key", "message"),
     [
-        pytest.param("testing-jwt-secret-key-0123456789abcdef", "is published", id="testing-key"),
-        pytest.param("a" * 40, "has only 1 different characters", id="a-x-40"),
-        pytest.param("k" * 32, "has only 1 different characters", id="k-x-32"),
-        pytest.param("changeme" * 4, "has only 7 different characters", id="changeme-x-4"),
-        pytest.param("abcdefghij" * 4, "is too short", id="alphabet-x-4"),
-        pytest.param("abcdefghijklmnop" * 4, "is guessable", id="alphabet-x-4-long"),
-        pytest.param(
-            "a-real-production-jwt-signing-key-0123456789abcdef", "is guessable", id="words"
+        *(
+            pytest.param(
+                "JWT_SECRET_KEY",
+                *case.values,
+                id=f"jwt-secret-key-{case.id}",
+                marks=pytest.mark.scenario("S34"),
+            )
+            for case in GUESSABLE_JWT_SECRETS
         ),
-        pytest.param(
-            "correct-horse-battery-staple-orange-purple-monkey-dishwasher-window",
-            "is guessable",
-            id="passphrase",
+        *(
+            pytest.param(
+                "SECRET_KEY",
+                *case.values,
+                id=f"secret-key-{case.id}",
+                marks=pytest.mark.scenario("S51"),
+            )
+            for case in GUESSABLE_SECRET_KEYS
         ),
-        pytest.param(secrets.token_hex(16), "is too short", id="16-random-bytes-as-hex"),
-        pytest.param(secrets.token_urlsafe(24), "is too short", id="24-random-bytes"),
-        pytest.param(secrets.token_hex(31), "is too short", id="31-random-bytes-as-hex"),
     ],
 )
-def test_s34_production_refuses_a_guessable_jwt_secret(
-    monkeypatch: pytest.MonkeyPatch, jwt_secret: str, message: str
+def test_production_refuses_a_guessable_key(
+    monkeypatch: pytest.MonkeyPatch, setting: str, key: str, message: str
 ) -> None:
-    """S34: keys published in the repository, of few characters, made of words, runs or
-    repeats, or of fewer than 32 random bytes; the message says how to make a good one."""
-    monkeypatch.setenv("JWT_SECRET_KEY", jwt_secret)
+    """Keys published in the repository, of few characters, made of words, runs or repeats,
+    or of fewer than 32 random bytes; the message names the setting, says why and how to make
+    a good key. JWT_SECRET_KEY (S34) and SECRET_KEY (S51: it keys confirmation tokens, list
+    cursors and Idempotency-Key fingerprints, yet only placeholders and keys under 16 bytes were
+    refused, so `aaaaaaaaaaaaaaaa` started production) get the same check."""
+    monkeypatch.setenv(setting, key)
 
-    with pytest.raises(ConfigError, match=message) as refused:
+    with pytest.raises(ConfigError, match=rf"^{setting} {message}") as refused:
         create_app("production")
     assert "secrets.token_urlsafe(48)" in str(refused.value)
 
@@ -223,17 +258,34 @@ def committed_secrets() -> set[str]:
 
 
 @pytest.mark.usefixtures("production_environment")
-def test_s34_production_refuses_every_secret_committed_to_the_repository(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("setting", "committed"),
+    [
+        pytest.param(
+            "JWT_SECRET_KEY",
+            TestingConfig.JWT_SECRET_KEY,
+            id="jwt-secret-key",
+            marks=pytest.mark.scenario("S34"),
+        ),
+        pytest.param(
+            "SECRET_KEY",
+            TestingConfig.SECRET_KEY,
+            id="secret-key",
+            marks=pytest.mark.scenario("S51"),
+        ),
+    ],
+)
+def test_production_refuses_every_secret_committed_to_the_repository(
+    monkeypatch: pytest.MonkeyPatch, setting: str, committed: str
 ) -> None:
-    """S34: scans the committed files for values of secret-named settings; none is accepted
-    as JWT_SECRET_KEY (a key that can be read here can be guessed)."""
+    """S34, S51: scans the committed files for values of secret-named settings; none is
+    accepted as JWT_SECRET_KEY or SECRET_KEY (a key that can be read here can be guessed)."""
     candidates = committed_secrets()
-    assert TestingConfig.JWT_SECRET_KEY in candidates  # the scan finds what it should
+    assert committed in candidates  # the scan finds what it should
 
     accepted = []
     for candidate in sorted(candidates):
-        monkeypatch.setenv("JWT_SECRET_KEY", candidate)
+        monkeypatch.setenv(setting, candidate)
         try:
             create_app("production")
         except ConfigError:
@@ -252,63 +304,13 @@ def test_production_refuses_a_weak_secret_key(monkeypatch: pytest.MonkeyPatch, s
         create_app("production")
 
 
+@pytest.mark.scenario("S51")
 @pytest.mark.usefixtures("production_environment")
-@pytest.mark.parametrize(
-    ("secret_key", "message"),
-    [
-        pytest.param("a" * 16, "has only 1 different characters", id="a-x-16"),
-        pytest.param("testing-secret-key-0123456789abcdef", "is published", id="testing-key"),
-        pytest.param("a-real-production-secret-key-f00d", "is too short", id="words-33-chars"),
-        pytest.param(
-            "a-real-production-flask-secret-key-0123456789abcdef", "is guessable", id="words"
-        ),
-        pytest.param(
-            "correct-horse-battery-staple-orange-purple-monkey-dishwasher-window",
-            "is guessable",
-            id="passphrase",
-        ),
-        pytest.param(secrets.token_hex(16), "is too short", id="16-random-bytes-as-hex"),
-        pytest.param(secrets.token_urlsafe(24), "is too short", id="24-random-bytes"),
-    ],
-)
-def test_s51_production_refuses_a_guessable_secret_key(
-    monkeypatch: pytest.MonkeyPatch, secret_key: str, message: str
-) -> None:
-    """S51: SECRET_KEY keys confirmation tokens, list cursors and Idempotency-Key fingerprints,
-    yet only placeholders and keys under 16 bytes were refused (`aaaaaaaaaaaaaaaa` started
-    production); the same check as JWT_SECRET_KEY's (S34) now applies."""
-    monkeypatch.setenv("SECRET_KEY", secret_key)
-
-    with pytest.raises(ConfigError, match=rf"^SECRET_KEY {message}") as refused:
-        create_app("production")
-    assert "secrets.token_urlsafe(48)" in str(refused.value)
-
-
-@pytest.mark.usefixtures("production_environment")
-def test_s51_production_accepts_a_fresh_secret_key(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_production_accepts_a_fresh_secret_key(monkeypatch: pytest.MonkeyPatch) -> None:
     key = secrets.token_urlsafe(48)
     monkeypatch.setenv("SECRET_KEY", key)
 
     assert create_app("production").config["SECRET_KEY"] == key
-
-
-@pytest.mark.usefixtures("production_environment")
-def test_s51_production_refuses_every_secret_committed_to_the_repository_as_secret_key(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    candidates = committed_secrets()
-    assert TestingConfig.SECRET_KEY in candidates  # the scan finds what it should
-
-    accepted = []
-    for candidate in sorted(candidates):
-        monkeypatch.setenv("SECRET_KEY", candidate)
-        try:
-            create_app("production")
-        except ConfigError:
-            continue
-        accepted.append(candidate)
-
-    assert accepted == []
 
 
 @pytest.mark.usefixtures("production_environment")
@@ -464,8 +466,9 @@ DOCUMENTED_DEFAULTS = [
 ]
 
 
+@pytest.mark.scenario("S40")
 @pytest.mark.parametrize("variable", DOCUMENTED_DEFAULTS)
-def test_s40_env_example_states_the_default_in_use(variable: str) -> None:
+def test_env_example_states_the_default_in_use(variable: str) -> None:
     """S40: .env.example described argon2 parameters (3/65536/4) that were not the ones used."""
     example = (REPOSITORY / ".env.example").read_text()
     (value,) = re.findall(rf"^# {variable}=(.*)$", example, re.MULTILINE)

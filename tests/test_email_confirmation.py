@@ -527,7 +527,8 @@ def all_confirmation_jobs(app: Flask) -> int:
         return len(db.session.scalars(select(Job).where(Job.kind == JobKind.CONFIRM_EMAIL)).all())
 
 
-def test_s49_registrations_naming_one_address_send_it_at_most_the_recipient_limit(
+@pytest.mark.scenario("S49")
+def test_registrations_naming_one_address_send_it_at_most_the_recipient_limit(
     make_app: Callable[..., Flask],
     row_counts: Callable[[], dict[str, int]],
     caplog: pytest.LogCaptureFixture,
@@ -562,7 +563,8 @@ def test_s49_registrations_naming_one_address_send_it_at_most_the_recipient_limi
     assert len(confirmation_jobs(app, other.json["id"])) == 1
 
 
-def test_s49_a_resend_over_the_recipient_limit_answers_202_and_sends_nothing(
+@pytest.mark.scenario("S49")
+def test_a_resend_over_the_recipient_limit_answers_202_and_sends_nothing(
     mail_app: Callable[..., Flask], sink: Sink, row_counts: Callable[[], dict[str, int]]
 ) -> None:
     app = mail_app(CONFIRM_EMAIL_RECIPIENT_LIMIT="3 per hour")
@@ -582,7 +584,8 @@ def test_s49_a_resend_over_the_recipient_limit_answers_202_and_sends_nothing(
     assert confirm(client, send_confirmation(app, sink, user_id)).status_code == 200
 
 
-def test_s49_strangers_registering_an_address_spend_its_owners_budget_too(
+@pytest.mark.scenario("S49")
+def test_strangers_registering_an_address_spend_its_owners_budget_too(
     make_app: Callable[..., Flask],
 ) -> None:
     """The limit counts e-mails to the address, whoever asks: resends are no way around it."""
@@ -596,7 +599,8 @@ def test_s49_strangers_registering_an_address_spend_its_owners_budget_too(
     assert len(confirmation_jobs(app, owner)) == 1
 
 
-def test_s49_the_recipient_limit_is_counted_in_memory_while_the_storage_is_down(
+@pytest.mark.scenario("S49")
+def test_the_recipient_limit_is_counted_in_memory_while_the_storage_is_down(
     make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
 ) -> None:
     """Counted outside a view's decorator (here `flask users create-admin`), a storage outage
@@ -620,7 +624,8 @@ def test_s49_the_recipient_limit_is_counted_in_memory_while_the_storage_is_down(
     assert all_confirmation_jobs(app) == 1
 
 
-def test_s49_a_confirmation_to_an_address_another_account_confirmed_is_skipped_with_the_reason(
+@pytest.mark.scenario("S49")
+def test_a_confirmation_to_an_address_another_account_confirmed_is_skipped_with_the_reason(
     mail_app: Callable[..., Flask], sink: Sink
 ) -> None:
     """S49: after its owner confirmed an address, each registration naming it still sent it an

@@ -15,8 +15,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.exceptions import UnsupportedMediaType
 
-from resources import NOT_A_JSON_OBJECT, REQUEST_MUST_BE_JSON, TOO_LARGE_MESSAGE, huge_body
 from support import PASSWORD, Account, assert_error, table_rows
+from support.resources import NOT_A_JSON_OBJECT, REQUEST_MUST_BE_JSON, TOO_LARGE_MESSAGE, huge_body
 
 INTERNAL_ERROR = "Something went wrong on our end"
 SECRET_DETAIL = "db password is hunter2"
@@ -237,6 +237,7 @@ def test_docs_pages_are_served_with_framing_forbidden(client: FlaskClient, versi
     assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
 
 
+@pytest.mark.scenario("S47")
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_swagger_ui_does_not_keep_bearer_tokens_in_local_storage(
     client: FlaskClient, version: str
@@ -292,8 +293,9 @@ def test_request_id_is_generated_when_absent_or_invalid(
     assert first != second
 
 
+@pytest.mark.scenario("S48")
 @pytest.mark.parametrize("incoming", ["abc-123\n", "abc-123\r\n"])
-def test_s48_a_request_id_with_a_line_break_is_replaced(client: FlaskClient, incoming: str) -> None:
+def test_a_request_id_with_a_line_break_is_replaced(client: FlaskClient, incoming: str) -> None:
     """S48: the id was checked with `re.match` and `$`, which admits a final newline; echoing
     it in the response header then raised (a 500). The environ carries it as a server could."""
     response = client.get("/api", environ_base={"HTTP_X_REQUEST_ID": incoming})

@@ -26,8 +26,8 @@ from blog_api.models import IdempotencyKey, Job, Post, Todo, User
 from blog_api.models.base import utcnow
 from blog_api.services import idempotency, posts, todos, users
 from blog_api.worker.bootsteps import RelayStep
-from resources import RowCounts, both_versions
 from support import PASSWORD, Account, assert_error, statements_run_by
+from support.resources import RowCounts, both_versions
 
 KEY = "order-7f3a-retry-safe"
 IN_FLIGHT = "A request with this Idempotency-Key is still in progress; retry later"

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from blog_api.extensions import db
 from blog_api.jobs import checkpoints
@@ -16,7 +16,7 @@ from blog_api.jobs.checkpoints import Checkpoint, job_checkpoint
 from blog_api.jobs.errors import TransientJobError
 from blog_api.models import Job
 from blog_api.models.base import utcnow
-from support import Account
+from support import Account, job_row, set_job
 
 
 def create_post_with_job(client: FlaskClient, author: Account, app: Flask) -> Job:
@@ -26,20 +26,6 @@ def create_post_with_job(client: FlaskClient, author: Account, app: Flask) -> Jo
     assert response.status_code == 201
     with app.app_context():
         return db.session.scalars(select(Job).where(Job.post_id == response.json["id"])).one()
-
-
-def set_job(app: Flask, job_id: str, **values: object) -> None:
-    with app.app_context():
-        db.session.execute(update(Job).where(Job.id == job_id).values(**values))
-        db.session.commit()
-
-
-def job_row(app: Flask, job_id: str) -> Job:
-    with app.app_context():
-        job = db.session.get(Job, job_id)
-        assert job is not None
-        db.session.expunge(job)
-        return job
 
 
 def test_jobs_list_shows_jobs_filtered_by_status(

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import select, text, update
+from sqlalchemy import select, text
 
 from blog_api.effects.audit import append_audit_record
 from blog_api.extensions import db
@@ -25,7 +25,7 @@ from blog_api.jobs.outbox import claim_job, due_jobs, finish_job, insert_post_jo
 from blog_api.jobs.runner import backoff_seconds
 from blog_api.models import ErrorCode, Job, JobStatus, Post
 from blog_api.models.base import utcnow
-from support import create_account_from_before_confirmations
+from support import create_account_from_before_confirmations, job_row, set_job
 
 
 def new_job(app: Flask, *, email: str | None = "writer@example.com", version: str = "v1") -> str:
@@ -40,18 +40,11 @@ def new_job(app: Flask, *, email: str | None = "writer@example.com", version: st
         return job_ids[0]
 
 
-def set_job(app: Flask, job_id: str, **values: Any) -> None:
+def claim_and_let_the_lease_expire(app: Flask, job_id: str) -> None:
+    """`worker-a` claims the job, then its lease runs out (the worker died or hangs)."""
     with app.app_context():
-        db.session.execute(update(Job).where(Job.id == job_id).values(**values))
-        db.session.commit()
-
-
-def load(app: Flask, job_id: str) -> Job:
-    with app.app_context():
-        job = db.session.get(Job, job_id)
-        assert job is not None
-        db.session.expunge(job)
-        return job
+        assert claim_job(job_id, "worker-a") is not None
+    set_job(app, job_id, lease_until=utcnow() - timedelta(seconds=1))
 
 
 def test_a_job_claimed_once_cannot_be_claimed_again_while_its_lease_runs(app: Flask) -> None:
@@ -65,7 +58,7 @@ def test_a_job_claimed_once_cannot_be_claimed_again_while_its_lease_runs(app: Fl
 
         assert claim_job(job_id, "worker-b") is None
 
-    job = load(app, job_id)
+    job = job_row(app, job_id)
     assert (job.status, job.attempts, job.claimed_by) == ("running", 1, "worker-a")
 
 
@@ -73,9 +66,7 @@ def test_a_running_job_whose_lease_expired_is_claimed_again_with_one_more_attemp
     app: Flask,
 ) -> None:
     job_id = new_job(app)
-    with app.app_context():
-        assert claim_job(job_id, "worker-a") is not None
-    set_job(app, job_id, lease_until=utcnow() - timedelta(seconds=1))
+    claim_and_let_the_lease_expire(app, job_id)
 
     with app.app_context():
         second = claim_job(job_id, "worker-b")
@@ -83,22 +74,23 @@ def test_a_running_job_whose_lease_expired_is_claimed_again_with_one_more_attemp
         assert (second.status, second.attempts, second.claimed_by) == ("running", 2, "worker-b")
 
 
+@pytest.mark.scenario("S45")
 def test_a_job_at_max_attempts_becomes_dead_once_its_last_lease_expires(app: Flask) -> None:
     job_id = new_job(app)
     with app.app_context():
         assert claim_job(job_id, "worker-a") is not None
-    max_attempts = load(app, job_id).max_attempts
+    max_attempts = job_row(app, job_id).max_attempts
     set_job(app, job_id, attempts=max_attempts)
 
     with app.app_context():  # the last attempt may still be running: leave it alone
         assert claim_job(job_id, "worker-b") is None
-    assert load(app, job_id).status == "running"
+    assert job_row(app, job_id).status == "running"
 
     set_job(app, job_id, lease_until=utcnow() - timedelta(seconds=1))
     with app.app_context():
         assert claim_job(job_id, "worker-b") is None
 
-    job = load(app, job_id)
+    job = job_row(app, job_id)
     assert (job.status, job.attempts, job.lease_until) == ("dead", max_attempts, None)
     assert job.last_error is not None
     assert "attempts exhausted" in job.last_error
@@ -108,20 +100,18 @@ def test_a_job_at_max_attempts_becomes_dead_once_its_last_lease_expires(app: Fla
 
 def test_only_the_current_claimant_can_finish_a_job(app: Flask) -> None:
     job_id = new_job(app)
-    with app.app_context():
-        assert claim_job(job_id, "worker-a") is not None
-    set_job(app, job_id, lease_until=utcnow() - timedelta(seconds=1))
+    claim_and_let_the_lease_expire(app, job_id)
     with app.app_context():
         taken_over = claim_job(job_id, "worker-b")
         assert taken_over is not None
         # The first worker comes back late and reports: ignored.
         finish_job(Job(id=job_id, claimed_by="worker-a"), "dead", "late report")
-    job = load(app, job_id)
+    job = job_row(app, job_id)
     assert (job.status, job.claimed_by, job.last_error) == ("running", "worker-b", None)
 
     with app.app_context():
         finish_job(Job(id=job_id, claimed_by="worker-b"), "done")
-    job = load(app, job_id)
+    job = job_row(app, job_id)
     assert (job.status, job.attempts, job.lease_until) == ("done", 2, None)
     assert job.finished_at is not None
 
@@ -185,7 +175,7 @@ def test_due_jobs_returns_pending_due_and_expired_lease_jobs_and_push_back_hides
         due = due_jobs(now, 100)
         assert {job.id for job in due} == {ids["due"], ids["lease_expired"]}
         push_back(due, now)
-        assert {load(app, job.id).available_at for job in due} == {now + republish_after}
+        assert {job_row(app, job.id).available_at for job in due} == {now + republish_after}
         # Pushed back: the next pass leaves them alone until their message may have been lost.
         assert due_jobs(now + timedelta(seconds=1), 100) == []
         again = due_jobs(now + republish_after + timedelta(seconds=1), 100)
@@ -202,7 +192,7 @@ def test_push_back_leaves_a_job_claimed_since_the_publish_alone(app: Flask) -> N
         assert job is not None
         lease_end = job.available_at
         push_back(due, now)
-    assert load(app, job_id).available_at == lease_end
+    assert job_row(app, job_id).available_at == lease_end
 
 
 def test_due_jobs_come_earliest_first_and_at_most_limit(app: Flask) -> None:
@@ -235,11 +225,12 @@ def test_the_republish_delay_grows_with_the_job_s_age_up_to_a_cap(app: Flask) ->
 
     with app.app_context():
         push_back(due_jobs(now, 10), now)
-    assert {name: load(app, ids[name]).available_at - now for name in ages} == {
+    assert {name: job_row(app, ids[name]).available_at - now for name in ages} == {
         name: republish_after * factor for name, (_age, factor) in ages.items()
     }
 
 
+@pytest.mark.scenario("S45")
 def test_a_released_job_is_pending_and_due_after_its_backoff(app: Flask) -> None:
     job_id = new_job(app)
     with app.app_context():
@@ -247,7 +238,7 @@ def test_a_released_job_is_pending_and_due_after_its_backoff(app: Flask) -> None
         assert job is not None
         before = utcnow()
         outbox.release_job(job, "451 try later", ErrorCode.SMTP_TRANSIENT, retry_in=30)
-    released = load(app, job_id)
+    released = job_row(app, job_id)
     assert (released.status, released.attempts, released.last_error, released.error_code) == (
         JobStatus.PENDING,
         1,
@@ -283,6 +274,7 @@ def test_retention_deletes_old_finished_jobs_in_batches_and_keeps_dead_and_recen
     assert remaining == set(kept.values())
 
 
+@pytest.mark.scenario("S45")
 def test_a_notification_for_an_author_without_email_is_skipped_with_the_reason(
     make_app: Callable[..., Flask],
 ) -> None:
@@ -293,7 +285,7 @@ def test_a_notification_for_an_author_without_email_is_skipped_with_the_reason(
 
     assert task.apply(args=[job_id]).get() == "skipped"
 
-    job = load(app, job_id)
+    job = job_row(app, job_id)
     assert (job.status, job.attempts, job.error_code) == ("skipped", 1, "no_address")
     assert job.last_error is not None
     assert job.last_error.endswith("has no e-mail address")
@@ -311,7 +303,7 @@ def test_an_admin_retry_makes_a_dead_job_due_at_once_without_any_broker(
 
     assert response.status_code == 200, response.json
     assert (response.json["status"], response.json["attempts"]) == ("pending", 0)
-    stored = load(app, job_id)
+    stored = job_row(app, job_id)
     assert stored.available_at <= utcnow()
     assert stored.finished_at is None
     assert response.json["available_at"] == stored.available_at.isoformat()

@@ -141,6 +141,7 @@ def test_a_connection_the_server_closed_is_replaced_and_the_message_sent_once(
     assert entries[0]["peer"] != entries[1]["peer"]
 
 
+@pytest.mark.scenario("S45")
 def test_a_failure_after_data_on_a_kept_connection_is_not_resent(
     mail_app: Callable[..., Flask], sink: Sink
 ) -> None:
@@ -159,6 +160,7 @@ def test_a_failure_after_data_on_a_kept_connection_is_not_resent(
     assert entries[0]["peer"] != entries[1]["peer"]
 
 
+@pytest.mark.scenario("S45")
 def test_refusals_on_a_kept_connection_are_classified_as_on_a_new_one(
     mail_app: Callable[..., Flask], sink: Sink
 ) -> None:
@@ -191,6 +193,7 @@ def test_non_ascii_titles_and_names_arrive_decoded_in_one_subject_line(
     assert entry["rcpt_tos"] == ["zoe@example.com"]
 
 
+@pytest.mark.scenario("S45")
 def test_an_internationalised_address_fails_permanently_without_a_connection(
     mail_app: Callable[..., Flask], sink: Sink
 ) -> None:

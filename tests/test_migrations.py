@@ -151,6 +151,7 @@ def test_claiming_keys_in_the_effects_transaction_keeps_every_stored_answer(
         assert db.session.execute(text("SELECT owner FROM idempotency_keys")).scalar() == ""
 
 
+@pytest.mark.scenario("S45")
 def test_upgrading_to_error_codes_gives_failed_jobs_the_code_of_their_text(
     empty_app: Flask,
 ) -> None:

@@ -81,6 +81,7 @@ def resolve_response(document: dict[str, Any], response: dict[str, Any]) -> dict
     return response
 
 
+@pytest.mark.scenario("S41")
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_no_answer_holds_an_array_that_grows_with_the_data(app: Flask, version: str) -> None:
     """S41: every array in a response is a page of a paginated list or has a `maxItems`."""
@@ -89,6 +90,7 @@ def test_no_answer_holds_an_array_that_grows_with_the_data(app: Flask, version: 
     assert unbounded_arrays(document) == []
 
 
+@pytest.mark.scenario("S41")
 def test_the_bounded_arrays_check_finds_an_array_without_max_items() -> None:
     """The check of the test above fails on the profile as it was: every post embedded."""
     document = {

@@ -125,6 +125,7 @@ def request_series(client: FlaskClient) -> set[str]:
     return {line.rsplit(" ", 1)[0] for line in text.splitlines() if line.startswith(REQUESTS)}
 
 
+@pytest.mark.scenario("S36")
 def test_metrics_label_unknown_methods_and_paths_with_one_value_each(
     make_app: Callable[..., Flask],
 ) -> None:
@@ -144,6 +145,7 @@ def test_metrics_label_unknown_methods_and_paths_with_one_value_each(
     assert f'{REQUESTS}{{method="OTHER",route="<unmatched>",status="404"}}' in after
 
 
+@pytest.mark.scenario("S44")
 def test_ready_answers_from_its_last_check_for_ready_cache_seconds(
     make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -172,6 +174,7 @@ def test_ready_answers_from_its_last_check_for_ready_cache_seconds(
     assert checked == [1000.0, 1001.1]
 
 
+@pytest.mark.scenario("S44")
 def test_a_failed_ready_check_is_also_kept_for_ready_cache_seconds(
     make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -199,6 +202,7 @@ def test_a_failed_ready_check_is_also_kept_for_ready_cache_seconds(
 METRICS_TOKEN = "a-long-random-metrics-token"
 
 
+@pytest.mark.scenario("S44")
 @pytest.mark.parametrize("path", ["/metrics", "/ready"])
 @pytest.mark.parametrize(
     "authorization",
@@ -221,6 +225,7 @@ def test_with_metrics_token_metrics_and_ready_refuse_other_callers(
     assert "blog_api" not in response.get_data(as_text=True)
 
 
+@pytest.mark.scenario("S44")
 def test_with_metrics_token_its_bearer_reads_metrics_and_ready_and_health_stays_open(
     make_app: Callable[..., Flask],
 ) -> None:
@@ -233,6 +238,7 @@ def test_with_metrics_token_its_bearer_reads_metrics_and_ready_and_health_stays_
     assert client.get("/health").status_code == 200
 
 
+@pytest.mark.scenario("S44")
 def test_without_metrics_token_metrics_and_ready_are_open(
     make_app: Callable[..., Flask],
 ) -> None:

@@ -15,7 +15,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from resources import (
+from support import Account, assert_error, statements_run_by
+from support.resources import (
     MAX_OFFSET,
     VERSIONS,
     RowCounts,
@@ -25,7 +26,6 @@ from resources import (
     follow_pages,
     ids_of,
 )
-from support import Account, assert_error, statements_run_by
 
 INVALID_CURSOR = (
     "Invalid cursor: pass `after` exactly as a previous page's `pagination.next` gave it"
@@ -294,6 +294,7 @@ def flipped(cursor: str) -> str:
     return as_cursor(bytes(sealed))
 
 
+@pytest.mark.scenario("S46")
 @pytest.mark.parametrize("damage", [tampered, unsigned, flipped])
 def test_a_tampered_cursor_is_400_and_changes_nothing(
     client: FlaskClient,
@@ -312,6 +313,7 @@ def test_a_tampered_cursor_is_400_and_changes_nothing(
     assert row_counts() == before
 
 
+@pytest.mark.scenario("S46")
 @pytest.mark.parametrize("sort", ["title", "-title", "created_at", "-created_at"])
 def test_a_cursor_reveals_none_of_the_sort_values_of_its_page(
     client: FlaskClient, alice: Account, sort: str
@@ -334,6 +336,7 @@ def test_a_cursor_reveals_none_of_the_sort_values_of_its_page(
     assert "secret" not in response.headers["Link"]
 
 
+@pytest.mark.scenario("S46")
 def test_a_page_ending_at_a_long_non_ascii_title_leads_to_the_next(
     client: FlaskClient, alice: Account
 ) -> None:

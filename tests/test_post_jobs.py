@@ -12,8 +12,8 @@ from flask import Flask
 
 from blog_api.models import JobKind
 from blog_api.worker.tasks import TASKS
-from resources import VERSIONS, create_post
 from support import Account
+from support.resources import VERSIONS, create_post
 
 # Nothing listens on port 1: every SMTP attempt fails to connect. The audit file's directory
 # cannot be created under /proc, whoever runs the tests.
@@ -44,6 +44,7 @@ def failed_post(
     return make
 
 
+@pytest.mark.scenario("S45")
 @pytest.mark.parametrize("version", VERSIONS)
 def test_the_author_sees_why_a_job_failed_as_a_code_without_the_text(
     failed_post: Callable[[str], tuple[Flask, str]], alice: Account, version: str
@@ -66,6 +67,7 @@ def test_the_author_sees_why_a_job_failed_as_a_code_without_the_text(
     assert "Connection" not in text
 
 
+@pytest.mark.scenario("S45")
 @pytest.mark.parametrize("version", VERSIONS)
 def test_an_admin_sees_the_full_error_text_and_its_code(
     failed_post: Callable[[str], tuple[Flask, str]], admin: Account, version: str
@@ -88,6 +90,7 @@ def test_an_admin_sees_the_full_error_text_and_its_code(
             assert audit["error_code"] == "audit_log_unwritable"
 
 
+@pytest.mark.scenario("S45")
 def test_a_job_that_succeeds_after_a_failure_has_neither_text_nor_code(
     failed_post: Callable[[str], tuple[Flask, str]],
     make_app: Callable[..., Flask],

@@ -18,8 +18,8 @@ from flask_limiter.util import get_remote_address
 from blog_api.api import limits
 from blog_api.config import Config
 from blog_api.extensions import Limiter
-from resources import create_post
 from support import PASSWORD, Account, assert_too_many_requests
+from support.resources import create_post
 
 LIMIT = "3 per minute"
 TOO_MANY = "3 per 1 minute"
@@ -106,6 +106,7 @@ def test_login_limit_counts_per_ip_across_usernames(
     assert login(client, "alice", PASSWORD, ip="10.0.0.2").status_code == 200
 
 
+@pytest.mark.scenario("S38")
 def test_forwarded_for_header_does_not_escape_the_login_limit(
     make_app: Callable[..., Flask], alice: Account
 ) -> None:
@@ -164,6 +165,7 @@ def test_login_works_when_the_limiter_storage_is_down(
     assert_too_many_requests(login(client, "alice", PASSWORD), TOO_MANY)
 
 
+@pytest.mark.scenario("S38")
 def test_wrong_guesses_from_other_addresses_do_not_lock_the_owner_out(
     make_app: Callable[..., Flask], alice: Account
 ) -> None:
@@ -181,6 +183,7 @@ def test_wrong_guesses_from_other_addresses_do_not_lock_the_owner_out(
     assert login(client, "alice", PASSWORD, ip="10.0.0.99").status_code == 200
 
 
+@pytest.mark.scenario("S38")
 def test_login_ceiling_per_username_holds_across_many_addresses(
     make_app: Callable[..., Flask], alice: Account
 ) -> None:
@@ -206,6 +209,7 @@ def forwarded_login(client: FlaskClient, username: str, forwarded_for: str) -> A
     )
 
 
+@pytest.mark.scenario("S38")
 def test_trusted_proxy_gives_each_client_its_own_login_limit(
     make_app: Callable[..., Flask], alice: Account
 ) -> None:
@@ -219,6 +223,7 @@ def test_trusted_proxy_gives_each_client_its_own_login_limit(
     assert forwarded_login(client, "guess_x", "203.0.113.2").status_code == 401
 
 
+@pytest.mark.scenario("S38")
 def test_trusted_proxy_count_ignores_addresses_the_client_made_up(
     make_app: Callable[..., Flask], alice: Account
 ) -> None:
@@ -233,6 +238,7 @@ def test_trusted_proxy_count_ignores_addresses_the_client_made_up(
     assert_too_many_requests(response, TOO_MANY)
 
 
+@pytest.mark.scenario("S38")
 def test_untrusted_forwarded_headers_do_not_change_the_client_address(
     make_app: Callable[..., Flask],
 ) -> None:
@@ -279,6 +285,7 @@ def public_reads(client: FlaskClient, author: Account) -> list[str]:
     ]
 
 
+@pytest.mark.scenario("S42")
 def test_anonymous_reads_share_one_limit_per_client_address(
     make_app: Callable[..., Flask], alice: Account
 ) -> None:
@@ -293,6 +300,7 @@ def test_anonymous_reads_share_one_limit_per_client_address(
     assert client.get(urls[0], environ_base={"REMOTE_ADDR": "10.0.0.2"}).status_code == 200
 
 
+@pytest.mark.scenario("S42")
 def test_a_logged_in_client_is_not_counted_by_the_anonymous_limit(
     make_app: Callable[..., Flask], alice: Account
 ) -> None:
@@ -308,6 +316,7 @@ def test_a_logged_in_client_is_not_counted_by_the_anonymous_limit(
     assert {client.get(url, headers=alice.headers).status_code for url in urls} == {200}
 
 
+@pytest.mark.scenario("S42")
 def test_operations_and_docs_are_outside_the_anonymous_limit(
     make_app: Callable[..., Flask], alice: Account
 ) -> None:
@@ -320,6 +329,7 @@ def test_operations_and_docs_are_outside_the_anonymous_limit(
         assert [client.get(url).status_code for _ in range(2)] == [200, 200], url
 
 
+@pytest.mark.scenario("S43")
 def test_todo_creation_is_limited_per_user_over_both_versions(
     make_app: Callable[..., Flask],
     alice: Account,
@@ -348,6 +358,7 @@ def refresh(client: FlaskClient, token: str) -> Any:
     return client.post("/api/v1/refresh", json={"refresh_token": token})
 
 
+@pytest.mark.scenario("S43")
 def test_token_refresh_is_limited_per_user(
     make_app: Callable[..., Flask],
     alice: Account,

@@ -19,6 +19,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
+from werkzeug.test import TestResponse
 
 from blog_api.extensions import db
 from blog_api.jobs.heartbeats import forget_silent_workers, record_heartbeat
@@ -172,15 +173,23 @@ def test_a_heartbeat_without_a_database_logs_once_and_never_raises(
 # --- request id in job log lines -----------------------------------------------------------------
 
 
+def post_with_request_id(
+    client: FlaskClient, author: Account, request_id: str, version: str = "v2"
+) -> TestResponse:
+    """A post created with `X-Request-ID: <request_id>` (201)."""
+    response = client.post(
+        f"/api/{version}/posts",
+        json={"title": "Traced", "content": "x"},
+        headers={**author.headers, "X-Request-ID": request_id},
+    )
+    assert response.status_code == 201
+    return response
+
+
 def test_jobs_remember_the_request_id_of_the_post_that_created_them(
     app: Flask, client: FlaskClient, alice: Account
 ) -> None:
-    response = client.post(
-        "/api/v2/posts",
-        json={"title": "Traced", "content": "x"},
-        headers={**alice.headers, "X-Request-ID": "abc-123"},
-    )
-    assert response.status_code == 201
+    response = post_with_request_id(client, alice, "abc-123")
 
     with app.app_context():
         request_ids = db.session.scalars(
@@ -192,12 +201,7 @@ def test_jobs_remember_the_request_id_of_the_post_that_created_them(
 def test_an_invalid_request_id_is_replaced_before_it_is_stored(
     app: Flask, client: FlaskClient, alice: Account
 ) -> None:
-    response = client.post(
-        "/api/v1/posts",
-        json={"title": "Forged", "content": "x"},
-        headers={**alice.headers, "X-Request-ID": 'abc" onload="x'},
-    )
-    assert response.status_code == 201
+    response = post_with_request_id(client, alice, 'abc" onload="x', version="v1")
 
     with app.app_context():
         stored = db.session.scalar(select(Job.request_id).where(Job.post_id == response.json["id"]))
@@ -210,13 +214,7 @@ def test_a_jobs_log_lines_carry_the_request_id_of_its_post(
     make_app: Callable[..., Flask], alice: Account, tmp_path: Path, log_format: str
 ) -> None:
     app = make_app(LOG_FORMAT=log_format, POST_AUDIT_LOG=str(tmp_path / "audit.log"))
-    client = app.test_client()
-    response = client.post(
-        "/api/v2/posts",
-        json={"title": "Traced", "content": "x"},
-        headers={**alice.headers, "X-Request-ID": "abc-123"},
-    )
-    assert response.status_code == 201
+    response = post_with_request_id(app.test_client(), alice, "abc-123")
     with app.app_context():
         job_id = db.session.scalar(
             select(Job.id).where(

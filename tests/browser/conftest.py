@@ -1,28 +1,21 @@
 """Fixtures of the browser tests: the app served by gunicorn on a free port (testing settings,
 a migrated SQLite file of this run) and Debian's headless Chromium driven by Playwright.
 
-The integration rig (`integration_stack`, `live_server`) is made importable by putting
-tests/integration on sys.path. The server is stopped by PID when the module's tests are done.
+The server is started by the integration rig (`support.integration_stack`,
+`support.live_server`) and stopped by PID when the module's tests are done.
 """
 
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-INTEGRATION = Path(__file__).resolve().parent.parent / "integration"
-if str(INTEGRATION) not in sys.path:
-    sys.path.insert(0, str(INTEGRATION))
-
-from integration_stack import Stack  # noqa: E402
-from live_server import LiveServer, start_gunicorn  # noqa: E402
-
-from blog_api import create_app  # noqa: E402
-from support import RUN_ID  # noqa: E402
+from blog_api import create_app
+from support import RUN_ID
+from support.integration_stack import stack_in
+from support.live_server import LiveServer, start_gunicorn
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +24,8 @@ def live_server(
 ) -> Iterator[LiveServer]:
     """gunicorn serving the app; the docs need neither a broker nor a worker."""
     make_app = functools.partial(create_app, "testing")
-    stack = Stack(tmp_path_factory.mktemp(f"browser_{RUN_ID}"), database_url, "unused", make_app)
-    try:
+    with stack_in(tmp_path_factory, f"browser_{RUN_ID}", database_url, make_app) as stack:
         yield start_gunicorn(stack, workers=1)
-    finally:
-        stack.close()
 
 
 @pytest.hookimpl(wrapper=True)

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from live_server import LiveServer, http_get
 from playwright.sync_api import BrowserContext, Page, Route, sync_playwright
 
 from support import require_service
+from support.live_server import LiveServer, http_get
 
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 pytestmark = [pytest.mark.integration, SQLITE_ONLY]

@@ -1,5 +1,5 @@
-"""Fixtures of the fault suite. It reuses the integration tier's rig (`integration_stack`:
-Stack, wait_until, ...), made importable here by putting tests/integration on sys.path.
+"""Fixtures of the fault suite, on the integration rig (`support.integration_stack`: Stack,
+wait_until, ...).
 
 `report_figures` appends each scenario's oracle figures as one JSON line to the file named by
 the environment variable FAULT_FIGURES (default: fault-figures.jsonl in pytest's base temp
@@ -16,42 +16,23 @@ import dataclasses
 import itertools
 import json
 import os
-import shutil
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask
+from oracle import Figures
 
-INTEGRATION = Path(__file__).resolve().parent.parent / "integration"
-if str(INTEGRATION) not in sys.path:
-    sys.path.insert(0, str(INTEGRATION))
-
-from integration_stack import Stack, free_port  # noqa: E402
-from oracle import Figures  # noqa: E402
-
-from support import RUN_ID  # noqa: E402
+from support import RUN_ID
+from support.integration_stack import Stack, free_port
 
 _numbers = itertools.count(1)
 
 
 @pytest.fixture
-def fault_stack(
-    tmp_path_factory: pytest.TempPathFactory,
-    database_url: str,
-    make_app: Callable[..., Flask],
-) -> Iterator[Stack]:
-    queue = f"fault_{RUN_ID}_{next(_numbers)}"
-    directory = tmp_path_factory.mktemp(queue)
-    stack = Stack(directory, database_url, queue, make_app)
-    try:
-        yield stack
-    finally:
-        stack.close()
-        shutil.rmtree(directory, ignore_errors=True)
+def fault_stack(make_stack: Callable[[str], Stack]) -> Stack:
+    return make_stack(f"fault_{RUN_ID}_{next(_numbers)}")
 
 
 @pytest.fixture
@@ -62,6 +43,9 @@ def report_figures(
     started = time.monotonic()
 
     def report(scenario: str, injection: str, figures: Figures, **extra: Any) -> None:
+        # The figures land in the row of docs/RELIABILITY.md the test is marked with.
+        marked = {id_ for mark in request.node.iter_markers("scenario") for id_ in mark.args}
+        assert scenario in marked, f"{scenario} is not among the test's scenario marks {marked}"
         paragraph = (request.node.function.__doc__ or "").strip().split("\n\n", 1)[0]
         entry = {
             "scenario": scenario,

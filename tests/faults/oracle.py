@@ -29,12 +29,12 @@ from pathlib import Path
 
 import redis
 from flask import Flask
-from integration_stack import HttpClient, message_id, wait_until
 from sqlalchemy import select
 
 from blog_api.extensions import db
 from blog_api.models import Job, JobKind, Post
 from blog_api.models.base import utcnow
+from support.integration_stack import HttpClient, message_id, wait_until
 
 # A pending job due further ahead than this is parked: nothing will ever run it (the naive
 # negative control parks its jobs for years), so it does not keep the system busy.

@@ -9,8 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from integration_stack import POSTGRESQL_ONLY, Stack, create_posts, wait_until
 from oracle import Accepted, assert_clean, quiescence
+
+from support.integration_stack import POSTGRESQL_ONLY, Stack, create_posts, wait_until
 
 pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
 
@@ -45,6 +46,7 @@ def run_concurrent_writers(
         assert "Audit record written" in worker.log(), worker.name
 
 
+@pytest.mark.scenario("R25")
 def test_two_workers_write_200_audit_records_as_200_whole_json_lines(
     redis_stack: Stack, make_account: Callable[..., Any], report_figures: Callable[..., None]
 ) -> None:
@@ -52,6 +54,7 @@ def test_two_workers_write_200_audit_records_as_200_whole_json_lines(
     run_concurrent_writers(redis_stack, make_account, report_figures, 200)
 
 
+@pytest.mark.scenario("R25")
 @pytest.mark.long
 def test_two_workers_write_500_audit_records_as_500_whole_json_lines(
     redis_stack: Stack, make_account: Callable[..., Any], report_figures: Callable[..., None]
@@ -60,6 +63,7 @@ def test_two_workers_write_500_audit_records_as_500_whole_json_lines(
     run_concurrent_writers(redis_stack, make_account, report_figures, 500)
 
 
+@pytest.mark.scenario("R26")
 def test_an_unwritable_audit_directory_delays_the_lines_and_loses_none(
     redis_stack: Stack, make_account: Callable[..., Any], report_figures: Callable[..., None]
 ) -> None:

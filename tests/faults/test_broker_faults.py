@@ -11,14 +11,6 @@ import uuid
 from collections.abc import Callable
 
 import pytest
-from integration_stack import (
-    POSTGRESQL_ONLY,
-    Stack,
-    create_posts,
-    free_port,
-    job_views,
-    wait_until,
-)
 from oracle import (
     Accepted,
     Figures,
@@ -26,6 +18,15 @@ from oracle import (
     post_over_http,
     queued_messages,
     quiescence,
+)
+
+from support.integration_stack import (
+    POSTGRESQL_ONLY,
+    Stack,
+    create_posts,
+    free_port,
+    job_views,
+    wait_until,
 )
 
 pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
@@ -79,6 +80,7 @@ def run_r4(stack: Stack, naive: bool, posts: int) -> tuple[Figures, dict[str, ob
     return figures, {**traffic.summary(), "emails_while_down": delivered_while_down}
 
 
+@pytest.mark.scenario("R4")
 def test_posts_while_redis_is_stopped_return_201_fast_and_are_all_mailed_once_after_restart(
     fault_stack: Stack, report_figures: Callable[..., None]
 ) -> None:
@@ -92,6 +94,7 @@ def test_posts_while_redis_is_stopped_return_201_fast_and_are_all_mailed_once_af
     assert_clean(figures)
 
 
+@pytest.mark.scenario("R4-naive")
 def test_naive_publish_under_a_stopped_redis_answers_500_for_stored_posts_and_loses_their_mail(
     fault_stack: Stack, report_figures: Callable[..., None]
 ) -> None:
@@ -109,6 +112,7 @@ def test_naive_publish_under_a_stopped_redis_answers_500_for_stored_posts_and_lo
     assert figures.audit_lost >= 2
 
 
+@pytest.mark.scenario("R5")
 def test_posts_while_redis_hangs_each_return_201_within_3s_and_are_mailed_once_after(
     fault_stack: Stack, report_figures: Callable[..., None]
 ) -> None:
@@ -150,6 +154,7 @@ def test_posts_while_redis_hangs_each_return_201_within_3s_and_are_mailed_once_a
     assert_clean(figures)
 
 
+@pytest.mark.scenario("R11")
 def test_the_same_job_published_twice_to_two_workers_sends_one_email(
     redis_stack: Stack, report_figures: Callable[..., None], make_account: Callable[..., object]
 ) -> None:
@@ -197,6 +202,7 @@ def test_the_same_job_published_twice_to_two_workers_sends_one_email(
     assert_clean(figures)
 
 
+@pytest.mark.scenario("R19")
 def test_a_retry_whose_publish_is_cut_is_published_again_by_the_relay_with_one_email(
     fault_stack: Stack, report_figures: Callable[..., None], make_account: Callable[..., object]
 ) -> None:
@@ -245,6 +251,7 @@ def test_a_retry_whose_publish_is_cut_is_published_again_by_the_relay_with_one_e
     assert_clean(figures)
 
 
+@pytest.mark.scenario("R29")
 def test_redis_killed_under_a_running_task_with_retries_pending_resumes_by_itself(
     redis_stack: Stack, report_figures: Callable[..., None], make_account: Callable[..., object]
 ) -> None:

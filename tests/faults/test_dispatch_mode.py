@@ -8,23 +8,29 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from fault_hooks import FaultHooks
 from flask import Flask
-from integration_stack import free_port, job_views
 from sqlalchemy import select
 
 from blog_api.extensions import db
 from blog_api.jobs.outbox import due_jobs
 from blog_api.models import Job, JobStatus
 from blog_api.models.base import utcnow
+from support.fault_hooks import FaultHooks
+from support.integration_stack import free_port, job_views
+
+# SQLite only: the dispatch hook is under test, not the database.
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    """An app whose broker is a port nothing listens on: any publish fails."""
+    return make_app(CELERY_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0")
+
+
 def test_naive_dispatch_turns_a_broker_error_into_a_500_after_the_post_is_stored(
-    make_app: Callable[..., Flask], make_account: Callable[..., Any]
+    app: Flask, make_account: Callable[..., Any]
 ) -> None:
-    """SQLite only: the dispatch hook is under test, not the database."""
-    app = make_app(CELERY_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0")
     author = make_account()
     hooks = FaultHooks.from_environment(app, {"FAULT_DISPATCH": "naive"})
     try:
@@ -47,11 +53,9 @@ def test_naive_dispatch_turns_a_broker_error_into_a_500_after_the_post_is_stored
         app.extensions["celery"].close()
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_without_the_hook_the_same_request_never_touches_the_broker(
-    make_app: Callable[..., Flask], make_account: Callable[..., Any]
+    app: Flask, make_account: Callable[..., Any]
 ) -> None:
-    app = make_app(CELERY_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0")
     author = make_account()
     response = app.test_client().post(
         "/api/v1/posts", json={"title": "Outbox", "content": "x"}, headers=author.headers

@@ -8,11 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from fault_hooks import FAULT_POINTS, FaultHooks, FaultPoint
 from flask import Flask
 
 from blog_api.jobs.checkpoints import Checkpoint, job_checkpoint
 from blog_api.models import Job
+from support.fault_hooks import FAULT_POINTS, FaultHooks, FaultPoint
 
 
 def test_the_five_crash_points_of_the_issue_and_the_commit_hook_exist() -> None:

@@ -6,10 +6,11 @@ import uuid
 from collections.abc import Callable
 
 import pytest
-from integration_stack import POSTGRESQL_ONLY, Stack
 from oracle import assert_clean, post_over_http, quiescence
 
-pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
+from support.integration_stack import POSTGRESQL_ONLY, Stack
+
+pytestmark = [pytest.mark.scenario("R1"), pytest.mark.integration, POSTGRESQL_ONLY]
 
 
 def run_happy_path(stack: Stack, report_figures: Callable[..., None], posts: int) -> None:

@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from integration_stack import POSTGRESQL_ONLY, Stack
 from oracle import Accepted, Figures, assert_clean, quiescence
 from sqlalchemy import select
 
 from blog_api.extensions import db
 from blog_api.models import Job, Post
 from blog_api.models.jobs import JobKind
+from support.integration_stack import POSTGRESQL_ONLY, Stack
 
 pytestmark = pytest.mark.integration
 
@@ -217,6 +217,7 @@ def run_r30(
     return results, {title: len(ids) for title, ids in posts.items()}, figures, extra
 
 
+@pytest.mark.scenario("R30")
 @POSTGRESQL_ONLY
 def test_retried_posts_with_an_idempotency_key_are_created_mailed_and_audited_once(
     redis_stack: Stack, report_figures: Callable[..., None]
@@ -241,6 +242,7 @@ def test_retried_posts_with_an_idempotency_key_are_created_mailed_and_audited_on
     assert_clean(figures)
 
 
+@pytest.mark.scenario("R30-nokey")
 @POSTGRESQL_ONLY
 def test_the_same_retrying_client_without_the_header_duplicates_posts(
     redis_stack: Stack, report_figures: Callable[..., None]
@@ -261,6 +263,7 @@ def test_the_same_retrying_client_without_the_header_duplicates_posts(
 RETRY_CREATED_WITHIN = 2.0
 
 
+@pytest.mark.scenario("R31", "R31-sqlite")
 def test_the_retry_after_the_worker_holding_its_key_was_killed_is_created_at_once(
     redis_stack: Stack, report_figures: Callable[..., None]
 ) -> None:

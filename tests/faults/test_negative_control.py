@@ -10,8 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from integration_stack import POSTGRESQL_ONLY, Stack, create_posts, free_port
 from oracle import Accepted, Figures, queued_messages, quiescence
+
+from support.integration_stack import POSTGRESQL_ONLY, Stack, create_posts, free_port
 
 pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
 
@@ -55,6 +56,7 @@ def run_r12(stack: Stack, make_account: Callable[..., Any], naive: bool) -> Figu
     )
 
 
+@pytest.mark.scenario("R12")
 def test_outbox_redelivers_every_job_once_after_redis_loses_its_queue(
     fault_stack: Stack, make_account: Callable[..., Any], report_figures: Callable[..., None]
 ) -> None:
@@ -78,6 +80,7 @@ def test_outbox_redelivers_every_job_once_after_redis_loses_its_queue(
     )
 
 
+@pytest.mark.scenario("R12-naive")
 def test_naive_publish_loses_every_job_when_redis_loses_its_queue_and_the_oracle_says_so(
     fault_stack: Stack, make_account: Callable[..., Any], report_figures: Callable[..., None]
 ) -> None:

@@ -9,14 +9,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from integration_stack import (
+from oracle import Accepted, Figures, assert_clean, quiescence
+
+from support.integration_stack import (
     POSTGRESQL_ONLY,
     Stack,
     create_posts,
     job_views,
     message_id,
 )
-from oracle import Accepted, Figures, assert_clean, quiescence
 
 pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
 
@@ -39,6 +40,7 @@ def settle(stack: Stack, app: Any, post_id: int, deadline: float = 60) -> Figure
     )
 
 
+@pytest.mark.scenario("R15")
 def test_smtp_451_twice_is_retried_and_the_third_attempt_delivers_once(
     redis_stack: Stack, make_account: Callable[..., Any], report_figures: Callable[..., None]
 ) -> None:
@@ -64,6 +66,7 @@ def test_smtp_451_twice_is_retried_and_the_third_attempt_delivers_once(
     assert_clean(figures)
 
 
+@pytest.mark.scenario("R16")
 def test_smtp_550_kills_the_job_without_retry_and_an_admin_retry_delivers_once(
     redis_stack: Stack, make_account: Callable[..., Any], report_figures: Callable[..., None]
 ) -> None:
@@ -104,6 +107,7 @@ def test_smtp_550_kills_the_job_without_retry_and_an_admin_retry_delivers_once(
     assert_clean(figures)
 
 
+@pytest.mark.scenario("R17")
 def test_smtp_unreachable_past_the_retry_budget_is_dead_then_re_driven_once(
     redis_stack: Stack, make_account: Callable[..., Any], report_figures: Callable[..., None]
 ) -> None:
@@ -139,7 +143,11 @@ def test_smtp_unreachable_past_the_retry_budget_is_dead_then_re_driven_once(
 
 
 @pytest.mark.parametrize(
-    ("script", "event"), [("stall,stall", "stalled"), ("drop,drop", "dropped")]
+    ("script", "event"),
+    [
+        pytest.param("stall,stall", "stalled", marks=pytest.mark.scenario("R18")),
+        pytest.param("drop,drop", "dropped", marks=pytest.mark.scenario("R18-drop")),
+    ],
 )
 def test_smtp_that_stalls_or_drops_after_data_is_retried_until_one_delivery(
     redis_stack: Stack,

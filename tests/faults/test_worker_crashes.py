@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from integration_stack import (
+from oracle import Accepted, Figures, assert_clean, quiescence
+
+from support.integration_stack import (
     POSTGRESQL_ONLY,
     Service,
     Stack,
@@ -26,7 +28,6 @@ from integration_stack import (
     message_id,
     wait_until,
 )
-from oracle import Accepted, Figures, assert_clean, quiescence
 
 pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
 
@@ -80,6 +81,7 @@ def crash_once(
     return app, Accepted(post.id, version), doomed
 
 
+@pytest.mark.scenario("R6")
 def test_a_worker_killed_before_smtp_data_is_recovered_by_the_relay_with_one_email(
     redis_stack: Stack, make_account: Callable[..., Any], report_figures: Callable[..., None]
 ) -> None:
@@ -103,6 +105,7 @@ def test_a_worker_killed_before_smtp_data_is_recovered_by_the_relay_with_one_ema
     assert_clean(figures)
 
 
+@pytest.mark.scenario("R6-slow")
 @pytest.mark.long
 def test_a_worker_killed_before_smtp_data_is_redelivered_by_redis_without_the_relay(
     redis_stack: Stack, make_account: Callable[..., Any], report_figures: Callable[..., None]
@@ -127,6 +130,7 @@ def pool_children(worker: Service) -> list[int]:
     return [int(child) for child in text.split()]
 
 
+@pytest.mark.scenario("R7")
 def test_a_pool_child_killed_mid_task_is_re_driven_after_its_lease_with_one_email(
     redis_stack: Stack, make_account: Callable[..., Any], report_figures: Callable[..., None]
 ) -> None:
@@ -153,6 +157,7 @@ def test_a_pool_child_killed_mid_task_is_re_driven_after_its_lease_with_one_emai
     assert_clean(figures)
 
 
+@pytest.mark.scenario("R8")
 def test_a_poison_pill_is_dead_after_max_attempts_while_other_posts_are_all_delivered(
     redis_stack: Stack, make_account: Callable[..., Any], report_figures: Callable[..., None]
 ) -> None:
@@ -184,6 +189,7 @@ def test_a_poison_pill_is_dead_after_max_attempts_while_other_posts_are_all_deli
     assert_clean(figures, dead=1)
 
 
+@pytest.mark.scenario("R9")
 def test_a_crash_after_smtp_250_before_commit_resends_with_the_same_message_id(
     redis_stack: Stack, make_account: Callable[..., Any], report_figures: Callable[..., None]
 ) -> None:
@@ -201,6 +207,7 @@ def test_a_crash_after_smtp_250_before_commit_resends_with_the_same_message_id(
     assert_clean(figures, ambiguous=1)
 
 
+@pytest.mark.scenario("R10")
 def test_a_crash_after_commit_before_ack_sends_nothing_on_redelivery(
     redis_stack: Stack, make_account: Callable[..., Any], report_figures: Callable[..., None]
 ) -> None:
@@ -221,6 +228,7 @@ def test_a_crash_after_commit_before_ack_sends_nothing_on_redelivery(
     assert_clean(figures)
 
 
+@pytest.mark.scenario("R10-slow")
 @pytest.mark.long
 def test_a_crash_after_commit_before_ack_is_redelivered_by_redis_and_sends_nothing(
     redis_stack: Stack, make_account: Callable[..., Any], report_figures: Callable[..., None]
@@ -238,6 +246,7 @@ def test_a_crash_after_commit_before_ack_is_redelivered_by_redis_and_sends_nothi
     assert_clean(figures)
 
 
+@pytest.mark.scenario("R14")
 def test_a_warm_shutdown_during_20_in_flight_tasks_loses_and_duplicates_nothing(
     redis_stack: Stack, make_account: Callable[..., Any], report_figures: Callable[..., None]
 ) -> None:
@@ -266,6 +275,7 @@ def test_a_warm_shutdown_during_20_in_flight_tasks_loses_and_duplicates_nothing(
     assert_clean(figures)
 
 
+@pytest.mark.scenario("R24")
 def test_a_crash_after_the_audit_write_leaves_exactly_one_line(
     redis_stack: Stack, make_account: Callable[..., Any], report_figures: Callable[..., None]
 ) -> None:
@@ -283,6 +293,7 @@ def test_a_crash_after_the_audit_write_leaves_exactly_one_line(
     assert_clean(figures)
 
 
+@pytest.mark.scenario("R28")
 def test_every_task_run_twice_with_the_same_job_changes_nothing_the_second_time(
     redis_stack: Stack, make_account: Callable[..., Any], report_figures: Callable[..., None]
 ) -> None:

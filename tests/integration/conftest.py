@@ -12,28 +12,19 @@ import os
 from collections.abc import Callable, Iterator
 
 import pytest
-from flask import Flask
-from integration_stack import Stack, purge_redis_queue
 from kombu import Connection
 
 from support import RUN_ID, require_service
+from support.integration_stack import Stack, purge_redis_queue
 
 _queue_numbers = itertools.count(1)
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
 
 @pytest.fixture
-def bare_stack(
-    tmp_path_factory: pytest.TempPathFactory,
-    database_url: str,
-    make_app: Callable[..., Flask],
-) -> Iterator[Stack]:
+def bare_stack(make_stack: Callable[[str], Stack]) -> Stack:
     """A stack without a broker chosen yet (`stack.configure(CELERY_BROKER_URL=...)`)."""
-    queue = f"it_{RUN_ID}_{next(_queue_numbers)}"
-    # A short directory: worker logs and the beat schedule live here.
-    stack = Stack(tmp_path_factory.mktemp(queue), database_url, queue, make_app)
-    yield stack
-    stack.close()
+    return make_stack(f"it_{RUN_ID}_{next(_queue_numbers)}")
 
 
 @pytest.fixture

@@ -20,10 +20,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from integration_stack import Service, Stack, free_port, wait_until
-from live_server import basic_auth, http_get, http_request, http_status, wait_for_http
 
 from support import require_service
+from support.integration_stack import Service, Stack, free_port, wait_until
+from support.live_server import basic_auth, http_get, http_request, http_status, wait_for_http
 
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 pytestmark = [pytest.mark.integration, SQLITE_ONLY]

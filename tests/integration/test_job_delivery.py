@@ -9,18 +9,18 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from integration_stack import (
+from sqlalchemy import select
+
+from blog_api.extensions import db
+from blog_api.models import Job, JobKind
+from support import wait_until
+from support.integration_stack import (
     POSTGRESQL_ONLY,
     Stack,
     assert_each_effect_once,
     create_posts,
     wait_for_jobs,
 )
-from sqlalchemy import select
-
-from blog_api.extensions import db
-from blog_api.models import Job, JobKind
-from support import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +56,7 @@ def test_fifty_mixed_posts_send_one_email_each_and_one_audit_line_per_v2_post(
     assert {record["category"] for record in by_post.values()} == {"integration"}
 
 
+@pytest.mark.scenario("S31")
 @POSTGRESQL_ONLY
 def test_title_with_crlf_cannot_add_a_bcc_and_stays_one_audit_line(
     stack: Stack, make_account: Callable[..., Any]

@@ -14,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from integration_stack import (
+
+from support.integration_stack import (
     POSTGRESQL_ONLY,
     Service,
     Stack,

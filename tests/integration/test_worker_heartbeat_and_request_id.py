@@ -8,9 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from integration_stack import POSTGRESQL_ONLY, Stack, wait_for_jobs, wait_until
 
 from support import heartbeat_ages
+from support.integration_stack import POSTGRESQL_ONLY, Stack, wait_for_jobs, wait_until
 
 pytestmark = pytest.mark.integration
 

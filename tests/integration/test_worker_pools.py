@@ -10,15 +10,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from integration_stack import (
+
+from support import heartbeat_ages, wait_until
+from support.integration_stack import (
     POSTGRESQL_ONLY,
     Stack,
     assert_each_effect_once,
     create_posts,
     wait_for_jobs,
 )
-
-from support import heartbeat_ages, wait_until
 
 pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
 

@@ -11,17 +11,17 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from integration_stack import POSTGRESQL_ONLY, Stack, free_port, job_views, message_id
-from live_server import (
+
+from blog_api.models import JobKind
+from support import require_service
+from support.integration_stack import POSTGRESQL_ONLY, Stack, free_port, job_views, message_id
+from support.live_server import (
     create_admin,
     node_tool,
     start_gunicorn,
     wait_until_serving,
     without_proxy,
 )
-
-from blog_api.models import JobKind
-from support import require_service
 
 pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
 

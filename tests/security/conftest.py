@@ -26,11 +26,11 @@ from aiosmtpd.controller import Controller
 from effects import MailSink, Snapshot, run_pending_jobs
 from flask import Flask
 from gunicorn_pair import gunicorn_pair
-from integration_stack import Stack
 
 from blog_api import create_app
 from blog_api.extensions import db, limiter
 from smtp_sink import SinkHandler
+from support.integration_stack import Stack
 
 
 def _free_port() -> int:

@@ -8,8 +8,6 @@ every answer with the serving worker's PID.
 
 from __future__ import annotations
 
-import shutil
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,13 +16,8 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-INTEGRATION = Path(__file__).resolve().parent.parent / "integration"
-if str(INTEGRATION) not in sys.path:
-    sys.path.insert(0, str(INTEGRATION))
-
-from integration_stack import BIN, Stack, free_port, wait_until  # noqa: E402
-
-from support import RUN_ID  # noqa: E402
+from support import RUN_ID
+from support.integration_stack import BIN, Stack, free_port, stack_in, wait_until
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -39,17 +32,15 @@ def gunicorn_pair(
     **settings: str,
 ) -> Iterator[tuple[Stack, int]]:
     """gunicorn with 2 sync workers, its limits in Redis and `settings`; (stack, port)."""
-    directory = tmp_path_factory.mktemp(f"{name}_{RUN_ID}")
-    stack = Stack(directory, database_url, f"{name}_{RUN_ID}", make_app)
-    port = free_port()
-    stack.configure(
-        RATELIMIT_STORAGE_URI=redis_url,
-        # Heavy enough (tens of ms) that a burst of logins keeps both workers busy.
-        ARGON2_TIME_COST=1,
-        ARGON2_MEMORY_COST=32768,
-        **settings,
-    )
-    try:
+    with stack_in(tmp_path_factory, f"{name}_{RUN_ID}", database_url, make_app) as stack:
+        port = free_port()
+        stack.configure(
+            RATELIMIT_STORAGE_URI=redis_url,
+            # Heavy enough (tens of ms) that a burst of logins keeps both workers busy.
+            ARGON2_TIME_COST=1,
+            ARGON2_MEMORY_COST=32768,
+            **settings,
+        )
         server = stack.start(
             "gunicorn",
             [
@@ -66,6 +57,3 @@ def gunicorn_pair(
         )
         assert server.alive, server.log()
         yield stack, port
-    finally:
-        stack.close()
-        shutil.rmtree(directory, ignore_errors=True)

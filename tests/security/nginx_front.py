@@ -19,9 +19,8 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from integration_stack import Stack, free_port, wait_until
-
 from support import require_service
+from support.integration_stack import Stack, free_port, wait_until
 
 NGINX = Path("/usr/sbin/nginx")
 SHIPPED_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "nginx.conf"

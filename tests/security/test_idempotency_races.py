@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from integration_stack import Stack
 from sqlalchemy import select
 
 from blog_api.extensions import db
 from blog_api.models import Job, Post
 from support import Account
+from support.integration_stack import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -15,11 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, suppress
 
 import pytest
-from integration_stack import POSTGRESQL_ONLY, Stack, wait_until
 
 from support import PASSWORD, Account
+from support.integration_stack import POSTGRESQL_ONLY, Stack, wait_until
 
-pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
+pytestmark = [pytest.mark.scenario("S32"), pytest.mark.integration, POSTGRESQL_ONLY]
 
 LIMIT = 5
 DEEP_BODY = "[" * 2000 + "]" * 2000
@@ -90,7 +90,7 @@ def fallbacks(port: int) -> set[float]:
     return set(seen.values())
 
 
-def test_s32_unreadable_bodies_do_not_split_the_limits_between_workers(
+def test_unreadable_bodies_do_not_split_the_limits_between_workers(
     gunicorn: int,
     make_account: Callable[..., Account],
     row_counts: Callable[[], dict[str, int]],
@@ -117,7 +117,7 @@ def test_s32_unreadable_bodies_do_not_split_the_limits_between_workers(
     assert fallbacks(port) == {0.0}
 
 
-def test_s32_registration_limit_holds_across_workers_after_unreadable_bodies(
+def test_registration_limit_holds_across_workers_after_unreadable_bodies(
     gunicorn: int, row_counts: Callable[[], dict[str, int]]
 ) -> None:
     port = gunicorn

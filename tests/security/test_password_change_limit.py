@@ -14,6 +14,8 @@ from flask.testing import FlaskClient
 
 from support import PASSWORD, Account, assert_too_many_requests
 
+pytestmark = pytest.mark.scenario("S35")
+
 LIMIT = "3 per minute"
 NEW_PASSWORD = "a brand new passphrase"
 
@@ -34,7 +36,7 @@ def limited(make_security_app: Callable[..., Flask], alice: Account) -> FlaskCli
     return make_security_app(PASSWORD_CHANGE_RATE_LIMIT=LIMIT).test_client()
 
 
-def test_s35_password_guesses_per_user_are_limited_across_addresses(
+def test_password_guesses_per_user_are_limited_across_addresses(
     limited: FlaskClient,
     alice: Account,
     snapshot: Callable[[], Snapshot],
@@ -60,7 +62,7 @@ def test_s35_password_guesses_per_user_are_limited_across_addresses(
     assert login(limited, "alice", PASSWORD).status_code == 200  # the password is unchanged
 
 
-def test_s35_password_guesses_per_address_are_limited_across_users(
+def test_password_guesses_per_address_are_limited_across_users(
     limited: FlaskClient, alice: Account, bob: Account
 ) -> None:
     for _ in range(3):

@@ -44,7 +44,8 @@ def me(client: FlaskClient, access_token: str) -> Any:
 # --- S34: the password-binding claim --------------------------------------------------------------
 
 
-def test_s34_password_claim_is_a_random_stamp_of_the_user(
+@pytest.mark.scenario("S34")
+def test_password_claim_is_a_random_stamp_of_the_user(
     app: Flask, make_account: Callable[..., Account]
 ) -> None:
     first, second = make_account("carol"), make_account("dave")
@@ -60,7 +61,8 @@ def test_s34_password_claim_is_a_random_stamp_of_the_user(
     assert not timestamps & set(stamps)
 
 
-def test_s34_token_forged_with_the_password_timestamp_is_refused(
+@pytest.mark.scenario("S34")
+def test_token_forged_with_the_password_timestamp_is_refused(
     app: Flask, client: FlaskClient, alice: Account, snapshot: Callable[[], Snapshot]
 ) -> None:
     """The old forgery: every claim right, `pwd` the owner's `password_changed_at`."""
@@ -82,9 +84,8 @@ def test_s34_token_forged_with_the_password_timestamp_is_refused(
     assert snapshot() == before
 
 
-def test_s34_password_change_draws_a_new_stamp(
-    app: Flask, client: FlaskClient, alice: Account
-) -> None:
+@pytest.mark.scenario("S34")
+def test_password_change_draws_a_new_stamp(app: Flask, client: FlaskClient, alice: Account) -> None:
     old_stamp = claims_of(app, alice.access_token)["pwd"]
 
     changed = client.put(
@@ -103,7 +104,8 @@ def test_s34_password_change_draws_a_new_stamp(
 # --- S37: refresh token families ------------------------------------------------------------------
 
 
-def test_s37_reusing_a_spent_refresh_token_revokes_its_family_only(
+@pytest.mark.scenario("S37")
+def test_reusing_a_spent_refresh_token_revokes_its_family_only(
     client: FlaskClient,
     alice: Account,
     bob: Account,
@@ -127,7 +129,8 @@ def test_s37_reusing_a_spent_refresh_token_revokes_its_family_only(
     assert me(client, bob.access_token).status_code == 200
 
 
-def test_s37_refresh_token_spent_concurrently_revokes_the_family(
+@pytest.mark.scenario("S37")
+def test_refresh_token_spent_concurrently_revokes_the_family(
     client: FlaskClient, alice: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two requests with one refresh token both pass the blocklist check; the one that loses
@@ -143,7 +146,8 @@ def test_s37_refresh_token_spent_concurrently_revokes_the_family(
     assert_error(refresh(client, winner["refresh_token"]), 401, "Token has been revoked")
 
 
-def test_s37_a_revoked_family_stays_revoked_after_the_purge(
+@pytest.mark.scenario("S37")
+def test_a_revoked_family_stays_revoked_after_the_purge(
     client: FlaskClient, alice: Account
 ) -> None:
     """The row that revokes a family outlives the spent token: the family's newest refresh
@@ -160,8 +164,9 @@ def test_s37_a_revoked_family_stays_revoked_after_the_purge(
 # --- S39: required claims -------------------------------------------------------------------------
 
 
+@pytest.mark.scenario("S39")
 @pytest.mark.parametrize("claim", ["exp", "type", "jti", "pwd", "fam"])
-def test_s39_access_token_without_a_claim_is_401_even_when_signed_with_the_key(
+def test_access_token_without_a_claim_is_401_even_when_signed_with_the_key(
     app: Flask,
     client: FlaskClient,
     alice: Account,
@@ -182,8 +187,9 @@ def test_s39_access_token_without_a_claim_is_401_even_when_signed_with_the_key(
     assert snapshot() == before
 
 
+@pytest.mark.scenario("S39")
 @pytest.mark.parametrize("claim", ["exp", "type"])
-def test_s39_refresh_token_without_exp_or_type_is_401(
+def test_refresh_token_without_exp_or_type_is_401(
     app: Flask,
     client: FlaskClient,
     alice: Account,

@@ -24,8 +24,8 @@ from flask.testing import FlaskClient
 
 from blog_api.api import limits
 from blog_api.api.bodies import INVALID_UNICODE, JSON_TOO_DEEP, MAX_JSON_DEPTH
-from resources import REQUEST_MUST_BE_JSON, TOO_LARGE_MESSAGE, huge_body
 from support import PASSWORD, Account, assert_error, assert_too_many_requests
+from support.resources import REQUEST_MUST_BE_JSON, TOO_LARGE_MESSAGE, huge_body
 
 JSON = "application/json"
 DEEPEST_ARRAY = "[" * 2000 + "]" * 2000  # beyond the JSON decoder's own recursion limit
@@ -76,9 +76,10 @@ def fallbacks_in_metrics(client: FlaskClient) -> float:
     return float(line.split()[1])
 
 
+@pytest.mark.scenario("S33")
 @pytest.mark.parametrize(("body", "status", "message"), UNREADABLE_BODIES)
 @pytest.mark.parametrize("url", ["/api/v1/login", "/api/v1/users", "/api/v1/refresh"])
-def test_s33_unreadable_body_on_an_open_route_is_400_and_writes_nothing(
+def test_unreadable_body_on_an_open_route_is_400_and_writes_nothing(
     client: FlaskClient,
     alice: Account,
     snapshot: Callable[[], Snapshot],
@@ -95,8 +96,9 @@ def test_s33_unreadable_body_on_an_open_route_is_400_and_writes_nothing(
     assert snapshot() == before
 
 
+@pytest.mark.scenario("S33")
 @pytest.mark.parametrize(("body", "status", "message"), UNREADABLE_BODIES)
-def test_s33_unreadable_body_on_post_creation_is_400_and_writes_nothing(
+def test_unreadable_body_on_post_creation_is_400_and_writes_nothing(
     client: FlaskClient,
     alice: Account,
     snapshot: Callable[[], Snapshot],
@@ -114,6 +116,7 @@ def test_s33_unreadable_body_on_post_creation_is_400_and_writes_nothing(
     assert snapshot() == before
 
 
+@pytest.mark.scenario("S33")
 @pytest.mark.parametrize(
     ("url", "body"),
     [
@@ -125,7 +128,7 @@ def test_s33_unreadable_body_on_post_creation_is_400_and_writes_nothing(
     ],
     ids=["login-username", "login-password", "users-username", "users-password", "refresh"],
 )
-def test_s33_lone_surrogate_in_a_field_is_400_and_writes_nothing(
+def test_lone_surrogate_in_a_field_is_400_and_writes_nothing(
     client: FlaskClient, alice: Account, snapshot: Callable[[], Snapshot], url: str, body: str
 ) -> None:
     before = snapshot()
@@ -136,7 +139,8 @@ def test_s33_lone_surrogate_in_a_field_is_400_and_writes_nothing(
     assert snapshot() == before
 
 
-def test_s33_lone_surrogate_in_a_post_title_is_400_and_writes_nothing(
+@pytest.mark.scenario("S33")
+def test_lone_surrogate_in_a_post_title_is_400_and_writes_nothing(
     client: FlaskClient, alice: Account, snapshot: Callable[[], Snapshot]
 ) -> None:
     before = snapshot()
@@ -150,7 +154,8 @@ def test_s33_lone_surrogate_in_a_post_title_is_400_and_writes_nothing(
     assert snapshot() == before
 
 
-def test_s33_nesting_up_to_the_limit_is_read_as_usual(client: FlaskClient, alice: Account) -> None:
+@pytest.mark.scenario("S33")
+def test_nesting_up_to_the_limit_is_read_as_usual(client: FlaskClient, alice: Account) -> None:
     """The control: a body nested exactly MAX_JSON_DEPTH levels is read, and the schema
     rejects the field as usual."""
     nested = "[" * (MAX_JSON_DEPTH - 1) + "]" * (MAX_JSON_DEPTH - 1)
@@ -160,7 +165,8 @@ def test_s33_nesting_up_to_the_limit_is_read_as_usual(client: FlaskClient, alice
     assert_error(response, 400, "Invalid field(s): username", {"username"})
 
 
-def test_s33_token_whose_sub_has_25_digits_is_401_and_writes_nothing(
+@pytest.mark.scenario("S33")
+def test_token_whose_sub_has_25_digits_is_401_and_writes_nothing(
     app: Flask, client: FlaskClient, alice: Account, snapshot: Callable[[], Snapshot]
 ) -> None:
     claims = {**claims_of(app, alice.access_token), "sub": "1" * 25}
@@ -177,7 +183,8 @@ def test_s33_token_whose_sub_has_25_digits_is_401_and_writes_nothing(
     assert snapshot() == before
 
 
-def test_s33_body_over_the_size_limit_on_login_is_413(
+@pytest.mark.scenario("S33")
+def test_body_over_the_size_limit_on_login_is_413(
     client: FlaskClient, alice: Account, snapshot: Callable[[], Snapshot]
 ) -> None:
     before = snapshot()
@@ -188,7 +195,8 @@ def test_s33_body_over_the_size_limit_on_login_is_413(
     assert snapshot() == before
 
 
-def test_s32_unreadable_bodies_leave_every_limit_in_redis(
+@pytest.mark.scenario("S32")
+def test_unreadable_bodies_leave_every_limit_in_redis(
     redis_app: tuple[Flask, redis.Redis, str], alice: Account
 ) -> None:
     """The old bypass: two such requests moved every limit to memory; 25 guesses then gave
@@ -212,7 +220,8 @@ def test_s32_unreadable_bodies_leave_every_limit_in_redis(
     assert fallbacks_in_metrics(client) == 0
 
 
-def test_s32_key_functions_answer_for_any_request(app: Flask) -> None:
+@pytest.mark.scenario("S32")
+def test_key_functions_answer_for_any_request(app: Flask) -> None:
     """Even a body that got past the checks gives a key, never an exception."""
     bodies: list[dict[str, Any]] = [
         {"data": DEEPEST_ARRAY, "content_type": JSON},
@@ -231,7 +240,8 @@ def test_s32_key_functions_answer_for_any_request(app: Flask) -> None:
         assert all(isinstance(key, str) and key.isascii() and len(key) < 100 for key in keys)
 
 
-def test_s32_a_failing_key_function_gives_a_fixed_key_and_logs(
+@pytest.mark.scenario("S32")
+def test_a_failing_key_function_gives_a_fixed_key_and_logs(
     app: Flask, caplog: pytest.LogCaptureFixture
 ) -> None:
     @limits.never_raises
@@ -243,7 +253,8 @@ def test_s32_a_failing_key_function_gives_a_fixed_key_and_logs(
     assert "Rate-limit key broken_key failed" in caplog.text
 
 
-def test_s32_a_real_storage_outage_is_logged_and_counted_in_metrics(
+@pytest.mark.scenario("S32")
+def test_a_real_storage_outage_is_logged_and_counted_in_metrics(
     make_security_app: Callable[..., Flask], alice: Account, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = make_security_app(RATELIMIT_STORAGE_URI="redis://127.0.0.1:1").test_client()

@@ -1,8 +1,11 @@
-"""Shared test vocabulary: accounts, the error-shape assertion, service checks, polling with a
-deadline and free ports.
+"""The code several test folders share (pytest puts tests/ on the path: `from support import`).
 
-Kept out of conftest.py so that test modules can import it by name (two conftest modules exist,
-one per tier, and `import conftest` would be ambiguous).
+This module is the shared vocabulary: accounts, table rows and job rows, the error-shape
+assertion, service checks, polling with a deadline and free ports. Beside it: `resources`
+(creating posts and to-dos, the bodies every endpoint refuses, the contract suite's `Resource`)
+and the integration rig: `integration_stack` (real worker, SMTP, Redis and gunicorn processes),
+`live_server`, `fault_proxy`, `fault_hooks` and `rig_wsgi`, the entry module of the processes
+the rig starts. Fixtures stay in the conftest modules; what a test imports lives here.
 """
 
 from __future__ import annotations
@@ -24,11 +27,11 @@ import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import event, text
+from sqlalchemy import event, text, update
 
 from blog_api.errors import reason_phrase
 from blog_api.extensions import db
-from blog_api.models import User
+from blog_api.models import Job, User
 from blog_api.services.users import create_user
 
 T = TypeVar("T")
@@ -75,6 +78,22 @@ def table_rows(app: Flask, table: str) -> list[tuple[Any, ...]]:
     with app.app_context():
         rows = db.session.execute(text(f"SELECT * FROM {table} ORDER BY id"))
         return [tuple(row) for row in rows]
+
+
+def set_job(app: Flask, job_id: str, **values: Any) -> None:
+    """Write `values` into the row of job `job_id` (an expired lease, a status to start from)."""
+    with app.app_context():
+        db.session.execute(update(Job).where(Job.id == job_id).values(**values))
+        db.session.commit()
+
+
+def job_row(app: Flask, job_id: str) -> Job:
+    """The row of job `job_id`, detached from its session so it can be read afterwards."""
+    with app.app_context():
+        job = db.session.get(Job, job_id)
+        assert job is not None
+        db.session.expunge(job)
+        return job
 
 
 def assert_error(

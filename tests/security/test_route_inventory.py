@@ -5,7 +5,7 @@ a user can get carries password hashes, token ids or another user's e-mail addre
 
 SPEC differences: S19's `PATCH /posts/{id}` and `PATCH /users/me` do not exist (SPEC defines
 PUT; a user's role is changed only through the admin's `PUT /users/<id>/role`), so PATCH is a
-405 and mass assignment through PUT is a 400 (tests/security/test_s19_s24_bodies.py).
+405 and mass assignment through PUT is a 400 (tests/security/test_request_validation.py).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from werkzeug.routing import Rule
 
 from blog_api.extensions import db
 from blog_api.models import Job
-from resources import create_post, create_todo
 from support import Account, assert_error
+from support.resources import create_post, create_todo
 
 # (rule, method) a caller without a token may use.
 PUBLIC = {
@@ -108,7 +108,8 @@ def ids(
     }
 
 
-def test_s18_route_inventory_every_route_is_public_or_needs_a_token(
+@pytest.mark.scenario("S18")
+def test_every_route_is_public_or_needs_a_token(
     app: Flask, client: FlaskClient, ids: dict[str, Any], snapshot: Callable[[], Snapshot]
 ) -> None:
     inventory = {(rule.rule, method) for rule, method in routes(app)}
@@ -125,7 +126,8 @@ def test_s18_route_inventory_every_route_is_public_or_needs_a_token(
     assert snapshot() == before
 
 
-def test_s18_exactly_the_admin_routes_refuse_a_normal_user(
+@pytest.mark.scenario("S18")
+def test_exactly_the_admin_routes_refuse_a_normal_user(
     app: Flask, client: FlaskClient, alice: Account, ids: dict[str, Any]
 ) -> None:
     """Deny by default: a route that forgot its admin check, or a new admin route missing from
@@ -162,7 +164,8 @@ def admin_requests(
     ]
 
 
-def test_s18_admin_routes_are_403_for_a_user_and_200_for_an_admin(
+@pytest.mark.scenario("S18")
+def test_admin_routes_are_403_for_a_user_and_200_for_an_admin(
     app: Flask,
     client: FlaskClient,
     alice: Account,
@@ -190,8 +193,9 @@ def test_s18_admin_routes_are_403_for_a_user_and_200_for_an_admin(
                 break
 
 
+@pytest.mark.scenario("S19")
 @pytest.mark.parametrize("resource", ["posts", "todos"])
-def test_s19_patch_is_not_a_method_of_the_api(
+def test_patch_is_not_a_method_of_the_api(
     client: FlaskClient, alice: Account, snapshot: Callable[[], Snapshot], resource: str
 ) -> None:
     item = (create_post if resource == "posts" else create_todo)(client, alice, "v1")
@@ -220,7 +224,8 @@ def test_s19_patch_is_not_a_method_of_the_api(
 FORBIDDEN_TEXT = ("password_hash", "$argon2", "jti", "bob@example.com", "blocklist")
 
 
-def test_s20_no_response_leaks_hashes_token_ids_or_other_users_emails(
+@pytest.mark.scenario("S20")
+def test_no_response_leaks_hashes_token_ids_or_other_users_emails(
     app: Flask,
     client: FlaskClient,
     alice: Account,
@@ -249,7 +254,8 @@ def test_s20_no_response_leaks_hashes_token_ids_or_other_users_emails(
     assert me["email"] == "alice@example.com"  # her own address, on her own profile only
 
 
-def test_s29_versioned_routes_are_the_same_in_both_versions(app: Flask) -> None:
+@pytest.mark.scenario("S29")
+def test_versioned_routes_are_the_same_in_both_versions(app: Flask) -> None:
     """Every to-do and post route of v1 exists in v2 with the same methods and the same
     protection (the public/admin lists above treat both alike); v2's only additions are its
     two documented listings. Every S-test on these routes runs on both versions."""

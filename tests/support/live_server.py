@@ -15,7 +15,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from integration_stack import BIN, Service, Stack, free_port, wait_until
+from support.integration_stack import BIN, Service, Stack, free_port, wait_until
 
 # Loopback requests never go through a proxy that the calling shell may have configured.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))

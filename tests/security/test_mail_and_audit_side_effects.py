@@ -2,7 +2,7 @@
 
 The jobs run through their real Celery tasks in this process (see conftest.py), against a real
 SMTP server (the project's sink) and a real audit file, on both databases. A title with a NUL
-byte is refused with a 400 (S24) in test_s19_s24_bodies.py (`title-nul`). The same CR/LF case
+byte is refused with a 400 (S24) in test_request_validation.py (`title-nul`). The same CR/LF case
 through a real worker process is tests/integration/test_job_delivery.py.
 """
 
@@ -44,6 +44,7 @@ def job_statuses(app: Flask, post_ids: list[int]) -> list[str]:
         return list(db.session.scalars(select(Job.status).where(Job.post_id.in_(post_ids))))
 
 
+@pytest.mark.scenario("S24")
 @pytest.mark.parametrize(
     "title",
     [
@@ -52,7 +53,7 @@ def job_statuses(app: Flask, post_ids: list[int]) -> list[str]:
         pytest.param("\x1b[31mred\x1b[0m alert", id="ansi"),
     ],
 )
-def test_s24_title_with_line_breaks_or_escapes_is_one_escaped_audit_line(
+def test_title_with_line_breaks_or_escapes_is_one_escaped_audit_line(
     app: Flask,
     client: FlaskClient,
     alice: Account,
@@ -82,7 +83,8 @@ def test_s24_title_with_line_breaks_or_escapes_is_one_escaped_audit_line(
     assert job_statuses(app, post_ids) == ["done"] * 3
 
 
-def test_s31_title_cannot_add_a_bcc_header(
+@pytest.mark.scenario("S31")
+def test_title_cannot_add_a_bcc_header(
     app: Flask,
     client: FlaskClient,
     alice: Account,
@@ -103,7 +105,8 @@ def test_s31_title_cannot_add_a_bcc_header(
     assert job_statuses(app, post_ids) == ["done"] * 3  # not dead
 
 
-def test_s28_post_spam_is_429_after_the_limit_with_no_job_or_email_for_rejected_posts(
+@pytest.mark.scenario("S28")
+def test_post_spam_is_429_after_the_limit_with_no_job_or_email_for_rejected_posts(
     make_security_app: Callable[..., Flask],
     alice: Account,
     snapshot: Callable[[], Snapshot],

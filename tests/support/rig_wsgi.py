@@ -1,12 +1,11 @@
 """The entry objects of the processes the rig starts: blog_api.wsgi's app and Celery app with
 the test-only fault hooks the environment asks for (FAULT_POINT, FAULT_DISPATCH).
 
-    gunicorn rig_wsgi:flask_app        celery -A rig_wsgi.celery_app worker
+    gunicorn support.rig_wsgi:flask_app        celery -A support.rig_wsgi.celery_app worker
 """
 
-from fault_hooks import FaultHooks
-
 from blog_api.wsgi import celery_app, flask_app
+from support.fault_hooks import FaultHooks
 
 hooks = FaultHooks.from_environment(flask_app)
 

@@ -19,6 +19,8 @@ from jwt.warnings import InsecureKeyLengthWarning
 
 from blog_api.config import ENVIRONMENT_VARIABLES
 
+pytestmark = pytest.mark.scenario("S16")
+
 # Made at run time: committed keys are refused.
 GOOD_SECRET_KEY = secrets.token_urlsafe(48)
 GOOD_JWT_SECRET = secrets.token_urlsafe(48)
@@ -61,7 +63,7 @@ def start_production(
         pytest.param({"FLASK_DEBUG": "1"}, "DEBUG must be off in production", id="FLASK_DEBUG=1"),
     ],
 )
-def test_s16_production_refuses_to_start(
+def test_production_refuses_to_start(
     tmp_path: Path, settings: dict[str, str | None], message: str
 ) -> None:
     result = start_production(tmp_path, **settings)
@@ -71,7 +73,7 @@ def test_s16_production_refuses_to_start(
     assert "/api/v1/posts" not in result.stdout
 
 
-def test_s16_production_starts_with_good_settings(tmp_path: Path) -> None:
+def test_production_starts_with_good_settings(tmp_path: Path) -> None:
     """The control: the refusals above come from the setting each case changes."""
     result = start_production(tmp_path)
 
@@ -79,7 +81,7 @@ def test_s16_production_starts_with_good_settings(tmp_path: Path) -> None:
     assert "/api/v1/posts" in result.stdout
 
 
-def test_s16_short_hmac_keys_are_an_error_in_tests() -> None:
+def test_short_hmac_keys_are_an_error_in_tests() -> None:
     """PyJWT warns about HMAC keys shorter than the digest; the test configuration turns every
     warning into an error, so a test run with such a key fails instead of passing quietly."""
     with pytest.raises(InsecureKeyLengthWarning):

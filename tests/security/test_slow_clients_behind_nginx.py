@@ -26,10 +26,11 @@ from http import HTTPStatus
 from typing import Literal
 
 import pytest
-from integration_stack import POSTGRESQL_ONLY, Service, Stack, wait_until
 from nginx_front import Answer, require_nginx, send, start_nginx
 
-pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
+from support.integration_stack import POSTGRESQL_ONLY, Service, Stack, wait_until
+
+pytestmark = [pytest.mark.scenario("S52"), pytest.mark.integration, POSTGRESQL_ONLY]
 
 SLOW_HEADERS = 20
 SLOW_BODIES = 10
@@ -187,7 +188,7 @@ def assert_json_error(answer: Answer, status: int) -> dict[str, str]:
     return dict(body)
 
 
-def test_s52_slow_clients_do_not_delay_health_through_nginx(front: Front) -> None:
+def test_slow_clients_do_not_delay_health_through_nginx(front: Front) -> None:
     with (
         SlowClients(front.nginx, SLOW_HEADERS) as headers,
         SlowClients(front.nginx, SLOW_BODIES, "body") as bodies,
@@ -218,7 +219,7 @@ def test_s52_slow_clients_do_not_delay_health_through_nginx(front: Front) -> Non
     assert {probe.slow_clients_open for probe in control} == {SLOW_HEADERS}, control
 
 
-def test_s52_nginx_gives_the_app_each_clients_address_and_answers_its_own_errors_in_json(
+def test_nginx_gives_the_app_each_clients_address_and_answers_its_own_errors_in_json(
     front: Front,
 ) -> None:
     def login(source: str, forwarded_for: str) -> Answer:

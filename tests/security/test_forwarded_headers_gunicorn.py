@@ -18,8 +18,9 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
 import pytest
-from integration_stack import POSTGRESQL_ONLY, Stack
 from nginx_front import send
+
+from support.integration_stack import POSTGRESQL_ONLY, Stack
 
 pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
 
@@ -54,7 +55,8 @@ def gunicorn(
         yield port
 
 
-def test_s53_forwarded_headers_straight_to_gunicorn_get_the_apps_json(gunicorn: int) -> None:
+@pytest.mark.scenario("S53")
+def test_forwarded_headers_straight_to_gunicorn_get_the_apps_json(gunicorn: int) -> None:
     plain = send(gunicorn, "GET", "/health", [("Host", "localhost")])
     answers = {
         case: send(gunicorn, "GET", "/health", [("Host", "localhost"), *headers])

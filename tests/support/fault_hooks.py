@@ -2,8 +2,8 @@
 
 The product sends `job_checkpoint` at named points of a job's run and never asks who listens;
 `FaultHooks` subscribes to it and to SQLAlchemy's session events (among them the INSERT of
-a post's jobs), in the processes the rig starts (`rig_wsgi` is their entry module) or in an app
-built by a test:
+a post's jobs), in the processes the rig starts (`support.rig_wsgi` is their entry module) or
+in an app built by a test:
 
 - `FAULT_POINT=<point>[:<seconds>][@<post id>]`: at that point the process SIGKILLs itself, or
   with seconds sleeps that long (a hook that widens a race window); `@<post id>` limits it to

@@ -15,9 +15,9 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
-from integration_stack import POSTGRESQL_ONLY, Stack
 
 from support import PASSWORD, Account
+from support.integration_stack import POSTGRESQL_ONLY, Stack
 
 pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
 
@@ -45,7 +45,8 @@ def login(port: int, username: str, password: str) -> tuple[int, dict[str, str],
         connection.close()
 
 
-def test_s05_login_limit_is_shared_by_both_gunicorn_workers(
+@pytest.mark.scenario("S5", "S26")
+def test_login_limit_is_shared_by_both_gunicorn_workers(
     gunicorn: tuple[Stack, int],
     make_account: Callable[..., Account],
     row_counts: Callable[[], dict[str, int]],

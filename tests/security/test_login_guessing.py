@@ -5,7 +5,7 @@ S4's timing: the unknown-user path verifies the password against a dummy hash ma
 same argon2 parameters as real hashes, so both paths cost one verification. The spy test proves
 that the path runs; the timing test compares medians of interleaved samples with a generous 50%
 tolerance, with argon2 parameters heavy enough (~10 ms) that the hash dominates the noise.
-S5 across two gunicorn workers is in test_s05_gunicorn_workers.py (integration tier).
+S5 across two gunicorn workers is in test_login_limit_gunicorn.py (integration tier).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from support import PASSWORD, Account, assert_error, assert_too_many_requests
 TIMING_SAMPLES = 15
 
 
-def test_s04_unknown_user_and_wrong_password_get_identical_answers(
+@pytest.mark.scenario("S4")
+def test_unknown_user_and_wrong_password_get_identical_answers(
     client: FlaskClient, alice: Account, snapshot: Callable[[], Snapshot]
 ) -> None:
     before = snapshot()
@@ -41,7 +42,8 @@ def test_s04_unknown_user_and_wrong_password_get_identical_answers(
     assert snapshot() == before
 
 
-def test_s04_login_for_an_unknown_user_still_verifies_a_password_hash(
+@pytest.mark.scenario("S4")
+def test_login_for_an_unknown_user_still_verifies_a_password_hash(
     client: FlaskClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     verified: list[str] = []
@@ -57,7 +59,8 @@ def test_s04_login_for_an_unknown_user_still_verifies_a_password_hash(
     assert verified == ["guess 12345"]
 
 
-def test_s04_unknown_user_and_wrong_password_take_similar_time(
+@pytest.mark.scenario("S4")
+def test_unknown_user_and_wrong_password_take_similar_time(
     make_security_app: Callable[..., Flask],
 ) -> None:
     app = make_security_app(ARGON2_TIME_COST=1, ARGON2_MEMORY_COST=8192)
@@ -80,7 +83,8 @@ def test_s04_unknown_user_and_wrong_password_take_similar_time(
     assert 0.5 < ratio < 1.5, (statistics.median(unknown), statistics.median(wrong))
 
 
-def test_s05_twenty_wrong_logins_then_the_right_password_are_429_and_write_nothing(
+@pytest.mark.scenario("S5")
+def test_twenty_wrong_logins_then_the_right_password_are_429_and_write_nothing(
     make_security_app: Callable[..., Flask],
     redis_url: str,
     alice: Account,

@@ -1,9 +1,12 @@
 """Shared by the to-do, post and ownership tests: create resources through the API, the request
-bodies every JSON write endpoint must refuse, and the pagination contract of list endpoints."""
+bodies every JSON write endpoint must refuse, the pagination contract of list endpoints, and
+`Resource`, what the contract suite (test_resources_contract.py) needs to know of posts and
+to-dos to check the behaviour they share."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -31,6 +34,43 @@ NOT_A_JSON_OBJECT = [
     pytest.param({"json": ["title", "content"]}, id="json-list"),
     pytest.param({"json": "title"}, id="json-string"),
     pytest.param({"data": "null", "content_type": "application/json"}, id="json-null"),
+]
+
+
+def refused(verdict: str, body: dict[str, Any], *fields: str, **param: Any) -> Any:
+    """The parameters (body, message, fields named in `errors`) of a body refused as
+    `<verdict> field(s): <fields>`; `fields` default to the body's own, `param` is
+    `pytest.param`'s `id` or `marks`."""
+    named = set(fields or body)
+    return pytest.param(body, f"{verdict} field(s): {', '.join(sorted(named))}", named, **param)
+
+
+def invalid(body: dict[str, Any], *fields: str, **param: Any) -> Any:
+    """A body with a value the field does not take: `Invalid field(s): ...`."""
+    return refused("Invalid", body, *fields, **param)
+
+
+def unknown(body: dict[str, Any], *fields: str, **param: Any) -> Any:
+    """A body with a field the endpoint does not take: `Unknown field(s): ...`."""
+    return refused("Unknown", body, *fields, **param)
+
+
+def invalid_titles(longest: int) -> list[Any]:
+    """The titles every resource refuses: not a string, empty, one character too long, NUL."""
+    return [
+        invalid({"title": 5}, id="title-number"),
+        invalid({"title": None}, id="title-null"),
+        invalid({"title": ""}, id="title-empty"),
+        invalid({"title": "x" * (longest + 1)}, id=f"title-{longest + 1}"),
+        invalid({"title": "nul\x00byte"}, id="title-nul"),
+    ]
+
+
+# Fields only the server sets; a create or update body naming one is refused (mass assignment).
+SERVER_SET_FIELDS = [
+    unknown({"user_id": 2}, id="user_id"),
+    unknown({"id": 7}, id="id"),
+    unknown({"created_at": "2020-01-01T00:00:00+00:00"}, id="created_at"),
 ]
 
 
@@ -169,3 +209,133 @@ def assert_paginates(
         pages = follow_pages(client, f"{url}{separator}limit={size}", key, headers)
         assert [item for ids in pages for item in ids] == expected_ids
         assert all(len(ids) == size for ids in pages[:-1])
+
+
+@dataclass(frozen=True)
+class Example:
+    """A create or update body and what the answer must show for it: the body's own fields and
+    those the server derives (a post's `word_count`, a to-do's `user_username`)."""
+
+    body: dict[str, Any]
+    shown: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Resource:
+    """What posts and to-dos share in both versions, described for the contract suite."""
+
+    name: str  # the URL segment, the table and the key of a listing: "posts"
+    noun: str  # as the API's messages say it: "Post" ("Post not found", "Post deleted")
+    create: Callable[..., dict[str, Any]]  # create_post or create_todo
+    fields: dict[str, frozenset[str]]  # an item's fields, by version
+    private: bool  # to-dos are their owner's: reading one needs a token; posts are public
+    valid: dict[str, Any]  # the smallest body that creates one
+    sample: Example  # a create body with every field an author sets
+    longest: Example  # the longest values its fields accept
+    missing: list[Any]  # (body, message, fields named in `errors`) for a missing required field
+    timestamps: tuple[str, ...]  # the fields that hold a time
+    change: dict[str, Any]  # an update of one field
+    refreshed: tuple[str, ...]  # fields any update sets again (`updated_at`)
+    deleted_with: tuple[str, ...]  # the tables whose rows go with an item (a post's jobs)
+    v2_field: str  # the field only v2 knows
+    v2_value: Any  # a valid value of it
+    invalid_v2_values: list[Any]  # values of it v2 refuses
+
+    def url(self, version: str, item_id: int | str | None = None) -> str:
+        return f"/api/{version}/{self.name}" + (f"/{item_id}" if item_id is not None else "")
+
+    def read_headers(self, owner: Account) -> dict[str, str]:
+        """The headers that read `owner`'s items: a token only where they are private."""
+        return owner.headers if self.private else {}
+
+
+# The fields of an item in v1; v2 adds `category` to a post and `priority` to a to-do.
+POST_FIELDS = frozenset(
+    {"id", "title", "content", "word_count", "user_id", "created_at", "updated_at"}
+)
+TODO_FIELDS = frozenset(
+    {"id", "title", "description", "completed", "created_at", "user_id", "user_username"}
+)
+
+POSTS = Resource(
+    name="posts",
+    noun="Post",
+    create=create_post,
+    fields={"v1": POST_FIELDS, "v2": POST_FIELDS | {"category"}},
+    private=False,
+    valid={"title": "Valid", "content": "Valid content"},
+    sample=Example(
+        {"title": "Hello", "content": "Five words in this post"}, shown={"word_count": 5}
+    ),
+    longest=Example(
+        {"title": "t" * 200, "content": "w " * 50_000},
+        shown={"title": "t" * 200, "word_count": 50_000},
+    ),
+    missing=[
+        pytest.param({}, "Missing title or content", {"title", "content"}, id="neither"),
+        pytest.param(
+            {"title": "Only a title"}, "Missing title or content", {"content"}, id="no-content"
+        ),
+        pytest.param(
+            {"content": "Only content"}, "Missing title or content", {"title"}, id="no-title"
+        ),
+    ],
+    timestamps=("created_at", "updated_at"),
+    change={"title": "New title"},
+    refreshed=("updated_at",),
+    deleted_with=("jobs",),
+    v2_field="category",
+    v2_value="travel",
+    invalid_v2_values=[
+        pytest.param("c" * 51, id="51-chars"),
+        pytest.param("", id="empty"),
+        pytest.param(7, id="number"),
+        pytest.param(None, id="null"),
+        pytest.param("a\x00", id="nul"),
+    ],
+)
+
+TODOS = Resource(
+    name="todos",
+    noun="Todo",
+    create=create_todo,
+    fields={"v1": TODO_FIELDS, "v2": TODO_FIELDS | {"priority"}},
+    private=True,
+    valid={"title": "Valid"},
+    sample=Example(
+        {"title": "Buy milk", "description": "Semi-skimmed", "completed": True},
+        shown={"user_username": "alice"},
+    ),
+    longest=Example(
+        {"title": "t" * 100, "description": "d" * 255},
+        shown={"title": "t" * 100, "description": "d" * 255},
+    ),
+    missing=[pytest.param({"description": "no title"}, "Missing title", {"title"}, id="no-title")],
+    timestamps=("created_at",),
+    change={"completed": True},
+    refreshed=(),
+    deleted_with=(),
+    v2_field="priority",
+    v2_value=3,
+    invalid_v2_values=[
+        pytest.param("3", id="string"),
+        pytest.param(1.5, id="float"),
+        pytest.param(2.0, id="whole-float"),
+        pytest.param(True, id="boolean"),
+        pytest.param(None, id="null"),
+        pytest.param(2**31, id="beyond-int32"),
+    ],
+)
+
+RESOURCES = (POSTS, TODOS)
+each_resource = pytest.mark.parametrize("resource", RESOURCES, ids=lambda r: r.name)
+
+
+def cases_of_each_resource(cases: Callable[[Resource], Iterable[Any]]) -> list[Any]:
+    """Parameters `(resource, *case)` for cases that differ by resource: each resource with the
+    cases `cases(resource)` gives (`pytest.param`s), named `<resource>-<case>`."""
+    return [
+        pytest.param(resource, *case.values, id=f"{resource.name}-{case.id}", marks=case.marks)
+        for resource in RESOURCES
+        for case in cases(resource)
+    ]

@@ -18,8 +18,12 @@ from effects import Snapshot
 from flask import Flask
 from flask.testing import FlaskClient
 
-from resources import RowCounts, both_versions, create_post, create_todo, ids_of
 from support import Account, assert_error, table_rows
+from support.resources import RowCounts, both_versions, create_post, create_todo, ids_of
+
+pytestmark = pytest.mark.scenario("S17")
+
+OTHERS_POSTS = "your own posts unless you are an admin"
 
 
 @pytest.fixture
@@ -40,41 +44,64 @@ def alices_post(client: FlaskClient, alice: Account) -> dict[str, Any]:
 # --- to-dos: another user -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("method", "body"),
-    [
-        pytest.param("GET", None, id="read"),
-        pytest.param("PUT", {"title": "Hijacked", "completed": True}, id="update"),
-        pytest.param("PUT", {}, id="empty-update"),
-        pytest.param("DELETE", None, id="delete"),
-    ],
-)
-def test_s17_user_cannot_read_update_or_delete_another_users_todo(
+# What user B tries on user A's to-do and post: (resource, method, body, status, message).
+FOREIGN_ATTEMPTS = [
+    pytest.param("todos", "GET", None, 404, "Todo not found", id="todo-read"),
+    pytest.param(
+        "todos",
+        "PUT",
+        {"title": "Hijacked", "completed": True},
+        404,
+        "Todo not found",
+        id="todo-update",
+    ),
+    pytest.param("todos", "PUT", {}, 404, "Todo not found", id="todo-empty-update"),
+    pytest.param("todos", "DELETE", None, 404, "Todo not found", id="todo-delete"),
+    pytest.param(
+        "posts",
+        "PUT",
+        {"title": "Hijacked"},
+        403,
+        f"You can only edit {OTHERS_POSTS}",
+        id="post-update",
+    ),
+    pytest.param(
+        "posts", "DELETE", None, 403, f"You can only delete {OTHERS_POSTS}", id="post-delete"
+    ),
+]
+
+
+@pytest.mark.parametrize(("resource", "method", "body", "status", "message"), FOREIGN_ATTEMPTS)
+def test_another_users_todo_is_out_of_reach_and_their_post_is_read_only(
     app: Flask,
     client: FlaskClient,
     snapshot: Callable[[], Snapshot],
     bob: Account,
     alices_todo: dict[str, Any],
+    alices_post: dict[str, Any],
+    resource: str,
     method: str,
     body: dict[str, Any] | None,
+    status: int,
+    message: str,
 ) -> None:
-    before = (snapshot(), table_rows(app, "todos"))
+    """B's request on A's to-do finds nothing (404); on A's post it is refused (403); either
+    way A's row stays as it was and nothing else is written."""
+    item = {"todos": alices_todo, "posts": alices_post}[resource]
+    before = (snapshot(), table_rows(app, resource))
 
     response = on_both_versions(
         lambda version: client.open(
-            f"/api/{version}/todos/{alices_todo['id']}",
-            method=method,
-            json=body,
-            headers=bob.headers,
+            f"/api/{version}/{resource}/{item['id']}", method=method, json=body, headers=bob.headers
         )
     )
 
-    assert_error(response, 404, "Todo not found")
-    assert (snapshot(), table_rows(app, "todos")) == before
+    assert_error(response, status, message)
+    assert (snapshot(), table_rows(app, resource)) == before
 
 
 @both_versions
-def test_s17_another_users_todo_looks_exactly_like_a_missing_one(
+def test_another_users_todo_looks_exactly_like_a_missing_one(
     client: FlaskClient, bob: Account, alices_todo: dict[str, Any], version: str
 ) -> None:
     foreign = client.get(f"/api/{version}/todos/{alices_todo['id']}", headers=bob.headers)
@@ -88,7 +115,7 @@ def test_s17_another_users_todo_looks_exactly_like_a_missing_one(
     "query",
     ["", "?search=secret", "?title=Alice", "?user_id={alice_id}", "?completed=false"],
 )
-def test_s17_user_list_never_contains_another_users_todos(
+def test_user_list_never_contains_another_users_todos(
     client: FlaskClient,
     alice: Account,
     bob: Account,
@@ -107,7 +134,7 @@ def test_s17_user_list_never_contains_another_users_todos(
     assert response.get_json()["pagination"]["total"] == len(response.get_json()["todos"])
 
 
-def test_s17_user_priority_listing_never_contains_another_users_todos(
+def test_user_priority_listing_never_contains_another_users_todos(
     client: FlaskClient, bob: Account, alices_todo: dict[str, Any], bobs_todo: dict[str, Any]
 ) -> None:
     response = client.get("/api/v2/todos/priority?count=true", headers=bob.headers)
@@ -117,7 +144,7 @@ def test_s17_user_priority_listing_never_contains_another_users_todos(
 
 
 @both_versions
-def test_s17_batch_delete_of_another_users_ids_reports_them_not_found(
+def test_batch_delete_of_another_users_ids_reports_them_not_found(
     app: Flask,
     client: FlaskClient,
     bob: Account,
@@ -143,7 +170,7 @@ def test_s17_batch_delete_of_another_users_ids_reports_them_not_found(
 
 
 @both_versions
-def test_s17_batch_delete_of_only_another_users_ids_deletes_nothing(
+def test_batch_delete_of_only_another_users_ids_deletes_nothing(
     app: Flask,
     client: FlaskClient,
     row_counts: RowCounts,
@@ -162,7 +189,7 @@ def test_s17_batch_delete_of_only_another_users_ids_deletes_nothing(
     assert (row_counts(), table_rows(app, "todos")) == before
 
 
-def test_s17_user_cannot_list_another_users_todos_through_user_route(
+def test_user_cannot_list_another_users_todos_through_user_route(
     client: FlaskClient, alice: Account, bob: Account, alices_todo: dict[str, Any]
 ) -> None:
     response = client.get(f"/api/v1/users/{alice.id}/todos", headers=bob.headers)
@@ -170,13 +197,18 @@ def test_s17_user_cannot_list_another_users_todos_through_user_route(
     assert_error(response, 403, "You can only view your own todos unless you are an admin")
 
 
-def test_s17_user_todos_route_lists_only_that_users_todos(
+@pytest.mark.parametrize("reader", ["alice", "admin"])
+def test_user_todos_route_lists_only_that_users_todos_to_them_and_the_admin(
     client: FlaskClient,
     alice: Account,
+    admin: Account,
     alices_todo: dict[str, Any],
     bobs_todo: dict[str, Any],
+    reader: str,
 ) -> None:
-    response = client.get(f"/api/v1/users/{alice.id}/todos", headers=alice.headers)
+    headers = {"alice": alice, "admin": admin}[reader].headers
+
+    response = client.get(f"/api/v1/users/{alice.id}/todos", headers=headers)
 
     assert ids_of(response, "todos") == [alices_todo["id"]]
 
@@ -185,7 +217,7 @@ def test_s17_user_todos_route_lists_only_that_users_todos(
 
 
 @both_versions
-def test_s17_admin_list_contains_every_users_todos(
+def test_admin_list_contains_every_users_todos(
     client: FlaskClient,
     admin: Account,
     alices_todo: dict[str, Any],
@@ -205,7 +237,7 @@ def test_s17_admin_list_contains_every_users_todos(
 
 
 @both_versions
-def test_s17_admin_filters_todos_by_user(
+def test_admin_filters_todos_by_user(
     client: FlaskClient,
     alice: Account,
     bob: Account,
@@ -225,7 +257,7 @@ def test_s17_admin_filters_todos_by_user(
     assert ids_of(client.get(f"{url}?user_id=999999", headers=admin.headers), "todos") == []
 
 
-def test_s17_admin_priority_listing_contains_every_users_todos(
+def test_admin_priority_listing_contains_every_users_todos(
     client: FlaskClient, admin: Account, alices_todo: dict[str, Any], bobs_todo: dict[str, Any]
 ) -> None:
     response = client.get("/api/v2/todos/priority", headers=admin.headers)
@@ -233,20 +265,8 @@ def test_s17_admin_priority_listing_contains_every_users_todos(
     assert ids_of(response, "todos") == [alices_todo["id"], bobs_todo["id"]]
 
 
-def test_s17_admin_lists_another_users_todos_through_user_route(
-    client: FlaskClient,
-    alice: Account,
-    admin: Account,
-    alices_todo: dict[str, Any],
-    bobs_todo: dict[str, Any],
-) -> None:
-    response = client.get(f"/api/v1/users/{alice.id}/todos", headers=admin.headers)
-
-    assert ids_of(response, "todos") == [alices_todo["id"]]
-
-
 @both_versions
-def test_s17_admin_reads_and_updates_another_users_todo(
+def test_admin_reads_and_updates_another_users_todo(
     client: FlaskClient, alice: Account, admin: Account, alices_todo: dict[str, Any], version: str
 ) -> None:
     url = f"/api/{version}/todos/{alices_todo['id']}"
@@ -263,7 +283,7 @@ def test_s17_admin_reads_and_updates_another_users_todo(
 
 
 @both_versions
-def test_s17_admin_deletes_another_users_todo(
+def test_admin_deletes_another_users_todo(
     client: FlaskClient, alice: Account, admin: Account, alices_todo: dict[str, Any], version: str
 ) -> None:
     url = f"/api/{version}/todos/{alices_todo['id']}"
@@ -275,7 +295,7 @@ def test_s17_admin_deletes_another_users_todo(
 
 
 @both_versions
-def test_s17_admin_batch_delete_deletes_only_the_admins_own_todos(
+def test_admin_batch_delete_deletes_only_the_admins_own_todos(
     app: Flask,
     client: FlaskClient,
     admin: Account,
@@ -299,7 +319,7 @@ def test_s17_admin_batch_delete_deletes_only_the_admins_own_todos(
 
 @both_versions
 @pytest.mark.parametrize("reader", ["anonymous", "bob", "admin"])
-def test_s17_anyone_reads_another_users_post(
+def test_anyone_reads_another_users_post(
     client: FlaskClient,
     bob: Account,
     admin: Account,
@@ -317,50 +337,8 @@ def test_s17_anyone_reads_another_users_post(
     assert ids_of(listed, "posts") == [alices_post["id"]]
 
 
-@pytest.mark.parametrize(
-    ("method", "body", "message"),
-    [
-        pytest.param(
-            "PUT",
-            {"title": "Hijacked"},
-            "You can only edit your own posts unless you are an admin",
-            id="update",
-        ),
-        pytest.param(
-            "DELETE",
-            None,
-            "You can only delete your own posts unless you are an admin",
-            id="delete",
-        ),
-    ],
-)
-def test_s17_user_cannot_change_another_users_post(
-    app: Flask,
-    client: FlaskClient,
-    snapshot: Callable[[], Snapshot],
-    bob: Account,
-    alices_post: dict[str, Any],
-    method: str,
-    body: dict[str, Any] | None,
-    message: str,
-) -> None:
-    before = (table_rows(app, "posts"), snapshot())
-
-    response = on_both_versions(
-        lambda version: client.open(
-            f"/api/{version}/posts/{alices_post['id']}",
-            method=method,
-            json=body,
-            headers=bob.headers,
-        )
-    )
-
-    assert_error(response, 403, message)
-    assert (table_rows(app, "posts"), snapshot()) == before
-
-
 @both_versions
-def test_s17_admin_updates_another_users_post(
+def test_admin_updates_another_users_post(
     client: FlaskClient, alice: Account, admin: Account, alices_post: dict[str, Any], version: str
 ) -> None:
     url = f"/api/{version}/posts/{alices_post['id']}"
@@ -374,7 +352,7 @@ def test_s17_admin_updates_another_users_post(
 
 
 @both_versions
-def test_s17_admin_deletes_another_users_post(
+def test_admin_deletes_another_users_post(
     client: FlaskClient, admin: Account, alices_post: dict[str, Any], version: str
 ) -> None:
     url = f"/api/{version}/posts/{alices_post['id']}"

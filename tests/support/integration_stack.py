@@ -11,20 +11,19 @@ import contextlib
 import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from fault_hooks import FaultHooks
-from fault_proxy import FaultProxy
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -33,14 +32,17 @@ from blog_api.config import ENVIRONMENT_VARIABLES, read_environment
 from blog_api.extensions import db
 from blog_api.models import Job, JobKind
 from support import free_port, redis_server, wait_until
+from support.fault_hooks import FaultHooks
+from support.fault_proxy import FaultProxy
 
 BIN = Path(sys.executable).parent
-HERE = Path(__file__).resolve().parent
-REPOSITORY = HERE.parents[1]
+TESTS = Path(__file__).resolve().parents[1]
+REPOSITORY = TESTS.parent
 # The development SMTP sink `make run` starts (a script: the installed package has no aiosmtpd).
 SMTP_SINK = REPOSITORY / "scripts" / "smtp_sink.py"
-# The processes the rig starts load the app through this module (test-only fault hooks).
-RIG_APP = "rig_wsgi"
+# The processes the rig starts load the app through this module (test-only fault hooks), found
+# on their PYTHONPATH as the tests find it: tests/ holds the support package.
+RIG_APP = "support.rig_wsgi"
 FINISHED = frozenset({"done", "skipped", "dead"})
 MESSAGE_ID_DOMAIN = "blog-api.local"
 
@@ -207,7 +209,7 @@ class Stack:
             **environ,
             "FLASK_ENV": "testing",
             "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), environ.get("PYTHONPATH")])),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), environ.get("PYTHONPATH")])),
             **self.settings,
             **extra,
         }
@@ -519,6 +521,26 @@ class HttpClient:
         login = self.request("POST", "/api/v1/login", {"username": name, "password": password})
         assert login.status == 200, login
         return {"Authorization": f"Bearer {login.body['access_token']}"}
+
+
+@contextlib.contextmanager
+def stack_in(
+    tmp_path_factory: pytest.TempPathFactory,
+    queue: str,
+    database_url: str,
+    make_app: Callable[..., Flask],
+) -> Iterator[Stack]:
+    """A stack on the run's database, its queue `queue`, in a new temp directory of that name
+    (short: worker logs and the beat schedule live there). When the block ends, pass or fail,
+    every process it started is stopped and the directory removed; a failed test's process logs
+    are in its report by then (the root conftest's hook reads `Stack.log_sections`)."""
+    directory = tmp_path_factory.mktemp(queue)
+    stack = Stack(directory, database_url, queue, make_app)
+    try:
+        yield stack
+    finally:
+        stack.close()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def create_posts(

@@ -17,8 +17,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from blog_api.extensions import limiter
-from resources import huge_body
 from support import Account
+from support.resources import huge_body
 
 ALLOWED_ORIGIN = "https://app.example"
 VERSIONS = ("v1", "v2")
@@ -29,8 +29,9 @@ def cors_client(make_security_app: Callable[..., Flask]) -> FlaskClient:
     return make_security_app(CORS_ORIGINS=[ALLOWED_ORIGIN]).test_client()
 
 
+@pytest.mark.scenario("S25")
 @pytest.mark.parametrize("version", VERSIONS)
-def test_s25_cors_echoes_a_configured_origin(cors_client: FlaskClient, version: str) -> None:
+def test_cors_echoes_a_configured_origin(cors_client: FlaskClient, version: str) -> None:
     response = cors_client.get(f"/api/{version}/posts", headers={"Origin": ALLOWED_ORIGIN})
 
     assert response.headers["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN
@@ -38,8 +39,9 @@ def test_s25_cors_echoes_a_configured_origin(cors_client: FlaskClient, version: 
     assert "Access-Control-Allow-Credentials" not in response.headers
 
 
+@pytest.mark.scenario("S25")
 @pytest.mark.parametrize("version", VERSIONS)
-def test_s25_cors_preflight_for_a_configured_origin(cors_client: FlaskClient, version: str) -> None:
+def test_cors_preflight_for_a_configured_origin(cors_client: FlaskClient, version: str) -> None:
     response = cors_client.options(
         f"/api/{version}/posts",
         headers={"Origin": ALLOWED_ORIGIN, "Access-Control-Request-Method": "POST"},
@@ -50,10 +52,11 @@ def test_s25_cors_preflight_for_a_configured_origin(cors_client: FlaskClient, ve
     assert "Access-Control-Allow-Credentials" not in response.headers
 
 
+@pytest.mark.scenario("S25")
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("origin", ["https://evil.example", "null", "https://app.example.evil"])
 @pytest.mark.parametrize("method", ["get", "options"])
-def test_s25_cors_ignores_other_origins(
+def test_cors_ignores_other_origins(
     cors_client: FlaskClient, version: str, origin: str, method: str
 ) -> None:
     response = getattr(cors_client, method)(
@@ -66,7 +69,8 @@ def test_s25_cors_ignores_other_origins(
     assert "Origin" in response.vary
 
 
-def test_s25_cors_is_off_without_configured_origins(client: FlaskClient) -> None:
+@pytest.mark.scenario("S25")
+def test_cors_is_off_without_configured_origins(client: FlaskClient) -> None:
     for version in VERSIONS:
         response = client.get(f"/api/{version}/posts", headers={"Origin": ALLOWED_ORIGIN})
 
@@ -110,8 +114,9 @@ SECURITY_HEADERS = (
 )
 
 
+@pytest.mark.scenario("S26", "S29")
 @pytest.mark.parametrize("status", [200, 201, 400, 401, 404, 405, 413, 429, 500])
-def test_s26_security_headers_are_on_every_status(
+def test_security_headers_are_on_every_status(
     limited_app: Flask, alice: Account, status: int
 ) -> None:
     headers_by_version = []
@@ -140,11 +145,12 @@ def test_s26_security_headers_are_on_every_status(
     assert headers_by_version[0] == headers_by_version[1]  # S29
 
 
+@pytest.mark.scenario("S27")
 @pytest.mark.parametrize(
     ("method", "path"),
     [("GET", "/nothing-here"), ("POST", "/posts/1/nothing"), ("DELETE", "/todos/abc")],
 )
-def test_s27_unknown_route_is_a_json_404(
+def test_unknown_route_is_a_json_404(
     client: FlaskClient, snapshot: Callable[[], Snapshot], method: str, path: str
 ) -> None:
     before = snapshot()
@@ -158,6 +164,7 @@ def test_s27_unknown_route_is_a_json_404(
     assert snapshot() == before
 
 
+@pytest.mark.scenario("S27")
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [
@@ -166,7 +173,7 @@ def test_s27_unknown_route_is_a_json_404(
         ("POST", "/posts/1", {"DELETE", "GET", "HEAD", "OPTIONS", "PUT"}),
     ],
 )
-def test_s27_wrong_method_is_a_json_405_with_allow(
+def test_wrong_method_is_a_json_405_with_allow(
     client: FlaskClient,
     alice: Account,
     snapshot: Callable[[], Snapshot],
