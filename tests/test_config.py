@@ -49,6 +49,7 @@ def production_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     monkeypatch.setenv("SECRET_KEY", GOOD_SECRET_KEY)
     monkeypatch.setenv("JWT_SECRET_KEY", GOOD_JWT_SECRET_KEY)
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'production.db'}")
+    monkeypatch.setenv("PUBLIC_BASE_URL", "https://blog.example.com")
 
 
 def test_unknown_environment_name_is_a_startup_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -99,6 +100,7 @@ def test_production_logs_to_the_configured_file(tmp_path: Path) -> None:
         ("SECRET_KEY", "SECRET_KEY and JWT_SECRET_KEY must be set"),
         ("JWT_SECRET_KEY", "SECRET_KEY and JWT_SECRET_KEY must be set"),
         ("DATABASE_URL", "DATABASE_URL is not set"),
+        ("PUBLIC_BASE_URL", "PUBLIC_BASE_URL is not set"),
     ],
 )
 def test_production_refuses_to_start_without_a_required_setting(

@@ -20,12 +20,18 @@ from sqlalchemy import select, text, update
 
 from blog_api.extensions import db
 from blog_api.jobs import outbox
-from blog_api.jobs.outbox import claim_job, due_jobs, finish_job, insert_post_jobs, push_back
+from blog_api.jobs.outbox import (
+    backoff_seconds,
+    claim_job,
+    due_jobs,
+    finish_job,
+    insert_post_jobs,
+    push_back,
+)
 from blog_api.models import Job, JobStatus, Post
 from blog_api.models.base import utcnow
 from blog_api.services.audit import append_audit_record
 from blog_api.services.users import create_user
-from blog_api.worker.tasks import backoff_seconds
 
 PASSWORD = "correct horse battery"
 

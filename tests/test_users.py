@@ -192,8 +192,9 @@ def test_get_user_shows_the_public_profile_with_posts(
 
     assert response.status_code == 200
     body = response.json
-    assert set(body) == {*PUBLIC_PROFILE_FIELDS, "posts"}
+    assert set(body) == {*PUBLIC_PROFILE_FIELDS, "posts", "subscriber_count"}
     assert body["username"] == "alice"
+    assert body["subscriber_count"] == 0
     assert [post["title"] for post in body["posts"]] == ["post 0", "post 1"]
     assert {post["user_id"] for post in body["posts"]} == {alice.id}
     text = response.get_data(as_text=True)

@@ -37,6 +37,8 @@ HERE = Path(__file__).resolve().parents[1]
 APPS = HERE / "apps"
 PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 HIGH_LIMIT = "1000000 per minute"
+# Production requires the API's public address (the links in fan-out e-mails).
+PUBLIC_BASE_URL = "http://bench.invalid"
 THREADS = 4  # gthread: threads per worker
 # Pool processes of every Celery worker. Jobs wait on SMTP and the database more than they
 # compute, so twice the cores: with 2 the backlog after 30 s of POSTs took 6.0 s to drain, with
@@ -204,6 +206,7 @@ class Bench:
             assert config.database
             env |= {
                 "FLASK_ENV": "production",
+                "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
                 # The benchmark user never confirms its address: its notifications must still
                 # be sent (the flag is read from the row the notification reads anyway).
                 "EMAIL_CONFIRMATION_REQUIRED": "false",

@@ -13,7 +13,8 @@ Login is limited three ways, all checked before any password is hashed:
 A password change (`PASSWORD_CHANGE_RATE_LIMIT`) is limited per user and per client address.
 Confirming an e-mail address (`CONFIRM_EMAIL_RATE_LIMIT`) is limited per client address, and
 asking for a new confirmation e-mail (`CONFIRM_EMAIL_RESEND_RATE_LIMIT`) per user: each sends
-an e-mail to an address the caller typed.
+an e-mail to an address the caller typed. Subscribing (`SUBSCRIBE_RATE_LIMIT`) is limited per
+user.
 
 The client address is the connection's peer, or with `TRUSTED_PROXIES` set the address the
 nearest trusted proxy saw (werkzeug's `ProxyFix`, applied in `create_app`).
@@ -97,3 +98,7 @@ def confirm_email_limit() -> str:
 
 def confirm_email_resend_limit() -> str:
     return str(current_app.config["CONFIRM_EMAIL_RESEND_RATE_LIMIT"])
+
+
+def subscribe_limit() -> str:
+    return str(current_app.config["SUBSCRIBE_RATE_LIMIT"])

@@ -67,6 +67,9 @@ class UserSchema(Schema):
 
 class UserDetailSchema(UserSchema):
     posts = fields.List(fields.Nested(PostSchema), dump_only=True)
+    subscriber_count = fields.Integer(
+        dump_only=True, metadata={"description": "How many users subscribe to this user's posts"}
+    )
 
 
 class MeSchema(UserSchema):

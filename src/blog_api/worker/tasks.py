@@ -2,7 +2,9 @@
 
 A second delivery of the same job finds it claimed or finished and does nothing. A failed
 attempt is given back to the outbox with its backoff; the relay publishes it again when it is
-due, so no task ever holds a countdown (ETA) message.
+due, so no task ever holds a countdown (ETA) message. An effect that stops on purpose with work
+left in rows of its own (a post's fan-out: `blog_api.effects.fanout`) defers its job instead, to
+run again at a given time without spending an attempt.
 
 `TASKS` is the one mapping from a job kind to its task; `publish_jobs` is what the relay uses.
 """
@@ -18,9 +20,10 @@ from celery import Celery, Task, shared_task
 from flask import current_app
 from sqlalchemy import bindparam, select
 
+from blog_api.effects import fanout
 from blog_api.extensions import db
 from blog_api.jobs import outbox
-from blog_api.jobs.errors import JobSkipped, PermanentJobError
+from blog_api.jobs.errors import JobDeferred, JobSkipped, PermanentJobError
 from blog_api.jobs.outbox import DueJob
 from blog_api.models import EmailConfirmation, Job, JobKind, JobStatus, Post, User
 from blog_api.models.base import utcnow
@@ -38,11 +41,6 @@ Effect = Callable[[Job], JobStatus]
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5}
 
 
-def backoff_seconds(attempt: int, base: float, cap: float, rng: random.Random) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^(attempt-1))]."""
-    return rng.uniform(0, min(cap, base * 2 ** max(attempt - 1, 0)))
-
-
 def run_job(task: Task, job_id: str, effect: Effect) -> str:
     """Claim, run `effect`, record the outcome; a transient failure is released for a retry."""
     job = outbox.claim_job(job_id, task.request.id or f"direct-{job_id}")
@@ -53,6 +51,10 @@ def run_job(task: Task, job_id: str, effect: Effect) -> str:
     job_checkpoint.send(job, point=Checkpoint.AFTER_CLAIM)
     try:
         outcome = effect(job)
+    except JobDeferred as deferred:
+        log.info("Job %s (%s) continues later: %s", job.id, job.kind, deferred)
+        outbox.defer_job(job, deferred.until, str(deferred))
+        return "deferred"
     except JobSkipped as reason:
         log.info("Job %s (%s) skipped: %s", job.id, job.kind, reason)
         outbox.finish_job(job, JobStatus.SKIPPED, str(reason))
@@ -70,7 +72,7 @@ def run_job(task: Task, job_id: str, effect: Effect) -> str:
             outbox.finish_job(job, JobStatus.DEAD, message)
             return JobStatus.DEAD.value
         config = current_app.config
-        delay = backoff_seconds(
+        delay = outbox.backoff_seconds(
             job.attempts,
             config["MAIL_RETRY_BACKOFF"],
             config["MAIL_RETRY_BACKOFF_MAX"],
@@ -176,6 +178,23 @@ def email_confirmation(job: Job) -> JobStatus:
     return JobStatus.DONE
 
 
+def _checkpoints(job: Job) -> fanout.Checkpoint:
+    """The fan-out's named points, sent as this job's `job_checkpoint`."""
+
+    def checkpoint(point: str) -> None:
+        job_checkpoint.send(job, point=Checkpoint(point))
+
+    return checkpoint
+
+
+def expand_fan_out(job: Job) -> JobStatus:
+    return fanout.expand(job, _checkpoints(job))
+
+
+def send_batch(job: Job) -> JobStatus:
+    return fanout.deliver_batch(job, _checkpoints(job))
+
+
 @shared_task(name="blog_api.send_post_notification", bind=True)
 def send_post_notification(self: Task, job_id: str) -> str:
     """E-mail the author that their post is published."""
@@ -194,10 +213,24 @@ def send_email_confirmation(self: Task, job_id: str) -> str:
     return run_job(self, job_id, email_confirmation)
 
 
+@shared_task(name="blog_api.fan_out_post", bind=True)
+def fan_out_post(self: Task, job_id: str) -> str:
+    """Write the post's deliveries to its author's subscribers, in batches with their jobs."""
+    return run_job(self, job_id, expand_fan_out)
+
+
+@shared_task(name="blog_api.deliver_batch", bind=True)
+def deliver_batch(self: Task, job_id: str) -> str:
+    """Send one batch of a post's deliveries over one kept SMTP connection."""
+    return run_job(self, job_id, send_batch)
+
+
 TASKS: dict[JobKind, Any] = {
     JobKind.NOTIFY_AUTHOR: send_post_notification,
     JobKind.AUDIT_POST_CREATED: record_post_created,
     JobKind.CONFIRM_EMAIL: send_email_confirmation,
+    JobKind.FAN_OUT: fan_out_post,
+    JobKind.DELIVER_BATCH: deliver_batch,
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from blog_api.api import jobs, posts
+from blog_api.api import deliveries, jobs, posts
 from blog_api.api.base import Blueprint
 from blog_api.schemas.posts import (
     PostCreateSchema,
@@ -26,3 +26,5 @@ blp.route("/posts", schemas=SCHEMAS, api_version="v1")(posts.PostList)
 blp.route("/posts/<id:post_id>", schemas=SCHEMAS)(posts.PostItem)
 blp.route("/posts/all")(posts.AllPosts)
 blp.route("/posts/<id:post_id>/jobs")(jobs.PostJobs)
+blp.route("/posts/<id:post_id>/deliveries")(deliveries.PostDeliveries)
+blp.route("/posts/<id:post_id>/deliveries/retry")(deliveries.PostDeliveriesRetry)

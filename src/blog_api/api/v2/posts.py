@@ -6,7 +6,7 @@ from typing import Any
 
 from flask.views import MethodView
 
-from blog_api.api import jobs
+from blog_api.api import deliveries, jobs
 from blog_api.api import posts as views
 from blog_api.api.base import Blueprint
 from blog_api.schemas.posts import (
@@ -43,3 +43,4 @@ blp.route("/posts", schemas=SCHEMAS, api_version="v2")(views.PostList)
 blp.route("/posts/<id:post_id>", schemas=SCHEMAS)(views.PostItem)
 blp.route("/posts/all")(views.AllPosts)
 blp.route("/posts/<id:post_id>/jobs")(jobs.PostJobs)
+blp.route("/posts/<id:post_id>/deliveries")(deliveries.PostDeliveries)

@@ -1,0 +1,58 @@
+"""A post's fan-out to its author's subscribers: its figures (author or admin) and an admin's
+re-drive of its dead deliveries. Routed by each version's posts blueprint, as the post's jobs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app
+from flask.views import MethodView
+from flask_smorest import abort
+
+from blog_api.api.base import get_or_404, versioned
+from blog_api.auth import caller
+from blog_api.errors import ConflictError
+from blog_api.jobs import deliveries
+from blog_api.models import Post
+from blog_api.schemas.subscriptions import DeliveriesSchema
+
+NO_DEAD_DELIVERIES = "The post has no dead deliveries to retry"
+
+
+class PostDeliveries(MethodView):
+    """`/posts/<id>/deliveries`."""
+
+    @versioned.login_required
+    @versioned.response(200, DeliveriesSchema)
+    @versioned.errors(403, 404)
+    def get(self, post_id: int) -> Any:
+        """The post's e-mails to its author's subscribers, in figures (author or admin)"""
+        post = get_or_404(Post, post_id)
+        if not caller().may_act_for(post.user_id):
+            abort(
+                403,
+                message="You can only view the deliveries of your own posts unless you are an "
+                "admin",
+            )
+        return deliveries.progress(post.id)
+
+
+class PostDeliveriesRetry(MethodView):
+    """`/posts/<id>/deliveries/retry`."""
+
+    @versioned.admin_required
+    @versioned.response(200, DeliveriesSchema)
+    @versioned.errors(404, 409)
+    def post(self, post_id: int) -> Any:
+        """Re-drive the post's dead deliveries with a fresh set of attempts (admin)"""
+        post = get_or_404(Post, post_id)
+        redriven = deliveries.retry_dead(post.id)
+        if not redriven:
+            raise ConflictError(NO_DEAD_DELIVERIES)
+        current_app.logger.info(
+            "%d dead deliveries of post %s re-driven by admin %s",
+            redriven,
+            post.id,
+            caller().username,
+        )
+        return deliveries.progress(post.id)
