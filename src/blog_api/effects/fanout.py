@@ -13,8 +13,9 @@ again with the same `Message-ID` (`<fanout-{delivery id}@MAIL_MESSAGE_ID_DOMAIN>
 
 Failures are per delivery, with the backoff in the row: a refused recipient (4xx) waits for its
 retry while the batch goes on; a permanent refusal (5xx) ends that delivery only (`dead`); a
-failure of the server or the connection (a 4xx to MAIL FROM or DATA, a timeout, a dropped
-connection) pauses the whole batch until that delivery's retry is due, so an outage costs one
+connection dropped during a message fails that message and the next one goes out on a new
+connection; a failure of the server itself (no connection, a 4xx to MAIL FROM or DATA, a
+timeout) pauses the whole batch until that delivery's retry is due, so an outage costs one
 attempt per probe instead of one per subscriber. A connection the server closed before DATA is
 reopened and the message sent on it (the server never saw it). The batch's job goes back to
 pending, due when its earliest delivery is, as long as any delivery waits; it never spends its
@@ -31,6 +32,7 @@ import base64
 import contextlib
 import logging
 import random
+import re
 import smtplib
 import time
 from collections.abc import Callable, Sequence
@@ -71,6 +73,8 @@ Checkpoint = Callable[[str], None]
 # message in flight and the bookkeeping after it end well before the limit.
 BUDGET_SHARE = 0.5
 UNSUBSCRIBE_PATH = "/api/v1/unsubscribe"
+# SMTP's dot-stuffing (RFC 5321 4.5.2): a line that starts with "." gets another.
+LEADING_DOT = re.compile(rb"(?m)^\.")
 NOT_CONFIRMED = "the subscriber's address is not confirmed (EMAIL_CONFIRMATION_REQUIRED)"
 
 
@@ -116,17 +120,17 @@ def deliver_batch(job: Job, checkpoint: Checkpoint) -> JobStatus:
     deadline = time.monotonic() + time_budget()
     lease_until = utcnow() + timedelta(seconds=config["JOB_LEASE_SECONDS"])
     max_attempts = config["MAIL_MAX_RETRIES"] + 1
-    recipients = deliveries.claim_batch(job.post_id, job.batch, lease_until, max_attempts)
+    post = db.session.execute(
+        select(Post.id, Post.title, Post.user_id, User.username)
+        .join(User, User.id == Post.user_id)
+        .where(Post.id == job.post_id)
+    ).first()
+    db.session.commit()
+    if post is None:  # deleted meanwhile: its deliveries went with it
+        return JobStatus.SKIPPED
+    recipients = deliveries.claim_batch(post.id, post.user_id, job.batch, lease_until, max_attempts)
     paused_until: datetime | None = None
     if recipients:
-        post = db.session.execute(
-            select(Post.id, Post.title, Post.user_id, User.username)
-            .join(User, User.id == Post.user_id)
-            .where(Post.id == job.post_id)
-        ).first()
-        db.session.commit()
-        if post is None:  # deleted meanwhile: its deliveries went with it
-            return JobStatus.SKIPPED
         sendable = _settle_unsendable(recipients, lease_until)
         message = FanoutMessage(post.id, post.title, post.user_id, post.username)
         run = BatchRun(message, lease_until, max_attempts, deadline, checkpoint)
@@ -330,8 +334,10 @@ class BatchRun:
             return self._refused(recipient, code, reply, pause=False)
         except smtplib.SMTPResponseException as error:  # MAIL FROM or DATA refused
             return self._refused(recipient, error.smtp_code, error.smtp_error, pause=True)
-        except (smtplib.SMTPException, OSError) as error:
-            return self._failed(recipient, f"SMTP connection failed: {error!r}", pause=True)
+        except (ConnectFailed, TimeoutError) as error:  # the server is away or stalls
+            return self._failed(recipient, f"SMTP server unavailable: {error!r}", pause=True)
+        except (smtplib.SMTPException, OSError) as error:  # this connection broke
+            return self._failed(recipient, f"SMTP connection lost: {error!r}", pause=False)
         self.checkpoint(AFTER_SMTP_250_BEFORE_COMMIT)
         return Outcome(DeliveryStatus.SENT)
 
@@ -357,6 +363,11 @@ class BatchRun:
 
 class _ClosedBeforeData(Exception):
     """A kept connection the server had closed before this message's DATA."""
+
+
+class ConnectFailed(Exception):
+    """No connection to the SMTP server could be opened (or it refused the greeting, TLS or
+    login)."""
 
 
 class BatchConnection:
@@ -386,7 +397,10 @@ class BatchConnection:
         smtp.data_started = False
         self.sent += 1
         try:
-            smtp.sendmail(self.sender, [address], data)
+            if smtp.has_extn("pipelining"):
+                self._pipelined(smtp, address, data)
+            else:
+                smtp.sendmail(self.sender, [address], data)
         except (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError):
             raise  # the server answered and smtplib reset the transaction: the link is fine
         except (smtplib.SMTPServerDisconnected, smtplib.SMTPSenderRefused, OSError) as error:
@@ -398,9 +412,49 @@ class BatchConnection:
             self._drop()
             raise
 
+    def _pipelined(self, smtp: Any, address: str, data: bytes) -> None:
+        """One message as smtplib's `sendmail` sends it, with MAIL, RCPT and DATA written at
+        once (RFC 2920 PIPELINING) and their replies read after: two round trips instead of
+        four. Raises what `sendmail` raises, with the transaction reset the same way."""
+        smtp.send(f"MAIL FROM:<{self.sender}>\r\nRCPT TO:<{address}>\r\nDATA\r\n".encode())
+        (mail, mail_reply), (rcpt, rcpt_reply), (data_code, data_reply) = (
+            smtp.getreply() for _ in range(3)
+        )
+        if data_code == 354 and (mail != 250 or rcpt not in (250, 251)):
+            # A server that takes DATA after refusing its sender or recipient: no way back
+            # to a clean state on this connection but to leave it.
+            self._drop()
+            raise smtplib.SMTPServerDisconnected("DATA accepted after a refusal")
+        if mail != 250:
+            self._reset(smtp, mail)
+            raise smtplib.SMTPSenderRefused(mail, mail_reply, self.sender)
+        if rcpt not in (250, 251):
+            self._reset(smtp, rcpt)
+            raise smtplib.SMTPRecipientsRefused({address: (rcpt, rcpt_reply)})
+        if data_code != 354:
+            self._reset(smtp, data_code)
+            raise smtplib.SMTPDataError(data_code, data_reply)
+        smtp.data_started = True
+        ending = b"" if data.endswith(b"\r\n") else b"\r\n"
+        smtp.send(LEADING_DOT.sub(b"..", data) + ending + b".\r\n")
+        code, reply = smtp.getreply()
+        if code != 250:
+            raise smtplib.SMTPDataError(code, reply)
+
+    @staticmethod
+    def _reset(smtp: Any, code: int) -> None:
+        """RSET after a refusal, as `sendmail` does (not after 421: the server is closing)."""
+        if code != 421:
+            with contextlib.suppress(smtplib.SMTPServerDisconnected):
+                smtp.rset()
+
     def _open(self) -> None:
         self.close()
-        self.smtp = open_connection(self.config)
+        try:
+            self.smtp = open_connection(self.config)
+            self.smtp.ehlo_or_helo_if_needed()  # learns whether the server pipelines
+        except (smtplib.SMTPException, OSError) as error:
+            raise ConnectFailed(repr(error)) from error
         self.sent = 0
 
     def _drop(self) -> None:

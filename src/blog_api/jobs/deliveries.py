@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -34,6 +34,7 @@ from sqlalchemy import (
     delete,
     func,
     literal,
+    null,
     or_,
     select,
     text,
@@ -229,7 +230,7 @@ def _claimable(now: Any) -> Any:
 
 
 def _in_batch() -> Any:
-    return (Delivery.post_id == bindparam("post_id")) & (Delivery.batch == bindparam("batch"))
+    return (Delivery.post_id == bindparam("of_post")) & (Delivery.batch == bindparam("of_batch"))
 
 
 NOW = bindparam("now", type_=UTCDateTime())
@@ -240,7 +241,6 @@ CLAIM = (
     update(Delivery)
     .where(_in_batch(), Delivery.attempts < bindparam("max_attempts"), _claimable(NOW))
     .values(status=DeliveryStatus.SENDING, attempts=Delivery.attempts + 1, lease_until=LEASE)
-    .returning(Delivery.id)
     .execution_options(synchronize_session=False)
 )
 # Deliveries whose attempts are used up without an outcome: each attempt killed its worker.
@@ -271,40 +271,45 @@ class Recipient:
 
 
 def claim_batch(
-    post_id: int, batch: int, lease_until: datetime, max_attempts: int
+    post_id: int, author_id: int, batch: int, lease_until: datetime, max_attempts: int
 ) -> list[Recipient]:
     """Take every due delivery of the batch under `lease_until` (one statement) and read their
-    subscribers' current address, confirmation and subscription; commits."""
+    subscribers' current address, confirmation and subscription to `author_id`; commits."""
     now = utcnow()
-    params = {"post_id": post_id, "batch": batch, "now": now, "max_attempts": max_attempts}
+    params = {"of_post": post_id, "of_batch": batch, "now": now, "max_attempts": max_attempts}
     session = db.session()
     session.execute(EXHAUSTED, params)
-    claimed = session.scalars(CLAIM, {**params, "lease": lease_until}).all()
+    claimed = session.execute(CLAIM, {**params, "lease": lease_until}).rowcount  # type: ignore[attr-defined]
     session.commit()
     if not claimed:
         return []
-    subscription = (Subscription.subscriber_id == Delivery.subscriber_id) & (
-        Subscription.author_id == Post.user_id
-    )
     rows = session.execute(
-        select(
-            Delivery.id,
-            Delivery.attempts,
-            Delivery.subscriber_id,
-            User.username,
-            User.email,
-            User.email_confirmed_at.is_not(None),
-            Subscription.subscriber_id.is_not(None),
-        )
-        .join(Post, Post.id == Delivery.post_id)
-        .outerjoin(User, User.id == Delivery.subscriber_id)
-        .outerjoin(Subscription, subscription)
-        .where(Delivery.id.in_(claimed), Delivery.lease_until == LEASE)
-        .order_by(Delivery.id),
-        {"lease": lease_until},
+        CLAIMED, {"of_post": post_id, "of_batch": batch, "lease": lease_until, "author": author_id}
     ).all()
     session.commit()
     return [Recipient(*row) for row in rows]
+
+
+# The deliveries a claim took, with their subscribers as they are now.
+CLAIMED = (
+    select(
+        Delivery.id,
+        Delivery.attempts,
+        Delivery.subscriber_id,
+        User.username,
+        User.email,
+        User.email_confirmed_at.is_not(None),
+        Subscription.subscriber_id.is_not(None),
+    )
+    .outerjoin(User, User.id == Delivery.subscriber_id)
+    .outerjoin(
+        Subscription,
+        (Subscription.subscriber_id == Delivery.subscriber_id)
+        & (Subscription.author_id == bindparam("author")),
+    )
+    .where(_in_batch(), Delivery.status == DeliveryStatus.SENDING, Delivery.lease_until == LEASE)
+    .order_by(Delivery.id)
+)
 
 
 def finish_many(
@@ -362,11 +367,16 @@ def next_due(post_id: int, batch: int) -> datetime | None:
     )
 
 
+def _processor(type_: Any, dialect: Any) -> Callable[[Any], Any]:
+    process = type_.dialect_impl(dialect).bind_processor(dialect)
+    return process or (lambda value: value)
+
+
 class OutcomeRecorder:
-    """Records one message's outcome in a transaction of its own, before the next message is
-    sent, at the lowest cost the database allows: one UPDATE compiled once for the engine's
-    dialect and run on a DBAPI connection of this recorder's own (psycopg prepares it after its
-    first few runs), then a commit.
+    """Records one message's outcome, committed, before the next message is sent, at the lowest
+    cost the database allows: one UPDATE, compiled once for the engine's dialect, run in
+    autocommit on a DBAPI connection of the recorder's own (a statement that is its own
+    transaction: one round trip, no COMMIT after it); psycopg prepares it after its first runs.
 
     With `synchronous=False` on PostgreSQL the connection runs with `synchronous_commit = off`:
     the commit returns before the WAL is flushed. A worker that dies loses nothing (PostgreSQL
@@ -379,7 +389,7 @@ class OutcomeRecorder:
         .where(Delivery.id == bindparam("delivery_id"), Delivery.lease_until == LEASE)
         .values(
             status=bindparam("outcome", type_=Delivery.status.type),
-            lease_until=None,
+            lease_until=null(),
             available_at=bindparam("due", type_=UTCDateTime()),
             finished_at=bindparam("finished", type_=UTCDateTime()),
             last_error=bindparam("error"),
@@ -391,22 +401,29 @@ class OutcomeRecorder:
         compiled = self.STATEMENT.compile(dialect=dialect)
         self.sql = str(compiled)
         self.order = list(compiled.positiontup or []) if compiled.positional else None
-        self.timestamp = UTCDateTime().bind_processor(dialect) or (lambda value: value)
-        self.status = Delivery.status.type.bind_processor(dialect) or (lambda value: value)
+        # The values as SQLAlchemy would bind them (SQLite stores timestamps as text in its
+        # own format: the lease must compare equal to the one the claim wrote).
+        self.timestamp = _processor(UTCDateTime(), dialect)
+        self.status = _processor(Delivery.status.type, dialect)
         self.lease = self.timestamp(lease_until)
         self.engine = engine
         self.postgresql = dialect.name == "postgresql"
         self.synchronous = synchronous
         self.connection: Any = None
+        self.cursor: Any = None
+        self.isolation_level: Any = None
 
-    def _connect(self) -> Any:
-        connection = self.engine.raw_connection()
-        if self.postgresql and not self.synchronous:
-            cursor = connection.cursor()
-            cursor.execute("SET synchronous_commit = off")
-            cursor.close()
-            connection.commit()
-        return connection
+    def _connect(self) -> None:
+        self.connection = self.engine.raw_connection()
+        driver = self.connection.driver_connection
+        if self.postgresql:
+            driver.autocommit = True
+            if not self.synchronous:
+                driver.execute("SET synchronous_commit = off")
+        else:
+            self.isolation_level = driver.isolation_level
+            driver.isolation_level = None  # sqlite3's autocommit
+        self.cursor = self.connection.cursor()
 
     def record(
         self,
@@ -417,16 +434,15 @@ class OutcomeRecorder:
         error: str | None = None,
         retry_for: float = 0.0,
     ) -> bool:
-        """Write the outcome and commit; False when the row is no longer this claim's (its
+        """Write the outcome (committed); False when the row is no longer this claim's (its
         lease was taken over, or the post was deleted). A database error is retried on a new
         connection for `retry_for` seconds (the message has been sent: only this write is
         repeated), then raised."""
         now = utcnow()
-        finished = None if outcome == DeliveryStatus.FAILED else now
         values = {
             "outcome": self.status(outcome),
             "due": self.timestamp(due or now),
-            "finished": None if finished is None else self.timestamp(finished),
+            "finished": None if outcome == DeliveryStatus.FAILED else self.timestamp(now),
             "error": error,
             "delivery_id": delivery_id,
             "lease": self.lease,
@@ -437,12 +453,9 @@ class OutcomeRecorder:
         while True:
             try:
                 if self.connection is None:
-                    self.connection = self._connect()
-                cursor = self.connection.cursor()
-                cursor.execute(self.sql, params)
-                count = cursor.rowcount
-                self.connection.commit()
-                return bool(count == 1)
+                    self._connect()
+                self.cursor.execute(self.sql, params)
+                return bool(self.cursor.rowcount == 1)
             except Exception:
                 self._discard()
                 if time.monotonic() + delay > deadline:
@@ -452,26 +465,27 @@ class OutcomeRecorder:
                 delay = min(delay * 2, 2.0)
 
     def _discard(self) -> None:
-        if self.connection is not None:
-            try:
-                self.connection.invalidate()
-            finally:
-                self.connection = None
+        connection, self.connection, self.cursor = self.connection, None, None
+        if connection is not None:
+            connection.invalidate()
 
     def close(self) -> None:
-        """Return the connection to the pool with its settings as they were."""
+        """Return the connection to the pool as it was lent (transactions, settings)."""
         if self.connection is None:
             return
         try:
-            if self.postgresql and not self.synchronous:
-                cursor = self.connection.cursor()
-                cursor.execute("RESET synchronous_commit")
-                cursor.close()
-                self.connection.commit()
+            self.cursor.close()
+            driver = self.connection.driver_connection
+            if self.postgresql:
+                if not self.synchronous:
+                    driver.execute("RESET synchronous_commit")
+                driver.autocommit = False
+            else:
+                driver.isolation_level = self.isolation_level
             self.connection.close()
         except Exception:
             self._discard()
-        self.connection = None
+        self.connection = self.cursor = None
 
 
 # -- unsubscribes and operators -------------------------------------------------------------------
