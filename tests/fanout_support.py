@@ -58,8 +58,17 @@ class ScriptedHandler:
     data_script: list[str] = field(default_factory=list)
     refuse: dict[str, int] = field(default_factory=dict)
     always: str | None = None
+    pipelining: bool = True
     attempts: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:  # aiosmtpd reads pipelined commands; it only does not say so
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: Any

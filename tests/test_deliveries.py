@@ -21,12 +21,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select, update
 
+from blog_api.effects import fanout
 from blog_api.effects.throttle import MailThrottle, mail_throttle
 from blog_api.extensions import db
 from blog_api.jobs import deliveries
 from blog_api.models import Delivery, DeliveryStatus, Job, JobKind, JobStatus, Post, User
 from blog_api.models.base import utcnow
 from blog_api.services import subscriptions
+from blog_api.services.mailer import close_kept_connection
 from fanout_support import (
     MailServer,
     add_subscribers,
@@ -47,6 +49,7 @@ def mail() -> Iterator[MailServer]:
     server = MailServer()
     server.start()
     yield server
+    close_kept_connection()  # the authors' own notifications keep theirs
     server.stop()
 
 
@@ -70,7 +73,9 @@ def fan_app(make_app: Callable[..., Flask], mail: MailServer) -> Callable[..., F
 
 def author_account(app: Flask, client: FlaskClient, name: str = "author") -> Account:
     user_id = make_user(app, name)
-    response = client.post("/api/v1/login", json={"username": name, "password": "correct horse battery"})
+    response = client.post(
+        "/api/v1/login", json={"username": name, "password": "correct horse battery"}
+    )
     assert response.status_code == 200
     return Account(user_id, name, "", response.json["access_token"], response.json["refresh_token"])
 
@@ -78,7 +83,9 @@ def author_account(app: Flask, client: FlaskClient, name: str = "author") -> Acc
 def deliveries_of(app: Flask, post_id: int) -> list[Delivery]:
     with app.app_context():
         rows = list(
-            db.session.scalars(select(Delivery).where(Delivery.post_id == post_id).order_by(Delivery.id))
+            db.session.scalars(
+                select(Delivery).where(Delivery.post_id == post_id).order_by(Delivery.id)
+            )
         )
         db.session.expunge_all()
         return rows
@@ -144,7 +151,9 @@ def test_every_fan_out_e_mail_carries_its_one_click_unsubscribe_link(
     [received] = mail.fan_out()
     message = received.message
     link = str(message["List-Unsubscribe"])
-    assert re.fullmatch(r"<https://blog-api\.test/api/v1/unsubscribe\?token=[A-Za-z0-9_-]{32}>", link)
+    assert re.fullmatch(
+        r"<https://blog-api\.test/api/v1/unsubscribe\?token=[A-Za-z0-9_-]{32}>", link
+    )
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     [to] = message["To"].addresses
     assert (to.display_name, to.addr_spec) == ("reader0", "reader0@example.com")
@@ -157,8 +166,405 @@ def test_every_fan_out_e_mail_carries_its_one_click_unsubscribe_link(
 
     # The link works: a one-click POST ends the subscription.
     url = link.strip("<>").removeprefix("https://blog-api.test")
-    response = client.post(url, data="List-Unsubscribe=One-Click", content_type="application/x-www-form-urlencoded")
+    response = client.post(
+        url, data="List-Unsubscribe=One-Click", content_type="application/x-www-form-urlencoded"
+    )
     assert response.status_code == 200, response.json
     with app.app_context():
         assert db.session.get_one(User, author.id).subscriber_count == 0
     assert reader
+
+
+def test_without_pipelining_each_command_waits_for_its_reply_and_every_message_arrives(
+    fan_app: Callable[..., Flask], mail: MailServer
+) -> None:
+    mail.handler.pipelining = False
+    app = fan_app()
+    client = app.test_client()
+    author = author_account(app, client)
+    add_subscribers(app, author.id, 5, "reader")
+    post = create_post(client, author, "v1")
+    run_due_jobs(app)
+
+    assert mail.recipients() == {f"reader{n}@example.com": 1 for n in range(5)}
+    assert deliveries_by_status(app, post["id"]) == {"sent": 5}
+
+
+def test_an_author_nobody_follows_gets_no_fan_out_job_and_a_post_costs_the_same_statements(
+    fan_app: Callable[..., Flask],
+) -> None:
+    app = fan_app()
+    client = app.test_client()
+    lonely = author_account(app, client, "lonely")
+    followed = author_account(app, client, "followed")
+    add_subscribers(app, followed.id, 3, "reader")
+
+    with statements_run_by(app) as alone:
+        lonely_post = create_post(client, lonely, "v1")
+    with statements_run_by(app) as with_readers:
+        followed_post = create_post(client, followed, "v1")
+
+    assert len(alone) == len(with_readers)
+    assert jobs_of(app, lonely_post["id"], JobKind.FAN_OUT) == []
+    [fan_out] = jobs_of(app, followed_post["id"], JobKind.FAN_OUT)
+    assert fan_out.status == JobStatus.PENDING
+    # The post's jobs as the API shows them: the fan-out, never its batches.
+    run_due_jobs(app, kinds=(JobKind.FAN_OUT,))
+    response = client.get(f"/api/v1/posts/{followed_post['id']}/jobs", headers=followed.headers)
+    assert {job["kind"] for job in response.json["jobs"]} == {"notify_author", "fan_out"}
+
+
+def test_expansion_writes_one_delivery_per_confirmed_subscriber_in_chunks_and_batches(
+    fan_app: Callable[..., Flask],
+) -> None:
+    app = fan_app(EMAIL_CONFIRMATION_REQUIRED=True)
+    client = app.test_client()
+    author = author_account(app, client)
+    confirmed = add_subscribers(app, author.id, 19, "ok", confirmed=True)
+    add_subscribers(app, author.id, 3, "unconfirmed")
+    add_subscribers(app, author.id, 2, "nomail", email=False)
+    post = create_post(client, author, "v1")
+    add_subscribers(app, author.id, 2, "late", confirmed=True)  # after the post: not owed it
+
+    run_due_jobs(app, kinds=(JobKind.FAN_OUT,))
+
+    rows = deliveries_of(app, post["id"])
+    assert [row.subscriber_id for row in rows] == confirmed
+    # Chunks of 8 (settings), batches of 4 numbered per chunk: 8 + 8 + 3.
+    assert [row.batch for row in rows] == [0] * 4 + [1] * 4 + [2] * 4 + [3] * 4 + [4] * 3
+    assert [job.batch for job in jobs_of(app, post["id"], JobKind.DELIVER_BATCH)] == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
+    [fan_out] = jobs_of(app, post["id"], JobKind.FAN_OUT)
+    assert (fan_out.status, fan_out.attempts) == (JobStatus.DONE, 1)
+    with app.app_context():
+        progress = deliveries.progress(post["id"])
+    assert (progress.total, progress.pending, progress.finished_at) == (19, 19, None)
+    assert progress.started_at is not None
+
+
+def test_an_expansion_out_of_time_continues_later_without_spending_attempts(
+    fan_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A zero time budget: every run writes one chunk and hands the job back, due at once."""
+    monkeypatch.setattr(fanout, "BUDGET_SHARE", 0.0)
+    app = fan_app()
+    client = app.test_client()
+    author = author_account(app, client)
+    subscribers = add_subscribers(app, author.id, 20, "reader")
+    post = create_post(client, author, "v1")
+    [fan_out] = jobs_of(app, post["id"], JobKind.FAN_OUT)
+    task = app.extensions["celery"].tasks["blog_api.fan_out_post"]
+
+    outcomes = [task.apply(args=[fan_out.id], throw=True).get() for _ in range(3)]
+
+    assert outcomes == ["deferred", "deferred", "done"]
+    [fan_out] = jobs_of(app, post["id"], JobKind.FAN_OUT)
+    assert (fan_out.status, fan_out.attempts) == (JobStatus.DONE, 1)
+    assert [row.subscriber_id for row in deliveries_of(app, post["id"])] == subscribers
+
+
+def test_an_expansion_that_crashed_after_a_chunk_resumes_without_duplicates_or_gaps(
+    fan_app: Callable[..., Flask],
+) -> None:
+    app = fan_app()
+    client = app.test_client()
+    author = author_account(app, client)
+    subscribers = add_subscribers(app, author.id, 21, "reader")
+    post = create_post(client, author, "v1")
+    crashes = []
+
+    def crash_once(_job: Any) -> None:
+        if not crashes:
+            crashes.append(1)
+            raise RuntimeError("worker lost after its first chunk")
+
+    with at_checkpoint("after_expansion_chunk", crash_once):
+        run_due_jobs(app, kinds=(JobKind.FAN_OUT,))
+        fast_forward(app, post["id"])  # the retry's backoff
+        run_due_jobs(app, kinds=(JobKind.FAN_OUT,))
+
+    assert crashes == [1]
+    rows = deliveries_of(app, post["id"])
+    assert [row.subscriber_id for row in rows] == subscribers
+    [fan_out] = jobs_of(app, post["id"], JobKind.FAN_OUT)
+    assert (fan_out.status, fan_out.attempts) == (JobStatus.DONE, 2)
+    # Every batch has its job once.
+    batches = sorted({row.batch for row in rows})
+    assert [job.batch for job in jobs_of(app, post["id"], JobKind.DELIVER_BATCH)] == batches
+
+
+def test_two_expansions_from_the_same_resume_point_write_each_delivery_once(
+    fan_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second run that read the resume point before the first one's chunk committed (its
+    lease ran out meanwhile) inserts the same subscribers again: the unique (post, subscriber)
+    with ON CONFLICT DO NOTHING keeps one delivery each, and the run goes on after them."""
+    app = fan_app()
+    client = app.test_client()
+    author = author_account(app, client)
+    subscribers = add_subscribers(app, author.id, 20, "reader")
+    post = create_post(client, author, "v1")
+    with app.app_context():
+        published = db.session.get_one(Post, post["id"]).created_at
+        fan_out = deliveries.FanOut(post["id"], author.id, published, None)
+        assert deliveries.expand_chunk(fan_out, 8, 4, False) is False
+        stale = iter([(0, 0)])
+        real = deliveries.resume_point
+        monkeypatch.setattr(
+            deliveries, "resume_point", lambda post_id: next(stale, None) or real(post_id)
+        )
+        finished = [deliveries.expand_chunk(fan_out, 8, 4, False) for _ in range(3)]
+
+    assert finished == [False, False, True]
+    rows = deliveries_of(app, post["id"])
+    assert [row.subscriber_id for row in rows] == subscribers
+
+
+def fanned_out_post(
+    app: Flask, client: FlaskClient, subscribers: int, *, prefix: str = "reader"
+) -> tuple[Account, dict[str, Any], list[int]]:
+    """An author with `subscribers` readers and a post whose fan-out is expanded (not sent)."""
+    author = author_account(app, client)
+    readers = add_subscribers(app, author.id, subscribers, prefix)
+    post = create_post(client, author, "v1")
+    run_due_jobs(app, kinds=(JobKind.FAN_OUT, JobKind.NOTIFY_AUTHOR))
+    return author, post, readers
+
+
+def batch_job(app: Flask, post_id: int, batch: int = 0) -> Job:
+    return next(job for job in jobs_of(app, post_id, JobKind.DELIVER_BATCH) if job.batch == batch)
+
+
+def run_batch(app: Flask, post_id: int, batch: int = 0) -> str:
+    task = app.extensions["celery"].tasks["blog_api.deliver_batch"]
+    return str(task.apply(args=[batch_job(app, post_id, batch).id], throw=True).get())
+
+
+def test_a_refused_recipient_waits_for_its_retry_while_the_batch_goes_on(
+    fan_app: Callable[..., Flask], mail: MailServer
+) -> None:
+    app = fan_app()
+    client = app.test_client()
+    _, post, _ = fanned_out_post(app, client, 4)
+    mail.handler.refuse["reader1@example.com"] = 450
+
+    assert run_batch(app, post["id"]) == "deferred"
+
+    rows = deliveries_of(app, post["id"])
+    assert [(row.status, row.attempts) for row in rows] == [
+        (DeliveryStatus.SENT, 1),
+        (DeliveryStatus.FAILED, 1),
+        (DeliveryStatus.SENT, 1),
+        (DeliveryStatus.SENT, 1),
+    ]
+    assert "450" in (rows[1].last_error or "")
+    job = batch_job(app, post["id"])
+    # Waiting for the delivery's retry: the job's attempt was given back.
+    assert (job.status, job.attempts, job.available_at) == (
+        JobStatus.PENDING,
+        0,
+        rows[1].available_at,
+    )
+
+    del mail.handler.refuse["reader1@example.com"]
+    fast_forward(app, post["id"])
+    assert run_batch(app, post["id"]) == "done"
+    assert mail.recipients() == {f"reader{n}@example.com": 1 for n in range(4)}
+    assert [(row.status, row.attempts) for row in deliveries_of(app, post["id"])][1] == (
+        DeliveryStatus.SENT,
+        2,
+    )
+
+
+def test_a_permanent_refusal_ends_that_delivery_only(
+    fan_app: Callable[..., Flask], mail: MailServer
+) -> None:
+    app = fan_app()
+    client = app.test_client()
+    _, post, _ = fanned_out_post(app, client, 4)
+    mail.handler.refuse["reader2@example.com"] = 550
+    mail.handler.data_script = ["", "", "554"]  # the third message's DATA is refused for good
+
+    assert run_batch(app, post["id"]) == "done"
+
+    rows = deliveries_of(app, post["id"])
+    assert [row.status for row in rows] == [
+        DeliveryStatus.SENT,
+        DeliveryStatus.SENT,
+        DeliveryStatus.DEAD,
+        DeliveryStatus.DEAD,
+    ]
+    assert "550" in (rows[2].last_error or "")
+    assert "554" in (rows[3].last_error or "")
+    assert batch_job(app, post["id"]).status == JobStatus.DONE
+
+
+def test_a_server_that_answers_451_pauses_the_batch_at_one_attempt(
+    fan_app: Callable[..., Flask], mail: MailServer
+) -> None:
+    app = fan_app()
+    client = app.test_client()
+    _, post, _ = fanned_out_post(app, client, 4)
+    mail.handler.always = "451"
+
+    assert run_batch(app, post["id"]) == "deferred"
+
+    rows = deliveries_of(app, post["id"])
+    assert [(row.status, row.attempts) for row in rows] == [
+        (DeliveryStatus.FAILED, 1),
+        (DeliveryStatus.PENDING, 0),
+        (DeliveryStatus.PENDING, 0),
+        (DeliveryStatus.PENDING, 0),
+    ]
+    job = batch_job(app, post["id"])
+    assert (job.status, job.attempts, job.available_at) == (
+        JobStatus.PENDING,
+        0,
+        rows[0].available_at,
+    )
+
+    mail.handler.always = None
+    fast_forward(app, post["id"])
+    assert run_batch(app, post["id"]) == "done"
+    assert mail.recipients() == {f"reader{n}@example.com": 1 for n in range(4)}
+
+
+def test_a_connection_dropped_mid_batch_is_reopened_for_the_next_message(
+    fan_app: Callable[..., Flask], mail: MailServer
+) -> None:
+    app = fan_app()
+    client = app.test_client()
+    _, post, _ = fanned_out_post(app, client, 4)
+    mail.handler.data_script = ["", "drop"]  # the second message's connection is cut
+
+    assert run_batch(app, post["id"]) == "deferred"
+
+    rows = deliveries_of(app, post["id"])
+    assert [(row.status, row.attempts) for row in rows] == [
+        (DeliveryStatus.SENT, 1),
+        (DeliveryStatus.FAILED, 1),
+        (DeliveryStatus.SENT, 1),
+        (DeliveryStatus.SENT, 1),
+    ]
+    peers = [message.peer for message in mail.fan_out()]
+    assert len(set(peers)) == 2  # a new connection after the drop
+    fast_forward(app, post["id"])
+    assert run_batch(app, post["id"]) == "done"
+    assert mail.recipients() == {f"reader{n}@example.com": 1 for n in range(4)}
+
+
+def test_an_unreachable_server_pauses_the_batch_and_a_failure_at_the_last_attempt_is_dead(
+    fan_app: Callable[..., Flask], mail: MailServer
+) -> None:
+    app = fan_app(MAIL_PORT=1, MAIL_MAX_RETRIES=1)  # port 1 refuses connections
+    client = app.test_client()
+    _, post, _ = fanned_out_post(app, client, 3)
+
+    assert run_batch(app, post["id"]) == "deferred"
+    fast_forward(app, post["id"])
+    assert run_batch(app, post["id"]) == "deferred"
+
+    rows = deliveries_of(app, post["id"])
+    assert [(row.status, row.attempts) for row in rows] == [
+        (DeliveryStatus.DEAD, 2),
+        (DeliveryStatus.PENDING, 0),
+        (DeliveryStatus.PENDING, 0),
+    ]
+    assert "gave up after 2 attempts" in (rows[0].last_error or "")
+    assert mail.received == []
+
+
+def test_mail_failure_rate_fails_each_message_before_it_is_sent(
+    fan_app: Callable[..., Flask], mail: MailServer
+) -> None:
+    app = fan_app(MAIL_FAILURE_RATE=1.0)
+    client = app.test_client()
+    author = author_account(app, client)
+    add_subscribers(app, author.id, 2, "reader")
+    post = create_post(client, author, "v1")
+    run_due_jobs(app, kinds=(JobKind.FAN_OUT,))
+
+    assert run_batch(app, post["id"]) == "deferred"
+    rows = deliveries_of(app, post["id"])
+    assert {(row.status, row.last_error) for row in rows} == {
+        (DeliveryStatus.FAILED, "injected failure (MAIL_FAILURE_RATE)")
+    }
+    assert mail.received == []
+
+
+def test_a_worker_killed_mid_batch_leaves_only_the_message_in_flight_to_send_again(
+    fan_app: Callable[..., Flask], mail: MailServer
+) -> None:
+    """The third message was accepted and the worker died before recording it: after the
+    lease, the rest of the batch is sent once, and that message again with its Message-ID."""
+    app = fan_app()
+    client = app.test_client()
+    _, post, _ = fanned_out_post(app, client, 4)
+    sent: list[int] = []
+
+    class WorkerKilled(Exception):
+        pass
+
+    def die_at_the_third(_job: Any) -> None:
+        sent.append(1)
+        if len(sent) == 3:
+            raise WorkerKilled()
+
+    with at_checkpoint("after_smtp_250_before_commit", die_at_the_third):
+        assert run_batch(app, post["id"]) == "retrying"
+
+    rows = deliveries_of(app, post["id"])
+    assert [row.status for row in rows] == [
+        DeliveryStatus.SENT,
+        DeliveryStatus.SENT,
+        DeliveryStatus.SENDING,  # in flight: its lease runs
+        DeliveryStatus.PENDING,  # given back untried
+    ]
+    fast_forward(app, post["id"])
+    assert run_batch(app, post["id"]) == "done"
+
+    in_flight = f"<fanout-{rows[2].id}@blog-api.local>"
+    assert mail.copies() == {
+        **{f"<fanout-{row.id}@blog-api.local>": 1 for row in rows},
+        in_flight: 2,
+    }
+    # An attempt counts when recorded: the lost one left no trace but its second copy.
+    assert [(row.status, row.attempts) for row in deliveries_of(app, post["id"])] == [
+        (DeliveryStatus.SENT, 1)
+    ] * 4
+
+
+def test_a_batch_that_kills_its_worker_every_time_ends_its_job_dead_and_loses_no_delivery(
+    fan_app: Callable[..., Flask], mail: MailServer, admin: Account
+) -> None:
+    """Each run dies after its first message; the job's attempts count the kills and end it
+    `dead`; the deliveries are all still owed (none dead), and an admin's re-drive finishes."""
+    app = fan_app(MAIL_MAX_RETRIES=1)
+    client = app.test_client()
+    _, post, _ = fanned_out_post(app, client, 3)
+
+    def die(_job: Any) -> None:
+        raise RuntimeError("killed")
+
+    with at_checkpoint("after_smtp_250_before_commit", die):
+        for _ in range(3):
+            run_batch(app, post["id"])
+            fast_forward(app, post["id"])
+
+    job = batch_job(app, post["id"])
+    assert (job.status, job.attempts) == (JobStatus.DEAD, 2)
+    assert {row.status for row in deliveries_of(app, post["id"])} == {
+        DeliveryStatus.SENDING,
+        DeliveryStatus.PENDING,
+    }
+    response = client.post(f"/api/v1/posts/{post['id']}/deliveries/retry", headers=admin.headers)
+    assert response.status_code == 200, response.json
+    fast_forward(app, post["id"])
+    assert run_batch(app, post["id"]) == "done"
+    assert deliveries_by_status(app, post["id"]) == {"sent": 3}
+    assert set(mail.recipients()) == {f"reader{n}@example.com" for n in range(3)}

@@ -16,7 +16,7 @@ from blog_api.jobs import deliveries
 from blog_api.models import Post
 from blog_api.schemas.subscriptions import DeliveriesSchema
 
-NO_DEAD_DELIVERIES = "The post has no dead deliveries to retry"
+NOTHING_TO_RETRY = "The post has no dead deliveries (nor dead batch jobs) to retry"
 
 
 class PostDeliveries(MethodView):
@@ -44,15 +44,20 @@ class PostDeliveriesRetry(MethodView):
     @versioned.response(200, DeliveriesSchema)
     @versioned.errors(404, 409)
     def post(self, post_id: int) -> Any:
-        """Re-drive the post's dead deliveries with a fresh set of attempts (admin)"""
+        """Re-drive the post's dead deliveries with a fresh set of attempts (admin)
+
+        Also makes pending again the batch jobs that ended dead because their worker was lost
+        on every attempt. 409 when there is nothing dead.
+        """
         post = get_or_404(Post, post_id)
         redriven = deliveries.retry_dead(post.id)
-        if not redriven:
-            raise ConflictError(NO_DEAD_DELIVERIES)
+        if not (redriven.deliveries or redriven.batch_jobs):
+            raise ConflictError(NOTHING_TO_RETRY)
         current_app.logger.info(
-            "%d dead deliveries of post %s re-driven by admin %s",
-            redriven,
+            "Post %s: %d dead deliveries and %d dead batch jobs re-driven by admin %s",
             post.id,
+            redriven.deliveries,
+            redriven.batch_jobs,
             caller().username,
         )
         return deliveries.progress(post.id)

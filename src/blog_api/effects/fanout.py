@@ -128,7 +128,7 @@ def deliver_batch(job: Job, checkpoint: Checkpoint) -> JobStatus:
     db.session.commit()
     if post is None:  # deleted meanwhile: its deliveries went with it
         return JobStatus.SKIPPED
-    recipients = deliveries.claim_batch(post.id, post.user_id, job.batch, lease_until, max_attempts)
+    recipients = deliveries.claim_batch(post.id, post.user_id, job.batch, lease_until)
     paused_until: datetime | None = None
     if recipients:
         sendable = _settle_unsendable(recipients, lease_until)
@@ -350,13 +350,12 @@ class BatchRun:
     def _failed(self, recipient: Addressee, error: str, *, pause: bool) -> Outcome:
         """A transient failure: waiting for a retry after the backoff, or dead when that was
         the last attempt."""
-        if recipient.attempts >= self.max_attempts:
+        attempt = recipient.attempts + 1
+        if attempt >= self.max_attempts:
             return Outcome(
-                DeliveryStatus.DEAD,
-                error=f"gave up after {recipient.attempts} attempts: {error}",
-                pause=pause,
+                DeliveryStatus.DEAD, error=f"gave up after {attempt} attempts: {error}", pause=pause
             )
-        delay = outbox.backoff_seconds(recipient.attempts, *self.backoff, self.rng)
+        delay = outbox.backoff_seconds(attempt, *self.backoff, self.rng)
         due = utcnow() + timedelta(seconds=delay)
         return Outcome(DeliveryStatus.FAILED, due=due, error=error, pause=pause)
 

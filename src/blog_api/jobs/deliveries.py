@@ -2,9 +2,10 @@
 
 expand (`expand_chunk`: a chunk of subscribers becomes deliveries, numbered in batches, with one
 `deliver_batch` job per batch, in one transaction) -> `claim_batch` (one statement) -> each
-message's outcome (`OutcomeRecorder`: sent, failed with its retry time, dead; skipped and
-cancelled in bulk by `finish_many`) or back to waiting (`release`); `next_due` says when a batch
-has work again. Around it: `cancel_for_unsubscribe`, `retry_dead` (an admin's re-drive),
+message's outcome (`OutcomeRecorder`: sent, failed with its retry time, dead, each counting an
+attempt; skipped and cancelled in bulk by `finish_many`) or back to waiting (`release`);
+`next_due` says when a batch has work again. Around it: `cancel_for_unsubscribe`, `retry_dead`
+(an admin's re-drive),
 `prune_finished_deliveries` (retention, counts kept in the post's summary), `progress` and
 `watched_counts` (what the API, the CLI and /metrics show).
 
@@ -34,6 +35,7 @@ from sqlalchemy import (
     delete,
     func,
     literal,
+    literal_column,
     null,
     or_,
     select,
@@ -66,7 +68,6 @@ log = logging.getLogger(__name__)
 DELIVERIES = cast(Table, Delivery.__table__)
 SUMMARIES = cast(Table, DeliverySummary.__table__)
 PRUNE_BATCH = 1000
-LOST_ON_EVERY_ATTEMPT = "attempts exhausted: the worker was lost on every attempt"
 
 
 def _values(statuses: Iterable[DeliveryStatus]) -> list[str]:
@@ -145,6 +146,17 @@ def _subscribers_after(fan_out: FanOut, after: int, confirmed_only: bool) -> Any
     return statement
 
 
+def resume_point(post_id: int) -> tuple[int, int]:
+    """Where the post's expansion goes on: after its largest subscriber id written so far, from
+    the batch after its last one (both read from the unique index and the batch index)."""
+    after, last_batch = db.session.execute(
+        select(func.max(Delivery.subscriber_id), func.max(Delivery.batch)).where(
+            Delivery.post_id == post_id
+        )
+    ).one()
+    return after or 0, (-1 if last_batch is None else last_batch) + 1
+
+
 def expand_chunk(fan_out: FanOut, chunk: int, batch_size: int, confirmed_only: bool) -> bool:
     """Write the next `chunk` deliveries of the post and the jobs of their batches, in one
     transaction; True once every subscriber the post owes a delivery has one.
@@ -167,13 +179,7 @@ def expand_chunk(fan_out: FanOut, chunk: int, batch_size: int, confirmed_only: b
             }
         ],
     )
-    after, last_batch = session.execute(
-        select(
-            func.coalesce(func.max(Delivery.subscriber_id), 0),
-            func.coalesce(func.max(Delivery.batch), -1),
-        ).where(Delivery.post_id == fan_out.post_id)
-    ).one()
-    first_batch = last_batch + 1
+    after, first_batch = resume_point(fan_out.post_id)
     result = session.execute(
         _EXPAND[confirmed_only],
         {
@@ -236,23 +242,14 @@ def _in_batch() -> Any:
 NOW = bindparam("now", type_=UTCDateTime())
 LEASE = bindparam("lease", type_=UTCDateTime())
 # One statement claims every delivery of the batch that is due: waiting ones whose time has
-# come, and `sending` ones whose lease ran out (their worker died mid-batch).
+# come, and `sending` ones whose lease ran out (their worker died mid-batch). A claim spends no
+# attempt: an attempt is counted when its outcome is recorded, so a batch whose worker is killed
+# again and again loses no delivery to it (its job's attempts count the kills, and end it
+# `dead` for an admin to look at).
 CLAIM = (
     update(Delivery)
-    .where(_in_batch(), Delivery.attempts < bindparam("max_attempts"), _claimable(NOW))
-    .values(status=DeliveryStatus.SENDING, attempts=Delivery.attempts + 1, lease_until=LEASE)
-    .execution_options(synchronize_session=False)
-)
-# Deliveries whose attempts are used up without an outcome: each attempt killed its worker.
-EXHAUSTED = (
-    update(Delivery)
-    .where(_in_batch(), Delivery.attempts >= bindparam("max_attempts"), _claimable(NOW))
-    .values(
-        status=DeliveryStatus.DEAD,
-        lease_until=None,
-        finished_at=NOW,
-        last_error=LOST_ON_EVERY_ATTEMPT,
-    )
+    .where(_in_batch(), _claimable(NOW))
+    .values(status=DeliveryStatus.SENDING, lease_until=LEASE)
     .execution_options(synchronize_session=False)
 )
 
@@ -270,16 +267,13 @@ class Recipient:
     subscribed: bool
 
 
-def claim_batch(
-    post_id: int, author_id: int, batch: int, lease_until: datetime, max_attempts: int
-) -> list[Recipient]:
+def claim_batch(post_id: int, author_id: int, batch: int, lease_until: datetime) -> list[Recipient]:
     """Take every due delivery of the batch under `lease_until` (one statement) and read their
     subscribers' current address, confirmation and subscription to `author_id`; commits."""
     now = utcnow()
-    params = {"of_post": post_id, "of_batch": batch, "now": now, "max_attempts": max_attempts}
+    params = {"of_post": post_id, "of_batch": batch, "now": now, "lease": lease_until}
     session = db.session()
-    session.execute(EXHAUSTED, params)
-    claimed = session.execute(CLAIM, {**params, "lease": lease_until}).rowcount  # type: ignore[attr-defined]
+    claimed = session.execute(CLAIM, params).rowcount  # type: ignore[attr-defined]
     session.commit()
     if not claimed:
         return []
@@ -328,8 +322,8 @@ def finish_many(
 
 
 def release(delivery_ids: Sequence[int], lease_until: datetime) -> None:
-    """Give claimed deliveries that were not tried back, their attempt with them: waiting again
-    (`failed` if an earlier attempt failed, else `pending`), due as they were."""
+    """Give claimed deliveries that were not tried back: waiting again (`failed` if an earlier
+    attempt failed, else `pending`), due as they were."""
     if not delivery_ids:
         return
     db.session.execute(
@@ -340,7 +334,6 @@ def release(delivery_ids: Sequence[int], lease_until: datetime) -> None:
                 (Delivery.last_error.is_(None), DeliveryStatus.PENDING.value),
                 else_=DeliveryStatus.FAILED.value,
             ),
-            attempts=Delivery.attempts - 1,
             lease_until=None,
         )
         .execution_options(synchronize_session=False)
@@ -389,6 +382,7 @@ class OutcomeRecorder:
         .where(Delivery.id == bindparam("delivery_id"), Delivery.lease_until == LEASE)
         .values(
             status=bindparam("outcome", type_=Delivery.status.type),
+            attempts=Delivery.attempts + literal_column("1"),
             lease_until=null(),
             available_at=bindparam("due", type_=UTCDateTime()),
             finished_at=bindparam("finished", type_=UTCDateTime()),
@@ -515,10 +509,19 @@ def cancel_for_unsubscribe(subscriber_id: int, author_id: int) -> list[int]:
     return sorted(int(post_id) for post_id in result.scalars())
 
 
-def retry_dead(post_id: int) -> int:
-    """Give the post's dead deliveries a fresh set of attempts, due at once, and make their
-    batches' jobs pending again (or write them anew, if retention deleted them); commits.
-    Returns how many deliveries were re-driven."""
+@dataclass(frozen=True)
+class Redriven:
+    """What an admin's re-drive of a post's fan-out took up again."""
+
+    deliveries: int
+    batch_jobs: int
+
+
+def retry_dead(post_id: int) -> Redriven:
+    """Give the post's dead deliveries a fresh set of attempts, due at once, and make pending
+    again the jobs of their batches and every dead batch job of the post (its worker was lost on
+    every attempt: its deliveries still wait), writing a job anew where retention deleted it;
+    commits."""
     now = utcnow()
     session = db.session()
     batches = session.scalars(
@@ -536,33 +539,35 @@ def retry_dead(post_id: int) -> int:
         .execution_options(synchronize_session=False)
     ).all()
     redriven = sorted(set(batches))
-    if redriven:
-        session.execute(
-            update(Job)
-            .where(
-                Job.kind == JobKind.DELIVER_BATCH,
-                Job.post_id == post_id,
-                Job.batch.in_(redriven),
-                Job.status.in_([JobStatus.DONE, JobStatus.SKIPPED, JobStatus.DEAD]),
-            )
-            .values(
-                status=JobStatus.PENDING,
-                attempts=0,
-                available_at=now,
-                lease_until=None,
-                claimed_by=None,
-                finished_at=None,
-                last_error=None,
-                updated_at=now,
-            )
-            .execution_options(synchronize_session=False)
+    batch_of_post = (Job.kind == JobKind.DELIVER_BATCH) & (Job.post_id == post_id)
+    revived = session.execute(
+        update(Job)
+        .where(
+            batch_of_post,
+            or_(
+                Job.status == JobStatus.DEAD,
+                Job.batch.in_(redriven) & Job.status.in_([JobStatus.DONE, JobStatus.SKIPPED]),
+            ),
         )
+        .values(
+            status=JobStatus.PENDING,
+            attempts=0,
+            available_at=now,
+            lease_until=None,
+            claimed_by=None,
+            finished_at=None,
+            last_error=None,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    if redriven:
         request_id = session.scalar(
             select(Job.request_id).where(Job.post_id == post_id, Job.kind == JobKind.FAN_OUT)
         )
         outbox.insert_batch_jobs(post_id, redriven, request_id)
     session.commit()
-    return len(batches)
+    return Redriven(len(batches), int(revived))
 
 
 def prune_finished_deliveries(older_than: timedelta | None = None) -> int:

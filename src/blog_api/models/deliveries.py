@@ -92,8 +92,8 @@ class Delivery(Model):
     status: Mapped[DeliveryStatus] = mapped_column(
         string_enum(DeliveryStatus, 10), default=DeliveryStatus.PENDING
     )
-    # Counted when claimed, so that a delivery whose sending kills the worker every time ends
-    # `dead` instead of looping.
+    # Attempts whose outcome was recorded (sent, failed, dead). A claim spends none: a worker
+    # killed mid-batch costs its batch job an attempt, never its deliveries.
     attempts: Mapped[int] = mapped_column(default=0)
     available_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     # The claim's lease; also the claim's token: an outcome is recorded only by the claim
