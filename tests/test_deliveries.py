@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -19,13 +20,22 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
-from blog_api.effects import fanout
+from blog_api.effects import fanout, throttle
 from blog_api.effects.throttle import MailThrottle, mail_throttle
 from blog_api.extensions import db
 from blog_api.jobs import deliveries
-from blog_api.models import Delivery, DeliveryStatus, Job, JobKind, JobStatus, Post, User
+from blog_api.models import (
+    Delivery,
+    DeliveryStatus,
+    Job,
+    JobKind,
+    JobStatus,
+    Post,
+    Subscription,
+    User,
+)
 from blog_api.models.base import utcnow
 from blog_api.services import subscriptions
 from blog_api.services.mailer import close_kept_connection
@@ -39,7 +49,7 @@ from fanout_support import (
     run_due_jobs,
 )
 from resources import create_post
-from support import Account, assert_error, statements_run_by
+from support import Account, assert_error, free_port, statements_run_by
 
 FANOUT_ID = re.compile(r"<fanout-(\d+)@blog-api\.local>")
 
@@ -568,3 +578,298 @@ def test_a_batch_that_kills_its_worker_every_time_ends_its_job_dead_and_loses_no
     assert run_batch(app, post["id"]) == "done"
     assert deliveries_by_status(app, post["id"]) == {"sent": 3}
     assert set(mail.recipients()) == {f"reader{n}@example.com" for n in range(3)}
+
+
+def test_unsubscribing_cancels_exactly_the_waiting_deliveries_and_says_which(
+    fan_app: Callable[..., Flask], mail: MailServer
+) -> None:
+    app = fan_app()
+    client = app.test_client()
+    author, post, readers = fanned_out_post(app, client, 4)
+    other = create_post(client, author, "v1", title="second")
+    run_due_jobs(app, kinds=(JobKind.FAN_OUT,))
+    with app.app_context():  # reader1's delivery of the first post is in a worker's hands
+        db.session.execute(
+            update(Delivery)
+            .where(Delivery.post_id == post["id"], Delivery.subscriber_id == readers[1])
+            .values(status=DeliveryStatus.SENDING, lease_until=utcnow() + timedelta(minutes=1))
+        )
+        db.session.commit()
+        first = subscriptions.unsubscribe(readers[0], author.id)
+        second = subscriptions.unsubscribe(readers[1], author.id)
+
+    assert (first.existed, first.cancelled_post_ids) == (True, [post["id"], other["id"]])
+    assert (second.existed, second.cancelled_post_ids) == (True, [other["id"]])
+    assert deliveries_by_status(app, post["id"]) == {"cancelled": 1, "sending": 1, "pending": 2}
+
+
+def test_a_batch_settles_unsubscribed_deleted_and_unconfirmed_subscribers_without_sending(
+    fan_app: Callable[..., Flask], mail: MailServer
+) -> None:
+    app = fan_app(EMAIL_CONFIRMATION_REQUIRED=True)
+    client = app.test_client()
+    author = author_account(app, client)
+    readers = add_subscribers(app, author.id, 4, "reader", confirmed=True)
+    post = create_post(client, author, "v1")
+    run_due_jobs(app, kinds=(JobKind.FAN_OUT,))
+    with app.app_context():
+        # After the expansion: one subscription deleted behind the service's back (as a
+        # racing unsubscribe that committed after the expansion read it), one account
+        # deleted, one address no longer confirmed.
+        db.session.execute(delete(Subscription).where(Subscription.subscriber_id == readers[0]))
+        db.session.delete(db.session.get_one(User, readers[1]))
+        db.session.get_one(User, readers[2]).email_confirmed_at = None
+        db.session.commit()
+
+    assert run_batch(app, post["id"]) == "done"
+
+    rows = deliveries_of(app, post["id"])
+    assert [(row.status, row.subscriber_id) for row in rows] == [
+        (DeliveryStatus.CANCELLED, readers[0]),
+        (DeliveryStatus.SKIPPED, None),
+        (DeliveryStatus.SKIPPED, readers[2]),
+        (DeliveryStatus.SENT, readers[3]),
+    ]
+    assert "deleted" in (rows[1].last_error or "")
+    assert "not confirmed" in (rows[2].last_error or "")
+    assert mail.recipients() == {"reader3@example.com": 1}
+
+
+def test_deleting_a_post_mid_fan_out_stops_its_batch_at_the_next_message(
+    fan_app: Callable[..., Flask], mail: MailServer
+) -> None:
+    app = fan_app()
+    client = app.test_client()
+    author, post, _ = fanned_out_post(app, client, 4)
+
+    def delete_the_post(_job: Any) -> None:
+        if len(mail.fan_out()) == 1:
+            response = client.delete(f"/api/v1/posts/{post['id']}", headers=author.headers)
+            assert response.status_code == 200
+
+    [job] = [batch_job(app, post["id"])]
+    task = app.extensions["celery"].tasks["blog_api.deliver_batch"]
+    with at_checkpoint("after_smtp_250_before_commit", delete_the_post):
+        assert task.apply(args=[job.id], throw=True).get() == "done"
+
+    assert len(mail.fan_out()) == 1
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Delivery)) == 0
+        assert db.session.scalar(select(func.count()).where(Job.post_id == post["id"])) == 0
+
+
+def test_retention_deletes_old_finished_deliveries_and_the_post_figures_stay(
+    fan_app: Callable[..., Flask], mail: MailServer
+) -> None:
+    app = fan_app()
+    client = app.test_client()
+    author, post, readers = fanned_out_post(app, client, 6)
+    mail.handler.refuse["reader5@example.com"] = 550
+    with app.app_context():
+        subscriptions.unsubscribe(readers[4], author.id)
+    run_due_jobs(app)
+    with app.app_context():
+        before = deliveries.progress(post["id"])
+        assert (before.sent, before.cancelled, before.dead, before.total) == (4, 1, 1, 6)
+        assert deliveries.prune_finished_deliveries(older_than=timedelta(days=1)) == 0
+        assert deliveries.prune_finished_deliveries(older_than=timedelta(0)) == 5
+        after = deliveries.progress(post["id"])
+        left = db.session.scalars(select(Delivery.status)).all()
+
+    assert left == [DeliveryStatus.DEAD]  # dead ones wait for an admin
+    assert after == before
+    assert after.finished_at is not None
+
+
+def test_the_deliveries_endpoint_shows_the_fan_out_in_figures_to_the_author_and_admins(
+    fan_app: Callable[..., Flask], mail: MailServer, admin: Account, bob: Account
+) -> None:
+    app = fan_app()
+    client = app.test_client()
+    author = author_account(app, client)
+    add_subscribers(app, author.id, 3, "reader")
+    post = create_post(client, author, "v2")
+    url = f"/api/v2/posts/{post['id']}/deliveries"
+
+    waiting = client.get(url, headers=author.headers)
+    assert waiting.status_code == 200
+    assert waiting.json == {
+        "total": 0,
+        "sent": 0,
+        "pending": 0,
+        "failed": 0,
+        "dead": 0,
+        "skipped": 0,
+        "cancelled": 0,
+        "started_at": None,
+        "finished_at": None,
+    }
+    mail.handler.refuse["reader2@example.com"] = 550
+    run_due_jobs(app)
+
+    for version in ("v1", "v2"):
+        for caller in (author, admin):
+            response = client.get(
+                f"/api/{version}/posts/{post['id']}/deliveries", headers=caller.headers
+            )
+            assert response.status_code == 200
+            body = response.json
+            assert {key: body[key] for key in ("total", "sent", "dead", "pending")} == {
+                "total": 3,
+                "sent": 2,
+                "dead": 1,
+                "pending": 0,
+            }
+            assert body["started_at"] <= body["finished_at"]
+            assert "example.com" not in response.get_data(as_text=True)
+    assert_error(
+        client.get(url, headers=bob.headers),
+        403,
+        "You can only view the deliveries of your own posts unless you are an admin",
+    )
+    assert_error(client.get(url), 401, "Missing token")
+    assert_error(
+        client.get("/api/v1/posts/999999/deliveries", headers=admin.headers), 404, "Post not found"
+    )
+
+
+def test_an_admin_re_drives_dead_deliveries_and_nothing_else(
+    fan_app: Callable[..., Flask], mail: MailServer, admin: Account, row_counts: Any
+) -> None:
+    app = fan_app()
+    client = app.test_client()
+    author, post, _ = fanned_out_post(app, client, 2)
+    url = f"/api/v1/posts/{post['id']}/deliveries/retry"
+    mail.handler.refuse["reader1@example.com"] = 550
+    run_due_jobs(app)
+
+    before = row_counts()
+    assert_error(client.post(url, headers=author.headers), 403, "Admin access required")
+    assert_error(
+        client.post("/api/v1/posts/999999/deliveries/retry", headers=admin.headers),
+        404,
+        "Post not found",
+    )
+    assert (
+        client.post(
+            f"/api/v2/posts/{post['id']}/deliveries/retry", headers=admin.headers
+        ).status_code
+        == 404
+    )
+    assert row_counts() == before
+
+    del mail.handler.refuse["reader1@example.com"]
+    response = client.post(url, headers=admin.headers)
+    assert response.status_code == 200, response.json
+    assert (response.json["dead"], response.json["pending"], response.json["sent"]) == (0, 1, 1)
+    assert batch_job(app, post["id"]).status == JobStatus.PENDING
+    run_due_jobs(app)
+    assert deliveries_by_status(app, post["id"]) == {"sent": 2}
+    assert mail.recipients() == {"reader0@example.com": 1, "reader1@example.com": 1}
+    assert_error(
+        client.post(url, headers=admin.headers),
+        409,
+        "The post has no dead deliveries (nor dead batch jobs) to retry",
+    )
+
+
+def test_metrics_show_unfinished_and_dead_deliveries_and_the_fan_out_backlog(
+    fan_app: Callable[..., Flask], mail: MailServer
+) -> None:
+    app = fan_app()
+    client = app.test_client()
+    _, post, _ = fanned_out_post(app, client, 4)
+    mail.handler.refuse["reader0@example.com"] = 550
+    mail.handler.refuse["reader1@example.com"] = 450
+    with app.app_context():
+        db.session.execute(
+            update(Delivery).values(
+                created_at=utcnow() - timedelta(minutes=5),
+                available_at=utcnow() - timedelta(minutes=5),
+            )
+        )
+        db.session.commit()
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'blog_api_deliveries{status="pending"} 4.0' in text
+    assert "blog_api_fanout_backlog 4.0" in text
+    [age] = re.findall(r"^blog_api_fanout_oldest_pending_age_seconds (\S+)$", text, re.M)
+    assert 290 < float(age) < 400
+
+    run_batch(app, post["id"])
+    text = client.get("/metrics").get_data(as_text=True)
+    for status, count in {"pending": 0, "failed": 1, "dead": 1, "sending": 0}.items():
+        assert f'blog_api_deliveries{{status="{status}"}} {count}.0' in text
+    assert "blog_api_fanout_backlog 1.0" in text
+
+
+def test_flask_jobs_deliveries_shows_a_post_s_figures_and_follows_until_done(
+    fan_app: Callable[..., Flask], mail: MailServer
+) -> None:
+    app = fan_app()
+    client = app.test_client()
+    _, post, _ = fanned_out_post(app, client, 3)
+    runner = app.test_cli_runner()
+
+    waiting = runner.invoke(args=["jobs", "deliveries", str(post["id"])])
+    assert waiting.exit_code == 0, waiting.output
+    assert "total=3  sent=0  pending=3" in waiting.output
+    assert "finished_at=-" in waiting.output
+
+    threading.Timer(0.3, lambda: run_due_jobs(app)).start()
+    followed = runner.invoke(args=["jobs", "deliveries", str(post["id"]), "--follow"])
+    assert followed.exit_code == 0, followed.output
+    assert "total=3  sent=3  pending=0" in followed.output
+    assert "finished_at=-" not in followed.output
+
+    missing = runner.invoke(args=["jobs", "deliveries", "999999"])
+    assert missing.exit_code != 0
+    assert "no post 999999" in missing.output
+
+
+@pytest.fixture
+def throttle_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key of this test's own in the shared Redis."""
+    monkeypatch.setattr(throttle, "IDENTIFIERS", ("blog_api-test", uuid.uuid4().hex))
+
+
+@pytest.mark.usefixtures("throttle_key")
+def test_two_senders_sharing_one_storage_stay_within_the_rate_together(redis_url: str) -> None:
+    rate, seconds = 100, 2.5
+    takers = [MailThrottle(rate, redis_url, {}) for _ in range(2)]
+    taken = [0, 0]
+    deadline = time.monotonic() + seconds
+
+    def send(number: int) -> None:
+        while takers[number].take(deadline):
+            taken[number] += 1
+
+    threads = [threading.Thread(target=send, args=(number,)) for number in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+
+    # One-second windows from the first token: 3 windows in 2.5 s, whoever takes the tokens
+    # (each storage of its own would have let 6 through).
+    assert all(taken), taken
+    assert 2.5 * rate <= sum(taken) <= 3 * rate + 2 * takers[0].chunk, taken
+
+
+def test_without_mail_rate_limit_there_is_no_throttle(fan_app: Callable[..., Flask]) -> None:
+    with fan_app().app_context():
+        assert mail_throttle() is None
+
+
+@pytest.mark.usefixtures("throttle_key")
+def test_a_batch_whose_throttle_storage_is_down_pauses_and_sends_nothing(
+    fan_app: Callable[..., Flask], mail: MailServer
+) -> None:
+    app = fan_app(MAIL_RATE_LIMIT=10, RATELIMIT_STORAGE_URI=f"redis://127.0.0.1:{free_port()}/0")
+    client = app.test_client()
+    _, post, _ = fanned_out_post(app, client, 2)
+
+    assert run_batch(app, post["id"]) == "deferred"
+
+    assert deliveries_by_status(app, post["id"]) == {"pending": 2}
+    assert mail.fan_out() == []
+    assert "paused: rate-limit storage failed" in (batch_job(app, post["id"]).last_error or "")

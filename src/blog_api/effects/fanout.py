@@ -129,17 +129,17 @@ def deliver_batch(job: Job, checkpoint: Checkpoint) -> JobStatus:
     if post is None:  # deleted meanwhile: its deliveries went with it
         return JobStatus.SKIPPED
     recipients = deliveries.claim_batch(post.id, post.user_id, job.batch, lease_until)
-    paused_until: datetime | None = None
+    pause: Pause | None = None
     if recipients:
         sendable = _settle_unsendable(recipients, lease_until)
         message = FanoutMessage(post.id, post.title, post.user_id, post.username)
         run = BatchRun(message, lease_until, max_attempts, deadline, checkpoint)
-        paused_until = run.send(sendable)
+        pause = run.send(sendable)
     due = deliveries.next_due(job.post_id, job.batch)
     if due is None:
         return JobStatus.DONE
-    if paused_until is not None:
-        raise JobDeferred(max(due, paused_until), "paused: the mail server failed")
+    if pause is not None:
+        raise JobDeferred(max(due, pause.until), f"paused: {pause.reason}")
     raise JobDeferred(due, "deliveries of the batch wait for their turn")
 
 
@@ -243,6 +243,14 @@ def _base64_lines(data: bytes) -> str:
 
 
 @dataclass(frozen=True)
+class Pause:
+    """Why a batch stopped before its end, and until when."""
+
+    until: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What became of one message: the delivery's new status, its retry time, the error, and
     whether the batch must pause (the server or connection failed, not the recipient)."""
@@ -279,11 +287,11 @@ class BatchRun:
         )
         self.rng = random.Random()
 
-    def send(self, recipients: Sequence[Addressee]) -> datetime | None:
+    def send(self, recipients: Sequence[Addressee]) -> Pause | None:
         """Send to `recipients` in order until done, out of time, paused or no longer ours;
-        those not tried are given back. Returns the time a pause lasts until (None: none)."""
+        those not tried are given back. Returns the pause, if one stopped it."""
         tried = 0
-        paused_until = None
+        pause = None
         try:
             for recipient in recipients:
                 if time.monotonic() >= self.deadline or not self._token():
@@ -303,17 +311,19 @@ class BatchRun:
                     )
                     break
                 if outcome.pause:
-                    paused_until = outcome.due
+                    pause = Pause(
+                        outcome.due or utcnow(), f"the mail server failed: {outcome.error}"
+                    )
                     break
         except ThrottleUnavailable as error:
             log.warning("Fan-out paused: %s", error)
-            paused_until = utcnow() + timedelta(seconds=self.backoff[0])
+            pause = Pause(utcnow() + timedelta(seconds=self.backoff[0]), str(error))
         finally:
             self.connection.close()
             self.recorder.close()
             untried = [recipient.delivery_id for recipient in recipients[tried:]]
             deliveries.release(untried, self.lease_until)
-        return paused_until
+        return pause
 
     def _token(self) -> bool:
         return self.throttle is None or self.throttle.take(self.deadline)

@@ -47,6 +47,9 @@ def run_job(task: Task, job_id: str, effect: Effect) -> str:
     if job is None:
         log.info("Job %s: already claimed or finished, nothing to do", job_id)
         return "skipped-duplicate"
+    # Detached with its claimed state: an effect that commits (a fan-out) does not expire it,
+    # so recording the outcome reads nothing again, even when the post was deleted meanwhile.
+    db.session.expunge(job)
     bind_job(job.id, job.request_id)
     job_checkpoint.send(job, point=Checkpoint.AFTER_CLAIM)
     try:
