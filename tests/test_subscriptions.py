@@ -57,7 +57,11 @@ def test_subscribing_answers_201_with_where_the_subscription_lives_and_again_200
     assert (created.json["author_id"], created.json["author_username"]) == (alice.id, "alice")
     assert created.json["created_at"].endswith("+00:00")
     shown = client.get(created.headers["Location"], headers=bob.headers)
-    assert (shown.status_code, shown.json) == (200, created.json)
+    assert shown.status_code == 200
+    detail = dict(shown.json)
+    link = detail.pop("unsubscribe_url")
+    assert detail == created.json
+    assert link.startswith("https://blog-api.test/api/v1/unsubscribe?token=")
 
     again = subscribe(client, bob, alice.id, json={})
     assert (again.status_code, again.json) == (200, created.json)

@@ -25,6 +25,7 @@ from flask import current_app
 from blog_api.models.base import MAX_ID
 
 KEY_PURPOSE = b"blog_api unsubscribe token v1"
+UNSUBSCRIBE_PATH = "/api/v1/unsubscribe"
 MAC_BYTES = 16
 PAIR = struct.Struct(">II")
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{32}")
@@ -51,19 +52,31 @@ def _mac(key: bytes, pair: bytes) -> bytes:
 
 
 class TokenSigner:
-    """Makes the tokens of many e-mails with the key derived once (a fan-out batch)."""
+    """Makes the tokens and links of many e-mails with the key derived once (a fan-out batch).
+    A link is `{PUBLIC_BASE_URL}/api/v1/unsubscribe?token=...`, never built from a request's
+    Host."""
 
     def __init__(self) -> None:
-        self.key = _key(str(current_app.config["SECRET_KEY"]))
+        config = current_app.config
+        self.key = _key(str(config["SECRET_KEY"]))
+        self.link_prefix = f"{config['PUBLIC_BASE_URL']}{UNSUBSCRIBE_PATH}?token="
 
     def token(self, subscriber_id: int, author_id: int) -> str:
         pair = PAIR.pack(subscriber_id, author_id)
         return base64.urlsafe_b64encode(pair + _mac(self.key, pair)).decode()
 
+    def link(self, subscriber_id: int, author_id: int) -> str:
+        return self.link_prefix + self.token(subscriber_id, author_id)
+
 
 def unsubscribe_token(subscriber_id: int, author_id: int) -> str:
     """The token that ends `subscriber_id`'s subscription to `author_id`."""
     return TokenSigner().token(subscriber_id, author_id)
+
+
+def unsubscribe_link(subscriber_id: int, author_id: int) -> str:
+    """The one-click link that ends `subscriber_id`'s subscription to `author_id`."""
+    return TokenSigner().link(subscriber_id, author_id)
 
 
 def read_unsubscribe_token(token: str) -> SubscriptionPair:

@@ -72,7 +72,6 @@ Checkpoint = Callable[[str], None]
 # A run stops taking new work after this share of the task's soft time limit, so that the
 # message in flight and the bookkeeping after it end well before the limit.
 BUDGET_SHARE = 0.5
-UNSUBSCRIBE_PATH = "/api/v1/unsubscribe"
 # SMTP's dot-stuffing (RFC 5321 4.5.2): a line that starts with "." gets another.
 LEADING_DOT = re.compile(rb"(?m)^\.")
 NOT_CONFIRMED = "the subscriber's address is not confirmed (EMAIL_CONFIRMATION_REQUIRED)"
@@ -195,7 +194,6 @@ class FanoutMessage:
         base_url = config["PUBLIC_BASE_URL"]
         self.author_id = author_id
         self.domain = config["MAIL_MESSAGE_ID_DOMAIN"]
-        self.unsubscribe_url = f"{base_url}{UNSUBSCRIBE_PATH}?token="
         self.signer = TokenSigner()
         subject = f"New post by {author}: {header_safe(title)}"
         self.text = (
@@ -220,15 +218,12 @@ class FanoutMessage:
         self.head = "".join(f"{key}: {value}\r\n" for key, value in headers)
         self.sender = address
 
-    def link(self, subscriber_id: int) -> str:
-        return self.unsubscribe_url + self.signer.token(subscriber_id, self.author_id)
-
     def render(self, delivery_id: int, subscriber_id: int, username: str, address: str) -> bytes:
         """The whole message for one recipient; PermanentJobError for an address SMTP cannot
         carry without SMTPUTF8 (or one that could break a header)."""
         if not (address.isascii() and address.isprintable()):
             raise PermanentJobError(f"Internationalised address not supported: {address!r}")
-        link = self.link(subscriber_id)
+        link = self.signer.link(subscriber_id, self.author_id)
         text = self.text.format(username=username, link=link).replace("\n", "\r\n")
         body = text if self.ascii else _base64_lines(text.encode())
         return (

@@ -19,6 +19,16 @@ class SubscriptionSchema(Schema):
     )
 
 
+class SubscriptionDetailSchema(SubscriptionSchema):
+    unsubscribe_url = fields.String(
+        dump_only=True,
+        metadata={
+            "description": "The one-click link of your e-mails for this subscription "
+            "(POST it, no login needed)"
+        },
+    )
+
+
 class SubscriptionListSchema(Schema):
     subscriptions = fields.List(fields.Nested(SubscriptionSchema), required=True)
     pagination = fields.Nested(PaginationSchema, required=True)

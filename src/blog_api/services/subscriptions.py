@@ -19,7 +19,7 @@ from sqlalchemy import Select, Table, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
-from blog_api.auth.unsubscribe import read_unsubscribe_token
+from blog_api.auth.unsubscribe import read_unsubscribe_token, unsubscribe_link
 from blog_api.errors import ConflictError
 from blog_api.extensions import db
 from blog_api.jobs import deliveries, outbox
@@ -141,7 +141,25 @@ def subscriptions_of(subscriber_id: int) -> Select[Subscription]:
     )
 
 
-def subscription_of(subscriber_id: int, author_id: int) -> Subscription | None:
-    return db.session.scalars(
+@dataclass(frozen=True)
+class SubscriptionDetail:
+    """One of the caller's subscriptions, with the one-click link its e-mails carry."""
+
+    author_id: int
+    author_username: str
+    created_at: datetime
+    unsubscribe_url: str
+
+
+def subscription_of(subscriber_id: int, author_id: int) -> SubscriptionDetail | None:
+    subscription = db.session.scalars(
         subscriptions_of(subscriber_id).where(Subscription.author_id == author_id)
     ).first()
+    if subscription is None:
+        return None
+    return SubscriptionDetail(
+        subscription.author_id,
+        subscription.author_username,
+        subscription.created_at,
+        unsubscribe_link(subscriber_id, author_id),
+    )

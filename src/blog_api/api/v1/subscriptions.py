@@ -19,6 +19,7 @@ from blog_api.models import User
 from blog_api.schemas.common import LIST_HEADERS, MessageSchema, PaginationQuerySchema
 from blog_api.schemas.subscriptions import (
     SubscribeSchema,
+    SubscriptionDetailSchema,
     SubscriptionListSchema,
     SubscriptionSchema,
     UnsubscribePreviewSchema,
@@ -115,10 +116,10 @@ class MySubscriptions(MethodView):
 @blp.route("/me/subscriptions/<id:author_id>")
 class MySubscription(MethodView):
     @blp.login_required
-    @blp.response(200, SubscriptionSchema)
+    @blp.response(200, SubscriptionDetailSchema)
     @blp.errors(404)
     def get(self, author_id: int) -> Any:
-        """Your subscription to one author"""
+        """Your subscription to one author, with the one-click unsubscribe link of its e-mails"""
         subscription = subscriptions.subscription_of(caller().id, author_id)
         if subscription is None:
             abort(404, message=SUBSCRIPTION_NOT_FOUND)
