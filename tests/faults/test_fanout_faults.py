@@ -214,7 +214,7 @@ def test_a_mail_server_answering_451_for_a_while_delays_the_fan_out_and_loses_no
         figures, extra = settle(app, stack, [owed_to(audience, post_id, title)])
     refused = sum(1 for line in stack.mail_log.read_text().splitlines() if '"refused"' in line)
     report_figures(
-        "R41", "sink answers 451 to every DATA for 6 s", figures, refused=refused, **extra
+        "R41", "sink answers 451 to every DATA for 4 s", figures, refused=refused, **extra
     )
 
     assert refused > 0
