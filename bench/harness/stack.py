@@ -256,9 +256,10 @@ class Bench:
 
     # -- one configuration ----------------------------------------------------------------
 
-    def start_server(self, config: Config) -> Server:
+    def start_server(self, config: Config, env: dict[str, str] | None = None) -> Server:
+        """`config`'s gunicorn and background processes, seeded; `env` adds settings."""
         port = free_port()
-        env = self.app_env(config)
+        env = self.app_env(config) | (env or {})
         env |= {
             "BENCH_BIND": f"127.0.0.1:{port}",
             "BENCH_WORKER_CLASS": config.worker_class,

@@ -34,7 +34,7 @@ from harness.cpu import Probe, ServerClock, expect, measure_probes
 from harness.plans import PASSWORD, POST_BODY, Plan
 from harness.processes import BIN
 from harness.report import Report
-from harness.stack import PUBLIC_BASE_URL, HIGH_LIMIT, PG_ADMIN_URL, Bench
+from harness.stack import HIGH_LIMIT, PG_ADMIN_URL, PUBLIC_BASE_URL, Bench
 
 TARGET = 1.3
 SMALL_AUTHORS = 100
