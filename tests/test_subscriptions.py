@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import case, delete, insert, literal, select
 
 from blog_api.auth.unsubscribe import INVALID_UNSUBSCRIBE_TOKEN, unsubscribe_token
 from blog_api.extensions import db
-from blog_api.models import Delivery, DeliveryStatus, JobKind, User
+from blog_api.models import Delivery, DeliveryStatus, JobKind, Subscription, User
 from blog_api.models.base import utcnow
 from blog_api.services.subscriptions import NO_ADDRESS, NOT_CONFIRMED
 from fanout_support import add_subscribers, run_due_jobs
@@ -384,3 +384,41 @@ def test_a_one_click_post_with_another_body_is_400_and_changes_nothing(
     assert_error(response, 400, "Request must be JSON" if malformed else ONE_CLICK_BODY)
     assert row_counts() == before
     assert subscriber_count(client, alice.id) == 1
+
+
+def test_subscriptions_written_and_deleted_in_bulk_keep_every_author_s_count(
+    app: Flask, client: FlaskClient, alice: Account, bob: Account
+) -> None:
+    """One statement adding subscribers to two authors, then one removing some of each (the
+    count follows per statement on PostgreSQL, per row on SQLite)."""
+    with app.app_context():
+        db.session.execute(
+            insert(User),
+            [
+                {"username": f"bulk{n}", "email": f"bulk{n}@example.com", "password_hash": "x"}
+                for n in range(30)
+            ],
+        )
+        readers = list(db.session.scalars(select(User.id).where(User.username.like("bulk%"))))
+        db.session.execute(
+            insert(Subscription).from_select(
+                ["subscriber_id", "author_id", "created_at"],
+                select(
+                    User.id, case((User.id % 3 == 0, bob.id), else_=alice.id), literal(utcnow())
+                ).where(User.id.in_(readers)),
+            )
+        )
+        db.session.commit()
+        to_bob = sum(reader % 3 == 0 for reader in readers)
+        assert (subscriber_count(client, alice.id), subscriber_count(client, bob.id)) == (
+            30 - to_bob,
+            to_bob,
+        )
+        db.session.execute(delete(Subscription).where(Subscription.subscriber_id.in_(readers[:12])))
+        db.session.commit()
+        gone_from_bob = sum(reader % 3 == 0 for reader in readers[:12])
+
+    assert (subscriber_count(client, alice.id), subscriber_count(client, bob.id)) == (
+        30 - to_bob - (12 - gone_from_bob),
+        to_bob - gone_from_bob,
+    )
