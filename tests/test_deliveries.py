@@ -867,3 +867,23 @@ def test_a_batch_whose_throttle_storage_is_down_pauses_and_sends_nothing(
     assert deliveries_by_status(app, post["id"]) == {"pending": 2}
     assert mail.fan_out() == []
     assert "paused: rate-limit storage failed" in (batch_job(app, post["id"]).last_error or "")
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize(("synchronous", "during"), [(False, "off"), (True, "on")])
+def test_outcomes_are_recorded_with_synchronous_commit_as_configured_and_reset_after(
+    app: Flask, synchronous: bool, during: str
+) -> None:
+    """DELIVERY_SYNCHRONOUS_COMMIT=false: the recorder's connection skips the WAL flush wait;
+    the connection goes back to the pool as it came."""
+    with app.app_context():
+        recorder = deliveries.OutcomeRecorder(db.engine, utcnow(), synchronous)
+        assert recorder.record(999999, DeliveryStatus.SENT) is False  # no such row: no write
+        driver = recorder.connection.driver_connection
+        assert driver.execute("SHOW synchronous_commit").fetchone()[0] == during
+        assert driver.autocommit is True
+        recorder.close()
+        # The same connection, back in the pool: as it was lent.
+        assert driver.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+        driver.rollback()
+        assert driver.autocommit is False
