@@ -91,14 +91,16 @@ def measure(bench: Bench, plan: Plan, report: Report) -> None:
         report.add("Skipped: Postfix's smtp-sink is missing (`make bench-deps` installs it).")
         return
     sink = start_sink(bench)
-    alone = sink_alone(sink)
+    sink_figures = sink_alone(sink)
     url = bench.database_url("ours", "postgresql")
     author, one, alone = seed(bench, url, subscribers)
     post_cpu = post_cpu_per_call(bench, url, author, one, alone)
     ours, deleted_ms = fan_out(bench, sink, url, author, subscribers)
     fair = fair_tutorial(bench, sink, fair_tasks)
     limited = rate_limited(bench, sink, url, author, rate_seconds)
-    write(report, subscribers, alone, post_cpu, ours, deleted_ms, fair, limited, rate_seconds)
+    write(
+        report, subscribers, sink_figures, post_cpu, ours, deleted_ms, fair, limited, rate_seconds
+    )
 
 
 def start_sink(bench: Bench) -> Sink:
