@@ -887,3 +887,21 @@ def test_outcomes_are_recorded_with_synchronous_commit_as_configured_and_reset_a
         assert driver.execute("SHOW synchronous_commit").fetchone()[0] == "on"
         driver.rollback()
         assert driver.autocommit is False
+
+
+def test_a_title_with_braces_or_non_ascii_text_is_sent_as_written(
+    fan_app: Callable[..., Flask], mail: MailServer
+) -> None:
+    app = fan_app()
+    client = app.test_client()
+    author = author_account(app, client)
+    add_subscribers(app, author.id, 1, "reader")
+    create_post(client, author, "v1", title="{username} {link} {0} déjà vu")
+    run_due_jobs(app)
+
+    [received] = mail.fan_out()
+    assert str(received.message["Subject"]).endswith(": {username} {link} {0} déjà vu")
+    text = received.text()
+    assert "    {username} {link} {0} déjà vu" in text
+    assert "Hello reader0," in text
+    assert received.message["Content-Transfer-Encoding"] == "base64"

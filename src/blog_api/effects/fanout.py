@@ -196,15 +196,18 @@ class FanoutMessage:
         self.domain = config["MAIL_MESSAGE_ID_DOMAIN"]
         self.signer = TokenSigner()
         subject = f"New post by {author}: {header_safe(title)}"
-        self.text = (
-            "Hello {username},\n\n"
+        # The text around the recipient's name and link, CRLF already (a title is the author's
+        # text: it is never used as a format string).
+        self.greeting = "Hello "
+        self.middle = (
+            ",\n\n"
             f"{author} published a new post on Blog API:\n\n"
             f"    {header_safe(title, 500)}\n\n"
             f"Read it: {base_url}/api/v1/posts/{post_id}\n\n"
             f"You get this e-mail because you subscribed to {author}'s posts. Unsubscribe with "
-            "one click:\n{link}\n"
-        )
-        self.ascii = self.text.isascii()
+            "one click:\n"
+        ).replace("\n", "\r\n")
+        self.ascii = self.middle.isascii()
         name, address = parseaddr(config["MAIL_DEFAULT_SENDER"])
         headers = [
             ("From", formataddr((name, address))),
@@ -224,7 +227,7 @@ class FanoutMessage:
         if not (address.isascii() and address.isprintable()):
             raise PermanentJobError(f"Internationalised address not supported: {address!r}")
         link = self.signer.link(subscriber_id, self.author_id)
-        text = self.text.format(username=username, link=link).replace("\n", "\r\n")
+        text = f"{self.greeting}{username}{self.middle}{link}\r\n"
         body = text if self.ascii else _base64_lines(text.encode())
         return (
             f'{self.head}To: "{username}" <{address}>\r\n'
