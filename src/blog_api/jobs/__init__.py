@@ -1,5 +1,6 @@
 """The database side of background work: the outbox state machine (`outbox`), the relay that
-publishes due jobs (`relay`), and the workers' heartbeat records (`heartbeats`).
+publishes due jobs (`relay`), the workers' heartbeat records (`heartbeats`), and the fan-out's
+deliveries to subscribers (`deliveries`).
 
 Nothing in this package knows Celery: the relay is handed a `publish` function by the worker
 package (`blog_api.worker`), which owns the tasks.
