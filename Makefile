@@ -91,12 +91,20 @@ test: check-locks lint typecheck pytest
 test-faults-long: $(TEST_STAMP)
 	FAULT_LONG=1 $(VENV)/bin/pytest -m long tests/faults $(PYTEST_ARGS)
 
-# Benchmarks (never part of `make test`): wrk from Debian when root and missing, plus the
-# Python tools in bench/requirements.txt. Results go to bench/RESULTS.md.
+# Benchmarks (never part of `make test`): wrk and Postfix's smtp-sink (the fan-out's SMTP
+# server) from Debian when root and missing, plus the Python tools in bench/requirements.txt.
+# Postfix is installed unconfigured ("No configuration"), so its mail service never starts.
+# Results go to bench/RESULTS.md.
 bench-deps: $(RUN_STAMP)
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get install -y -qq wrk \
 		|| { apt-get update -qq && apt-get install -y -qq wrk; }; }; } \
 		|| { echo "wrk is missing: install it (Debian package wrk)"; exit 1; }
+	@test -x /usr/sbin/smtp-sink || { [ "$$(id -u)" = 0 ] && { \
+		echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postfix \
+		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends postfix; }; }; } \
+		|| { echo "smtp-sink is missing: install it (Debian package postfix)"; exit 1; }
 	$(PIP) install --quiet -r bench/requirements.txt
 
 bench: bench-deps

@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             wait_until(lambda p=port, c=proc: listening(p, c), 15, f"port {port}")
         os.environ |= {
             "FLASK_ENV": "production",
+            "PUBLIC_BASE_URL": "http://bench.invalid",
             # The user never confirms its address: its notification job must still send.
             "EMAIL_CONFIRMATION_REQUIRED": "false",
             "SECRET_KEY": secrets.token_hex(32),

@@ -32,6 +32,7 @@ from harness.stack import Bench
 from sections import (
     broker_stopped,
     cpu,
+    fanout,
     growth,
     latency,
     memory,
@@ -46,6 +47,7 @@ ALONE = {
     "latency": latency.measure,
     "sustained": sustained.measure,
     "growth": growth.measure,
+    "fanout": fanout.measure,
 }
 
 
@@ -113,6 +115,8 @@ def run(bench: Bench, plan: Plan, report: Report) -> None:
         profile.measure(bench, plan, report)
     if plan.growth:
         growth.measure(bench, plan, report)
+    if plan.fanout:
+        fanout.measure(bench, plan, report)
     report.data["throughput"] = {
         config: {name: [vars(result) for result in values] for name, values in scenarios.items()}
         for config, scenarios in results.items()

@@ -10,6 +10,7 @@ import secrets
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import dotenv
 import pytest
@@ -50,6 +51,7 @@ def production_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     monkeypatch.setenv("SECRET_KEY", GOOD_SECRET_KEY)
     monkeypatch.setenv("JWT_SECRET_KEY", GOOD_JWT_SECRET_KEY)
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'production.db'}")
+    monkeypatch.setenv("PUBLIC_BASE_URL", "https://blog.example.com")
 
 
 def test_unknown_environment_name_is_a_startup_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -107,6 +109,7 @@ def test_production_logs_to_the_configured_file(tmp_path: Path) -> None:
         ("SECRET_KEY", "SECRET_KEY and JWT_SECRET_KEY must be set"),
         ("JWT_SECRET_KEY", "SECRET_KEY and JWT_SECRET_KEY must be set"),
         ("DATABASE_URL", "DATABASE_URL is not set"),
+        ("PUBLIC_BASE_URL", "PUBLIC_BASE_URL is not set"),
     ],
 )
 def test_production_refuses_to_start_without_a_required_setting(
@@ -463,6 +466,11 @@ DOCUMENTED_DEFAULTS = [
     "MAX_CONTENT_LENGTH",
     "IDEMPOTENCY_TTL",
     "IDEMPOTENCY_WAIT",
+    "SUBSCRIBE_RATE_LIMIT",
+    "DELIVERY_BATCH_SIZE",
+    "DELIVERY_EXPANSION_CHUNK",
+    "MAIL_RATE_LIMIT",
+    "DELIVERY_SYNCHRONOUS_COMMIT",
 ]
 
 
@@ -491,3 +499,32 @@ def test_sqlite_settings_apply_to_the_apps_engine_only(tmp_path: Path) -> None:
             assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "delete"
     finally:
         other.dispose()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"PUBLIC_BASE_URL": "ftp://blog.example.com"}, "PUBLIC_BASE_URL must be an http"),
+        ({"PUBLIC_BASE_URL": "https://blog.example.com/?a=1"}, "PUBLIC_BASE_URL must be an http"),
+        ({"PUBLIC_BASE_URL": "https://blog.example.com/"}, "PUBLIC_BASE_URL must be an http"),
+        ({"PUBLIC_BASE_URL": "blog.example.com"}, "PUBLIC_BASE_URL must be an http"),
+        ({"DELIVERY_BATCH_SIZE": 0}, "DELIVERY_BATCH_SIZE must be at least 1"),
+        ({"DELIVERY_EXPANSION_CHUNK": 0}, "DELIVERY_EXPANSION_CHUNK must be at least 1"),
+        ({"MAIL_RATE_LIMIT": -1}, "MAIL_RATE_LIMIT must be 0"),
+    ],
+)
+def test_fan_out_settings_that_cannot_work_refuse_to_start(
+    overrides: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        create_app("testing", SQLALCHEMY_DATABASE_URI="sqlite://", **overrides)
+
+
+def test_public_base_url_from_the_environment_loses_its_trailing_slash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PUBLIC_BASE_URL", "https://blog.example.com/api-host/ ")
+
+    app = create_app("testing", SQLALCHEMY_DATABASE_URI="sqlite://")
+
+    assert app.config["PUBLIC_BASE_URL"] == "https://blog.example.com/api-host"

@@ -21,8 +21,14 @@ from sqlalchemy import select, text
 from blog_api.effects.audit import append_audit_record
 from blog_api.extensions import db
 from blog_api.jobs import outbox
-from blog_api.jobs.outbox import claim_job, due_jobs, finish_job, insert_post_jobs, push_back
-from blog_api.jobs.runner import backoff_seconds
+from blog_api.jobs.outbox import (
+    backoff_seconds,
+    claim_job,
+    due_jobs,
+    finish_job,
+    insert_post_jobs,
+    push_back,
+)
 from blog_api.models import ErrorCode, Job, JobStatus, Post
 from blog_api.models.base import utcnow
 from support import create_account_from_before_confirmations, job_row, set_job

@@ -101,12 +101,14 @@ def call_and_validate(case: Any) -> None:
     # A pagination cursor (`after`) is opaque and signed: no generated value is a valid one,
     # and the documents cannot say that `after` excludes `offset`. Such a case must still get a
     # documented answer (a 400 in the error schema), but its rejection is the right outcome.
-    # Likewise an e-mail confirmation token: only the confirmation e-mail holds a valid one.
-    # An Idempotency-Key is stateful: generated keys repeat with other bodies (rightly `422`),
-    # and a key of spaces is empty once HTTP trims it (`400`).
-    opaque_token = case.path == "/api/v1/users/confirm-email"
+    # Likewise an e-mail confirmation token and an unsubscribe token: only an e-mail holds a
+    # valid one. An Idempotency-Key is stateful: generated keys repeat with other bodies
+    # (rightly `422`), and a key of spaces is empty once HTTP trims it (`400`). Subscribing to
+    # yourself is `400` (SPEC §4.7), and the documents cannot say that the id is not yours.
+    opaque_token = case.path in ("/api/v1/users/confirm-email", "/api/v1/unsubscribe")
     keyed = "Idempotency-Key" in (case.headers or {})
-    if "after" in (case.query or {}) or opaque_token or keyed:
+    self_subscription = case.path == "/api/v1/users/{user_id}/subscription"
+    if "after" in (case.query or {}) or opaque_token or keyed or self_subscription:
         case.call_and_validate(excluded_checks=[checks.positive_data_acceptance])
     else:
         case.call_and_validate()

@@ -295,9 +295,16 @@ def test_get_user_shows_the_public_profile_with_posts(
 
     assert response.status_code == 200
     body = response.json
-    assert set(body) == {*PUBLIC_PROFILE_FIELDS, "post_count", "posts", "posts_url"}
+    assert set(body) == {
+        *PUBLIC_PROFILE_FIELDS,
+        "post_count",
+        "posts",
+        "posts_url",
+        "subscriber_count",
+    }
     assert body["username"] == "alice"
     assert body["post_count"] == 2
+    assert body["subscriber_count"] == 0
     assert [post["title"] for post in body["posts"]] == ["post 1", "post 0"]
     assert all(set(post) == {"id", "title", "created_at"} for post in body["posts"])
     assert body["posts_url"] == f"/api/v1/posts?user_id={alice.id}"

@@ -51,6 +51,9 @@ class Plan:
     growth_calls: tuple[int, int] = (200, 5)
     # CPU per call (bench/cpu_per_call.py): calls per path and round, rounds.
     cpu: tuple[int, int] | None = None
+    # Fan-out: subscribers of the post, e-mail tasks of the fair tutorial, seconds of the
+    # MAIL_RATE_LIMIT run.
+    fanout: tuple[int, int, float] | None = None
 
 
 OURS_ALL = ["POST v1", "POST v2", "GET list", "GET one", "login"]
@@ -87,6 +90,7 @@ def plan_for(mode: str) -> Plan:
             True,
             0,
             cpu=(100, 3),
+            fanout=(10_000, 5_000, 15.0),
         )
     two = ["POST v1", "GET list"]
     return Plan(
@@ -117,4 +121,5 @@ def plan_for(mode: str) -> Plan:
         8,
         growth=(1_000, 1_000_000),
         cpu=(300, 5),
+        fanout=(100_000, 20_000, 60.0),
     )

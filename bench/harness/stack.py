@@ -38,6 +38,8 @@ HERE = Path(__file__).resolve().parents[1]
 APPS = HERE / "apps"
 PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 HIGH_LIMIT = "1000000 per minute"
+# Production requires the API's public address (the links in fan-out e-mails).
+PUBLIC_BASE_URL = "http://bench.invalid"
 THREADS = 4  # gthread: threads per worker
 # Pool processes of every Celery worker. Jobs wait on SMTP and the database more than they
 # compute, so twice the cores: with 2 the backlog after 30 s of POSTs took 6.0 s to drain, with
@@ -204,6 +206,7 @@ class Bench:
             assert config.database
             env |= {
                 "FLASK_ENV": "production",
+                "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
                 # The benchmark user never confirms its address: its notifications must still
                 # be sent (the flag is read from the row the notification reads anyway).
                 "EMAIL_CONFIRMATION_REQUIRED": "false",
@@ -254,9 +257,10 @@ class Bench:
 
     # -- one configuration ----------------------------------------------------------------
 
-    def start_server(self, config: Config) -> Server:
+    def start_server(self, config: Config, env: dict[str, str] | None = None) -> Server:
+        """`config`'s gunicorn and background processes, seeded; `env` adds settings."""
         port = free_port()
-        env = self.app_env(config)
+        env = self.app_env(config) | (env or {})
         env |= {
             "BENCH_BIND": f"127.0.0.1:{port}",
             "BENCH_WORKER_CLASS": config.worker_class,

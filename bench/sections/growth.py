@@ -34,7 +34,7 @@ from harness.cpu import Probe, ServerClock, expect, measure_probes
 from harness.plans import PASSWORD, POST_BODY, Plan
 from harness.processes import BIN
 from harness.report import Report
-from harness.stack import HIGH_LIMIT, PG_ADMIN_URL, Bench
+from harness.stack import HIGH_LIMIT, PG_ADMIN_URL, PUBLIC_BASE_URL, Bench
 
 TARGET = 1.3
 SMALL_AUTHORS = 100
@@ -115,6 +115,7 @@ def build_app(bench: Bench, url: str) -> Flask:
     """The production configuration on `url` (migrated first), its console log going to a file
     as under gunicorn, and limits no benchmark user reaches."""
     env = {**bench.env_base, **bench.secrets, "FLASK_ENV": "production", "DATABASE_URL": url}
+    env["PUBLIC_BASE_URL"] = PUBLIC_BASE_URL
     env |= {"REDIS_URL": bench.redis_url, "LOG_FILE": str(bench.tmp / "growth-migrate.log")}
     subprocess.run(  # noqa: S603 (our own command line)
         [str(BIN / "flask"), "--app", "blog_api", "db", "upgrade"],
@@ -129,6 +130,7 @@ def build_app(bench: Bench, url: str) -> Flask:
         "production",
         **bench.secrets,
         SQLALCHEMY_DATABASE_URI=url,
+        PUBLIC_BASE_URL=PUBLIC_BASE_URL,
         REDIS_URL=bench.redis_url,
         CELERY_QUEUE=f"growth-{bench.run_id}",
         MAIL_PORT=bench.mail_port,

@@ -8,6 +8,7 @@ Every variable read here is listed, with its default and meaning, in `.env.examp
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
@@ -50,6 +51,10 @@ def _bool(value: str) -> bool:
 
 def _seconds(value: str) -> timedelta:
     return timedelta(seconds=int(value))
+
+
+def _base_url(value: str) -> str:
+    return value.strip().rstrip("/")
 
 
 def _csv(value: str) -> list[str]:
@@ -133,15 +138,25 @@ ENVIRONMENT_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "REFRESH_RATE_LIMIT": ("REFRESH_RATE_LIMIT", str),
     "READY_CACHE_SECONDS": ("READY_CACHE_SECONDS", float),
     "METRICS_TOKEN": ("METRICS_TOKEN", str),
+    # Subscriptions and the fan-out of posts to subscribers (services/subscriptions.py,
+    # jobs/deliveries.py, effects/fanout.py).
+    "PUBLIC_BASE_URL": ("PUBLIC_BASE_URL", _base_url),
+    "SUBSCRIBE_RATE_LIMIT": ("SUBSCRIBE_RATE_LIMIT", str),
+    "DELIVERY_BATCH_SIZE": ("DELIVERY_BATCH_SIZE", int),
+    "DELIVERY_EXPANSION_CHUNK": ("DELIVERY_EXPANSION_CHUNK", int),
+    "DELIVERY_SYNCHRONOUS_COMMIT": ("DELIVERY_SYNCHRONOUS_COMMIT", _bool),
+    "MAIL_RATE_LIMIT": ("MAIL_RATE_LIMIT", int),
 }
 
 
 # The settings that are rate limits in Flask-Limiter's notation ("10 per minute; 100 per day").
 RATE_LIMIT_SETTINGS = tuple(
     key
-    for key, _parse in ENVIRONMENT_VARIABLES.values()
-    if key.endswith(("_RATE_LIMIT", "_CEILING", "_RECIPIENT_LIMIT"))
+    for key, parse in ENVIRONMENT_VARIABLES.values()
+    if parse is str and key.endswith(("_RATE_LIMIT", "_CEILING", "_RECIPIENT_LIMIT"))
 )
+# What PUBLIC_BASE_URL must look like: a scheme and a host, no query, no trailing slash.
+BASE_URL_PATTERN = re.compile(r"https?://[^/?#\s]+(/[^?#\s]*[^/?#\s])?")
 
 
 class Config:
@@ -310,6 +325,21 @@ class Config:
     # worker hosts and counts. Unset, they are open (restrict them at the proxy instead).
     METRICS_TOKEN: str | None = None
 
+    # Subscriptions and fan-out. PUBLIC_BASE_URL is where readers reach this API (the
+    # unsubscribe links and post links of fan-out e-mails; never taken from a request's Host):
+    # production requires it. Subscribing is limited per user. A post's deliveries are written
+    # DELIVERY_EXPANSION_CHUNK per transaction and sent DELIVERY_BATCH_SIZE per job (one Celery
+    # message, one kept SMTP connection). MAIL_RATE_LIMIT caps fan-out messages per second over
+    # all workers (0: no cap). DELIVERY_SYNCHRONOUS_COMMIT=false records each message's outcome
+    # with PostgreSQL's synchronous_commit off (README: a PostgreSQL crash may then re-send the
+    # last few hundred milliseconds' messages; a worker crash loses nothing).
+    PUBLIC_BASE_URL: str | None = None
+    SUBSCRIBE_RATE_LIMIT = "30 per minute"
+    DELIVERY_BATCH_SIZE = 500
+    DELIVERY_EXPANSION_CHUNK = 10_000
+    DELIVERY_SYNCHRONOUS_COMMIT = False
+    MAIL_RATE_LIMIT = 0
+
     @classmethod
     def validate(cls, config: Mapping[str, Any]) -> None:
         """Refuse to start with a configuration that cannot work at all."""
@@ -327,6 +357,21 @@ class Config:
                 parse_many(str(config[key]))
             except ValueError as error:
                 raise ConfigError(f"{key}: {error}") from None
+        cls.validate_fan_out(config)
+
+    @classmethod
+    def validate_fan_out(cls, config: Mapping[str, Any]) -> None:
+        base_url = config.get("PUBLIC_BASE_URL")
+        if base_url is not None and not BASE_URL_PATTERN.fullmatch(base_url):
+            raise ConfigError(
+                f"PUBLIC_BASE_URL must be an http(s) URL without query or trailing slash, "
+                f"e.g. https://blog.example.com (got {base_url!r})"
+            )
+        for key in ("DELIVERY_BATCH_SIZE", "DELIVERY_EXPANSION_CHUNK"):
+            if config[key] < 1:
+                raise ConfigError(f"{key} must be at least 1")
+        if config["MAIL_RATE_LIMIT"] < 0:
+            raise ConfigError("MAIL_RATE_LIMIT must be 0 (no limit) or more")
 
 
 class DevelopmentConfig(Config):
@@ -339,6 +384,7 @@ class DevelopmentConfig(Config):
     JWT_SECRET_KEY = "dev-only-jwt-secret-key-not-for-production-use"  # noqa: S105 (not a production secret)
     # The tutorial's flow (register, post, see the e-mail) works without confirming first.
     EMAIL_CONFIRMATION_REQUIRED = False
+    PUBLIC_BASE_URL = "http://127.0.0.1:5000"
 
 
 class TestingConfig(Config):
@@ -366,6 +412,8 @@ class TestingConfig(Config):
     ANONYMOUS_RATE_LIMIT = "1000 per minute"
     TODO_RATE_LIMIT = "1000 per minute"
     REFRESH_RATE_LIMIT = "1000 per minute"
+    PUBLIC_BASE_URL = "https://blog-api.test"
+    SUBSCRIBE_RATE_LIMIT = "1000 per minute"
 
 
 class ProductionConfig(Config):
@@ -388,6 +436,11 @@ class ProductionConfig(Config):
         cls.validate_secret_keys(config)
         if config.get("DEBUG"):
             raise ConfigError("DEBUG must be off in production")
+        if not config.get("PUBLIC_BASE_URL"):
+            raise ConfigError(
+                "PUBLIC_BASE_URL is not set: the public address of this API, for the links "
+                "in e-mails (e.g. https://blog.example.com)"
+            )
 
     # Security: no key that can be guessed (secret_keys.py). SECRET_KEY keys confirmation
     # tokens, list cursors and Idempotency-Key fingerprints: guessing it forges those.

@@ -15,8 +15,9 @@ from blog_api.models import Job
 from support.fault_hooks import FAULT_POINTS, FaultHooks, FaultPoint
 
 
-def test_the_five_crash_points_of_the_issue_and_the_commit_hook_exist() -> None:
+def test_the_five_crash_points_of_the_issue_the_commit_hook_and_the_fan_out_chunk_exist() -> None:
     assert {
+        "after_expansion_chunk",
         "after_claim",
         "before_smtp_data",
         "after_smtp_250_before_commit",

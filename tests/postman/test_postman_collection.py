@@ -11,10 +11,19 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
-from blog_api.models import JobKind
+from blog_api.extensions import db
+from blog_api.models import Delivery, JobKind
 from support import require_service
-from support.integration_stack import POSTGRESQL_ONLY, Stack, free_port, job_views, message_id
+from support.integration_stack import (
+    POSTGRESQL_ONLY,
+    Stack,
+    fan_out_message_id,
+    free_port,
+    job_views,
+    message_id,
+)
 from support.live_server import (
     create_admin,
     node_tool,
@@ -95,6 +104,13 @@ def test_postman_collection_passes_against_a_live_stack(live_stack: Stack) -> No
     )
     assert Counter(r["event_id"] for r in live_stack.audit_records()) == Counter(
         job.id for job in audit
+    )
+    # The Subscriptions folder's post reached its one subscriber once.
+    with live_stack.app().app_context():
+        fan_out = db.session.scalars(select(Delivery.id)).all()
+    assert len(fan_out) == 1
+    assert Counter(r["message_id"] for r in live_stack.fan_out_deliveries()) == Counter(
+        fan_out_message_id(delivery_id) for delivery_id in fan_out
     )
     # Registering (the collection's users and the admin) sent confirmation e-mails, each once.
     confirmations = Counter(r["message_id"] for r in live_stack.confirmation_deliveries())

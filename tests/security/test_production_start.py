@@ -35,6 +35,7 @@ def start_production(
         SECRET_KEY=GOOD_SECRET_KEY,
         JWT_SECRET_KEY=GOOD_JWT_SECRET,
         DATABASE_URL=f"sqlite:///{directory / 'blog.db'}",
+        PUBLIC_BASE_URL="https://blog.example.com",
         INSTANCE_PATH=str(directory),
         LOG_FILE="",
     )

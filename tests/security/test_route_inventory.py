@@ -39,6 +39,9 @@ PUBLIC = {
     ("/api/v1/users/<id:user_id>", "GET"),
     # The token from the confirmation e-mail is the proof (SPEC §4.6).
     ("/api/v1/users/confirm-email", "POST"),
+    # The token of a fan-out e-mail's one-click link is the proof (SPEC §4.7).
+    ("/api/v1/unsubscribe", "GET"),
+    ("/api/v1/unsubscribe", "POST"),
     ("/api/v2/posts/recent", "GET"),
     *(
         (rule.format(version=version), "GET")
@@ -61,6 +64,8 @@ ADMIN = {
     ("/api/v2/posts/all", "DELETE"),
     ("/api/v1/jobs", "GET"),
     ("/api/v1/jobs/<string(length=36):job_id>/retry", "POST"),
+    ("/api/v1/posts/<id:post_id>/deliveries/retry", "POST"),
+    ("/api/v2/posts/<id:post_id>/deliveries/retry", "POST"),
 }
 
 
@@ -104,6 +109,7 @@ def ids(
         "post_id": post["id"],
         "todo_id": create_todo(client, alice, "v2")["id"],
         "job_id": dead_job_of(app, post["id"]),
+        "author_id": alice.id,
         "path": "swagger-ui.css",
     }
 

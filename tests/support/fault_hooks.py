@@ -5,13 +5,15 @@ The product sends `job_checkpoint` at named points of a job's run and never asks
 a post's jobs), in the processes the rig starts (`support.rig_wsgi` is their entry module) or
 in an app built by a test:
 
-- `FAULT_POINT=<point>[:<seconds>][@<post id>]`: at that point the process SIGKILLs itself, or
-  with seconds sleeps that long (a hook that widens a race window); `@<post id>` limits it to
-  that post's jobs (or request). Points: the checkpoints of a job's run, and
-  `between_flush_and_commit`: a request's transaction that has written a post and is about to
-  commit it with its jobs (and, with an Idempotency-Key, holds the key and its answer).
+- `FAULT_POINT=<point>[:<seconds>][@<post id>][#<n>]`: at that point the process SIGKILLs
+  itself, or with seconds sleeps that long (a hook that widens a race window); `@<post id>`
+  limits it to that post's jobs (or request); `#<n>` strikes only the n-th time this process
+  reaches the point (a fan-out batch's n-th message). Points: the checkpoints of a job's run,
+  and `between_flush_and_commit`: a request's transaction that has written a post and is about
+  to commit it with its jobs (and, with an Idempotency-Key, holds the key and its answer).
 - `FAULT_ONCE=<file>`: the fault strikes once for all the processes sharing the file: where it
   creates the file. A crashed gunicorn worker's replacement, or the next request, then passes.
+- `register_naive_fan_out`: the fan-out's negative control (below).
 - `FAULT_DISPATCH=naive`: the negative control. Every new job is published right after its
   transaction commits, as the tutorial's `.delay()` does: a broker error reaches the request.
   Its rows are parked (due in ten years) and the workers of such a rig run without the relay
@@ -22,7 +24,9 @@ from __future__ import annotations
 
 import os
 import signal
+import smtplib
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -46,26 +50,38 @@ PARKED_FOR = timedelta(days=3650)
 FAULT_POINTS = frozenset({*Checkpoint, COMMIT_POINT})
 
 
-@dataclass(frozen=True)
+@dataclass
 class FaultPoint:
     point: str
     seconds: float | None = None
     post_id: int | None = None
+    nth: int | None = None
     once: str | None = None  # FAULT_ONCE's file
+    reached: int = 0
 
     @classmethod
     def parse(cls, value: str, once: str | None = None) -> FaultPoint:
-        """`<point>[:<seconds>][@<post id>]`, and FAULT_ONCE's file if any."""
+        """`<point>[:<seconds>][@<post id>][#<n>]`, and FAULT_ONCE's file if any."""
+        value, _, nth = value.partition("#")
         spec, _, post = value.partition("@")
         name, _, seconds = spec.partition(":")
         if name not in FAULT_POINTS:
             raise ValueError(f"unknown fault point {name!r}")
-        return cls(name, float(seconds) if seconds else None, int(post) if post else None, once)
+        return cls(
+            name,
+            float(seconds) if seconds else None,
+            int(post) if post else None,
+            int(nth) if nth else None,
+            once,
+        )
 
     def strike(self, point: str, post_id: int | None) -> None:
         """Kill this process, or pause, if `point` (of `post_id`) is this fault's (and, with
         `once`, if no process struck before)."""
         if point != self.point or self.post_id not in (None, post_id):
+            return
+        self.reached += 1
+        if self.nth is not None and self.reached != self.nth:
             return
         if self.once is not None and not _first_to_create(self.once):
             return
@@ -162,3 +178,32 @@ class FaultHooks:
 
     def after_rollback(self, session: Session) -> None:
         session.info.pop(INSERTED, None)
+
+
+# -- the fan-out's negative control ---------------------------------------------------------------
+
+NAIVE_FAN_OUT_TASK = "rig.naive_fan_out_email"
+_naive_sent = 0
+
+
+def register_naive_fan_out(celery_app: Any) -> None:
+    """The fan-out without per-delivery records: one Celery message per e-mail, published by
+    the test after the post's commit (as a `.delay()` per subscriber would), each sent over a
+    new SMTP connection and recorded nowhere. `FAULT_NAIVE_KILL_AT=<n>`: the process SIGKILLs
+    itself at its n-th message, before sending it."""
+
+    @celery_app.task(name=NAIVE_FAN_OUT_TASK)
+    def naive_fan_out_email(author: str, title: str, address: str) -> None:
+        global _naive_sent
+        _naive_sent += 1
+        if os.environ.get("FAULT_NAIVE_KILL_AT") == str(_naive_sent):
+            os.kill(os.getpid(), signal.SIGKILL)
+        config = current_app.config
+        message = (
+            f"From: {config['MAIL_DEFAULT_SENDER']}\r\nTo: <{address}>\r\n"
+            f"Subject: New post by {author}: {title}\r\n"
+            f"Message-ID: <naive-{uuid.uuid4().hex}@{config['MAIL_MESSAGE_ID_DOMAIN']}>\r\n\r\n"
+            f"{author} published a new post.\r\n"
+        )
+        with smtplib.SMTP(config["MAIL_SERVER"], config["MAIL_PORT"], timeout=10) as smtp:
+            smtp.sendmail("noreply@blog-api.local", [address], message.encode())

@@ -79,6 +79,14 @@ def _is_confirmation(record: dict[str, Any]) -> bool:
     return str(record.get("message_id") or "").startswith("<confirm-")
 
 
+def _is_fan_out(record: dict[str, Any]) -> bool:
+    return str(record.get("message_id") or "").startswith("<fanout-")
+
+
+def fan_out_message_id(delivery_id: int) -> str:
+    return f"<fanout-{delivery_id}@{MESSAGE_ID_DOMAIN}>"
+
+
 @dataclass
 class Service:
     """One subprocess and the file its stdout and stderr go to."""
@@ -441,11 +449,21 @@ class Stack:
 
     def deliveries(self) -> list[dict[str, Any]]:
         """The post notifications delivered (registering over HTTP also sends a confirmation
-        e-mail: see `confirmation_deliveries`)."""
+        e-mail: see `confirmation_deliveries`; a post to subscribers, one e-mail each: see
+        `fan_out_deliveries`)."""
         return [
             record
             for record in self.mail_records()
-            if record["event"] == "delivered" and not _is_confirmation(record)
+            if record["event"] == "delivered"
+            and not _is_confirmation(record)
+            and not _is_fan_out(record)
+        ]
+
+    def fan_out_deliveries(self) -> list[dict[str, Any]]:
+        return [
+            record
+            for record in self.mail_records()
+            if record["event"] == "delivered" and _is_fan_out(record)
         ]
 
     def confirmation_deliveries(self) -> list[dict[str, Any]]:

@@ -23,7 +23,8 @@ idempotency key, a spent token on the blocklist).
 A password change (`PASSWORD_CHANGE_RATE_LIMIT`) is limited per user and per client address.
 Confirming an e-mail address (`CONFIRM_EMAIL_RATE_LIMIT`) is limited per client address, and
 asking for a new confirmation e-mail (`CONFIRM_EMAIL_RESEND_RATE_LIMIT`) per user: each sends
-an e-mail to an address the caller typed.
+an e-mail to an address the caller typed. Subscribing (`SUBSCRIBE_RATE_LIMIT`) is limited per
+user.
 
 The client address is the connection's peer, or with `TRUSTED_PROXIES` set the address the
 nearest trusted proxy saw (werkzeug's `ProxyFix`, applied in `create_app`).
@@ -132,3 +133,4 @@ confirm_email_resend_limit = configured("CONFIRM_EMAIL_RESEND_RATE_LIMIT")
 post_limit = configured("POST_RATE_LIMIT")
 todo_limit = configured("TODO_RATE_LIMIT")
 refresh_limit = configured("REFRESH_RATE_LIMIT")
+subscribe_limit = configured("SUBSCRIBE_RATE_LIMIT")

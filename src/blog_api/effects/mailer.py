@@ -85,9 +85,9 @@ def send_email(message: Message) -> None:
         _send_on_kept_connection(config, message)
     except smtplib.SMTPRecipientsRefused as error:
         code, reply = next(iter(error.recipients.values()))
-        raise _classify(code, reply) from error
+        raise smtp_failure(code, reply) from error
     except smtplib.SMTPResponseException as error:
-        raise _classify(error.smtp_code, error.smtp_error) from error
+        raise smtp_failure(error.smtp_code, error.smtp_error) from error
     except (smtplib.SMTPException, OSError) as error:
         raise TransientJobError(
             f"SMTP connection failed: {error!r}", ErrorCode.CONNECTION_FAILED
@@ -137,13 +137,13 @@ def _send_on_kept_connection(config: Any, message: Message) -> None:
             return
         except (smtplib.SMTPServerDisconnected, smtplib.SMTPSenderRefused, OSError) as error:
             _close(smtp)
-            if smtp.data_started or not _closed_by_server(error):
+            if smtp.data_started or not closed_by_server(error):
                 raise
             # Closed by the server before it saw this message: send it on a new connection.
         except BaseException:
             _close(smtp)
             raise
-    smtp = _connect(config)
+    smtp = open_connection(config)
     try:
         smtp.send_message(message)
     except BaseException:
@@ -152,7 +152,7 @@ def _send_on_kept_connection(config: Any, message: Message) -> None:
     _keep(smtp, config, fresh=True)
 
 
-def _closed_by_server(error: Exception) -> bool:
+def closed_by_server(error: Exception) -> bool:
     """A kept connection the server had closed (not a slow server: a timeout is not retried
     here, or one message could wait twice MAIL_TIMEOUT)."""
     if isinstance(error, smtplib.SMTPSenderRefused):
@@ -221,7 +221,8 @@ def _close(smtp: smtplib.SMTP) -> None:
         smtp.close()
 
 
-def _connect(config: Any) -> _SMTP | _SMTPSSL:
+def open_connection(config: Any) -> _SMTP | _SMTPSSL:
+    """A new SMTP connection with the configured TLS and login; it tracks `data_started`."""
     host, port, timeout = config["MAIL_SERVER"], config["MAIL_PORT"], config["MAIL_TIMEOUT"]
     smtp: _SMTP | _SMTPSSL
     if config["MAIL_USE_SSL"]:
@@ -239,7 +240,8 @@ def _connect(config: Any) -> _SMTP | _SMTPSSL:
     return smtp
 
 
-def _classify(code: int, reply: bytes | str) -> Exception:
+def smtp_failure(code: int, reply: bytes | str) -> Exception:
+    """The job error for an SMTP reply: PermanentJobError for 5xx, else TransientJobError."""
     text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
     description = f"SMTP {code} {text}"
     if 500 <= code < 600:

@@ -25,6 +25,8 @@ class Checkpoint(StrEnum):
     AFTER_SMTP_250_BEFORE_COMMIT = "after_smtp_250_before_commit"
     AFTER_AUDIT_WRITE_BEFORE_COMMIT = "after_audit_write_before_commit"
     AFTER_COMMIT_BEFORE_ACK = "after_commit_before_ack"
+    # A fan-out's expansion wrote (and committed) one chunk of deliveries.
+    AFTER_EXPANSION_CHUNK = "after_expansion_chunk"
 
 
 signals = Namespace()

@@ -1,4 +1,5 @@
-"""How a job attempt can fail, and the short code recorded with it.
+"""How a job attempt can fail (or stop early on purpose), and the short code recorded with a
+failure.
 
 A failure is recorded twice on its job: `last_error`, the full text, which may name mail
 servers, file paths and addresses (for admins and operators), and `error_code`, a short code,
@@ -6,6 +7,8 @@ which is all a post's author is shown (`GET /posts/<id>/jobs`). The codes are `E
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from blog_api.models import ErrorCode
 
@@ -34,3 +37,13 @@ class JobSkipped(JobError):
 def code_of(error: BaseException) -> ErrorCode:
     """The code of a failed attempt; `unknown` for an exception no effect foresaw."""
     return error.code if isinstance(error, JobError) else ErrorCode.UNKNOWN
+
+
+class JobDeferred(Exception):
+    """The effect stopped on purpose with work left, kept in rows of its own (a fan-out at its
+    time budget, a batch whose deliveries wait for their retries): the job runs again at
+    `until`, and this run does not count as an attempt."""
+
+    def __init__(self, until: datetime, reason: str) -> None:
+        super().__init__(reason)
+        self.until = until

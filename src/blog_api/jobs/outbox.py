@@ -1,9 +1,11 @@
 """The job (outbox) state machine: every change of a job's state is a function of this module.
 
-create (`insert_post_jobs`, `insert_confirmation_job`) -> due (`due_jobs`, `push_back`: the
-relay publishes) -> `claim_job` -> `finish_job` (done | skipped | dead) or `release_job` (pending
-again, due after a backoff); `_dead_letter_if_exhausted` when attempts run out, `retry_job`
-(an admin's second chance), `prune_finished_jobs` (retention).
+create (`insert_post_jobs`, `insert_confirmation_job`, `insert_batch_jobs`) -> due (`due_jobs`,
+`push_back`: the relay publishes) -> `claim_job` -> `finish_job` (done | skipped | dead),
+`release_job` (pending again, due after a backoff) or `defer_job` (pending again at a given time,
+the attempt given back: the effect keeps its progress in rows of its own, as a fan-out does);
+`_dead_letter_if_exhausted` when attempts run out, `retry_job` (an admin's second chance),
+`prune_finished_jobs` (retention).
 
 Every transition is one short transaction whose WHERE clause checks the current state, so two
 workers (or a redelivered message) can never both own a job. Nothing here talks to a broker:
@@ -13,6 +15,7 @@ the relay (`blog_api.jobs.relay`) is the only publisher.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections import defaultdict
 from datetime import datetime, timedelta
@@ -33,6 +36,8 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import Insert
 
 from blog_api.database import commit_keeping_state, delete_in_batches
 from blog_api.errors import ConflictError
@@ -53,12 +58,20 @@ JOBS = cast(Table, Job.__table__)
 DueJob = Row[str, JobKind, datetime]
 
 
-def _job_rows(kinds: list[JobKind], **subject: int) -> list[dict[str, Any]]:
-    """The columns of new jobs about one subject (`post_id=` or `confirmation_id=`), due at
-    once."""
+def backoff_seconds(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^(attempt-1))]."""
+    return rng.uniform(0, min(cap, base * 2 ** max(attempt - 1, 0)))
+
+
+def _job_rows(
+    kinds: list[JobKind], request_id: str | None = None, **subject: int
+) -> list[dict[str, Any]]:
+    """The columns of new jobs about one subject (`post_id=` or `confirmation_id=`, and a
+    fan-out's `batch=`), due at once."""
     max_attempts = current_app.config["MAIL_MAX_RETRIES"] + 1
     # The worker's log lines for these jobs carry the creating request's (validated) id.
-    request_id = g.get("request_id") if has_request_context() else None
+    if request_id is None and has_request_context():
+        request_id = g.get("request_id")
     now = utcnow()
     return [
         {
@@ -66,6 +79,7 @@ def _job_rows(kinds: list[JobKind], **subject: int) -> list[dict[str, Any]]:
             "kind": kind,
             "post_id": None,
             "confirmation_id": None,
+            "batch": 0,
             **subject,
             "status": JobStatus.PENDING,
             "attempts": 0,
@@ -79,11 +93,14 @@ def _job_rows(kinds: list[JobKind], **subject: int) -> list[dict[str, Any]]:
     ]
 
 
-def insert_post_jobs(post_id: int, api_version: str) -> list[str]:
+def insert_post_jobs(post_id: int, api_version: str, *, fan_out: bool = False) -> list[str]:
     """Write the post's jobs, due at once, by one INSERT in the session's transaction (the
-    caller commits them with the post); their ids. No objects enter the session: the unit of
-    work's flush of new jobs cost more than the post's whole INSERT."""
+    caller commits them with the post); their ids. `fan_out`: the author has subscribers, so
+    the post gets its fan-out job too. No objects enter the session: the unit of work's flush
+    of new jobs cost more than the post's whole INSERT."""
     kinds = [JobKind.NOTIFY_AUTHOR]
+    if fan_out:
+        kinds.append(JobKind.FAN_OUT)
     if api_version == "v2":
         kinds.append(JobKind.AUDIT_POST_CREATED)
     rows = _job_rows(kinds, post_id=post_id)
@@ -97,6 +114,28 @@ def insert_confirmation_job(confirmation_id: int) -> str:
     [row] = _job_rows([JobKind.CONFIRM_EMAIL], confirmation_id=confirmation_id)
     db.session.execute(insert(JOBS), [row])
     return str(row["id"])
+
+
+def insert_batch_jobs(post_id: int, batches: list[int], request_id: str | None) -> None:
+    """Write one `deliver_batch` job per batch number of the post's fan-out, due at once, in the
+    session's transaction (the expansion commits them with the deliveries they send). A batch
+    that has its job already keeps it. `request_id`: the post's, so its log lines follow it."""
+    if not batches:
+        return
+    rows = [
+        row
+        for batch in batches
+        for row in _job_rows(
+            [JobKind.DELIVER_BATCH], request_id=request_id, post_id=post_id, batch=batch
+        )
+    ]
+    db.session.execute(insert_ignoring_duplicates(JOBS), rows)
+
+
+def insert_ignoring_duplicates(table: Table) -> Insert:
+    """`INSERT ... ON CONFLICT DO NOTHING` for the session's database."""
+    dialect = postgresql if db.session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()
 
 
 # -- the relay's side -----------------------------------------------------------------------------
@@ -323,6 +362,28 @@ def release_job(job: Job, error: str, code: ErrorCode, retry_in: float) -> None:
     db.session.commit()
 
 
+def defer_job(job: Job, until: datetime, reason: str) -> None:
+    """Give a running job back to run again at `until`, without spending its attempt: the effect
+    made progress that it keeps in rows of its own and stopped on purpose (a fan-out at its time
+    budget, a batch whose deliveries wait for their retries). Attempts still count the runs that
+    never came back (a worker killed every time ends the job `dead`)."""
+    now = utcnow()
+    db.session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.claimed_by == job.claimed_by)
+        .values(
+            status=JobStatus.PENDING,
+            attempts=Job.attempts - 1,
+            lease_until=None,
+            last_error=reason,
+            updated_at=now,
+            available_at=until,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+
+
 # -- operators ------------------------------------------------------------------------------------
 
 
@@ -384,4 +445,11 @@ def job_query(status: JobStatus | None = None) -> Select[Job]:
 
 
 def jobs_of_post(post_id: int) -> list[Job]:
-    return list(db.session.scalars(select(Job).where(Job.post_id == post_id).order_by(Job.kind)))
+    """The post's jobs, without the batches of its fan-out (one per DELIVERY_BATCH_SIZE
+    subscribers: the post's deliveries show their progress)."""
+    statement = (
+        select(Job)
+        .where(Job.post_id == post_id, Job.kind != JobKind.DELIVER_BATCH)
+        .order_by(Job.kind)
+    )
+    return list(db.session.scalars(statement))

@@ -1,7 +1,8 @@
 """One attempt at a job: claim it, run its effect, record the outcome.
 
     claim_job ─▶ effect(job) ─▶ finish_job (done | skipped | dead)
-                     └─ transient failure ─▶ release_job (pending again, due after a backoff)
+                     ├─ transient failure ─▶ release_job (pending again, due after a backoff)
+                     └─ JobDeferred ─▶ defer_job (due again later, no attempt spent)
 
 A second delivery of the same job finds it claimed or finished and does nothing. A failed
 attempt goes back to the outbox with its backoff in the row; the relay publishes it again when
@@ -17,9 +18,10 @@ from collections.abc import Callable
 
 from flask import current_app
 
+from blog_api.extensions import db
 from blog_api.jobs import outbox
 from blog_api.jobs.checkpoints import Checkpoint, job_checkpoint
-from blog_api.jobs.errors import JobSkipped, PermanentJobError, code_of
+from blog_api.jobs.errors import JobDeferred, JobSkipped, PermanentJobError, code_of
 from blog_api.logs import bind_job
 from blog_api.models import Job, JobStatus
 
@@ -32,11 +34,6 @@ Effect = Callable[[Job], JobStatus]
 DUPLICATE = "skipped-duplicate"
 
 
-def backoff_seconds(attempt: int, base: float, cap: float, rng: random.Random) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^(attempt-1))]."""
-    return rng.uniform(0, min(cap, base * 2 ** max(attempt - 1, 0)))
-
-
 def run_job(job_id: str, worker_id: str, effect: Effect) -> str:
     """Claim job `job_id` for `worker_id`, run `effect`, record the outcome; returns the
     outcome (`done`, `skipped`, `dead`, `retrying`, or `DUPLICATE`)."""
@@ -44,10 +41,17 @@ def run_job(job_id: str, worker_id: str, effect: Effect) -> str:
     if job is None:
         log.info("Job %s: already claimed or finished, nothing to do", job_id)
         return DUPLICATE
+    # Detached with its claimed state: an effect that commits (a fan-out) does not expire it,
+    # so recording the outcome reads nothing again, even when the post was deleted meanwhile.
+    db.session.expunge(job)
     bind_job(job.id, job.request_id)
     job_checkpoint.send(job, point=Checkpoint.AFTER_CLAIM)
     try:
         outcome = effect(job)
+    except JobDeferred as deferred:
+        log.info("Job %s (%s) continues later: %s", job.id, job.kind, deferred)
+        outbox.defer_job(job, deferred.until, str(deferred))
+        return "deferred"
     except JobSkipped as skipped:
         log.info("Job %s (%s) skipped: %s", job.id, job.kind, skipped)
         outbox.finish_job(job, JobStatus.SKIPPED, str(skipped), skipped.code)
@@ -75,7 +79,7 @@ def _failed(job: Job, error: Exception) -> str:
         outbox.finish_job(job, JobStatus.DEAD, message, code)
         return JobStatus.DEAD.value
     config = current_app.config
-    delay = backoff_seconds(
+    delay = outbox.backoff_seconds(
         job.attempts,
         config["MAIL_RETRY_BACKOFF"],
         config["MAIL_RETRY_BACKOFF_MAX"],

@@ -1,7 +1,9 @@
 """Jobs: the outbox. One row per side effect, written in the transaction of what causes it.
 
-A job's subject is a post (its notification and audit record) or an e-mail confirmation (the
-confirmation e-mail): exactly one of `post_id` and `confirmation_id` is set.
+A job's subject is a post (its notification, audit record and fan-out to subscribers) or an
+e-mail confirmation (the confirmation e-mail): exactly one of `post_id` and `confirmation_id` is
+set. A post's fan-out is sent by one `deliver_batch` job per batch of its deliveries: `batch`
+numbers them (0 for every other job).
 
 The row, not the broker message, is the source of truth: a message only says "look at job X".
 Life cycle: pending -> running -> done | skipped | dead (a failed attempt goes back to pending).
@@ -26,6 +28,8 @@ class JobKind(StrEnum):
     NOTIFY_AUTHOR = "notify_author"
     AUDIT_POST_CREATED = "audit_post_created"
     CONFIRM_EMAIL = "confirm_email"
+    FAN_OUT = "fan_out"
+    DELIVER_BATCH = "deliver_batch"
 
 
 # The kinds of job a post can have; `(kind, post_id)` is unique, so a post has at most one each.
@@ -69,7 +73,7 @@ def new_job_id() -> str:
     return str(uuid.uuid4())
 
 
-def _string_enum(enum: type[StrEnum], length: int) -> Enum:
+def string_enum(enum: type[StrEnum], length: int) -> Enum:
     """A plain VARCHAR column read back as `enum` (no database enum type, no CHECK)."""
     return Enum(
         enum,
@@ -87,7 +91,7 @@ def _in_statuses(statuses: tuple[JobStatus, ...]) -> str:
 class Job(Model):
     __tablename__ = "jobs"
     __table_args__ = (
-        UniqueConstraint("kind", "post_id"),
+        UniqueConstraint("kind", "post_id", "batch"),
         CheckConstraint("(post_id IS NULL) <> (confirmation_id IS NULL)", name="one_subject"),
         # The relay's query (due jobs, earliest first) reads only active rows.
         Index(
@@ -108,7 +112,7 @@ class Job(Model):
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_job_id)
-    kind: Mapped[JobKind] = mapped_column(_string_enum(JobKind, 30))
+    kind: Mapped[JobKind] = mapped_column(string_enum(JobKind, 30))
     post_id: Mapped[int | None] = mapped_column(
         ForeignKey("posts.id", ondelete="CASCADE"), index=True
     )
@@ -117,9 +121,8 @@ class Job(Model):
         ForeignKey("email_confirmations.id", ondelete="CASCADE"),
         unique=True,
     )
-    status: Mapped[JobStatus] = mapped_column(
-        _string_enum(JobStatus, 10), default=JobStatus.PENDING
-    )
+    batch: Mapped[int] = mapped_column(default=0, server_default="0")
+    status: Mapped[JobStatus] = mapped_column(string_enum(JobStatus, 10), default=JobStatus.PENDING)
     attempts: Mapped[int] = mapped_column(default=0)
     max_attempts: Mapped[int]
     available_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -43,6 +43,9 @@ class User(Model):
     security_stamp: Mapped[str] = mapped_column(
         String(SECURITY_STAMP_LENGTH), default=new_security_stamp, server_default=""
     )
+    # How many users subscribe to this one: kept by the database (triggers on `subscriptions`,
+    # migration 0011, deletions by cascade included), so a profile never counts rows.
+    subscriber_count: Mapped[int] = mapped_column(default=0, server_default="0")
 
     todos: Mapped[list[Todo]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True

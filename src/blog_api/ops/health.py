@@ -12,10 +12,11 @@ from __future__ import annotations
 import hmac
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import wraps
 from typing import Any, TypeVar, cast
 
@@ -33,9 +34,11 @@ from sqlalchemy import func, select, text
 from blog_api.broker import check_broker
 from blog_api.errors import error_response
 from blog_api.extensions import db, limiter, rate_limit_storage_failed
+from blog_api.jobs.deliveries import Watched, watched_counts
 from blog_api.jobs.heartbeats import forget_after
 from blog_api.models import Job, JobStatus, WorkerHeartbeat
 from blog_api.models.base import utcnow
+from blog_api.models.deliveries import WAITING_STATUSES
 from blog_api.models.jobs import ACTIVE_STATUSES
 
 blp = Blueprint("ops", __name__)
@@ -158,6 +161,7 @@ class JobCollector:
                 .where(WorkerHeartbeat.last_seen >= now - forget_after())
                 .order_by(WorkerHeartbeat.worker)
             ).all()
+            fan_out = watched_counts()
         jobs = GaugeMetricFamily(
             "blog_api_jobs", "Background jobs by kind and status", labels=["kind", "status"]
         )
@@ -180,6 +184,32 @@ class JobCollector:
             # Clocks of two machines may disagree slightly: never report a negative age.
             worker_ages.add_metric([worker], max((now - last_seen).total_seconds(), 0.0))
         yield worker_ages
+        yield from _fan_out_metrics(fan_out, now)
+
+
+def _fan_out_metrics(fan_out: Watched, now: datetime) -> Iterator[GaugeMetricFamily]:
+    """Deliveries that need a worker or an admin, by status, and the fan-out backlog."""
+    statuses = GaugeMetricFamily(
+        "blog_api_deliveries",
+        "Fan-out deliveries not finished (pending, sending, failed) and dead, by status",
+        labels=["status"],
+    )
+    for status, count in fan_out.by_status.items():
+        statuses.add_metric([status], count)
+    yield statuses
+    waiting = sum(fan_out.by_status[status] for status in WAITING_STATUSES)
+    yield GaugeMetricFamily(
+        "blog_api_fanout_backlog",
+        "Deliveries waiting to be sent (pending or failed)",
+        value=waiting,
+    )
+    oldest = fan_out.oldest_waiting
+    age = max((now - oldest).total_seconds(), 0.0) if oldest else 0.0
+    yield GaugeMetricFamily(
+        "blog_api_fanout_oldest_pending_age_seconds",
+        "How long the longest-waiting delivery has been due",
+        value=age,
+    )
 
 
 def register_ops(app: Flask) -> None:

@@ -86,6 +86,9 @@ class UserDetailSchema(UserSchema):
             '?user_id=<id>`, paginated), also sent as `Link: <url>; rel="related"`'
         },
     )
+    subscriber_count = fields.Integer(
+        dump_only=True, metadata={"description": "How many users subscribe to this user's posts"}
+    )
 
 
 class MeSchema(UserSchema):

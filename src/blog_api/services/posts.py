@@ -96,7 +96,9 @@ def create_post(
         # stored, defaults included): the unit of work's flush of new objects cost more than
         # the SQL.
         row = db.session.execute(INSERT_POST, {"user_id": author.id, **data}).one()
-        outbox.insert_post_jobs(row.id, api_version)
+        # The author's subscriber count is on the row the request loaded already: an author
+        # nobody follows gets no fan-out job, and costs the workers nothing more.
+        outbox.insert_post_jobs(row.id, api_version, fan_out=author.subscriber_count > 0)
         post = post_from_row(row)
         store_answer(post)
         # The author is used right after (log line): the commit must not expire it.

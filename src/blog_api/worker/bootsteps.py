@@ -12,7 +12,7 @@ from typing import Any
 
 from celery import bootsteps
 
-from blog_api.jobs import outbox
+from blog_api.jobs import deliveries, outbox
 from blog_api.jobs.relay import Relay
 from blog_api.services.idempotency import prune_expired_keys
 from blog_api.services.tokens import purge_expired_tokens
@@ -42,6 +42,11 @@ class RelayStep(bootsteps.StartStopStep):
         return Relay(
             parent.app.flask_app,
             partial(publish_jobs, parent.app),
-            chores=[outbox.prune_finished_jobs, purge_expired_tokens, prune_expired_keys],
+            chores=[
+                outbox.prune_finished_jobs,
+                deliveries.prune_finished_deliveries,
+                purge_expired_tokens,
+                prune_expired_keys,
+            ],
             name=f"relay-{parent.hostname}",
         )

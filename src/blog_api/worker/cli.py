@@ -1,8 +1,11 @@
-"""`flask jobs list | retry | sweep | workers | forget-worker`: the operator's view of the outbox
-and of the workers' heartbeats. Every state change goes through `blog_api.jobs.outbox`."""
+"""`flask jobs list | retry | sweep | prune | workers | forget-worker | deliveries`: the
+operator's view of the outbox, of the workers' heartbeats and of a post's fan-out. Every state
+change goes through `blog_api.jobs.outbox` (and `blog_api.jobs.deliveries`)."""
 
 from __future__ import annotations
 
+import sys
+import time
 from functools import partial
 
 import click
@@ -12,9 +15,9 @@ from sqlalchemy import select
 
 from blog_api.errors import ConflictError
 from blog_api.extensions import db
-from blog_api.jobs import heartbeats, outbox
+from blog_api.jobs import deliveries, heartbeats, outbox
 from blog_api.jobs.relay import relay_due_jobs
-from blog_api.models import Job, JobStatus, WorkerHeartbeat
+from blog_api.models import Job, JobStatus, Post, WorkerHeartbeat
 from blog_api.models.base import utcnow
 from blog_api.services.idempotency import prune_expired_keys
 from blog_api.worker.tasks import publish_jobs
@@ -67,6 +70,7 @@ def prune() -> None:
     """Delete finished jobs older than JOB_RETENTION_DAYS and expired idempotency keys now
     (the relay does it hourly)."""
     click.echo(f"Deleted {outbox.prune_finished_jobs()} finished job(s)")
+    click.echo(f"Deleted {deliveries.prune_finished_deliveries()} finished delivery(ies)")
     click.echo(f"Deleted {prune_expired_keys()} expired idempotency key(s)")
 
 
@@ -89,3 +93,52 @@ def forget_worker(worker: str) -> None:
     if not heartbeats.forget_worker(worker):
         raise click.ClickException(f"no heartbeat recorded for {worker}")
     click.echo(f"Forgot worker {worker}")
+
+
+# How often `flask jobs deliveries --follow` reads the figures again, in seconds.
+FOLLOW_EVERY = 1.0
+
+
+@jobs_cli.command("deliveries")
+@click.argument("post_id", type=click.IntRange(1))
+@click.option(
+    "--follow/--once",
+    default=None,
+    help="Follow the fan-out until every delivery is finished (default on a terminal).",
+)
+def show_deliveries(post_id: int, follow: bool | None) -> None:
+    """Show a post's fan-out to its author's subscribers: deliveries by status; on a terminal,
+    a progress bar that follows until every delivery is finished."""
+    if db.session.get(Post, post_id) is None:
+        raise click.ClickException(f"no post {post_id}")
+    if follow is None:
+        follow = sys.stdout.isatty()
+    progress = deliveries.progress(post_id)
+    if follow:
+        progress = _follow(post_id, progress)
+    click.echo(_figures(progress))
+
+
+def _figures(progress: deliveries.Progress) -> str:
+    counts = "  ".join(
+        f"{name}={getattr(progress, name)}"
+        for name in ("total", "sent", "pending", "failed", "dead", "skipped", "cancelled")
+    )
+    started = progress.started_at.isoformat() if progress.started_at else "-"
+    finished = progress.finished_at.isoformat() if progress.finished_at else "-"
+    return f"{counts}  started_at={started}  finished_at={finished}"
+
+
+def _follow(post_id: int, progress: deliveries.Progress) -> deliveries.Progress:
+    """Redraw a progress bar of finished deliveries until the fan-out has finished."""
+    with click.progressbar(length=max(progress.total, 1), label=f"post {post_id}") as bar:
+        shown = 0
+        while True:
+            bar.length = max(progress.total, 1)
+            bar.update(progress.done - shown)
+            shown = progress.done
+            if progress.finished_at is not None:
+                return progress
+            db.session.commit()  # end the read transaction: the next read sees new commits
+            time.sleep(FOLLOW_EVERY)
+            progress = deliveries.progress(post_id)

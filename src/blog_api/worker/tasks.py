@@ -11,6 +11,7 @@ from typing import Any
 
 from celery import Celery, Task, shared_task
 
+from blog_api.effects import fanout
 from blog_api.effects.audit import audit_post_created
 from blog_api.effects.confirmations import email_confirmation
 from blog_api.effects.notifications import notify_author
@@ -46,10 +47,24 @@ def send_email_confirmation(self: Task, job_id: str) -> str:
     return attempt(self, job_id, email_confirmation)
 
 
+@shared_task(name="blog_api.fan_out_post", bind=True)
+def fan_out_post(self: Task, job_id: str) -> str:
+    """Write the post's deliveries to its author's subscribers, in batches with their jobs."""
+    return attempt(self, job_id, fanout.expand)
+
+
+@shared_task(name="blog_api.deliver_batch", bind=True)
+def deliver_batch(self: Task, job_id: str) -> str:
+    """Send one batch of a post's deliveries over one kept SMTP connection."""
+    return attempt(self, job_id, fanout.deliver_batch)
+
+
 TASKS: dict[JobKind, Any] = {
     JobKind.NOTIFY_AUTHOR: send_post_notification,
     JobKind.AUDIT_POST_CREATED: record_post_created,
     JobKind.CONFIRM_EMAIL: send_email_confirmation,
+    JobKind.FAN_OUT: fan_out_post,
+    JobKind.DELIVER_BATCH: deliver_batch,
 }
 
 

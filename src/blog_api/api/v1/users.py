@@ -103,7 +103,7 @@ class UserItem(MethodView):
     @blp.response(200, UserDetailSchema, headers=PROFILE_HEADERS)
     @blp.errors(404)
     def get(self, user_id: int) -> Any:
-        """Get a user's public profile with their post count and newest posts"""
+        """Get a user's public profile with their post count, newest posts and subscriber count"""
         user = get_or_404(User, user_id)
         posts_url = url_for("posts.PostList", user_id=user.id)
         profile = {
@@ -114,6 +114,7 @@ class UserItem(MethodView):
             "post_count": posts.count_posts_by(user.id),
             "posts": posts.newest_posts_by(user.id, PROFILE_POSTS),
             "posts_url": posts_url,
+            "subscriber_count": user.subscriber_count,
         }
         return profile, {"Link": f'<{posts_url}>; rel="related"'}
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask.views import MethodView
 
-from blog_api.api import jobs
+from blog_api.api import deliveries, jobs
 from blog_api.api import posts as views
 from blog_api.api.base import Blueprint
 from blog_api.schemas import posts as posts_schemas
@@ -26,3 +26,4 @@ class RecentPosts(MethodView):
 
 views.register(blp, posts_schemas.V2, api_version="v2")
 jobs.register_post_jobs(blp)
+deliveries.register_post_deliveries(blp)
