@@ -60,7 +60,8 @@ MAKEFILE_READ = re.compile(r"^([A-Z][A-Z0-9_]*)\s*\?=\s*(.*?)\s*$", re.MULTILINE
 
 
 def repository_files() -> Iterator[tuple[str, str]]:
-    """(path, text) of every file outside config.py that reads the environment."""
+    """(path, text) of every file that reads variables itself: the package (config.py reads
+    `FLASK_ENV` so), gunicorn's settings, `make run`'s script and Makefile, the Procfile."""
     for path in sorted((REPOSITORY / "src" / "blog_api").rglob("*.py")):
         yield path.relative_to(REPOSITORY).as_posix(), path.read_text(encoding="utf-8")
     for name in ("gunicorn.conf.py", "scripts/run-stack.sh", "Procfile", "Makefile"):
