@@ -244,8 +244,8 @@ def _counts(url: str, post_id: int) -> dict[str, int]:
 
 
 def fan_out(bench: Bench, sink: Sink, url: str, author: str, subscribers: int) -> tuple[Run, float]:
-    """Our stack (gunicorn and one Celery worker, as the README runs them): one POST, timed to
-    the last e-mail; then the post's DELETE, timed."""
+    """Our stack (gunicorn and one Celery worker, as docs/operations.md runs them): one POST,
+    timed to the last e-mail; then the post's DELETE, timed."""
     server = bench.start_server(OURS, env={"MAIL_PORT": str(sink.port)})
     assert server.worker
     try:

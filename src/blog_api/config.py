@@ -2,7 +2,8 @@
 
 `FLASK_ENV` picks the class (`development`, `testing`, `production`); an unknown name is a startup
 error rather than a silent fallback, so a typo can never run production with development settings.
-Every variable read here is listed, with its default and meaning, in `.env.example` and the README.
+Every variable read here is listed, with its default and meaning, in `.env.example` and
+docs/configuration.md (tests/test_docs.py checks that table against this module).
 """
 
 from __future__ import annotations
@@ -331,8 +332,8 @@ class Config:
     # DELIVERY_EXPANSION_CHUNK per transaction and sent DELIVERY_BATCH_SIZE per job (one Celery
     # message, one kept SMTP connection). MAIL_RATE_LIMIT caps fan-out messages per second over
     # all workers (0: no cap). DELIVERY_SYNCHRONOUS_COMMIT=false records each message's outcome
-    # with PostgreSQL's synchronous_commit off (README: a PostgreSQL crash may then re-send the
-    # last few hundred milliseconds' messages; a worker crash loses nothing).
+    # with PostgreSQL's synchronous_commit off (docs/background-jobs.md: a PostgreSQL crash may
+    # then re-send the last few hundred milliseconds' messages; a worker crash loses nothing).
     PUBLIC_BASE_URL: str | None = None
     SUBSCRIBE_RATE_LIMIT = "30 per minute"
     DELIVERY_BATCH_SIZE = 500

