@@ -4,10 +4,10 @@ Pages are keyset pages. The statement's ORDER BY (which must end with the primar
 it is a total order) says which values place a row; the next page starts after the last row's
 values, so its cost does not depend on how deep it is, and rows inserted or deleted between two
 requests neither repeat nor skip rows. Those values travel in `after`, an opaque cursor bound
-to the endpoint and filters it came from, and encrypted (AES-256-GCM, with a key derived from
-SECRET_KEY for this purpose only): a page's sort values may be a private to-do's title, and a
-cursor travels in URLs, `Link` headers and access logs, so it shows nothing of them, and any
-change to it fails its authentication tag.
+to the endpoint and filters it came from, and encrypted (SIV with HMAC-SHA256, keys derived
+from SECRET_KEY for this purpose only): a page's sort values may be a private to-do's title, and
+a cursor travels in URLs, `Link` headers and access logs, so it shows nothing of them, and any
+change to it fails its synthetic IV, which is also its tag.
 
 `offset` still works for clients that use it, up to `MAX_OFFSET` rows deep; the total is only
 counted when asked for with `count=true`, as counting every matching row costs as much as the
@@ -28,8 +28,6 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from flask import current_app, request
 from sqlalchemy import ColumnElement, Select, and_, func, inspect, literal, or_, select, tuple_
 from sqlalchemy.sql import operators
@@ -40,9 +38,9 @@ from blog_api.extensions import db
 from blog_api.schemas.common import PAGE_ARGUMENTS
 
 CURSOR_KEY_PURPOSE = b"blog_api pagination cursor"
-CURSOR_NONCE_PURPOSE = b"blog_api pagination cursor nonce"
-NONCE_BYTES = 12  # AES-GCM's standard nonce, synthetic: derived from what it encrypts
-TAG_BYTES = 16
+CURSOR_MAC_PURPOSE = b"blog_api pagination cursor siv"
+# The synthetic IV: the first 16 bytes of a cursor, an HMAC of what it encrypts (also its tag).
+SIV_BYTES = 16
 INVALID_CURSOR = (
     "Invalid cursor: pass `after` exactly as a previous page's `pagination.next` gave it"
 )
@@ -149,16 +147,50 @@ def _after(keys: Sequence[SortKey], values: Sequence[Any]) -> ColumnElement[bool
 
 
 @functools.lru_cache(maxsize=4)
-def _cipher_for(secret: bytes) -> tuple[AESGCM, bytes]:
-    """The cipher and the nonce key: keys of their own, derived from SECRET_KEY, so nothing
-    else made with SECRET_KEY can be decrypted as a cursor, and a cursor reveals nothing about
-    the other uses of the secret."""
-    cipher = AESGCM(hmac.new(secret, CURSOR_KEY_PURPOSE, hashlib.sha256).digest())
-    return cipher, hmac.new(secret, CURSOR_NONCE_PURPOSE, hashlib.sha256).digest()
+def _keys_for(secret: bytes) -> tuple[bytes, bytes]:
+    """The MAC key and the encryption key of cursors: keys of their own, derived from
+    SECRET_KEY, so nothing else made with SECRET_KEY opens a cursor, and a cursor reveals
+    nothing about the other uses of the secret."""
+    mac_key = hmac.new(secret, CURSOR_MAC_PURPOSE, hashlib.sha256).digest()
+    return mac_key, hmac.new(secret, CURSOR_KEY_PURPOSE, hashlib.sha256).digest()
 
 
-def _cipher() -> tuple[AESGCM, bytes]:
-    return _cipher_for(str(current_app.config["SECRET_KEY"]).encode())
+def _keys() -> tuple[bytes, bytes]:
+    return _keys_for(str(current_app.config["SECRET_KEY"]).encode())
+
+
+def _xor_keystream(key: bytes, iv: bytes, data: bytes) -> bytes:
+    """`data` XOR the keystream HMAC-SHA256(key, iv | counter), block after block (counter
+    mode with HMAC as the pseudo-random function): encrypts and decrypts alike."""
+    blocks = -(-len(data) // hashlib.sha256().digest_size)
+    stream = b"".join(
+        hmac.new(key, iv + counter.to_bytes(4, "big"), hashlib.sha256).digest()
+        for counter in range(blocks)
+    )[: len(data)]
+    mixed = int.from_bytes(data, "big") ^ int.from_bytes(stream, "big")
+    return mixed.to_bytes(len(data), "big")
+
+
+def _seal(plain: bytes) -> bytes:
+    """`siv | ciphertext`: deterministic authenticated encryption, the SIV construction (RFC
+    5297) with HMAC-SHA256 as its pseudo-random function. The IV is the MAC of the plaintext, so
+    the same page always gets the same cursor (its `next` URL is stable) and only equal
+    plaintexts share an IV; the standard library does it, with no cipher package to install."""
+    mac_key, key = _keys()
+    siv = hmac.new(mac_key, plain, hashlib.sha256).digest()[:SIV_BYTES]
+    return siv + _xor_keystream(key, siv, plain)
+
+
+def _unseal(sealed: bytes) -> bytes:
+    """The plaintext of a sealed cursor; ValueError when it was not sealed by us (the IV does
+    not match what the plaintext's MAC must be)."""
+    mac_key, key = _keys()
+    siv, body = sealed[:SIV_BYTES], sealed[SIV_BYTES:]
+    plain = _xor_keystream(key, siv, body)
+    expected = hmac.new(mac_key, plain, hashlib.sha256).digest()[:SIV_BYTES]
+    if len(siv) != SIV_BYTES or not hmac.compare_digest(siv, expected):
+        raise ValueError("not a cursor of ours")
+    return plain
 
 
 def _listing_fingerprint(filters: Mapping[str, Any]) -> str:
@@ -169,16 +201,11 @@ def _listing_fingerprint(filters: Mapping[str, Any]) -> str:
 
 
 def _encode(values: Sequence[Any], listing: str) -> str:
-    """`base64url(nonce | AES-GCM(JSON {after, listing}) | tag)`, without padding."""
+    """`base64url(_seal(JSON {after, listing}))`, without padding."""
     encoded = [value.isoformat() if isinstance(value, datetime) else value for value in values]
     # UTF-8 rather than \u escapes: a title of 100 emoji stays within MAX_CURSOR_CHARS.
     plain = json.dumps({"after": encoded, "listing": listing}, ensure_ascii=False).encode()
-    # A synthetic nonce (the SIV construction): the same page always gets the same cursor, so
-    # its `next` URL is stable, and only equal plaintexts share a nonce.
-    cipher, nonce_key = _cipher()
-    nonce = hmac.new(nonce_key, plain, hashlib.sha256).digest()[:NONCE_BYTES]
-    sealed = nonce + cipher.encrypt(nonce, plain, None)
-    return base64.urlsafe_b64encode(sealed).rstrip(b"=").decode("ascii")
+    return base64.urlsafe_b64encode(_seal(plain)).rstrip(b"=").decode("ascii")
 
 
 def _decode(cursor: str, keys: Sequence[SortKey], listing: str) -> list[Any]:
@@ -186,11 +213,8 @@ def _decode(cursor: str, keys: Sequence[SortKey], listing: str) -> list[Any]:
     try:
         padded = cursor.encode("ascii") + b"=" * (-len(cursor) % 4)
         sealed = base64.b64decode(padded, altchars=b"-_", validate=True)
-        if len(sealed) < NONCE_BYTES + TAG_BYTES:
-            raise InvalidCursor(INVALID_CURSOR)
-        plain = _cipher()[0].decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], None)
-        payload = json.loads(plain)
-    except (ValueError, binascii.Error, InvalidTag):
+        payload = json.loads(_unseal(sealed))
+    except (ValueError, binascii.Error):
         raise InvalidCursor(INVALID_CURSOR)
     if not isinstance(payload, dict) or payload.get("listing") != listing:
         raise InvalidCursor(FOREIGN_CURSOR)
