@@ -128,7 +128,9 @@ def test_mail_failure_rate_one_fails_every_attempt_before_the_smtp_server_is_rea
     job = create_post_with_job(app.test_client(), author, app)
     task = app.extensions["celery"].tasks["blog_api.send_post_notification"]
 
-    assert task.apply(args=[job.id]).get() == "retrying"
+    attempt = task.apply(args=[job.id])
+
+    assert (attempt.state, attempt.result.outcome) == ("FAILURE", "retrying")
 
     stored = job_row(app, job.id)
     assert (stored.status, stored.attempts) == ("pending", 1)

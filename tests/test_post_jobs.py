@@ -22,10 +22,11 @@ CODES = {"notify_author": "connection_failed", "audit_post_created": "audit_log_
 
 
 def run_jobs(app: Flask, jobs: list[dict[str, Any]]) -> None:
-    """One attempt of each job, through its real Celery task in this process."""
+    """One attempt of each job, through its real Celery task in this process (a failed
+    attempt ends its task as a failure, which `apply` keeps in its result)."""
     tasks = app.extensions["celery"].tasks
     for job in jobs:
-        tasks[TASKS[JobKind(job["kind"])].name].apply(args=[job["id"]]).get()
+        tasks[TASKS[JobKind(job["kind"])].name].apply(args=[job["id"]])
 
 
 @pytest.fixture
