@@ -269,10 +269,13 @@ def test_retention_deletes_old_finished_jobs_in_batches_and_keeps_dead_and_recen
     set_job(app, kept["recent"], status="done", finished_at=utcnow() - timedelta(days=29))
     kept["pending"] = new_job(app, email="pending@example.com")
 
+    batches: list[int] = []
     with app.app_context():
-        assert outbox.prune_finished_jobs() == len(pruned)
+        assert outbox.count_prunable_jobs() == len(pruned)
+        assert outbox.prune_finished_jobs(on_batch=batches.append) == len(pruned)
         remaining = set(db.session.scalars(select(Job.id)))
     assert remaining == set(kept.values())
+    assert batches == [2, 2, 1]  # each batch reported once committed (a progress bar)
 
 
 @pytest.mark.scenario("S45")

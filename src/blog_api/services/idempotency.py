@@ -50,11 +50,11 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from flask import current_app
-from sqlalchemy import Connection, Table, delete, or_, select, text, tuple_, update
+from sqlalchemy import Connection, Table, delete, func, or_, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
-from blog_api.database import delete_in_batches
+from blog_api.database import BatchDone, delete_in_batches
 from blog_api.extensions import db
 from blog_api.jobs.outbox import PRUNE_BATCH
 from blog_api.models import IdempotencyKey
@@ -219,10 +219,10 @@ def _store_answer(key: Key, created: object) -> None:
     )
 
 
-def prune_expired_keys() -> int:
+def prune_expired_keys(on_batch: BatchDone | None = None) -> int:
     """Delete expired keys, a batch per transaction (index `ix_idempotency_keys_expires_at`);
-    returns how many. The expiry is checked again on each row, so a key a claim has just
-    taken over is kept."""
+    returns how many, and `on_batch` hears of each batch. The expiry is checked again on each
+    row, so a key a claim has just taken over is kept."""
     now = utcnow()
     batch = (
         select(KEYS.c.scope, KEYS.c.key)
@@ -233,4 +233,11 @@ def prune_expired_keys() -> int:
     return delete_in_batches(
         delete(KEYS).where(tuple_(KEYS.c.scope, KEYS.c.key).in_(batch), KEYS.c.expires_at < now),
         PRUNE_BATCH,
+        on_batch,
     )
+
+
+def count_expired_keys() -> int:
+    """How many keys `prune_expired_keys` would delete now (a progress bar's length)."""
+    expired = select(func.count()).select_from(KEYS).where(KEYS.c.expires_at < utcnow())
+    return db.session.scalar(expired) or 0

@@ -1,8 +1,15 @@
-"""`flask jobs list | retry | sweep | workers | forget-worker`: the operator's view of the outbox
-and of the workers' heartbeats. Every state change goes through `blog_api.jobs.outbox`."""
+"""`flask jobs list | retry | sweep | prune | workers | forget-worker`: the operator's view of
+the outbox and of the workers' heartbeats. Every state change goes through
+`blog_api.jobs.outbox`.
+
+A command that can run long (`prune` over a large backlog) shows a progress bar per table when
+its output is a terminal (or with `--progress`); otherwise it prints only its summary lines,
+as scripts and logs expect."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from functools import partial
 
 import click
@@ -10,13 +17,14 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import select
 
+from blog_api.database import BatchDone
 from blog_api.errors import ConflictError
 from blog_api.extensions import db
 from blog_api.jobs import heartbeats, outbox
 from blog_api.jobs.relay import relay_due_jobs
 from blog_api.models import Job, JobStatus, WorkerHeartbeat
 from blog_api.models.base import utcnow
-from blog_api.services.idempotency import prune_expired_keys
+from blog_api.services.idempotency import count_expired_keys, prune_expired_keys
 from blog_api.worker.tasks import publish_jobs
 
 jobs_cli = AppGroup("jobs", help="Inspect and re-drive background jobs.")
@@ -63,11 +71,34 @@ def sweep() -> None:
 
 
 @jobs_cli.command("prune")
-def prune() -> None:
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Show a progress bar per table (default: when the output is a terminal).",
+)
+def prune(progress: bool | None) -> None:
     """Delete finished jobs older than JOB_RETENTION_DAYS and expired idempotency keys now
     (the relay does it hourly)."""
-    click.echo(f"Deleted {outbox.prune_finished_jobs()} finished job(s)")
-    click.echo(f"Deleted {prune_expired_keys()} expired idempotency key(s)")
+    if progress is None:
+        progress = sys.stdout.isatty()
+    jobs = _deleted(
+        "Finished jobs", outbox.count_prunable_jobs, outbox.prune_finished_jobs, progress
+    )
+    click.echo(f"Deleted {jobs} finished job(s)")
+    keys = _deleted("Idempotency keys", count_expired_keys, prune_expired_keys, progress)
+    click.echo(f"Deleted {keys} expired idempotency key(s)")
+
+
+def _deleted(
+    label: str, count: Callable[[], int], delete: Callable[..., int], progress: bool
+) -> int:
+    """Run `delete` (which takes `on_batch`), with a progress bar over `count()` rows when
+    `progress`; how many rows it deleted."""
+    if not progress:
+        return delete()
+    with click.progressbar(length=count(), label=label, show_pos=True) as bar:
+        on_batch: BatchDone = bar.update
+        return delete(on_batch=on_batch)
 
 
 @jobs_cli.command("workers")
