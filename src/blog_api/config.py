@@ -186,8 +186,8 @@ class Config:
     # RateLimit and RateLimit-Policy fields instead, always on a 429 (with an exact Retry-After).
     RATELIMIT_HEADERS_ENABLED = False
     # Those fields on every rate-limited response too, so that clients can slow down before a
-    # 429: reading each limit's window back costs two more Redis round trips per request, which
-    # took POST /api/v1/posts from 2.7 to 3.2 ms of CPU (bench/cpu_per_call.py --paths post).
+    # 429: reading each limit's window back costs two more Redis round trips per request,
+    # 7-20 % more CPU for POST /api/v1/posts (bench/cpu_per_call.py --paths post; README).
     RATE_LIMIT_HEADERS_ALWAYS = False
     # A limiter whose Redis is down must not turn logins into 500s: count in memory meanwhile.
     RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True

@@ -28,15 +28,15 @@ an e-mail to an address the caller typed.
 The client address is the connection's peer, or with `TRUSTED_PROXIES` set the address the
 nearest trusted proxy saw (werkzeug's `ProxyFix`, applied in `create_app`).
 
-Every response counted against a limit describes it in the IETF draft's fields
+A `429` describes the limits its request was counted against in the IETF draft's fields
 (draft-ietf-httpapi-ratelimit-headers), one item per limit, named by its scope, never by its
 key (an address, a user id): `RateLimit-Policy: "login-per-address";q=10;w=60`, the quota per
 window, and `RateLimit: "login-per-address";r=0;t=6`, what is left and the seconds until the
-window starts again. A `429` adds `Retry-After`: the seconds until every limit it broke frees a
-request, not the whole window. Reading a window back costs two storage round trips per limit,
-so other responses carry the fields only with `RATE_LIMIT_HEADERS_ALWAYS`. Flask-Limiter 4
-only sends the older `X-RateLimit-*` fields, so `rate_limit_fields` writes these from the same
-window figures.
+window starts again; and `Retry-After`: the seconds until every limit it broke frees a request,
+not the whole window. Reading a window back costs two storage round trips per limit, so other
+responses carry the fields only with `RATE_LIMIT_HEADERS_ALWAYS`. Flask-Limiter 4 only sends
+the older `X-RateLimit-*` fields, so `rate_limit_fields` writes these from the same window
+figures.
 """
 
 from __future__ import annotations
