@@ -44,6 +44,7 @@ from support.fanout import (
     MailServer,
     add_subscribers,
     at_checkpoint,
+    attempt,
     deliveries_by_status,
     fast_forward,
     make_user,
@@ -351,8 +352,7 @@ def batch_job(app: Flask, post_id: int, batch: int = 0) -> Job:
 
 
 def run_batch(app: Flask, post_id: int, batch: int = 0) -> str:
-    task = app.extensions["celery"].tasks["blog_api.deliver_batch"]
-    return str(task.apply(args=[batch_job(app, post_id, batch).id], throw=True).get())
+    return attempt(app, "blog_api.deliver_batch", batch_job(app, post_id, batch).id)
 
 
 def test_a_refused_recipient_waits_for_its_retry_while_the_batch_goes_on(

@@ -106,26 +106,51 @@ def faulty_app(make_app: Callable[..., Flask]) -> Flask:
 
 NOT_JSON_BODIES = [
     *NOT_A_JSON_OBJECT,
-    pytest.param({"data": b'{"a": "\xff"}', "content_type": "application/json"}, id="not-utf8"),
-    pytest.param({"json": 42}, id="json-number"),
+    pytest.param(
+        {"data": b'{"a": "\xff"}', "content_type": "application/json"},
+        "Malformed JSON body: invalid utf-8 at byte 7",
+        id="not-utf8",
+    ),
+    pytest.param({"json": 42}, REQUEST_MUST_BE_JSON, id="json-number"),
 ]
 
 
 @pytest.mark.parametrize("endpoint", WRITE_ENDPOINTS)
-@pytest.mark.parametrize("body", NOT_JSON_BODIES)
+@pytest.mark.parametrize(("body", "message"), NOT_JSON_BODIES)
 def test_write_endpoints_reject_bodies_that_are_not_json_objects(
     client: FlaskClient,
     write_request: Callable[[str], WriteRequest],
     unchanged: Callable[[], None],
     endpoint: str,
     body: dict[str, Any],
+    message: str,
 ) -> None:
     method, url, headers, _ = write_request(endpoint)
 
     response = client.open(url, method=method, headers=headers, **body)
 
-    assert_error(response, 400, REQUEST_MUST_BE_JSON)
+    assert_error(response, 400, message)
     unchanged()
+
+
+def test_malformed_json_is_400_with_where_the_parser_stopped(
+    client: FlaskClient, alice: Account, row_counts: Callable[[], dict[str, int]]
+) -> None:
+    """It was `400 Request must be JSON`, which sent the client looking at its headers; now the
+    parser's own words and its position, line and column as an editor counts them."""
+    before = row_counts()
+
+    response = client.post(
+        "/api/v1/posts",
+        data='{"title": "x",\n "content": "y" "z"}',
+        content_type="application/json",
+        headers=alice.headers,
+    )
+
+    assert_error(
+        response, 400, "Malformed JSON body: Expecting ',' delimiter at line 2, column 17 (char 31)"
+    )
+    assert row_counts() == before
 
 
 @pytest.mark.parametrize("endpoint", WRITE_ENDPOINTS)

@@ -103,6 +103,22 @@ def test_replayed_post_has_one_post_and_one_set_of_jobs(
     assert count(app, Job) == len(kinds)
 
 
+@both_versions
+def test_a_replayed_post_links_to_the_same_jobs_as_its_first_answer(
+    client: FlaskClient, alice: Account, version: str
+) -> None:
+    """The stored answer keeps every header of the view's answer, a post's Link included."""
+    body = {"title": "Once", "content": "Only once"}
+    first, again = (
+        client.post(f"/api/{version}/posts", json=body, headers=keyed(alice)) for _ in range(2)
+    )
+
+    assert again.headers["Idempotent-Replayed"] == "true"
+    post_id = first.json["id"]
+    assert again.headers.getlist("Link") == [f'</api/{version}/posts/{post_id}/jobs>; rel="jobs"']
+    assert again.headers.getlist("Location") == first.headers.getlist("Location")
+
+
 def test_key_order_and_whitespace_of_the_body_do_not_change_the_request(
     app: Flask, client: FlaskClient, alice: Account
 ) -> None:
@@ -202,7 +218,9 @@ class Holder(threading.Thread):
         self.app, self.account, self.endpoint = app, account, endpoint
         self.before_commit = threading.Event()
         self.verdict: queue.Queue[str] = queue.Queue()
-        self.answer = idempotency.Answer(201, json.dumps({"holder": endpoint}), "/held")
+        self.answer = idempotency.Answer(
+            201, json.dumps({"holder": endpoint}), (("Location", "/held"), ("Link", "<x>"))
+        )
 
     def commit(self) -> None:
         self.verdict.put("commit")
@@ -294,7 +312,7 @@ def test_a_repeat_waits_for_the_request_holding_the_key_and_replays_its_answer(
     assert response.status_code == 201
     assert response.headers["Idempotent-Replayed"] == "true"
     assert response.get_data(as_text=True) == holder.answer.body
-    assert response.headers["Location"] == holder.answer.location
+    assert (response.headers["Location"], response.headers["Link"]) == ("/held", "<x>")
     assert count(app, model) == before + 1
 
 

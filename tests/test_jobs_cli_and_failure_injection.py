@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import pty
+import re
+import selectors
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -17,6 +25,9 @@ from blog_api.jobs.errors import TransientJobError
 from blog_api.models import Job
 from blog_api.models.base import utcnow
 from support import Account, job_row, set_job
+
+# The `flask` command of this environment.
+FLASK = Path(sys.executable).parent / "flask"
 
 
 def create_post_with_job(client: FlaskClient, author: Account, app: Flask) -> Job:
@@ -100,9 +111,65 @@ def test_jobs_prune_deletes_finished_jobs_past_retention_and_keeps_the_rest(
 
     result = app.test_cli_runner().invoke(args=["jobs", "prune"])
 
-    assert "Deleted 1 finished job(s)" in result.output
+    # Not a terminal (a script, a log): the summary lines alone, as before progress bars.
+    assert result.output == (
+        "Deleted 1 finished job(s)\n"
+        "Deleted 0 finished delivery(ies)\n"
+        "Deleted 0 expired idempotency key(s)\n"
+    )
     with app.app_context():
         assert list(db.session.scalars(select(Job.id))) == [recent.id]
+
+
+def run_in_a_terminal(args: list[str], timeout: float = 60) -> str:
+    """Run `args` with a pseudo-terminal as its stdout and stderr; what it wrote."""
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    output = b""
+    deadline = time.monotonic() + timeout
+    readable = selectors.DefaultSelector()
+    readable.register(controller, selectors.EVENT_READ)
+    try:
+        while time.monotonic() < deadline:
+            if readable.select(timeout=0.5):
+                try:
+                    chunk = os.read(controller, 65536)
+                except OSError:  # the last writer closed the terminal
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            elif process.poll() is not None:
+                break
+        else:
+            raise AssertionError(f"{args} still running after {timeout}s: {output!r}")
+    finally:
+        readable.close()
+        os.close(controller)
+        process.wait(timeout=10)
+    return output.decode()
+
+
+def test_jobs_prune_on_a_terminal_shows_a_progress_bar_per_table(
+    app: Flask, client: FlaskClient, alice: Account, database_url: str
+) -> None:
+    """The real `flask` command with a terminal for its output: a bar over each table's
+    prunable rows, filled as each batch commits, then the same summary lines."""
+    old = [create_post_with_job(client, alice, app) for _ in range(3)]
+    for job in old:
+        set_job(app, job.id, status="done", finished_at=utcnow() - timedelta(days=31))
+    factory = f"blog_api:create_app('testing', SQLALCHEMY_DATABASE_URI={database_url!r})"
+
+    output = run_in_a_terminal([str(FLASK), "--app", factory, "jobs", "prune"])
+
+    lines = [line.strip("\r") for line in output.split("\n")]
+    assert re.search(r"Finished jobs\s+\[#+\]\s+3/3", output), output
+    assert re.search(r"Idempotency keys\s+\[-+\]\s+0/0", output), output
+    assert "Deleted 3 finished job(s)" in lines
+    assert "Deleted 0 expired idempotency key(s)" in lines
+    with app.app_context():
+        assert db.session.scalars(select(Job.id)).all() == []
 
 
 def injected_failures(app: Flask, calls: int) -> list[bool]:
@@ -128,7 +195,9 @@ def test_mail_failure_rate_one_fails_every_attempt_before_the_smtp_server_is_rea
     job = create_post_with_job(app.test_client(), author, app)
     task = app.extensions["celery"].tasks["blog_api.send_post_notification"]
 
-    assert task.apply(args=[job.id]).get() == "retrying"
+    attempt = task.apply(args=[job.id])
+
+    assert (attempt.state, attempt.result.outcome) == ("FAILURE", "retrying")
 
     stored = job_row(app, job.id)
     assert (stored.status, stored.attempts) == ("pending", 1)

@@ -21,6 +21,7 @@ from sqlalchemy import select, text
 from blog_api.effects.audit import append_audit_record
 from blog_api.extensions import db
 from blog_api.jobs import outbox
+from blog_api.jobs.errors import AttemptFailed
 from blog_api.jobs.outbox import (
     backoff_seconds,
     claim_job,
@@ -274,10 +275,13 @@ def test_retention_deletes_old_finished_jobs_in_batches_and_keeps_dead_and_recen
     set_job(app, kept["recent"], status="done", finished_at=utcnow() - timedelta(days=29))
     kept["pending"] = new_job(app, email="pending@example.com")
 
+    batches: list[int] = []
     with app.app_context():
-        assert outbox.prune_finished_jobs() == len(pruned)
+        assert outbox.count_prunable_jobs() == len(pruned)
+        assert outbox.prune_finished_jobs(on_batch=batches.append) == len(pruned)
         remaining = set(db.session.scalars(select(Job.id)))
     assert remaining == set(kept.values())
+    assert batches == [2, 2, 1]  # each batch reported once committed (a progress bar)
 
 
 @pytest.mark.scenario("S45")
@@ -295,6 +299,44 @@ def test_a_notification_for_an_author_without_email_is_skipped_with_the_reason(
     assert (job.status, job.attempts, job.error_code) == ("skipped", 1, "no_address")
     assert job.last_error is not None
     assert job.last_error.endswith("has no e-mail address")
+
+
+@pytest.mark.parametrize(("attempts_before", "outcome"), [(0, "retrying"), (5, "dead")])
+def test_a_failed_attempt_ends_its_task_as_a_failure_once_its_outcome_is_committed(
+    make_app: Callable[..., Flask], attempts_before: int, outcome: str
+) -> None:
+    """A failed attempt's task returned "retrying" (or "dead"): six successes in Flower for an
+    e-mail that never left. Now the task raises `AttemptFailed` after the outbox recorded the
+    attempt, released with its backoff (or dead at its last attempt); Celery settles the run as
+    a failure, acknowledges the message and retries nothing: the relay re-drives the row."""
+    # Nothing listens on port 1: the attempt fails to connect (transient).
+    app = make_app(MAIL_PORT=1, MAIL_RETRY_BACKOFF=30, MAIL_RETRY_BACKOFF_MAX=30)
+    job_id = new_job(app)
+    set_job(app, job_id, attempts=attempts_before)
+    celery_app = app.extensions["celery"]
+    task = celery_app.tasks["blog_api.send_post_notification"]
+    before = utcnow()
+
+    result = task.apply(args=[job_id])
+
+    assert result.state == "FAILURE"
+    assert isinstance(result.result, AttemptFailed)
+    assert result.result.outcome == outcome
+    assert result.result.reason.startswith("SMTP connection failed")
+    job = job_row(app, job_id)
+    assert (job.status, job.attempts, job.error_code) == (
+        "pending" if outcome == "retrying" else "dead",
+        attempts_before + 1,
+        "connection_failed",
+    )
+    assert job.lease_until is None
+    if outcome == "retrying":
+        assert before <= job.available_at <= utcnow() + timedelta(seconds=30)
+    # Expected: logged without a traceback; acknowledged; never re-sent by Celery.
+    assert task.throws == (AttemptFailed,)
+    assert not getattr(task, "autoretry_for", ())
+    assert celery_app.conf.task_acks_late
+    assert celery_app.conf.task_acks_on_failure_or_timeout
 
 
 def test_an_admin_retry_makes_a_dead_job_due_at_once_without_any_broker(

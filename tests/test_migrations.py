@@ -8,6 +8,7 @@ PostgreSQL database of its own.
 
 from __future__ import annotations
 
+import json
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -140,7 +141,7 @@ def test_claiming_keys_in_the_effects_transaction_keeps_every_stored_answer(
         )
         db.session.remove()
 
-        upgrade()
+        upgrade(revision="0009")
         stored = "SELECT scope, key, fingerprint, response_status, response_body, location FROM "
         kept = db.session.execute(text(f"{stored} idempotency_keys")).one()
         assert tuple(kept) == ("user:1", "k", "f", 201, answer, "/api/v1/posts/1")
@@ -199,3 +200,37 @@ def test_upgrading_to_error_codes_gives_failed_jobs_the_code_of_their_text(
         db.session.remove()
         downgrade(revision="0009")
         assert count("jobs") == len(texts)
+
+
+def test_stored_answers_keep_their_location_and_a_posts_gains_its_link(empty_app: Flask) -> None:
+    """Migration 0012: a key stores every header of its answer; an answer stored before it
+    keeps its Location, and a post's gets the Link its request is answered with now, so a replay
+    after the upgrade sends the same headers. A downgrade keeps each Location."""
+    locations = {"post": "/api/v2/posts/7", "todo": "/api/v1/todos/3"}
+    with empty_app.app_context():
+        upgrade(revision="0011")
+        for key, location in locations.items():
+            execute(
+                "INSERT INTO idempotency_keys (scope, key, fingerprint, expires_at, "
+                "response_status, response_body, location) VALUES ('user:1', :key, 'f', :now, "
+                "201, '{}', :location)",
+                key=key,
+                location=location,
+                now=datetime.now(UTC),
+            )
+        db.session.remove()
+
+        upgrade()
+
+        rows = db.session.execute(text("SELECT key, response_headers FROM idempotency_keys"))
+        assert {key: json.loads(headers) for key, headers in rows} == {
+            "post": [
+                ["Location", "/api/v2/posts/7"],
+                ["Link", '</api/v2/posts/7/jobs>; rel="jobs"'],
+            ],
+            "todo": [["Location", "/api/v1/todos/3"]],
+        }
+        db.session.remove()
+        downgrade(revision="0011")
+        rows = db.session.execute(text("SELECT key, location FROM idempotency_keys"))
+        assert dict(rows.all()) == locations

@@ -25,6 +25,26 @@ from support.resources import (
 # --- create ----------------------------------------------------------------------------------
 
 
+@both_versions
+def test_a_new_post_links_to_its_jobs_in_its_own_version(
+    client: FlaskClient, alice: Account, version: str
+) -> None:
+    """The 201 says where the post is (`Location`) and where its background jobs are: the
+    notification e-mail (and a v2 post's audit record) can be followed from the answer."""
+    response = client.post(
+        f"/api/{version}/posts", json={"title": "T", "content": "C"}, headers=alice.headers
+    )
+
+    assert response.status_code == 201
+    post_id = response.json["id"]
+    jobs = f"/api/{version}/posts/{post_id}/jobs"
+    assert response.headers["Location"] == f"/api/{version}/posts/{post_id}"
+    assert response.headers.getlist("Link") == [f'<{jobs}>; rel="jobs"']
+    listed = client.get(jobs, headers=alice.headers)
+    assert listed.status_code == 200
+    assert {job["post_id"] for job in listed.json["jobs"]} == {post_id}
+
+
 def test_v2_post_category_defaults_to_general(client: FlaskClient, alice: Account) -> None:
     post = create_post(client, alice, "v2")
 

@@ -4,8 +4,10 @@ Redis by every process, `429` with `Retry-After`, and an in-memory fallback when
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -13,12 +15,13 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from flask_limiter import RequestLimit
 from flask_limiter.util import get_remote_address
 
 from blog_api.api import limits
 from blog_api.config import Config
 from blog_api.extensions import Limiter
-from support import PASSWORD, Account, assert_too_many_requests
+from support import PASSWORD, Account, assert_too_many_requests, rate_limit_items, wait_until
 from support.resources import create_post
 
 LIMIT = "3 per minute"
@@ -149,6 +152,88 @@ def test_registration_limit_is_429_and_writes_nothing(
         environ_base={"REMOTE_ADDR": "10.0.0.2"},
     )
     assert other_ip.status_code == 201
+
+
+@pytest.mark.scenario("S55")
+def test_a_limit_hit_late_in_its_window_says_to_retry_when_the_window_ends(
+    make_app: Callable[..., Flask], alice: Account
+) -> None:
+    """S55: Retry-After was always the whole window (60 when 6 s of it were left), telling a
+    client to wait longer than needed; now it is what is left of the window, in whole seconds
+    rounded up. A window of 10 s here, met again a second or more into it."""
+    client = make_app(LOGIN_RATE_LIMIT="2 per 10 seconds").test_client()
+    started = time.monotonic()  # the window starts with the first login, after this
+    assert [login(client, "alice", "wrong password").status_code for _ in range(2)] == [401] * 2
+    opened = time.monotonic()  # ... and before this
+
+    def refused_late() -> tuple[float, Any, float] | None:
+        sent = time.monotonic()
+        response = login(client, "alice", PASSWORD)
+        assert_too_many_requests(response, "2 per 10 second")
+        late = int(response.headers["Retry-After"]) < 10
+        return (sent, response, time.monotonic()) if late else None
+
+    sent, response, received = wait_until(refused_late, 5, "a 429 a second into the window")
+
+    # The window ends 10 s after the first login: between `started` and `opened`.
+    retry_after = int(response.headers["Retry-After"])
+    assert math.ceil(started + 10 - received) <= retry_after <= math.ceil(opened + 10 - sent)
+    assert rate_limit_items(response.headers["RateLimit-Policy"]) == {
+        "login-per-address": {"q": 2, "w": 10}
+    }
+    assert rate_limit_items(response.headers["RateLimit"]) == {
+        "login-per-address": {"r": 0, "t": retry_after}
+    }
+
+
+@pytest.mark.scenario("S55")
+def test_a_429_says_to_wait_the_whole_window_when_its_storage_cannot_be_read_back(
+    make_app: Callable[..., Flask], alice: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S55: reading the window back for the headers fails (the storage went away between the
+    count and the answer): still a 429 with Retry-After, the broken limit's whole window, and no
+    RateLimit fields rather than wrong ones."""
+    client = make_app(LOGIN_RATE_LIMIT="1 per 10 seconds").test_client()
+    login(client, "alice", "wrong password")
+
+    def unreadable(_limit: RequestLimit) -> None:
+        raise ConnectionError("storage gone")
+
+    monkeypatch.setattr(RequestLimit, "window", property(unreadable))
+    response = login(client, "alice", PASSWORD)
+
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "10"
+    assert "RateLimit" not in response.headers
+    assert "RateLimit-Policy" not in response.headers
+
+
+def test_with_rate_limit_headers_always_every_counted_response_describes_its_limits(
+    make_app: Callable[..., Flask], alice: Account
+) -> None:
+    """Without the setting only a 429 carries the RateLimit fields (reading the windows back
+    costs two Redis round trips per limit); with it every response counted against a limit,
+    one item per limit, named by its scope, never by its key."""
+    limits_of_login = {"LOGIN_RATE_LIMIT": LIMIT, "LOGIN_USERNAME_CEILING": "5 per minute"}
+    quiet = login(make_app(**limits_of_login).test_client(), "alice", "wrong password")
+    client = make_app(**limits_of_login, RATE_LIMIT_HEADERS_ALWAYS=True).test_client()
+
+    response = login(client, "alice", "wrong password")
+
+    assert quiet.status_code == response.status_code == 401
+    assert "RateLimit" not in quiet.headers
+    assert "RateLimit-Policy" not in quiet.headers
+    assert rate_limit_items(response.headers["RateLimit-Policy"]) == {
+        "login-per-address": {"q": 3, "w": 60},
+        "login-per-username": {"q": 5, "w": 60},
+    }
+    states = rate_limit_items(response.headers["RateLimit"])
+    assert {name: state["r"] for name, state in states.items()} == {
+        "login-per-address": 2,
+        "login-per-username": 4,
+    }
+    assert {59 <= state["t"] <= 60 for state in states.values()} == {True}
+    assert client.get("/health").headers.get("RateLimit") is None  # counted against no limit
 
 
 def test_login_works_when_the_limiter_storage_is_down(

@@ -1,6 +1,6 @@
 """docs/RELIABILITY.md and the tests agree both ways.
 
-Each row of its tables (the fault scenarios R1-R31, the security scenarios S1-S53) names the
+Each row of its tables (the fault scenarios R1-R31, the security scenarios S1-S55) names the
 tests that prove it, and each of those tests carries the row's id as a marker,
 `@pytest.mark.scenario("S17")` (on the function, on one of its parameters or on the module). So:
 every row names at least one test, every test a row names exists and is marked with the row's

@@ -21,7 +21,6 @@ from flask.testing import FlaskClient
 from support import Account, assert_error, table_rows
 from support.resources import (
     NOT_A_JSON_OBJECT,
-    REQUEST_MUST_BE_JSON,
     TOO_LARGE_MESSAGE,
     VERSIONS,
     Resource,
@@ -244,7 +243,8 @@ def refusals(resource: Resource) -> list[Any]:
             refuse(case.id, version, CREATE, {"json": body}, 400, message, fields)
         for write in (CREATE, UPDATE):
             for case in NOT_A_JSON_OBJECT:
-                refuse(case.id, version, write, case.values[0], 400, REQUEST_MUST_BE_JSON)
+                body, message = case.values
+                refuse(case.id, version, write, body, 400, message)
             refuse("over-1-mib", version, write, huge_body(), 413, TOO_LARGE_MESSAGE)
         refuse("unknown", version, UPDATE_UNKNOWN, {"json": {"title": "x"}}, 404, not_found)
         refuse("unknown", version, DELETE_UNKNOWN, {}, 404, not_found)

@@ -26,6 +26,10 @@ from support.resources import NOT_A_JSON_OBJECT, RowCounts, create_post
 
 FORM = "application/x-www-form-urlencoded"
 ONE_CLICK = "List-Unsubscribe=One-Click"
+MALFORMED_AT_THE_SECOND_CHARACTER = (
+    "Malformed JSON body: Expecting property name enclosed in double quotes at line 1, "
+    "column 2 (char 1)"
+)
 ONE_CLICK_BODY = (
     "The body must be the form `List-Unsubscribe=One-Click` (RFC 8058) or the JSON object {}"
 )
@@ -123,10 +127,19 @@ def test_with_confirmation_required_an_unconfirmed_subscriber_is_told_to_confirm
 
 
 @pytest.mark.parametrize(
-    "body", [*NOT_A_JSON_OBJECT, pytest.param({"json": {"x": 1}}, id="unknown-field")]
+    ("body", "message"),
+    [
+        *NOT_A_JSON_OBJECT,
+        pytest.param({"json": {"x": 1}}, "Unknown field(s): x", id="unknown-field"),
+    ],
 )
 def test_a_subscribe_body_other_than_empty_or_an_empty_object_is_400(
-    client: FlaskClient, alice: Account, bob: Account, row_counts: RowCounts, body: dict[str, Any]
+    client: FlaskClient,
+    alice: Account,
+    bob: Account,
+    row_counts: RowCounts,
+    body: dict[str, Any],
+    message: str,
 ) -> None:
     before = row_counts()
 
@@ -134,6 +147,7 @@ def test_a_subscribe_body_other_than_empty_or_an_empty_object_is_400(
 
     assert response.status_code == 400, response.json
     assert response.json["error"] == "Bad Request"
+    assert response.json["message"] == message
     assert row_counts() == before
 
 
@@ -381,7 +395,8 @@ def test_a_one_click_post_with_another_body_is_400_and_changes_nothing(
     response = client.post(link_path(app, bob.id, alice.id), **body)
 
     malformed = body.get("data") == "{not json"
-    assert_error(response, 400, "Request must be JSON" if malformed else ONE_CLICK_BODY)
+    message = MALFORMED_AT_THE_SECOND_CHARACTER if malformed else ONE_CLICK_BODY
+    assert_error(response, 400, message)
     assert row_counts() == before
     assert subscriber_count(client, alice.id) == 1
 

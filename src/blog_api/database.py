@@ -3,6 +3,7 @@ helpers: a commit without reloading what was just written, and deletion in batch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
@@ -50,14 +51,21 @@ def commit_keeping_state() -> None:
         session.expire_on_commit = True
 
 
-def delete_in_batches(batch: Delete, batch_size: int) -> int:
+# Told how many rows each committed batch deleted (a command's progress bar).
+BatchDone = Callable[[int], None]
+
+
+def delete_in_batches(batch: Delete, batch_size: int, on_batch: BatchDone | None = None) -> int:
     """Run `batch` (a DELETE of at most `batch_size` rows) and commit, again and again until one
-    deletes fewer: a large backlog never holds a long lock. Returns how many rows in all."""
+    deletes fewer: a large backlog never holds a long lock. Returns how many rows in all;
+    `on_batch` hears of each batch once committed."""
     deleted = 0
     while True:
         result = db.session.execute(batch)
         db.session.commit()
         count = int(result.rowcount)  # type: ignore[attr-defined]
         deleted += count
+        if on_batch is not None:
+            on_batch(count)
         if count < batch_size:
             return deleted

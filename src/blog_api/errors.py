@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 INTERNAL_ERROR_MESSAGE = "Something went wrong on our end"
 REQUEST_MUST_BE_JSON = "Request must be JSON"
+MALFORMED_JSON = "Malformed JSON body"
 UNKNOWN_FIELD = "Unknown field."
 MISSING_FIELD = "Missing data for required field."
 
@@ -113,7 +114,7 @@ def http_exception_response(error: HTTPException) -> Response:
     if status == 405 and valid_methods:
         headers["Allow"] = ", ".join(sorted(valid_methods))
     if status == 429:
-        headers.setdefault("Retry-After", str(_retry_after(error)))
+        # Retry-After and the RateLimit fields come from the limit's window (api/limits.py).
         message = f"Too many requests: the limit is {error.description}"
     if status >= 500:
         _log_server_error(error)
@@ -121,14 +122,6 @@ def http_exception_response(error: HTTPException) -> Response:
     elif status != 404 or message:
         current_app.logger.warning("%s error: %s", status, message or error.description)
     return error_response(status, message or error.description or "", errors, headers)
-
-
-def _retry_after(error: HTTPException) -> int:
-    """Seconds until a Flask-Limiter window frees a slot (at least 1)."""
-    limit = getattr(error, "limit", None)
-    if limit is None:
-        return 60
-    return max(1, int(limit.limit.get_expiry()))
 
 
 def _log_server_error(error: HTTPException) -> None:

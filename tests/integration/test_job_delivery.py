@@ -134,3 +134,30 @@ def test_registering_sends_a_confirmation_email_through_a_worker_and_its_token_c
     wait_for_jobs(stack, app, [post.id for post in posts], timeout=30)
 
     assert_each_effect_once(stack, app, posts)
+
+
+@POSTGRESQL_ONLY
+def test_a_failed_attempt_ends_its_task_as_a_failure_and_only_the_relay_sends_it_again(
+    stack: Stack, make_account: Callable[..., Any]
+) -> None:
+    """PostgreSQL only: the worker's task outcome is under test. The first DATA gets 451: the
+    attempt is recorded (pending, due after its backoff) and its task run is a failure, as
+    Flower shows it (Celery's "raised expected" line, no traceback), not a success returning
+    "retrying"; Celery retries nothing, the relay publishes the job again and it is done."""
+    stack.configure(JOB_REPUBLISH_AFTER=60)  # the retry comes from the backoff alone
+    [worker] = stack.up("--fail-codes", "451")
+    app = stack.app()
+    author = make_account(email="retried@example.com")
+
+    posts = create_posts(app.test_client(), author.headers, 1, versions=("v1",))
+    [job] = wait_for_jobs(stack, app, [post.id for post in posts], timeout=30)
+
+    assert (job.status, job.attempts) == ("done", 2)
+    assert_each_effect_once(stack, app, posts, attempts=2)
+    runs = [line for line in worker.log().splitlines() if "send_post_notification[" in line]
+    failed = [line for line in runs if " raised expected: AttemptFailed('retrying', " in line]
+    assert len(failed) == 1, runs
+    assert "SMTP 451" in failed[0]
+    assert len([line for line in runs if " succeeded in " in line]) == 1, runs
+    assert not [line for line in runs if "raised unexpected" in line or " retry: " in line]
+    assert "Traceback" not in worker.log()

@@ -70,6 +70,7 @@ TOKEN_REQUESTS = [
 ]
 
 
+@pytest.mark.scenario("S54")
 @pytest.mark.parametrize("send", TOKEN_REQUESTS)
 @pytest.mark.parametrize(("kind", "message"), BAD_TOKENS)
 def test_a_bad_access_token_is_401_and_writes_nothing(
@@ -88,8 +89,61 @@ def test_a_bad_access_token_is_401_and_writes_nothing(
     response = send(client, bearer(token), alice)
 
     assert_error(response, 401, message)
-    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert response.headers["WWW-Authenticate"] == INVALID_TOKEN_CHALLENGE
     assert snapshot() == before
+
+
+# RFC 6750 §3: the challenge of a request that sent no bearer token names no error.
+CHALLENGE = 'Bearer realm="blog-api"'
+INVALID_TOKEN_CHALLENGE = f'{CHALLENGE}, error="invalid_token"'
+BAD_HEADER = "Invalid token: Bad Authorization header. Expected 'Authorization: Bearer <JWT>'"
+# (the Authorization header, None for none; the 401's message; its WWW-Authenticate)
+AUTHORIZATION_HEADERS = [
+    pytest.param(None, "Missing token", CHALLENGE, id="no-header"),
+    pytest.param("Basic YWxpY2U6c2VjcmV0", "Missing token", CHALLENGE, id="another-scheme"),
+    pytest.param(
+        "Bearer", BAD_HEADER, f'{CHALLENGE}, error="invalid_request"', id="bearer-without-token"
+    ),
+    pytest.param(
+        "Bearer a.b.c extra",
+        BAD_HEADER,
+        f'{CHALLENGE}, error="invalid_request"',
+        id="bearer-with-two-tokens",
+    ),
+]
+
+
+@pytest.mark.scenario("S54")
+@pytest.mark.parametrize(("authorization", "message", "challenge"), AUTHORIZATION_HEADERS)
+def test_a_request_that_sent_no_token_gets_a_challenge_without_invalid_token(
+    client: FlaskClient, authorization: str | None, message: str, challenge: str
+) -> None:
+    """S54: every 401 said `error="invalid_token"`, also to a request without any token."""
+    headers = {"Authorization": authorization} if authorization is not None else {}
+
+    response = client.get("/api/v1/me", headers=headers)
+
+    assert_error(response, 401, message)
+    assert response.headers["WWW-Authenticate"] == challenge
+
+
+@pytest.mark.scenario("S54")
+def test_wrong_passwords_get_a_challenge_without_an_error_code(
+    client: FlaskClient, alice: Account
+) -> None:
+    """S54: a wrong password at login (no token involved) and a wrong current password with a
+    good token: 401 with the realm only."""
+    wrong_login = login(client, "alice", "wrong password")
+    wrong_current = client.put(
+        f"/api/v1/users/{alice.id}/password",
+        json={"current_password": "wrong password", "new_password": NEW_PASSWORD},
+        headers=alice.headers,
+    )
+
+    assert_error(wrong_login, 401, "Invalid credentials")
+    assert_error(wrong_current, 401, "Current password is incorrect")
+    assert wrong_login.headers["WWW-Authenticate"] == CHALLENGE
+    assert wrong_current.headers["WWW-Authenticate"] == CHALLENGE
 
 
 @pytest.mark.scenario("S10")

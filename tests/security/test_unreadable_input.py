@@ -25,7 +25,7 @@ from flask.testing import FlaskClient
 from blog_api.api import limits
 from blog_api.api.bodies import INVALID_UNICODE, JSON_TOO_DEEP, MAX_JSON_DEPTH
 from support import PASSWORD, Account, assert_error, assert_too_many_requests
-from support.resources import REQUEST_MUST_BE_JSON, TOO_LARGE_MESSAGE, huge_body
+from support.resources import TOO_LARGE_MESSAGE, huge_body
 
 JSON = "application/json"
 DEEPEST_ARRAY = "[" * 2000 + "]" * 2000  # beyond the JSON decoder's own recursion limit
@@ -41,7 +41,12 @@ UNREADABLE_BODIES = [
         f'{{"username": {LONE_SURROGATE}, "password": "x"}}', 400, INVALID_UNICODE, id="surrogate"
     ),
     pytest.param(f'{{{LONE_SURROGATE}: "x"}}', 400, INVALID_UNICODE, id="surrogate-key"),
-    pytest.param(b'{"username": "\xff\xfe"}', 400, REQUEST_MUST_BE_JSON, id="invalid-utf-8"),
+    pytest.param(
+        b'{"username": "\xff\xfe"}',
+        400,
+        "Malformed JSON body: invalid utf-8 at byte 14",
+        id="invalid-utf-8",
+    ),
 ]
 
 

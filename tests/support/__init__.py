@@ -27,6 +27,7 @@ import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from limits import parse as parse_limit
 from sqlalchemy import event, text, update
 
 from blog_api.errors import reason_phrase
@@ -118,13 +119,37 @@ def assert_error(
 
 
 def assert_too_many_requests(response: Any, limit: str) -> None:
-    """A JSON 429 that names the limit and says when to retry."""
+    """A JSON 429 that names the limit and says when to retry, and whose RateLimit fields
+    (IETF draft) describe the broken limit: its quota and window, nothing left of it, and the
+    seconds until its window ends, which Retry-After says too."""
     assert response.status_code == 429, response.get_data(as_text=True)
     body = response.json
     assert set(body) == {"error", "message"}
     assert body["error"] == "Too Many Requests"
     assert limit in body["message"]
-    assert 1 <= int(response.headers["Retry-After"]) <= 60
+    retry_after = int(response.headers["Retry-After"])
+    assert 1 <= retry_after <= 60
+    policies = rate_limit_items(response.headers["RateLimit-Policy"])
+    states = rate_limit_items(response.headers["RateLimit"])
+    assert set(states) == set(policies)
+    broken = parse_limit(limit)
+    assert any(
+        policy == {"q": broken.amount, "w": broken.get_expiry()}
+        and states[name]["r"] == 0
+        and max(states[name]["t"], 1) == retry_after
+        for name, policy in policies.items()
+    ), (policies, states, retry_after)
+
+
+def rate_limit_items(field: str) -> dict[str, dict[str, int]]:
+    """An IETF RateLimit or RateLimit-Policy field, `"name";q=3;w=60, ...`, as
+    `{name: {"q": 3, "w": 60}, ...}`."""
+    items = {}
+    for item in field.split(","):
+        name, *parameters = item.strip().split(";")
+        assert re.fullmatch(r'"[^"]+"', name), field
+        items[name[1:-1]] = {key: int(value) for key, value in (p.split("=") for p in parameters)}
+    return items
 
 
 HEARTBEAT_AGE_METRIC = "blog_api_worker_heartbeat_age_seconds"

@@ -22,6 +22,7 @@ from sqlalchemy import func, select, update
 
 from blog_api.extensions import db
 from blog_api.jobs.checkpoints import job_checkpoint
+from blog_api.jobs.errors import AttemptFailed
 from blog_api.models import Delivery, Job, JobKind, JobStatus, Subscription, User
 from blog_api.models.base import utcnow
 from blog_api.services import subscriptions
@@ -162,12 +163,22 @@ def add_subscribers(app: Flask, author_id: int, count: int, prefix: str, **kind:
     return ids
 
 
+def attempt(app: Flask, task_name: str, job_id: str) -> str:
+    """One attempt at a job through its Celery task, in this process: its outcome, a failed
+    attempt's too (the task raises `AttemptFailed` once the outcome is recorded, as a worker
+    shows it)."""
+    task = app.extensions["celery"].tasks[task_name]
+    try:
+        return str(task.apply(args=[job_id], throw=True).get())
+    except AttemptFailed as failed:
+        return failed.outcome
+
+
 def run_due_jobs(app: Flask, *, rounds: int = 100, kinds: tuple[JobKind, ...] | None = None) -> int:
     """Run every due pending job through its Celery task in this process, again and again
     until none is due (a fan-out writes batch jobs, a deferred batch is due again); returns
     how many runs there were."""
     runs = 0
-    tasks = app.extensions["celery"].tasks
     for _ in range(rounds):
         with app.app_context():
             statement = select(Job.id, Job.kind).where(
@@ -182,7 +193,7 @@ def run_due_jobs(app: Flask, *, rounds: int = 100, kinds: tuple[JobKind, ...] | 
         if not due:
             return runs
         for job_id, kind in due:
-            tasks[TASKS[kind].name].apply(args=[job_id], throw=True)
+            attempt(app, TASKS[kind].name, job_id)
             runs += 1
     raise AssertionError(f"jobs still due after {rounds} rounds")
 

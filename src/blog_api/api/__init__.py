@@ -11,7 +11,7 @@ from __future__ import annotations
 from flask import Flask
 from flask_swagger_ui import get_swaggerui_blueprint
 
-from blog_api.api import root, v1, v2
+from blog_api.api import limits, root, v1, v2
 from blog_api.api.base import BEARER_SCHEME, MAX_ID, Api, IdConverter
 
 
@@ -46,3 +46,4 @@ def register_apis(app: Flask) -> None:
     for blueprint in v2.BLUEPRINTS:
         api_v2.register_blueprint(blueprint)
     app.register_blueprint(root.blp)
+    app.after_request(limits.rate_limit_fields)

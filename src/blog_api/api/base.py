@@ -37,6 +37,34 @@ from blog_api.models.base import MAX_ID
 from blog_api.schemas.common import LIST_HEADERS, ErrorSchema
 
 BEARER_SCHEME = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+# The headers every response of these statuses carries (auth/tokens.py, api/limits.py).
+ERROR_HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": '`Bearer realm="blog-api"` when the request sent no token; with '
+            '`, error="invalid_token"` when it sent one that was refused, `, '
+            'error="invalid_request"` when its Authorization header is not `Bearer <token>` '
+            "(RFC 6750 §3)",
+            "schema": {"type": "string"},
+        }
+    },
+    429: {
+        "Retry-After": {
+            "description": "Seconds until the limit that was exceeded frees a request",
+            "schema": {"type": "integer", "minimum": 1},
+        },
+        "RateLimit-Policy": {
+            "description": "The limits the request was counted against (IETF draft): "
+            '`"<name>";q=<requests>;w=<window in seconds>`, comma-separated',
+            "schema": {"type": "string"},
+        },
+        "RateLimit": {
+            "description": "What is left of each: "
+            '`"<name>";r=<remaining>;t=<seconds until the window starts again>`',
+            "schema": {"type": "string"},
+        },
+    },
+}
 F = TypeVar("F", bound=Callable[..., Any])
 M = TypeVar("M")
 
@@ -186,9 +214,12 @@ class Api(flask_smorest.Api):
     def _register_responses(self) -> None:
         """flask-smorest registers a response per status under Python's name for it; the ones
         Python 3.13 renamed are registered under the names our documents use as well, so that
-        the documents are the same whatever Python serves them (`errors.status_name`)."""
+        the documents are the same whatever Python serves them (`errors.status_name`), and the
+        ones that always carry headers (401, 429) are registered again with them."""
         super()._register_responses()
-        for status in renamed_statuses():
+        for status in [*renamed_statuses(), *ERROR_HEADERS]:
             response = {"description": reason_phrase(status), "schema": self.ERROR_SCHEMA}
+            if status in ERROR_HEADERS:
+                response["headers"] = ERROR_HEADERS[status]
             prepare_response(response, self.spec, self.DEFAULT_RESPONSE_CONTENT_TYPE)
             self.spec.components.response(status_name(status), response, lazy=True)

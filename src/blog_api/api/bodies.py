@@ -1,16 +1,19 @@
 """Request bodies: a JSON body is read once, before any rate limit or view sees it.
 
 A body that cannot be read is refused here with the JSON error shape: over `MAX_CONTENT_LENGTH`
-`413`; not JSON, nested deeper than `MAX_JSON_DEPTH`, or holding a string that is not valid
-Unicode (a lone surrogate such as `"\\ud800"`) `400`. Everything after this point (rate-limit key
-functions, flask-jwt-extended, the schemas) gets the parsed body from the request's cache and
-never meets such input: a key function that raised would switch every rate limit to
-per-process memory, and a lone surrogate or a deep nesting would reach the database, argon2 or
-the JSON encoder as a `500`.
+`413`; sent as JSON but not parseable `400 Malformed JSON body: <what> at line L, column C
+(char N)`, in the parser's own words and with its position, so that the client finds the typo
+(a body that is not UTF-8: the byte where decoding failed); nested deeper than
+`MAX_JSON_DEPTH`, or holding a string that is not valid Unicode (a lone surrogate such as
+`"\\ud800"`) `400`. Everything after this point (rate-limit key functions, flask-jwt-extended,
+the schemas) gets the parsed body from the request's cache and never meets such input: a key
+function that raised would switch every rate limit to per-process memory, and a lone surrogate
+or a deep nesting would reach the database, argon2 or the JSON encoder as a `500`.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, NoReturn
 
@@ -18,7 +21,7 @@ from flask import Flask, Request, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
-from blog_api.errors import REQUEST_MUST_BE_JSON
+from blog_api.errors import MALFORMED_JSON, REQUEST_MUST_BE_JSON
 
 # No body of this API nests deeper than 2; 32 leaves room and keeps every walk over it shallow.
 MAX_JSON_DEPTH = 32
@@ -62,11 +65,25 @@ class BodyJSONProvider(DefaultJSONProvider):
         return value
 
 
+def why_unreadable(error: ValueError | None) -> str:
+    """The message of a `400` for a JSON body that did not load."""
+    if isinstance(error, UnreadableJSON):
+        return str(error)
+    if isinstance(error, json.JSONDecodeError):
+        return (
+            f"{MALFORMED_JSON}: {error.msg} at line {error.lineno}, column {error.colno} "
+            f"(char {error.pos})"
+        )
+    if isinstance(error, UnicodeDecodeError):  # JSON text is UTF-8 (RFC 8259 §8.1)
+        return f"{MALFORMED_JSON}: invalid {error.encoding} at byte {error.start}"
+    return REQUEST_MUST_BE_JSON
+
+
 class BodyRequest(Request):
     """Flask's request; a body that fails to load is a `400` that says why."""
 
     def on_json_loading_failed(self, e: ValueError | None) -> NoReturn:
-        raise BadRequest(str(e) if isinstance(e, UnreadableJSON) else REQUEST_MUST_BE_JSON)
+        raise BadRequest(why_unreadable(e))
 
 
 def read_json_body() -> None:

@@ -14,10 +14,10 @@ The view gets `key`: None without the header (which then costs one header lookup
 `services.idempotency.Key` it hands to its service, whose one transaction claims the key, does
 the effect and stores the answer before its commit (services/idempotency.py says why the key
 carries the rendering). The decorator answers what the claim found instead: a replay of the
-stored status, body and `Location` with `Idempotent-Replayed: true`; `409` with Retry-After
-while another request holding the key is still running after `IDEMPOTENCY_WAIT`; `422` for
-another request. Any failure (an abort, a conflict, an exception) rolls the transaction back,
-the key with it: the key stays free.
+stored status, body and headers (`Location`, a post's `Link`) with `Idempotent-Replayed: true`;
+`409` with Retry-After while another request holding the key is still running after
+`IDEMPOTENCY_WAIT`; `422` for another request. Any failure (an abort, a conflict, an
+exception) rolls the transaction back, the key with it: the key stays free.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ VALID_KEY = re.compile(r"[\x20-\x7e]{1,255}")
 INVALID_KEY = f"{HEADER} must be 1-255 printable ASCII characters"
 IN_FLIGHT = f"A request with this {HEADER} is still in progress; retry later"
 OTHER_REQUEST = f"This {HEADER} was used with another request"
+# Headers of the rendered answer that describe its body: a replay's own body sets them.
+ENTITY_HEADERS = {"Content-Type", "Content-Length"}
 
 HEADER_DOC = {
     "in": "header",
@@ -94,9 +96,10 @@ def idempotent(
 
     def render(created: Any) -> idempotency.Answer:
         response = render_result(answer(created))
-        return idempotency.Answer(
-            response.status_code, response.get_data(as_text=True), response.location
+        headers = tuple(
+            (name, value) for name, value in response.headers.items() if name not in ENTITY_HEADERS
         )
+        return idempotency.Answer(response.status_code, response.get_data(as_text=True), headers)
 
     def decorator(view: F) -> F:
         @wraps(view)
@@ -129,7 +132,7 @@ def _key(scope: str, header: str, render: Callable[[Any], idempotency.Answer]) -
 
 def _replay(answer: idempotency.Answer) -> Response:
     response = Response(answer.body, status=answer.status, mimetype="application/json")
-    if answer.location:
-        response.headers["Location"] = answer.location
+    for name, value in answer.headers:
+        response.headers.add(name, value)
     response.headers[REPLAYED_HEADER] = "true"
     return response

@@ -28,16 +28,29 @@ user.
 
 The client address is the connection's peer, or with `TRUSTED_PROXIES` set the address the
 nearest trusted proxy saw (werkzeug's `ProxyFix`, applied in `create_app`).
+
+A `429` describes the limits its request was counted against in the IETF draft's fields
+(draft-ietf-httpapi-ratelimit-headers), one item per limit, named by its scope, never by its
+key (an address, a user id): `RateLimit-Policy: "login-per-address";q=10;w=60`, the quota per
+window, and `RateLimit: "login-per-address";r=0;t=6`, what is left and the seconds until the
+window starts again; and `Retry-After`: the seconds until every limit it broke frees a request,
+not the whole window. Reading a window back costs two storage round trips per limit, so other
+responses carry the fields only with `RATE_LIMIT_HEADERS_ALWAYS`. Flask-Limiter 4 only sends
+the older `X-RateLimit-*` fields, so `rate_limit_fields` writes these from the same window
+figures.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+import time
 from collections.abc import Callable
 from functools import wraps
 
-from flask import current_app, request
+from flask import Response, current_app, request
 from flask_jwt_extended import get_jwt_identity, verify_jwt_in_request
+from flask_limiter import RequestLimit
 from flask_limiter.util import get_remote_address
 
 from blog_api.extensions import limiter
@@ -134,3 +147,57 @@ post_limit = configured("POST_RATE_LIMIT")
 todo_limit = configured("TODO_RATE_LIMIT")
 refresh_limit = configured("REFRESH_RATE_LIMIT")
 subscribe_limit = configured("SUBSCRIBE_RATE_LIMIT")
+
+
+# --- the limits a response was counted against, in its headers ---------------------------------
+
+
+def policy_name(limit: RequestLimit) -> str:
+    """The limit's name in the RateLimit fields: the `scope` it was declared with (a shared
+    limit's bucket, e.g. `post-creation`; for one view's own limit Flask-Limiter stores it as
+    `<endpoint>:<scope>`), never its key."""
+    scope = limit.request_args[-1]
+    return scope if limit.shared else scope.rsplit(":", 1)[-1]
+
+
+def seconds_until(moment: float, now: float) -> int:
+    """Whole seconds from `now` to `moment`, rounded up, so that a client that waits that long
+    is not early (Redis itself reports a window's end to the nearest second)."""
+    return max(0, math.ceil(moment - now))
+
+
+def rate_limit_fields(response: Response) -> Response:
+    """`after_request`: on a `429` (on every response with `RATE_LIMIT_HEADERS_ALWAYS`), the
+    RateLimit-Policy and RateLimit fields of the limits this request was counted against, and
+    on the `429` its Retry-After (see the module docstring).
+
+    One read of the limit storage per limit. A storage that fails here changes no status: the
+    fields are left out, and a `429` says to retry after the broken limit's whole window.
+    """
+    counted = limiter.current_limits
+    refused = response.status_code == 429
+    if not counted or not (refused or current_app.config["RATE_LIMIT_HEADERS_ALWAYS"]):
+        return response
+    broken = [limit for limit in counted if limit.breached]
+    try:
+        windows = [(limit, *limit.window) for limit in counted]
+    except Exception:
+        current_app.logger.warning("Rate-limit storage unreadable: no RateLimit fields sent")
+        if refused and broken:
+            response.headers["Retry-After"] = str(max(lim.limit.get_expiry() for lim in broken))
+        return response
+    # After the reads: Redis answers a time to live, which the storage adds to its own clock.
+    now = time.time()
+    headers = response.headers
+    headers["RateLimit-Policy"] = ", ".join(
+        f'"{policy_name(limit)}";q={limit.limit.amount};w={limit.limit.get_expiry()}'
+        for limit in counted
+    )
+    headers["RateLimit"] = ", ".join(
+        f'"{policy_name(limit)}";r={remaining};t={seconds_until(reset, now)}'
+        for limit, reset, remaining in windows
+    )
+    if refused and broken:
+        frees_at = max(reset for limit, reset, _ in windows if limit.breached)
+        headers["Retry-After"] = str(max(1, seconds_until(frees_at, now)))
+    return response

@@ -30,9 +30,29 @@ def get_own_post_or_403(post_id: int, action: str) -> Post:
     return post
 
 
+# The OpenAPI description of the headers of a new post's 201.
+CREATED_POST_HEADERS = {
+    "Location": {"description": "The new post's URL", "schema": {"type": "string"}},
+    "Link": {
+        "description": '`</api/v<n>/posts/<id>/jobs>; rel="jobs"`: the post\'s background '
+        "jobs (its notification e-mail, a v2 post's audit record), to follow them",
+        "schema": {"type": "string"},
+    },
+}
+
+
 def created_post(post: Post) -> tuple[Post, int, dict[str, str]]:
-    """The answer to a new post (and what its Idempotency-Key stores): the post, at its URL."""
-    return post, 201, {"Location": url_for(f"{request.blueprint}.PostItem", post_id=post.id)}
+    """The answer to a new post (and what its Idempotency-Key stores): the post, at its URL,
+    with a link to its jobs (in the version it was created in)."""
+    jobs = url_for(f"{request.blueprint}.PostJobs", post_id=post.id)
+    return (
+        post,
+        201,
+        {
+            "Location": url_for(f"{request.blueprint}.PostItem", post_id=post.id),
+            "Link": f'<{jobs}>; rel="jobs"',
+        },
+    )
 
 
 def register(blp: Blueprint, schemas: Schemas, *, api_version: str) -> None:
@@ -57,7 +77,7 @@ def register(blp: Blueprint, schemas: Schemas, *, api_version: str) -> None:
         )
         @blp.arguments(schemas.create)
         @blp.idempotent(created_post)
-        @blp.response(201, schemas.item)
+        @blp.response(201, schemas.item, headers=CREATED_POST_HEADERS)
         @blp.errors(429)
         def post(self, data: dict[str, Any], key: idempotency.Key | None) -> Any:
             """Write a post; returns at once, the author's notification is sent in the background"""

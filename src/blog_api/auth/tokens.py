@@ -6,6 +6,13 @@ which revokes every earlier token in one write instead of one blocklist row each
 the family of tokens descending from one login through refresh rotation (reusing a spent
 refresh token revokes the family, services/tokens.py). A token without any of these claims was
 not issued here and is refused, even when signed with the key.
+
+Every 401 carries the bearer challenge of RFC 6750 §3: `Bearer realm="blog-api"` alone when
+the request sent no bearer token (no `Authorization` header, or another scheme: §3.1 says to
+send no error code then), with `error="invalid_request"` when the header says Bearer but is not
+`Bearer <token>`, and with `error="invalid_token"` when a token was sent and refused (malformed,
+expired, revoked, wrongly signed, of the wrong type, or its user gone). The status stays 401 in
+every case (SPEC §4.2), where RFC 6750 would allow a 400 for `invalid_request`.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from functools import partial
 from typing import Any, cast
 
 from flask import Flask, Response, current_app, g
+from flask_jwt_extended.exceptions import InvalidHeaderError
 from jwt import MissingRequiredClaimError
 from sqlalchemy import Exists, and_, bindparam, or_, select
 
@@ -22,13 +30,24 @@ from blog_api.extensions import db, jwt
 from blog_api.models import TokenBlocklist, User
 from blog_api.models.base import MAX_ID
 
-BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+REALM = "blog-api"
+# RFC 6750 §3.1 error codes.
+INVALID_REQUEST = "invalid_request"
+INVALID_TOKEN = "invalid_token"  # noqa: S105 (an error code, not a secret)
 WRONG_TYPE_REASONS = ("Only non-refresh tokens are allowed", "Only refresh tokens are allowed")
 REQUIRED_CLAIMS = ("sub", "jti", "iat", "exp", "type", "role", "pwd", "fam")
 
 
-def _unauthorized(message: str) -> Response:
-    return error_response(401, message, headers=BEARER_CHALLENGE)
+def bearer_challenge(error: str | None = None) -> str:
+    """The `WWW-Authenticate` value of a 401: the realm, and `error` when a token or a bearer
+    header was sent and refused."""
+    challenge = f'Bearer realm="{REALM}"'
+    return f'{challenge}, error="{error}"' if error else challenge
+
+
+def unauthorized(message: str, error: str | None = INVALID_TOKEN) -> Response:
+    """A JSON 401 with the bearer challenge; `error=None` when the request sent no token."""
+    return error_response(401, message, headers={"WWW-Authenticate": bearer_challenge(error)})
 
 
 def _subject_id(payload: dict[str, Any]) -> int | None:
@@ -128,15 +147,22 @@ def register_jwt_callbacks(app: Flask) -> None:
     def check_revoked(_header: dict[str, Any], payload: dict[str, Any]) -> bool:
         return is_token_revoked(payload)
 
+    # No bearer token in the request: no header, or another scheme in it.
     @jwt.unauthorized_loader
     def missing_token(reason: str) -> Response:
-        return _unauthorized("Missing token" if reason.startswith("Missing") else reason)
+        return unauthorized("Missing token" if reason.startswith("Missing") else reason, None)
 
     @jwt.invalid_token_loader
     def invalid_token(reason: str) -> Response:
         if reason in WRONG_TYPE_REASONS:
-            return _unauthorized("Invalid token type")
-        return _unauthorized(f"Invalid token: {reason}")
+            return unauthorized("Invalid token type")
+        return unauthorized(f"Invalid token: {reason}")
+
+    # `Authorization: Bearer` without a token, or with more than one part after it: the header
+    # is malformed, no token was read (flask-jwt-extended sends it to `invalid_token_loader`).
+    @app.errorhandler(InvalidHeaderError)
+    def malformed_header(error: InvalidHeaderError) -> Response:
+        return unauthorized(f"Invalid token: {error}", INVALID_REQUEST)
 
     # A token that was read but cannot be used: one fixed message each.
     for loader, message in (
@@ -150,4 +176,4 @@ def register_jwt_callbacks(app: Flask) -> None:
 
 
 def _refused_token(message: str, _header: dict[str, Any], _payload: dict[str, Any]) -> Response:
-    return _unauthorized(message)
+    return unauthorized(message)

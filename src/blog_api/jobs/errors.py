@@ -34,6 +34,23 @@ class JobSkipped(JobError):
     with this reason as its `last_error`."""
 
 
+class AttemptFailed(Exception):
+    """An attempt failed and its outcome is recorded: the job was released for a retry
+    (`retrying`, due after its backoff) or is `dead`. `run_job` raises it after the outbox
+    committed, so that the task run ends as a failure (Flower shows it so) and not as a success
+    returning "retrying"; the outbox row alone decides what comes next, and only the relay
+    publishes the job again (no Celery retry: see `blog_api.worker.FlaskTask`)."""
+
+    def __init__(self, outcome: str, reason: str) -> None:
+        # Both in `args`: a prefork pool child pickles the exception back to its parent.
+        super().__init__(outcome, reason)
+        self.outcome = outcome
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.outcome}: {self.reason}"
+
+
 def code_of(error: BaseException) -> ErrorCode:
     """The code of a failed attempt; `unknown` for an exception no effect foresaw."""
     return error.code if isinstance(error, JobError) else ErrorCode.UNKNOWN

@@ -39,7 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
-from blog_api.database import commit_keeping_state, delete_in_batches
+from blog_api.database import BatchDone, commit_keeping_state, delete_in_batches
 from blog_api.errors import ConflictError
 from blog_api.extensions import db
 from blog_api.models import ErrorCode, Job, JobKind, JobStatus
@@ -411,19 +411,33 @@ def retry_job(job: Job) -> Job:
     return job
 
 
-def prune_finished_jobs(older_than: timedelta | None = None) -> int:
+def prune_finished_jobs(
+    older_than: timedelta | None = None, on_batch: BatchDone | None = None
+) -> int:
     """Delete done and skipped jobs finished longer ago than JOB_RETENTION_DAYS, a batch per
     transaction (a large backlog never holds a long lock); dead jobs stay until an admin acts.
-    Returns how many were deleted."""
-    if older_than is None:
-        older_than = timedelta(days=current_app.config["JOB_RETENTION_DAYS"])
-    batch = prune_batch_statement(utcnow() - older_than)
+    Returns how many were deleted; `on_batch` hears of each batch."""
+    batch = prune_batch_statement(_retention_cutoff(older_than))
     return delete_in_batches(
         delete(Job)
         .where(Job.id.in_(batch.scalar_subquery()))
         .execution_options(synchronize_session=False),
         PRUNE_BATCH,
+        on_batch,
     )
+
+
+def count_prunable_jobs(older_than: timedelta | None = None) -> int:
+    """How many jobs `prune_finished_jobs` would delete now (a progress bar's length)."""
+    cutoff = _retention_cutoff(older_than)
+    statement = select(func.count()).select_from(Job).where(PRUNABLE, Job.finished_at < cutoff)
+    return db.session.scalar(statement) or 0
+
+
+def _retention_cutoff(older_than: timedelta | None) -> datetime:
+    if older_than is None:
+        older_than = timedelta(days=current_app.config["JOB_RETENTION_DAYS"])
+    return utcnow() - older_than
 
 
 def prune_batch_statement(cutoff: datetime) -> Select[str]:

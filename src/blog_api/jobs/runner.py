@@ -6,8 +6,10 @@
 
 A second delivery of the same job finds it claimed or finished and does nothing. A failed
 attempt goes back to the outbox with its backoff in the row; the relay publishes it again when
-it is due, so no message ever carries a countdown. No Celery here: a task is one call of
-`run_job` (blog_api.worker.tasks), and so is a test.
+it is due, so no message ever carries a countdown. Once a failed attempt is recorded (retrying
+or dead), `run_job` raises `AttemptFailed`, so that the task run is a failure, not a success
+returning "retrying". No Celery here: a task is one call of `run_job`
+(blog_api.worker.tasks), and so is a test.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from flask import current_app
 from blog_api.extensions import db
 from blog_api.jobs import outbox
 from blog_api.jobs.checkpoints import Checkpoint, job_checkpoint
-from blog_api.jobs.errors import JobDeferred, JobSkipped, PermanentJobError, code_of
+from blog_api.jobs.errors import AttemptFailed, JobDeferred, JobSkipped, PermanentJobError, code_of
 from blog_api.logs import bind_job
 from blog_api.models import Job, JobStatus
 
@@ -32,11 +34,14 @@ log = logging.getLogger(__name__)
 Effect = Callable[[Job], JobStatus]
 # The answer of an attempt that found nothing to do: the job is another attempt's, or finished.
 DUPLICATE = "skipped-duplicate"
+# The outcome of a failed attempt released for another one.
+RETRYING = "retrying"
 
 
 def run_job(job_id: str, worker_id: str, effect: Effect) -> str:
     """Claim job `job_id` for `worker_id`, run `effect`, record the outcome; returns the
-    outcome (`done`, `skipped`, `dead`, `retrying`, or `DUPLICATE`)."""
+    outcome (`done`, `skipped`, or `DUPLICATE`). A failed attempt raises `AttemptFailed`
+    (`retrying` or `dead`) once its outcome is committed."""
     job = outbox.claim_job(job_id, worker_id)
     if job is None:
         log.info("Job %s: already claimed or finished, nothing to do", job_id)
@@ -59,17 +64,17 @@ def run_job(job_id: str, worker_id: str, effect: Effect) -> str:
     except PermanentJobError as error:
         log.error("Job %s (%s) failed permanently: %s", job.id, job.kind, error)
         outbox.finish_job(job, JobStatus.DEAD, str(error), error.code)
-        return JobStatus.DEAD.value
+        raise AttemptFailed(JobStatus.DEAD.value, str(error)) from error
     except Exception as error:  # transient, or unexpected: both get bounded retries
-        return _failed(job, error)
+        raise _failed(job, error) from error
     outbox.finish_job(job, outcome)
     job_checkpoint.send(job, point=Checkpoint.AFTER_COMMIT_BEFORE_ACK)
     return outcome.value
 
 
-def _failed(job: Job, error: Exception) -> str:
+def _failed(job: Job, error: Exception) -> AttemptFailed:
     """Record a failed attempt: released for a retry after its backoff, or dead when it was
-    the last one."""
+    the last one; the `AttemptFailed` that says which."""
     message = str(error) or type(error).__name__
     code = code_of(error)
     if job.attempts >= job.max_attempts:
@@ -77,7 +82,7 @@ def _failed(job: Job, error: Exception) -> str:
             "Job %s (%s) gave up after %d attempts: %s", job.id, job.kind, job.attempts, message
         )
         outbox.finish_job(job, JobStatus.DEAD, message, code)
-        return JobStatus.DEAD.value
+        return AttemptFailed(JobStatus.DEAD.value, message)
     config = current_app.config
     delay = outbox.backoff_seconds(
         job.attempts,
@@ -94,4 +99,4 @@ def _failed(job: Job, error: Exception) -> str:
         delay,
     )
     outbox.release_job(job, message, code, delay)
-    return "retrying"
+    return AttemptFailed(RETRYING, message)

@@ -2,9 +2,9 @@
 
 A row is written by the transaction of the request's effect (the post and its jobs, the to-do,
 the user): claimed by its first statement, its answer (`response_status`, `response_body`,
-`location`) set right before its commit (services/idempotency.py). So a committed row always has
-its answer, which a replay sends until `expires_at`; the answer is null only inside the claiming
-transaction, where no other request can see it.
+`response_headers`) set right before its commit (services/idempotency.py). So a committed row
+always has its answer, which a replay sends until `expires_at`; the answer is null only inside
+the claiming transaction, where no other request can see it.
 """
 
 from __future__ import annotations
@@ -33,4 +33,5 @@ class IdempotencyKey(Model):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     response_status: Mapped[int | None]
     response_body: Mapped[str | None] = mapped_column(Text)
-    location: Mapped[str | None] = mapped_column(String(255))
+    # The answer's headers (Location, Link) as a JSON list of [name, value] pairs.
+    response_headers: Mapped[str | None] = mapped_column(Text)

@@ -26,7 +26,14 @@ def register_security(app: Flask) -> None:
         app,
         resources={r"/api/*": {"origins": app.config["CORS_ORIGINS"]}},
         supports_credentials=False,
-        expose_headers=["Link", "Location", "Retry-After", "X-Request-ID"],
+        expose_headers=[
+            "Link",
+            "Location",
+            "RateLimit",
+            "RateLimit-Policy",
+            "Retry-After",
+            "X-Request-ID",
+        ],
         # flask-cors adds `Vary: Origin` only when several origins are listed; we add it below.
         vary_header=False,
     )

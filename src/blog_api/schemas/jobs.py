@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from typing import Any
+
+from marshmallow import Schema, fields, post_dump, validate
 
 from blog_api.models import ErrorCode, JobKind, JobStatus
-from blog_api.models.jobs import POST_JOB_KINDS
+from blog_api.models.jobs import ACTIVE_STATUSES, POST_JOB_KINDS
 from blog_api.schemas.common import PaginationQuerySchema, PaginationSchema
 
 
@@ -35,11 +37,28 @@ class JobSchema(Schema):
         allow_none=True,
         metadata={"enum": list(ErrorCode), "description": "The reason of `last_error`, as a code"},
     )
-    available_at = fields.AwareDateTime(dump_only=True)
+    available_at = fields.AwareDateTime(
+        dump_only=True,
+        allow_none=True,
+        metadata={
+            "description": "When the relay publishes the job (again): a new job at once, a "
+            "failed attempt after its backoff, a published one after JOB_REPUBLISH_AFTER in "
+            "case its message was lost, a running one when its lease runs out. `null` once the "
+            "job is finished (`done`, `skipped` or `dead`): no attempt is coming"
+        },
+    )
     lease_until = fields.AwareDateTime(dump_only=True, allow_none=True)
     created_at = fields.AwareDateTime(dump_only=True)
     updated_at = fields.AwareDateTime(dump_only=True)
     finished_at = fields.AwareDateTime(dump_only=True, allow_none=True)
+
+    @post_dump
+    def no_due_time_once_finished(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        """The row keeps `available_at` for the relay (a published job is due again after
+        JOB_REPUBLISH_AFTER, in case its message was lost); a finished job shows none."""
+        if data.get("status") not in ACTIVE_STATUSES:
+            data["available_at"] = None
+        return data
 
 
 class JobListSchema(Schema):

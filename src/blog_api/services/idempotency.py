@@ -31,7 +31,7 @@ Requests racing with one key meet at the primary key (scope, key) of `idempotenc
   that committed meanwhile.)
 
 Why the key carries `render`: the stored answer is the view's response (its status, its
-schema's body, its Location), yet it must be written before the commit that the service owns.
+schema's body, its headers), yet it must be written before the commit that the service owns.
 So the API layer (api/idempotency.py) builds the key with the function that renders the view's
 answer for the object created, with the very rendering of the view's response decorator, and
 the service calls it on what it created, right before its commit. Rendering there, in the
@@ -50,11 +50,11 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from flask import current_app
-from sqlalchemy import Connection, Table, delete, or_, select, text, tuple_, update
+from sqlalchemy import Connection, Table, delete, func, or_, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
-from blog_api.database import delete_in_batches
+from blog_api.database import BatchDone, delete_in_batches
 from blog_api.extensions import db
 from blog_api.jobs.outbox import PRUNE_BATCH
 from blog_api.models import IdempotencyKey
@@ -62,7 +62,7 @@ from blog_api.models.base import utcnow
 
 KEYS = cast(Table, IdempotencyKey.__table__)
 # The columns a claim writes, a new row's or a taken-over row's alike.
-CLAIMED = ("fingerprint", "expires_at", "response_status", "response_body", "location")
+CLAIMED = ("fingerprint", "expires_at", "response_status", "response_body", "response_headers")
 # PostgreSQL's lock_timeout, for the claim only: the effect's own waits (a username another
 # registration is writing) keep the server's setting.
 WAIT_FOR_THE_KEY = text("SELECT set_config('lock_timeout', :wait, true)")
@@ -72,11 +72,12 @@ LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for a lock_timeout that ex
 
 @dataclass(frozen=True)
 class Answer:
-    """A request's stored answer: what a replay sends again."""
+    """A request's stored answer: what a replay sends again. `headers` are the view's own
+    (Location, Link), in order; not those every response gets (Content-Type, security)."""
 
     status: int
     body: str
-    location: str | None
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ def _claim(key: Key) -> None:
         "expires_at": now + current_app.config["IDEMPOTENCY_TTL"],
         "response_status": None,
         "response_body": None,
-        "location": None,
+        "response_headers": None,
     }
     insert = (sqlite if on_sqlite else postgresql).insert(KEYS).values(values)
     statement = insert.on_conflict_do_update(
@@ -183,13 +184,17 @@ def _claim(key: Key) -> None:
     # Committed by another request, and locked by us since the conflict: it cannot change.
     stored = connection.execute(
         select(
-            KEYS.c.fingerprint, KEYS.c.response_status, KEYS.c.response_body, KEYS.c.location
+            KEYS.c.fingerprint,
+            KEYS.c.response_status,
+            KEYS.c.response_body,
+            KEYS.c.response_headers,
         ).where(KEYS.c.scope == key.scope, KEYS.c.key == key.key)
     ).one()
     db.session.rollback()
     if stored.fingerprint != key.fingerprint:
         raise OtherRequest
-    raise Answered(Answer(stored.response_status, stored.response_body, stored.location))
+    headers = tuple((name, value) for name, value in json.loads(stored.response_headers or "[]"))
+    raise Answered(Answer(stored.response_status, stored.response_body, headers))
 
 
 def _begin_immediate(connection: Connection) -> None:
@@ -206,14 +211,18 @@ def _store_answer(key: Key, created: object) -> None:
     db.session.execute(
         update(KEYS)
         .where(KEYS.c.scope == key.scope, KEYS.c.key == key.key)
-        .values(response_status=answer.status, response_body=answer.body, location=answer.location)
+        .values(
+            response_status=answer.status,
+            response_body=answer.body,
+            response_headers=json.dumps(answer.headers),
+        )
     )
 
 
-def prune_expired_keys() -> int:
+def prune_expired_keys(on_batch: BatchDone | None = None) -> int:
     """Delete expired keys, a batch per transaction (index `ix_idempotency_keys_expires_at`);
-    returns how many. The expiry is checked again on each row, so a key a claim has just
-    taken over is kept."""
+    returns how many, and `on_batch` hears of each batch. The expiry is checked again on each
+    row, so a key a claim has just taken over is kept."""
     now = utcnow()
     batch = (
         select(KEYS.c.scope, KEYS.c.key)
@@ -224,4 +233,11 @@ def prune_expired_keys() -> int:
     return delete_in_batches(
         delete(KEYS).where(tuple_(KEYS.c.scope, KEYS.c.key).in_(batch), KEYS.c.expires_at < now),
         PRUNE_BATCH,
+        on_batch,
     )
+
+
+def count_expired_keys() -> int:
+    """How many keys `prune_expired_keys` would delete now (a progress bar's length)."""
+    expired = select(func.count()).select_from(KEYS).where(KEYS.c.expires_at < utcnow())
+    return db.session.scalar(expired) or 0

@@ -19,6 +19,7 @@ from flask import Flask
 
 # Imported with this package, so that every Celery app knows the tasks: a worker never drops
 # a message as "unregistered".
+from blog_api.jobs.errors import AttemptFailed
 from blog_api.worker import signals, tasks  # noqa: F401
 from blog_api.worker.bootsteps import HeartbeatStep, RelayStep
 
@@ -32,7 +33,16 @@ class FlaskCelery(Celery):
 
 
 class FlaskTask(Task):
-    """Runs every task inside an app context of its Celery app's Flask app."""
+    """Runs every task inside an app context of its Celery app's Flask app.
+
+    A failed attempt ends its task run with `AttemptFailed`, after the outbox recorded it: the
+    run is a failure in Flower, and the worker logs Celery's "raised expected" line at INFO,
+    without a traceback (the attempt's own warning says why). The message is acknowledged all
+    the same (`task_acks_on_failure_or_timeout`), and no task has `autoretry_for` nor calls
+    `retry`: Celery sends nothing again, the relay publishes the job when its row is due.
+    """
+
+    throws = (AttemptFailed,)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         with cast(FlaskCelery, self.app).flask_app.app_context():

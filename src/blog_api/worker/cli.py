@@ -1,11 +1,16 @@
 """`flask jobs list | retry | sweep | prune | workers | forget-worker | deliveries`: the
 operator's view of the outbox, of the workers' heartbeats and of a post's fan-out. Every state
-change goes through `blog_api.jobs.outbox` (and `blog_api.jobs.deliveries`)."""
+change goes through `blog_api.jobs.outbox` (and `blog_api.jobs.deliveries`).
+
+A command that can run long (`prune` over a large backlog, `deliveries` following a fan-out)
+shows a progress bar when its output is a terminal (`prune --progress` forces it); otherwise it
+prints only its summary lines, as scripts and logs expect."""
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from functools import partial
 
 import click
@@ -13,13 +18,14 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import select
 
+from blog_api.database import BatchDone
 from blog_api.errors import ConflictError
 from blog_api.extensions import db
 from blog_api.jobs import deliveries, heartbeats, outbox
 from blog_api.jobs.relay import relay_due_jobs
 from blog_api.models import Job, JobStatus, Post, WorkerHeartbeat
 from blog_api.models.base import utcnow
-from blog_api.services.idempotency import prune_expired_keys
+from blog_api.services.idempotency import count_expired_keys, prune_expired_keys
 from blog_api.worker.tasks import publish_jobs
 
 jobs_cli = AppGroup("jobs", help="Inspect and re-drive background jobs.")
@@ -66,12 +72,35 @@ def sweep() -> None:
 
 
 @jobs_cli.command("prune")
-def prune() -> None:
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Show a progress bar per table (default: when the output is a terminal).",
+)
+def prune(progress: bool | None) -> None:
     """Delete finished jobs older than JOB_RETENTION_DAYS and expired idempotency keys now
     (the relay does it hourly)."""
-    click.echo(f"Deleted {outbox.prune_finished_jobs()} finished job(s)")
+    if progress is None:
+        progress = sys.stdout.isatty()
+    jobs = _deleted(
+        "Finished jobs", outbox.count_prunable_jobs, outbox.prune_finished_jobs, progress
+    )
+    click.echo(f"Deleted {jobs} finished job(s)")
     click.echo(f"Deleted {deliveries.prune_finished_deliveries()} finished delivery(ies)")
-    click.echo(f"Deleted {prune_expired_keys()} expired idempotency key(s)")
+    keys = _deleted("Idempotency keys", count_expired_keys, prune_expired_keys, progress)
+    click.echo(f"Deleted {keys} expired idempotency key(s)")
+
+
+def _deleted(
+    label: str, count: Callable[[], int], delete: Callable[..., int], progress: bool
+) -> int:
+    """Run `delete` (which takes `on_batch`), with a progress bar over `count()` rows when
+    `progress`; how many rows it deleted."""
+    if not progress:
+        return delete()
+    with click.progressbar(length=count(), label=label, show_pos=True) as bar:
+        on_batch: BatchDone = bar.update
+        return delete(on_batch=on_batch)
 
 
 @jobs_cli.command("workers")

@@ -13,8 +13,7 @@ from jwt import PyJWTError
 from blog_api.api import limits
 from blog_api.api.base import Blueprint
 from blog_api.auth import caller
-from blog_api.auth.tokens import is_token_revoked
-from blog_api.errors import error_response
+from blog_api.auth.tokens import is_token_revoked, unauthorized
 from blog_api.extensions import limiter
 from blog_api.schemas.common import MessageSchema
 from blog_api.schemas.users import LoginSchema, LogoutSchema, RefreshSchema, TokenSchema
@@ -27,16 +26,18 @@ blp = Blueprint(
 INVALID_CREDENTIALS = "Invalid credentials"
 
 
-def _unauthorized(message: str) -> Any:
-    return error_response(401, message, headers={"WWW-Authenticate": "Bearer"})
-
-
 @blp.route("/login")
 class Login(MethodView):
     # Checked before the body is validated or a password hashed (see api/limits.py).
     decorators = [
-        limiter.limit(limits.login_limit, key_func=limits.client_address),
-        limiter.limit(limits.login_username_ceiling, key_func=limits.login_username),
+        limiter.limit(
+            limits.login_limit, key_func=limits.client_address, scope="login-per-address"
+        ),
+        limiter.limit(
+            limits.login_username_ceiling,
+            key_func=limits.login_username,
+            scope="login-per-username",
+        ),
     ]
 
     @blp.arguments(LoginSchema)
@@ -47,7 +48,8 @@ class Login(MethodView):
         user = users.authenticate(credentials["username"], credentials["password"])
         if user is None:
             current_app.logger.warning("Failed login attempt for %s", credentials["username"])
-            return _unauthorized(INVALID_CREDENTIALS)
+            # No bearer token was sent: the challenge names no error (RFC 6750 §3.1).
+            return unauthorized(INVALID_CREDENTIALS, None)
         current_app.logger.info("User logged in: %s", user.username)
         return tokens.issue_tokens(user)
 
@@ -60,14 +62,14 @@ class Refresh(MethodView):
     # Revocation is checked by the rotation itself: a spent token revokes its whole family.
     @jwt_required(refresh=True, locations=["json"], skip_revocation_check=True)
     # Per user, once the token is verified: a made-up token cannot spend someone's budget.
-    @limiter.limit(limits.refresh_limit, key_func=limits.authenticated_user)
+    @limiter.limit(limits.refresh_limit, key_func=limits.authenticated_user, scope="token-refresh")
     def post(self, _body: dict[str, str]) -> Any:
         """Exchange a refresh token (single use) for a new token pair; reusing a spent one
         revokes every token descending from the same login"""
         try:
             return tokens.rotate_refresh_token(get_jwt(), caller())
         except tokens.TokenAlreadyRevoked:
-            return _unauthorized("Token has been revoked")
+            return unauthorized("Token has been revoked")
 
 
 @blp.route("/logout")
@@ -84,14 +86,14 @@ class Logout(MethodView):
             try:
                 refresh = decode_token(body["refresh_token"])
             except (JWTExtendedException, PyJWTError) as error:
-                return _unauthorized(f"Invalid refresh token: {error}")
+                return unauthorized(f"Invalid refresh token: {error}")
             if refresh.get("type") != "refresh" or refresh.get("sub") != access["sub"]:
-                return _unauthorized("Invalid refresh token")
+                return unauthorized("Invalid refresh token")
             if not is_token_revoked(refresh):
                 to_revoke.append(refresh)
         try:
             tokens.revoke_tokens(*to_revoke)
         except tokens.TokenAlreadyRevoked:
-            return _unauthorized("Token has been revoked")
+            return unauthorized("Token has been revoked")
         current_app.logger.info("User logged out: %s", caller().username)
         return {"message": "Successfully logged out"}

@@ -16,6 +16,7 @@ from blog_api.api.idempotency import anonymous_scope
 from blog_api.api.pagination import paginate
 from blog_api.auth import caller
 from blog_api.auth.passwords import verify_password
+from blog_api.auth.tokens import bearer_challenge
 from blog_api.extensions import limiter
 from blog_api.models import User
 from blog_api.schemas.common import MessageSchema, PaginationQuerySchema
@@ -53,7 +54,7 @@ class UserList(MethodView):
         current_app.logger.info("Fetched all users")
         return listing.response("users")
 
-    @limiter.limit(limits.register_limit, key_func=limits.client_address)
+    @limiter.limit(limits.register_limit, key_func=limits.client_address, scope="registration")
     @blp.arguments(UserCreateSchema)
     @blp.idempotent(created_user, scope=anonymous_scope)
     @blp.response(201, UserSchema)
@@ -71,7 +72,9 @@ class UserList(MethodView):
 
 @blp.route("/users/confirm-email")
 class ConfirmEmail(MethodView):
-    @limiter.limit(limits.confirm_email_limit, key_func=limits.client_address)
+    @limiter.limit(
+        limits.confirm_email_limit, key_func=limits.client_address, scope="email-confirmation"
+    )
     @blp.arguments(ConfirmEmailSchema)
     @blp.response(200, MessageSchema)
     @blp.errors(409, 429)
@@ -141,7 +144,11 @@ class Me(MethodView):
 @blp.route("/me/confirm-email")
 class ResendConfirmEmail(MethodView):
     @blp.login_required
-    @limiter.limit(limits.confirm_email_resend_limit, key_func=limits.authenticated_user)
+    @limiter.limit(
+        limits.confirm_email_resend_limit,
+        key_func=limits.authenticated_user,
+        scope="confirmation-resend",
+    )
     @blp.arguments(ResendConfirmationSchema)
     @blp.response(202, MessageSchema)
     @blp.errors(409, 429)
@@ -161,8 +168,16 @@ class UserPassword(MethodView):
     # Each attempt verifies a password (argon2): limited per user and per client address,
     # after the token was verified and before the body is validated.
     @blp.login_required
-    @limiter.limit(limits.password_change_limit, key_func=limits.authenticated_user)
-    @limiter.limit(limits.password_change_limit, key_func=limits.client_address)
+    @limiter.limit(
+        limits.password_change_limit,
+        key_func=limits.authenticated_user,
+        scope="password-change-per-user",
+    )
+    @limiter.limit(
+        limits.password_change_limit,
+        key_func=limits.client_address,
+        scope="password-change-per-address",
+    )
     @blp.arguments(PasswordChangeSchema)
     @blp.response(200, MessageSchema)
     @blp.errors(401, 403, 429)
@@ -172,7 +187,12 @@ class UserPassword(MethodView):
         if user.id != user_id:
             abort(403, message="You can only change your own password")
         if not verify_password(user.password_hash, data["current_password"]):
-            abort(401, message="Current password is incorrect")
+            # The token was good: the challenge names no error (RFC 6750 §3.1).
+            abort(
+                401,
+                message="Current password is incorrect",
+                headers={"WWW-Authenticate": bearer_challenge()},
+            )
         users.change_password(user, data["new_password"])
         current_app.logger.info("Password changed: %s", user.username)
         return {"message": "Password has been changed successfully"}
