@@ -40,6 +40,7 @@ from blog_api.extensions import db
 from blog_api.models import ErrorCode, Job, JobKind, JobStatus
 from blog_api.models.base import utcnow
 from blog_api.models.jobs import ACTIVE_STATUSES, PRUNABLE_STATUSES, new_job_id
+from blog_api.tracing import current_trace_context
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ def _job_rows(kinds: list[JobKind], **subject: int) -> list[dict[str, Any]]:
     max_attempts = current_app.config["MAIL_MAX_RETRIES"] + 1
     # The worker's log lines for these jobs carry the creating request's (validated) id.
     request_id = g.get("request_id") if has_request_context() else None
+    # Their attempts' spans join the trace of the span writing them (the request's).
+    trace_context = current_trace_context()
     now = utcnow()
     return [
         {
@@ -71,6 +74,7 @@ def _job_rows(kinds: list[JobKind], **subject: int) -> list[dict[str, Any]]:
             "attempts": 0,
             "max_attempts": max_attempts,
             "request_id": request_id,
+            "trace_context": trace_context,
             "available_at": now,
             "created_at": now,
             "updated_at": now,

@@ -22,6 +22,7 @@ from blog_api.jobs.checkpoints import Checkpoint, job_checkpoint
 from blog_api.jobs.errors import JobSkipped, PermanentJobError, code_of
 from blog_api.logs import bind_job
 from blog_api.models import Job, JobStatus
+from blog_api.tracing import job_span
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,14 @@ def run_job(job_id: str, worker_id: str, effect: Effect) -> str:
         log.info("Job %s: already claimed or finished, nothing to do", job_id)
         return DUPLICATE
     bind_job(job.id, job.request_id)
+    with job_span(job) as record_outcome:
+        outcome = _attempt(job, effect)
+        record_outcome(outcome)
+    return outcome
+
+
+def _attempt(job: Job, effect: Effect) -> str:
+    """Run `effect` on the claimed `job` and record the outcome; returns the outcome."""
     job_checkpoint.send(job, point=Checkpoint.AFTER_CLAIM)
     try:
         outcome = effect(job)
