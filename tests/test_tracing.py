@@ -165,6 +165,38 @@ def test_a_post_and_its_notification_job_are_one_trace(
     assert any(span.parent == attempt.context and span.kind is SpanKind.CLIENT for span in spans)
 
 
+CLIENT_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+CLIENT_TRACEPARENT = f"00-{CLIENT_TRACE_ID}-00f067aa0ba902b7-01"
+
+
+@pytest.mark.parametrize(
+    ("tracestate", "kept"),
+    [
+        ("vendor=a1b2", "vendor=a1b2"),
+        # 30 entries, 629 characters: past the 512 that W3C asks a platform to carry.
+        (",".join(f"v{number:02d}=" + "x" * 16 for number in range(30)), None),
+    ],
+)
+def test_a_clients_trace_goes_on_through_the_job_with_a_bounded_tracestate(
+    traced_app: Callable[..., Flask], alice: Account, tracestate: str, kept: str | None
+) -> None:
+    """A `traceparent` header makes the request, and so its jobs, part of the client's trace;
+    the job row keeps the client's `tracestate` only up to 512 characters."""
+    app = traced_app()
+
+    response = app.test_client().post(
+        "/api/v1/posts",
+        json={"title": "Traced", "content": "x"},
+        headers={**alice.headers, "traceparent": CLIENT_TRACEPARENT, "tracestate": tracestate},
+    )
+
+    assert response.status_code == 201
+    context = notification_job_of(app, response.json["id"]).trace_context
+    assert context is not None
+    assert context["traceparent"].split("-")[1] == CLIENT_TRACE_ID
+    assert context.get("tracestate") == kept
+
+
 def test_a_job_written_outside_a_request_has_a_trace_of_its_own(
     traced_app: Callable[..., Flask], exporter: InMemorySpanExporter
 ) -> None:

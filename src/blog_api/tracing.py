@@ -57,9 +57,6 @@ OTLP_EXPORTERS = {"http/protobuf": "otlp_proto_http", "grpc": "otlp_proto_grpc"}
 MAX_TRACESTATE = 512
 # The outcomes of an attempt that did not get its job done (blog_api.jobs.runner).
 FAILED_OUTCOMES = frozenset({"dead", "retrying"})
-# The process's own provider once the OTEL_* variables asked for one (an app built again in the
-# same process, as the `flask` commands and the tests do, uses it too).
-_environment_provider: TracerProvider | None = None
 
 
 def trace_exporter_names(environ: Mapping[str, str]) -> list[str]:
@@ -84,13 +81,19 @@ def configure_tracing(app: Flask, provider: TracerProvider | None = None) -> Non
     One app per process is traced with its SQL (a server or a worker builds one): the SQLAlchemy
     instrumentation is process-wide, and moves to the last app traced.
     """
-    if provider is None:
-        exporters = trace_exporter_names(os.environ)
-        if not exporters:
-            return
-        provider = _provider_from_environment(exporters)
-    from opentelemetry.instrumentation.flask import FlaskInstrumentor
-    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+    if provider is None and not trace_exporter_names(os.environ):
+        return
+    try:
+        from opentelemetry.instrumentation.flask import FlaskInstrumentor
+        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+        if provider is None:
+            provider = _provider_from_environment()
+    except ImportError as error:
+        raise ConfigError(
+            f"The OTEL_* variables turn tracing on, but {error.name} is not installed: "
+            f"{INSTALL_HINT}"
+        ) from None
 
     sampler_class = _statements_need_a_parent()
     if not isinstance(provider.sampler, sampler_class):
@@ -115,23 +118,17 @@ def configure_tracing(app: Flask, provider: TracerProvider | None = None) -> Non
     app.extensions["tracing"] = Tracing(provider)
 
 
-def _provider_from_environment(exporter_names: list[str]) -> TracerProvider:
-    """The process's tracer provider, exporting in batches to `exporter_names`; also set as
-    OpenTelemetry's global provider, for any other instrumentation in the process."""
-    global _environment_provider
-    if _environment_provider is not None:
-        return _environment_provider
-    try:
-        from opentelemetry import trace
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    except ImportError:
-        raise ConfigError(
-            f"The OTEL_* variables turn tracing on, but OpenTelemetry is not installed: "
-            f"{INSTALL_HINT}"
-        ) from None
-    exporters = [_exporter_class(name)() for name in exporter_names]
+@cache
+def _provider_from_environment() -> TracerProvider:
+    """The process's tracer provider (an app built again in the same process, as the `flask`
+    commands do, shares it), exporting in batches to the exporters the OTEL_* variables name;
+    also OpenTelemetry's global provider, for any other instrumentation in the process."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    exporters = [_exporter_class(name)() for name in trace_exporter_names(os.environ)]
     resource = Resource.create()  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": SERVICE_NAME}))
@@ -139,7 +136,6 @@ def _provider_from_environment(exporter_names: list[str]) -> TracerProvider:
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))  # OTEL_BSP_*
     trace.set_tracer_provider(provider)
-    _environment_provider = provider
     return provider
 
 

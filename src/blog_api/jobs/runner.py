@@ -6,7 +6,8 @@
 A second delivery of the same job finds it claimed or finished and does nothing. A failed
 attempt goes back to the outbox with its backoff in the row; the relay publishes it again when
 it is due, so no message ever carries a countdown. No Celery here: a task is one call of
-`run_job` (blog_api.worker.tasks), and so is a test.
+`run_job` (blog_api.worker.tasks), and so is a test. With tracing on, each claimed attempt is a
+span in the trace of the request that wrote the job (blog_api.tracing).
 """
 
 from __future__ import annotations
