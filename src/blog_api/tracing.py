@@ -76,12 +76,13 @@ def trace_exporter_names(environ: Mapping[str, str]) -> list[str]:
 
 def configure_tracing(app: Flask, provider: TracerProvider | None = None) -> None:
     """Trace `app`'s requests, its SQL and its jobs' attempts into `provider`, or (without one)
-    into the exporters the OTEL_* variables name; without either, do nothing.
+    into the exporters the OTEL_* variables name; without either, or when `app` is traced
+    already, do nothing.
 
     One app per process is traced with its SQL (a server or a worker builds one): the SQLAlchemy
     instrumentation is process-wide, and moves to the last app traced.
     """
-    if provider is None and not trace_exporter_names(os.environ):
+    if "tracing" in app.extensions or (provider is None and not trace_exporter_names(os.environ)):
         return
     try:
         from opentelemetry.instrumentation.flask import FlaskInstrumentor
