@@ -4,9 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PYTHON ?= python3
-# The locks (scripts/locks.py): the runtime's, what `make run` adds, what `make test` adds.
+# The locks (scripts/locks.py): the runtime's, what `make run` adds, what `make test` adds
+# (tracing, which production installs to trace, and the test tools).
 RUN_LOCKS := requirements.txt requirements-dev.txt
-TEST_LOCKS := $(RUN_LOCKS) requirements-test.txt
+TEST_LOCKS := $(RUN_LOCKS) requirements-tracing.txt requirements-test.txt
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 # The tool `make lock` compiles the locks with (never needed to install them).

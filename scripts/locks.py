@@ -4,11 +4,13 @@ a `*.txt` of exact versions with the SHA-256 of every file PyPI has for them.
     python scripts/locks.py check                # `make test`: a stale lock fails, naming the fix
     python scripts/locks.py compile [--upgrade]  # `make lock`: recompile every lock with uv
 
-The three locks are layered: runtime (`requirements`), the dev stack `make run` adds
-(`requirements-dev`), the tests (`requirements-test`). Each `.in` constrains itself with `-c` on
-the locks before it, so a package shared by two locks has one version and pip can install them
-together with `--require-hashes`. uv resolves for every platform and Python version the project
-supports at once (`--universal`): the lines that only some need carry environment markers.
+The four locks are layered: runtime (`requirements`), the dev stack `make run` adds
+(`requirements-dev`), OpenTelemetry tracing, which production adds to trace
+(`requirements-tracing`), the tests (`requirements-test`, on all three). Each `.in` constrains
+itself with `-c` on the locks it is installed with, so a package shared by two locks has one
+version and pip can install them together with `--require-hashes`. uv resolves for every
+platform and Python version the project supports at once (`--universal`): the lines that only
+some need carry environment markers.
 
 A lock records the SHA-256 of what it was compiled from (its `.in` and the locks that `.in`
 names) in its header. `check` recomputes it with nothing but the standard library, offline and
@@ -27,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # In install order: each builds on the ones before it.
-LOCKS = ("requirements", "requirements-dev", "requirements-test")
+LOCKS = ("requirements", "requirements-dev", "requirements-tracing", "requirements-test")
 DIGEST_LINE = "# inputs-sha256: {digest} (see scripts/locks.py)"
 DIGEST = re.compile(r"^# inputs-sha256: ([0-9a-f]{64})\b", re.MULTILINE)
 INCLUDED = re.compile(r"^\s*-[cr]\s+(\S+)", re.MULTILINE)

@@ -34,6 +34,11 @@ from support.integration_stack import Stack, stack_in
 
 REDIS_TEST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
+# Where spans go is each test's choice (tests/test_tracing.py): an OTEL_* variable of the calling
+# shell would trace every app the tests build and every process the rig starts.
+for _otel_variable in [name for name in os.environ if name.startswith("OTEL_")]:
+    del os.environ[_otel_variable]
+
 
 @pytest.fixture(
     scope="session",

@@ -1,5 +1,5 @@
-"""The install: three locks (runtime, what `make run` adds, what `make test` adds) that are
-current, a `make run` without test tools, and an installed package whose every module imports
+"""The install: four locks (runtime, what `make run` adds, tracing, what `make test` adds) that
+are current, a `make run` without test tools, and an installed package whose every module imports
 with nothing but the runtime lock (no development tool shipped in it)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-LOCKS = ("requirements", "requirements-dev", "requirements-test")
+LOCKS = ("requirements", "requirements-dev", "requirements-tracing", "requirements-test")
 PINNED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==", re.MULTILINE)
 LISTED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)", re.MULTILINE)
 
@@ -72,7 +72,7 @@ def test_a_recompiled_runtime_lock_makes_the_locks_built_on_it_stale(tmp_path: P
 
     assert result.returncode == 1
     [line] = result.stderr.splitlines()
-    assert "requirements-dev.txt, requirements-test.txt" in line
+    assert "requirements-dev.txt, requirements-tracing.txt, requirements-test.txt" in line
 
 
 def test_make_runs_locks_hold_no_test_tool() -> None:

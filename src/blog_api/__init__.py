@@ -25,6 +25,7 @@ from blog_api.logs import configure_logging
 from blog_api.ops.cli import register_cli
 from blog_api.ops.health import register_ops
 from blog_api.ops.security import register_security
+from blog_api.tracing import configure_tracing
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -59,6 +60,7 @@ def create_app(config_name: str | None = None, **overrides: Any) -> Flask:
     register_error_handlers(app)
     register_security(app)
     register_ops(app)
+    configure_tracing(app)
     if app.config["CLI"]:
         register_commands(app)
     return app

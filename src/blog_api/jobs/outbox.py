@@ -45,6 +45,7 @@ from blog_api.extensions import db
 from blog_api.models import ErrorCode, Job, JobKind, JobStatus
 from blog_api.models.base import utcnow
 from blog_api.models.jobs import ACTIVE_STATUSES, PRUNABLE_STATUSES, new_job_id
+from blog_api.tracing import current_trace_context
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ def _job_rows(
     # The worker's log lines for these jobs carry the creating request's (validated) id.
     if request_id is None and has_request_context():
         request_id = g.get("request_id")
+    # Their attempts' spans join the trace of the span writing them (the request's).
+    trace_context = current_trace_context()
     now = utcnow()
     return [
         {
@@ -85,6 +88,7 @@ def _job_rows(
             "attempts": 0,
             "max_attempts": max_attempts,
             "request_id": request_id,
+            "trace_context": trace_context,
             "available_at": now,
             "created_at": now,
             "updated_at": now,

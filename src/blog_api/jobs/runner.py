@@ -9,7 +9,8 @@ attempt goes back to the outbox with its backoff in the row; the relay publishes
 it is due, so no message ever carries a countdown. Once a failed attempt is recorded (retrying
 or dead), `run_job` raises `AttemptFailed`, so that the task run is a failure, not a success
 returning "retrying". No Celery here: a task is one call of `run_job`
-(blog_api.worker.tasks), and so is a test.
+(blog_api.worker.tasks), and so is a test. With tracing on, each claimed attempt is a span
+in the trace of the request that wrote the job (blog_api.tracing).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from blog_api.jobs.checkpoints import Checkpoint, job_checkpoint
 from blog_api.jobs.errors import AttemptFailed, JobDeferred, JobSkipped, PermanentJobError, code_of
 from blog_api.logs import bind_job
 from blog_api.models import Job, JobStatus
+from blog_api.tracing import job_span
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,18 @@ def run_job(job_id: str, worker_id: str, effect: Effect) -> str:
     # so recording the outcome reads nothing again, even when the post was deleted meanwhile.
     db.session.expunge(job)
     bind_job(job.id, job.request_id)
+    with job_span(job) as record_outcome:
+        try:
+            outcome = _attempt(job, effect)
+        except AttemptFailed as failed:
+            record_outcome(failed.outcome)
+            raise
+        record_outcome(outcome)
+    return outcome
+
+
+def _attempt(job: Job, effect: Effect) -> str:
+    """Run `effect` on the claimed `job` and record the outcome; returns the outcome."""
     job_checkpoint.send(job, point=Checkpoint.AFTER_CLAIM)
     try:
         outcome = effect(job)

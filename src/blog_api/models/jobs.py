@@ -18,7 +18,16 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, Enum, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    Enum,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from blog_api.models.base import Model, UTCDateTime, utcnow
@@ -136,6 +145,9 @@ class Job(Model):
     # X-Request-ID of the request that created the post: the worker's log lines for this job
     # carry it, so one grep follows a post from the API into the worker.
     request_id: Mapped[str | None] = mapped_column(String(64))
+    # The W3C trace context (`traceparent`, `tracestate`) of the span that created the job when
+    # tracing is on: each attempt's span joins that request's trace (blog_api.tracing).
+    trace_context: Mapped[dict[str, str] | None] = mapped_column(JSON(none_as_null=True))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

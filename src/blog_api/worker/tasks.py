@@ -18,6 +18,7 @@ from blog_api.effects.notifications import notify_author
 from blog_api.jobs.outbox import DueJob
 from blog_api.jobs.runner import Effect, run_job
 from blog_api.models import JobKind
+from blog_api.tracing import publish_span
 
 # A publish on a pooled connection the broker has closed (a restarted Redis) reconnects and
 # sends again; a broker that stays away fails the batch fast, and the relay tries it later.
@@ -70,7 +71,7 @@ TASKS: dict[JobKind, Any] = {
 
 def publish_jobs(celery_app: Celery, jobs: Sequence[DueJob]) -> None:
     """Send one message per job (its id only), all on one producer connection."""
-    with celery_app.producer_or_acquire() as producer:
+    with publish_span(len(jobs)), celery_app.producer_or_acquire() as producer:
         for job_id, kind, _created_at in jobs:
             celery_app.send_task(
                 TASKS[kind].name,
