@@ -78,14 +78,19 @@ if [ -z "${FLOWER_BASIC_AUTH:-}" ] && [ -f .env ]; then
 fi
 export FLOWER_BASIC_AUTH="${FLOWER_BASIC_AUTH:-admin:flower-dev-only}"
 
+# Exact /metrics over the web's two workers and the worker's two pool processes: each server
+# counts in a directory of its own, emptied when it starts (blog_api/ops/metrics.py). The
+# worker serves its counts on WORKER_METRICS_PORT when that is set.
+METRICS_DIR="$VAR_DIR/metrics"
+
 procfile="$VAR_DIR/Procfile.dev"
 : > "$procfile"
 if [ -n "$REDIS_SERVER" ]; then
   echo "redis: '$REDIS_SERVER' --port ${REDIS_PORT} --bind 127.0.0.1 --save '' --appendonly no --dir '$VAR_DIR' --loglevel warning" >> "$procfile"
 fi
 cat >> "$procfile" <<PROCS
-web: gunicorn --no-control-socket -w 2 -b 127.0.0.1:${WEB_PORT} --access-logfile - blog_api.wsgi:flask_app
-worker: celery -A blog_api.wsgi.celery_app worker -E -c 2 --loglevel=INFO
+web: PROMETHEUS_MULTIPROC_DIR='$METRICS_DIR/web' gunicorn -c gunicorn.conf.py -w 2 -b 127.0.0.1:${WEB_PORT} blog_api.wsgi:flask_app
+worker: PROMETHEUS_MULTIPROC_DIR='$METRICS_DIR/worker' celery -A blog_api.wsgi.celery_app worker -E -c 2 --loglevel=INFO
 flower: celery -A blog_api.wsgi.celery_app flower --address=127.0.0.1 --port=${FLOWER_PORT}
 smtp: python scripts/smtp_sink.py --port ${SMTP_PORT}
 PROCS

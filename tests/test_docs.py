@@ -29,7 +29,12 @@ CONFIGURATION = REPOSITORY / "docs" / "configuration.md"
 
 # Variables read outside config.py, by the files that read them (the table documents each).
 READ_OUTSIDE_CONFIG_PY: dict[str, set[str]] = {
-    "FLASK_ENV": {"src/blog_api/__init__.py", "src/blog_api/config.py", "scripts/run-stack.sh"},
+    "FLASK_ENV": {
+        "src/blog_api/__init__.py",
+        "src/blog_api/config.py",
+        "scripts/run-stack.sh",
+        "gunicorn.conf.py",
+    },
     "INSTANCE_PATH": {"src/blog_api/__init__.py"},
     "WEB_PORT": {"scripts/run-stack.sh"},
     "REDIS_PORT": {"scripts/run-stack.sh"},
@@ -44,6 +49,8 @@ READ_OUTSIDE_CONFIG_PY: dict[str, set[str]] = {
     "GUNICORN_WORKER_CLASS": {"gunicorn.conf.py"},
     "GUNICORN_TIMEOUT": {"gunicorn.conf.py"},
     "PORT": {"Procfile"},
+    # prometheus-client's, set here for the processes that count in it (see READ_BY_LIBRARIES).
+    "PROMETHEUS_MULTIPROC_DIR": {"gunicorn.conf.py", "Procfile"},
 }
 # Variables that libraries read themselves (a row may document them; nothing here reads them).
 READ_BY_LIBRARIES = {"PROMETHEUS_MULTIPROC_DIR": "prometheus-client's multiprocess mode"}

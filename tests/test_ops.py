@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from blog_api.config import ConfigError
 from blog_api.ops import health
 from support import Account, assert_error
 
@@ -247,3 +249,31 @@ def test_without_metrics_token_metrics_and_ready_are_open(
 
     assert client.get("/metrics").status_code == 200
     assert client.get("/ready").status_code == 200
+
+
+IN_PROGRESS = "blog_api_http_requests_in_progress"
+
+
+def test_metrics_show_the_requests_in_progress_even_after_one_refused_before_its_timer(
+    make_app: Callable[..., Flask],
+) -> None:
+    """The scrape itself is the one request in progress; a body refused before the timer
+    started (malformed JSON) took nothing off the gauge."""
+    client = make_app().test_client()
+    refused = client.post("/api/v1/login", data="{", content_type="application/json")
+    assert refused.status_code == 400
+
+    text = client.get("/metrics").get_data(as_text=True)
+
+    assert f"{IN_PROGRESS} 1.0" in text.splitlines()
+
+
+def test_a_metrics_directory_set_after_start_is_a_startup_error(
+    make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """prometheus-client chose its mode when it was imported: a PROMETHEUS_MULTIPROC_DIR that
+    appears later (read from .env) would leave every process counting alone, silently."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+
+    with pytest.raises(ConfigError, match=r"not in \.env"):
+        make_app()

@@ -263,3 +263,17 @@ def test_bind_job_outside_a_task_run_tags_nothing(make_app: Callable[..., Flask]
         app.logger.warning("no task here")
 
     assert "[request_id=-] no task here" in output.getvalue()
+
+
+def test_a_line_logged_outside_a_request_ends_with_its_message(
+    make_app: Callable[..., Flask],
+) -> None:
+    """A worker's lines ended in a meaningless `[-]`, the URL of no request."""
+    app = make_app()
+
+    with console_lines(app) as output, app.app_context(), job_log_scope():
+        bind_job("job-1", "abc-123")
+        app.logger.warning("inside the job")
+
+    (line,) = output.getvalue().splitlines()
+    assert line.endswith("[request_id=abc-123] inside the job")

@@ -58,6 +58,16 @@ def _base_url(value: str) -> str:
     return value.strip().rstrip("/")
 
 
+def _port_or_none(value: str) -> int | None:
+    """A TCP port, or None for an empty value (the setting is off)."""
+    if not value.strip():
+        return None
+    port = int(value)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"not a TCP port: {value!r}")
+    return port
+
+
 def _csv(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
@@ -148,6 +158,9 @@ ENVIRONMENT_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "DELIVERY_EXPANSION_CHUNK": ("DELIVERY_EXPANSION_CHUNK", int),
     "DELIVERY_SYNCHRONOUS_COMMIT": ("DELIVERY_SYNCHRONOUS_COMMIT", _bool),
     "MAIL_RATE_LIMIT": ("MAIL_RATE_LIMIT", int),
+    # The worker's metrics endpoint (ops/metrics.py).
+    "WORKER_METRICS_PORT": ("WORKER_METRICS_PORT", _port_or_none),
+    "WORKER_METRICS_ADDRESS": ("WORKER_METRICS_ADDRESS", str),
 }
 
 
@@ -330,6 +343,13 @@ class Config:
     # When set, `/metrics` and `/ready` need `Authorization: Bearer <METRICS_TOKEN>`: they name
     # worker hosts and counts. Unset, they are open (restrict them at the proxy instead).
     METRICS_TOKEN: str | None = None
+    # A Celery worker serves the job attempts its pool processes counted at
+    # http://WORKER_METRICS_ADDRESS:WORKER_METRICS_PORT/metrics (METRICS_TOKEN applies);
+    # unset, it serves nothing. Loopback by default, like gunicorn: a scraper on another machine
+    # needs 0.0.0.0 (and METRICS_TOKEN) or a proxy. The prefork pool needs
+    # PROMETHEUS_MULTIPROC_DIR for it (ops/metrics.py).
+    WORKER_METRICS_PORT: int | None = None
+    WORKER_METRICS_ADDRESS = "127.0.0.1"
 
     # Subscriptions and fan-out. PUBLIC_BASE_URL is where readers reach this API (the
     # unsubscribe links and post links of fan-out e-mails; never taken from a request's Host):

@@ -1,27 +1,39 @@
-"""Logging as the tutorial sets it up, made safe and traceable.
+"""Logging as the tutorial sets it up, made safe and traceable, in one of two formats.
 
-Console always, plus a rotating file (`LOG_FILE`, default `app.log`) when not in debug mode. Every
-line carries the request id and URL (`-` outside a request, e.g. at startup). In a worker, the
+Console always, plus a rotating file (`LOG_FILE`, default `app.log`) when not in debug mode.
+`LOG_FORMAT=json` writes one JSON object per line (python-json-logger) with the keys `time`,
+`level`, `logger`, `message` and `request_id`, plus `url` while serving a request, `job_id` while
+running a job and `exception` with a traceback; gunicorn.conf.py gives gunicorn's lines the same
+keys and the worker's (Celery's) handlers get them here (`tag_worker_handlers`). `text` writes
+`time LEVEL [request_id=...] message`, with ` [url]` at the end while serving a request.
+
+Every line carries the request id (`-` outside a request, e.g. at startup). In a worker, the
 lines logged while a job runs carry the id of the request that created the job (`bind_job`).
-Messages are escaped so that user input cannot forge log lines. Calling `configure_logging` again
-(tests create many apps) replaces our handlers instead of adding duplicates.
+Messages are escaped so that user input cannot forge log lines: JSON escapes control characters,
+the text format renders them visibly. Calling `configure_logging` again (tests create many apps)
+replaces our handlers instead of adding duplicates.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import uuid
 from contextvars import ContextVar, Token
-from datetime import UTC, datetime
 from logging.handlers import RotatingFileHandler
 
 from flask import Flask, Response, g, has_request_context, request
 from flask.logging import default_handler
+from pythonjsonlogger.json import JsonFormatter
 
-TEXT_FORMAT = "%(asctime)s %(levelname)s [request_id=%(request_id)s] %(message)s [%(url)s]"
+TEXT_FORMAT = "%(asctime)s %(levelname)s [request_id=%(request_id)s] %(message)s"
 FILE_FORMAT = TEXT_FORMAT + " [in %(pathname)s:%(lineno)d]"
+# The keys of a JSON line, as gunicorn.conf.py writes them too (a test compares the two): the
+# record's attributes in `fields`, renamed; every other attribute a filter or Celery added
+# (`url`, `job_id`, Celery's `data`) follows under its own name.
+JSON_FIELDS = ["levelname", "name", "message", "request_id"]
+JSON_RENAMED = {"levelname": "level", "name": "logger", "exc_info": "exception"}
+JSON_TIME = "time"  # ISO 8601, UTC
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
@@ -59,7 +71,7 @@ def bind_job(job_id: str, request_id: str | None) -> None:
 
 
 class RequestContextFilter(logging.Filter):
-    """Adds `request_id` and `url` to every record (and `job_id` in a job's run)."""
+    """Adds `request_id` to every record, and `url` in a request (`job_id` in a job's run)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         scope = _job_scope.get()
@@ -69,42 +81,42 @@ class RequestContextFilter(logging.Filter):
         elif scope:
             record.request_id = scope["request_id"]
             record.job_id = scope["job_id"]
-            record.url = getattr(record, "url", "-")
         else:
             record.request_id = getattr(record, "request_id", "-")
-            record.url = getattr(record, "url", "-")
         return True
 
 
-class SafeFormatter(logging.Formatter):
+class TextFormatter(logging.Formatter):
+    """A text format with control characters rendered visibly, and the URL of the request being
+    served at the end of the line (no placeholder outside a request)."""
+
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = escape_control_chars(record.message)
-        return super().formatMessage(record)
+        line = super().formatMessage(record)
+        url = getattr(record, "url", None)
+        return f"{line} [{url}]" if url else line
 
 
-class JsonFormatter(logging.Formatter):
+def json_formatter() -> logging.Formatter:
     """One JSON object per line (`LOG_FORMAT=json`)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            "request_id": getattr(record, "request_id", "-"),
-            "url": getattr(record, "url", "-"),
-        }
-        if hasattr(record, "job_id"):
-            entry["job_id"] = record.job_id
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=True)
+    return JsonFormatter(JSON_FIELDS, rename_fields=JSON_RENAMED, timestamp=JSON_TIME)
 
 
 def _formatter(app: Flask, fmt: str) -> logging.Formatter:
     if app.config["LOG_FORMAT"] == "json":
-        return JsonFormatter()
-    return SafeFormatter(fmt)
+        return json_formatter()
+    return TextFormatter(fmt)
+
+
+def log_json_from_the_start() -> None:
+    """JSON lines on the root logger, Python's warnings included, until Celery replaces its
+    handlers with its own (which `tag_worker_handlers` then formats): a worker's first lines
+    (a warning when it runs as root) come before its logging is set up."""
+    logging.captureWarnings(True)
+    handler = logging.StreamHandler()
+    handler.setFormatter(json_formatter())
+    handler.addFilter(RequestContextFilter())
+    logging.getLogger().addHandler(handler)
 
 
 def tag_worker_handlers(logger: logging.Logger, log_format: str, celery_format: str) -> None:
@@ -115,10 +127,10 @@ def tag_worker_handlers(logger: logging.Logger, log_format: str, celery_format: 
             continue
         handler.addFilter(RequestContextFilter())
         if log_format == "json":
-            handler.setFormatter(JsonFormatter())
+            handler.setFormatter(json_formatter())
         else:
             tagged = celery_format.replace("%(message)s", "[request_id=%(request_id)s] %(message)s")
-            handler.setFormatter(SafeFormatter(tagged))
+            handler.setFormatter(TextFormatter(tagged))
 
 
 def configure_logging(app: Flask) -> None:

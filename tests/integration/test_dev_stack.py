@@ -133,6 +133,15 @@ def test_dev_stack_serves_the_api_and_flower_behind_basic_auth(bare_stack: Stack
         bare_stack.wait_for_log(honcho, "--- e-mail to d@example.com ---", timeout=60)
         # The post's own e-mail (registering also sent a confirmation e-mail to the address).
         bare_stack.wait_for_log(honcho, "Subject: Your post 'From make run' is published", 60)
+
+        # The web and the worker count in directories of their own under VAR_DIR; /metrics sums
+        # the web's two workers, whichever answers.
+        metrics = bare_stack.tmp_path / "var" / "metrics"
+        assert list((metrics / "web").glob("counter_*.db"))
+        assert list((metrics / "worker").glob("counter_*.db"))
+        posts = 'blog_api_http_requests_total{method="POST",route="/api/v1/posts",status="201"}'
+        scrapes = [http_get(f"{web}/metrics")[1].decode() for _ in range(10)]
+        assert {f"{posts} 1.0" in scrape.splitlines() for scrape in scrapes} == {True}
     finally:
         stop_honcho(honcho)
 

@@ -31,6 +31,7 @@ from sqlalchemy import select
 from blog_api.config import ENVIRONMENT_VARIABLES, read_environment
 from blog_api.extensions import db
 from blog_api.models import Job, JobKind
+from blog_api.ops.metrics import MULTIPROCESS_DIRECTORY
 from support import free_port, redis_server, wait_until
 from support.fault_hooks import FaultHooks
 from support.fault_proxy import FaultProxy
@@ -211,8 +212,13 @@ class Stack:
         return app
 
     def env(self, **extra: str) -> dict[str, str]:
-        # Drop any blog-api setting of the calling shell: only ours count.
-        environ = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT_VARIABLES}
+        # Drop any blog-api setting of the calling shell, and its metrics directory: only ours
+        # count.
+        environ = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ENVIRONMENT_VARIABLES and k != MULTIPROCESS_DIRECTORY
+        }
         return {
             **environ,
             "FLASK_ENV": "testing",

@@ -1,4 +1,5 @@
-"""`/health` (the process is alive), `/ready` (database and broker reachable) and `/metrics`.
+"""`/health` (the process is alive), `/ready` (database and broker reachable) and `/metrics`
+(the request metrics of ops/metrics.py, and job figures read from the database at scrape time).
 
 `/ready` answers from its last check for `READY_CACHE_SECONDS` (per process): each check opens
 a broker connection, which a balancer probing several times a second would otherwise pay each
@@ -9,7 +10,6 @@ time. `/metrics` and `/ready` name worker hosts and counts: with `METRICS_TOKEN`
 
 from __future__ import annotations
 
-import hmac
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,38 +20,26 @@ from datetime import datetime
 from functools import wraps
 from typing import Any, TypeVar, cast
 
-from flask import Blueprint, Flask, Response, current_app, g, request
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-)
+from flask import Blueprint, Flask, Response, current_app, request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select, text
 
 from blog_api.broker import check_broker
 from blog_api.errors import error_response
-from blog_api.extensions import db, limiter, rate_limit_storage_failed
+from blog_api.extensions import db, limiter
 from blog_api.jobs.deliveries import Watched, watched_counts
 from blog_api.jobs.heartbeats import forget_after
 from blog_api.models import Job, JobStatus, WorkerHeartbeat
 from blog_api.models.base import utcnow
 from blog_api.models.deliveries import WAITING_STATUSES
 from blog_api.models.jobs import ACTIVE_STATUSES
+from blog_api.ops.metrics import NOT_THE_METRICS_BEARER, bears_token, register_request_metrics
 
 blp = Blueprint("ops", __name__)
 F = TypeVar("F", bound=Callable[..., Any])
 READY_CHECK_TIMEOUT = 1  # seconds
 READY_CACHE = "blog_api_ready_cache"  # the app's `ReadyCache`, in `app.extensions`
-NOT_THE_METRICS_BEARER = "Missing or wrong metrics token (Authorization: Bearer <METRICS_TOKEN>)"
-# Label values of the request metrics come from a fixed set, so that a client cannot add series
-# by inventing methods or paths: any other method is "OTHER", a path no route matched
-# "<unmatched>".
-HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-OTHER_METHOD = "OTHER"
-UNMATCHED_ROUTE = "<unmatched>"
 
 
 @blp.get("/health")
@@ -67,21 +55,13 @@ def metrics_token_required(view: F) -> F:
     @wraps(view)
     def guarded(*args: Any, **kwargs: Any) -> Any:
         token = current_app.config["METRICS_TOKEN"]
-        if token and not _bears(token):
+        if token and not bears_token(request.headers.get("Authorization", ""), token):
             return error_response(
                 401, NOT_THE_METRICS_BEARER, headers={"WWW-Authenticate": "Bearer"}
             )
         return view(*args, **kwargs)
 
     return cast(F, guarded)
-
-
-def _bears(token: str) -> bool:
-    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-    # Bytes: compare_digest takes only ASCII strings, and a header may hold any Latin-1.
-    given = credentials.strip().encode("utf-8", "surrogateescape")
-    expected = token.encode("utf-8", "surrogateescape")
-    return hmac.compare_digest(given, expected) and scheme.lower() == "bearer"
 
 
 @dataclass
@@ -213,45 +193,15 @@ def _fan_out_metrics(fan_out: Watched, now: datetime) -> Iterator[GaugeMetricFam
 
 
 def register_ops(app: Flask) -> None:
-    """Health endpoints, and request metrics for every route on a registry of this app."""
-    registry = CollectorRegistry()
-    requests = Counter(
-        "blog_api_http_requests", "HTTP requests", ["method", "route", "status"], registry=registry
-    )
-    latency = Histogram(
-        "blog_api_http_request_duration_seconds",
-        "HTTP request latency",
-        ["method", "route"],
-        registry=registry,
-    )
-    storage_fallbacks = Counter(
-        "blog_api_rate_limit_storage_fallbacks",
-        "Times the rate limiter lost its storage and began counting in process memory",
-        registry=registry,
-    )
+    """Health endpoints, and `/metrics`: the requests of every route (counted in this process,
+    or summed over every process of the server in multiprocess mode) and the job figures."""
+    registry = register_request_metrics(app)
     registry.register(JobCollector(app))
     app.extensions[READY_CACHE] = ReadyCache()
     app.register_blueprint(blp)
-
-    @rate_limit_storage_failed.connect_via(app)
-    def count_storage_fallback(_sender: Flask, **_: Any) -> None:
-        storage_fallbacks.inc()
 
     @app.get("/metrics")
     @limiter.exempt
     @metrics_token_required
     def metrics() -> Response:
         return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
-
-    @app.before_request
-    def start_timer() -> None:
-        g.request_started = time.perf_counter()
-
-    @app.after_request
-    def observe(response: Response) -> Response:
-        route = request.url_rule.rule if request.url_rule else UNMATCHED_ROUTE
-        method = request.method if request.method in HTTP_METHODS else OTHER_METHOD
-        requests.labels(method, route, str(response.status_code)).inc()
-        if "request_started" in g:
-            latency.labels(method, route).observe(time.perf_counter() - g.request_started)
-        return response

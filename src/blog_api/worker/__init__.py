@@ -21,7 +21,7 @@ from flask import Flask
 # a message as "unregistered".
 from blog_api.jobs.errors import AttemptFailed
 from blog_api.worker import signals, tasks  # noqa: F401
-from blog_api.worker.bootsteps import HeartbeatStep, RelayStep
+from blog_api.worker.bootsteps import HeartbeatStep, MetricsServerStep, RelayStep
 
 
 class FlaskCelery(Celery):
@@ -55,7 +55,7 @@ def celery_init_app(app: Flask) -> FlaskCelery:
     celery_app = FlaskCelery(app)
     celery_app.config_from_object(app.config["CELERY"])
     celery_app.set_default()
-    celery_app.steps["worker"].update({HeartbeatStep, RelayStep})
+    celery_app.steps["worker"].update({HeartbeatStep, RelayStep, MetricsServerStep})
     signals.connect_logging(app)
     signals.connect_pool_processes(app)
     app.extensions["celery"] = celery_app

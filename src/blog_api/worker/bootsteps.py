@@ -1,6 +1,7 @@
 """The worker's own threads, started in its main process after the pool (never in a pool child,
-so no task waits for them) and stopped at shutdown: the heartbeat, and the relay that publishes
-due jobs. A worker and its relay share fate: where workers run, jobs are published.
+so no task waits for them) and stopped at shutdown: the heartbeat, the relay that publishes
+due jobs, and the metrics endpoint (WORKER_METRICS_PORT). A worker and its relay share fate:
+where workers run, jobs are published.
 
 Celery's StartStopStep starts and stops the object its `create` returns.
 """
@@ -11,9 +12,12 @@ from functools import partial
 from typing import Any
 
 from celery import bootsteps
+from celery.concurrency.prefork import TaskPool as PreforkPool
 
+from blog_api.config import ConfigError
 from blog_api.jobs import deliveries, outbox
 from blog_api.jobs.relay import Relay
+from blog_api.ops.metrics import MULTIPROCESS_DIRECTORY, MetricsServer, multiprocess_directory
 from blog_api.services.idempotency import prune_expired_keys
 from blog_api.services.tokens import purge_expired_tokens
 from blog_api.worker.heartbeat import Heartbeat
@@ -49,4 +53,25 @@ class RelayStep(bootsteps.StartStopStep):
                 prune_expired_keys,
             ],
             name=f"relay-{parent.hostname}",
+        )
+
+
+class MetricsServerStep(bootsteps.StartStopStep):
+    """`/metrics` on WORKER_METRICS_PORT (unset: none): the job attempts of this worker."""
+
+    requires = AFTER_THE_POOL
+
+    def include_if(self, parent: Any) -> bool:
+        return parent.app.flask_app.config["WORKER_METRICS_PORT"] is not None
+
+    def create(self, parent: Any) -> MetricsServer:  # type: ignore[override]
+        # Pool processes count in their own memory, which the main process cannot read: only
+        # the files of multiprocess mode carry their counts to it.
+        if issubclass(parent.pool_cls, PreforkPool) and not multiprocess_directory():
+            raise ConfigError(
+                f"WORKER_METRICS_PORT with the prefork pool needs {MULTIPROCESS_DIRECTORY}"
+            )
+        config = parent.app.flask_app.config
+        return MetricsServer(
+            config["WORKER_METRICS_ADDRESS"], config["WORKER_METRICS_PORT"], config["METRICS_TOKEN"]
         )

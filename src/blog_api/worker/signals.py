@@ -1,5 +1,6 @@
 """Celery signal receivers of a worker: each task run's log scope, the database and SMTP
-connections of a pool process, and our log format on Celery's own handlers."""
+connections of a pool process, our log format on Celery's own handlers, and the metrics
+directory its pool processes count in."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from typing import Any
 
 from celery.signals import (
     after_setup_logger,
+    celeryd_init,
     task_postrun,
     task_prerun,
+    worker_init,
     worker_process_init,
     worker_process_shutdown,
     worker_shutdown,
@@ -19,7 +22,13 @@ from flask import Flask
 
 from blog_api.effects.mailer import close_kept_connections
 from blog_api.extensions import db
-from blog_api.logs import begin_job_log_scope, end_job_log_scope, tag_worker_handlers
+from blog_api.logs import (
+    begin_job_log_scope,
+    end_job_log_scope,
+    log_json_from_the_start,
+    tag_worker_handlers,
+)
+from blog_api.ops.metrics import empty_multiprocess_directory
 
 # The log scope of each task run in this process, from task_prerun to task_postrun: it covers
 # Celery's own "succeeded" line, which is logged after the task body returns.
@@ -38,6 +47,13 @@ def close_job_log_scope(task_id: str, **_: Any) -> None:
         end_job_log_scope(token)
 
 
+@worker_init.connect
+def start_counting_afresh(**_: Any) -> None:
+    """In the worker's main process, before its pool starts: the files of an earlier run (a pid
+    used again would take its counts over) leave the metrics directory (ops/metrics.py)."""
+    empty_multiprocess_directory()
+
+
 @worker_process_shutdown.connect
 @worker_shutdown.connect
 def close_smtp_connections(**_: Any) -> None:
@@ -54,8 +70,16 @@ def connect_logging(app: Flask) -> None:
     def tag_celery_log_lines(logger: Any, format: str, **_: Any) -> None:
         tag_worker_handlers(logger, app.config["LOG_FORMAT"], format)
 
-    # A worker process builds one app; the first app of a process owns this receiver.
+    def only_json_lines(instance: Any, **_: Any) -> None:
+        # With LOG_FORMAT=json every line of the worker's output is a JSON object: no banner
+        # (Celery prints it outside logging), and JSON before Celery's handlers exist.
+        if app.config["LOG_FORMAT"] == "json":
+            instance.quiet = True
+            log_json_from_the_start()
+
+    # A worker process builds one app; the first app of a process owns these receivers.
     after_setup_logger.connect(tag_celery_log_lines, weak=False, dispatch_uid="blog_api.logging")
+    celeryd_init.connect(only_json_lines, weak=False, dispatch_uid="blog_api.json_lines")
 
 
 def connect_pool_processes(app: Flask) -> None:

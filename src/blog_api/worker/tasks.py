@@ -1,11 +1,13 @@
 """The Celery tasks: each receives only a job id and makes one attempt at the job
-(`blog_api.jobs.runner.run_job`: claim, run the effect, record the outcome).
+(`blog_api.jobs.runner.run_job`: claim, run the effect, record the outcome), counted by kind and
+outcome in `blog_api_job_attempts_total` (ops/metrics.py).
 
 `TASKS` is the one mapping from a job kind to its task; `publish_jobs` is what the relay uses.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,9 +17,11 @@ from blog_api.effects import fanout
 from blog_api.effects.audit import audit_post_created
 from blog_api.effects.confirmations import email_confirmation
 from blog_api.effects.notifications import notify_author
+from blog_api.jobs.errors import AttemptFailed
 from blog_api.jobs.outbox import DueJob
 from blog_api.jobs.runner import Effect, run_job
 from blog_api.models import JobKind
+from blog_api.ops.metrics import count_job_attempt
 from blog_api.tracing import publish_span
 
 # A publish on a pooled connection the broker has closed (a restarted Redis) reconnects and
@@ -26,8 +30,16 @@ PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 
 
 
 def attempt(task: Task, job_id: str, effect: Effect) -> str:
-    """One attempt at job `job_id`, owned by this task run."""
-    return run_job(job_id, task.request.id or f"direct-{job_id}", effect)
+    """One attempt at job `job_id`, owned by this task run, counted by its outcome (a failed
+    one too, before its AttemptFailed ends the task run as a failure)."""
+    kind = kind_of_task(task.name)
+    try:
+        outcome = run_job(job_id, task.request.id or f"direct-{job_id}", effect)
+    except AttemptFailed as failed:
+        count_job_attempt(kind, failed.outcome)
+        raise
+    count_job_attempt(kind, outcome)
+    return outcome
 
 
 @shared_task(name="blog_api.send_post_notification", bind=True)
@@ -67,6 +79,13 @@ TASKS: dict[JobKind, Any] = {
     JobKind.FAN_OUT: fan_out_post,
     JobKind.DELIVER_BATCH: deliver_batch,
 }
+
+
+@functools.cache
+def kind_of_task(name: str) -> JobKind:
+    """The job kind of the task named `name` (looked up at run time: resolving the shared tasks
+    on import would make Celery create a default app)."""
+    return next(kind for kind, task in TASKS.items() if task.name == name)
 
 
 def publish_jobs(celery_app: Celery, jobs: Sequence[DueJob]) -> None:
