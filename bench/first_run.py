@@ -1,3 +1,5 @@
+# It runs only git and make, with its own fixed arguments.
+# ruff: noqa: S603, S607
 """A newcomer's first run, timed: a fresh clone, `make run`, the README's curl flow, the e-mail.
 
     python bench/first_run.py                    # this checkout's HEAD
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -24,9 +25,10 @@ import subprocess
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+from typing import Any
+
+from harness.load import http_json
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 TITLE = "First run probe"
@@ -42,14 +44,12 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def call(url: str, body: dict[str, str] | None = None, token: str | None = None) -> dict:
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers=headers)
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        return json.loads(answer.read())
+def call(port: int, path: str, body: dict[str, str], token: str | None = None) -> Any:
+    """POST `body`; the JSON answer, which must be a success."""
+    status, answer = http_json(port, "POST", path, body, token)
+    if status >= 400:
+        raise RuntimeError(f"POST {path}: {status} {answer}")
+    return answer
 
 
 class Output:
@@ -104,22 +104,21 @@ def one_round(rev: str) -> tuple[float, float, float]:
             start_new_session=True,
         )
         output = Output(stack.stdout)
-        base = f"http://127.0.0.1:{web}"
         try:
             while True:
                 if stack.poll() is not None or time.monotonic() - started > HEALTH_TIMEOUT:
                     raise RuntimeError(f"{rev}: the stack never answered:\n{output.text[-3000:]}")
-                with contextlib.suppress(OSError, urllib.error.URLError):
-                    urllib.request.urlopen(f"{base}/health", timeout=2).close()
-                    break
+                with contextlib.suppress(OSError):
+                    if http_json(web, "GET", "/health", timeout=2.0)[0] == 200:
+                        break
                 time.sleep(0.1)
             healthy = time.monotonic() - started
             account = {"username": "alice", "password": "correct-horse"}
-            call(f"{base}/api/v1/users", {**account, "email": "alice@example.com"})
-            token = call(f"{base}/api/v1/login", account)["access_token"]
+            call(web, "/api/v1/users", {**account, "email": "alice@example.com"})
+            token = call(web, "/api/v1/login", account)["access_token"]
             mark = len(output.text)
             posted = time.monotonic()
-            call(f"{base}/api/v1/posts", {"title": TITLE, "content": "Hello"}, token)
+            call(web, "/api/v1/posts", {"title": TITLE, "content": "Hello"}, token)
             if not output.wait_for(SUBJECT, mark, MAIL_TIMEOUT):
                 raise RuntimeError(f"{rev}: no e-mail in {MAIL_TIMEOUT} s:\n{output.text[-3000:]}")
             mailed = time.monotonic()
