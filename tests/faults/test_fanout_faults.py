@@ -380,7 +380,9 @@ def test_subscribers_unsubscribing_mid_fan_out_get_nothing_more(
     cancelled get nothing; one already in a worker's hands gets at most one; everyone else
     exactly one."""
     stack = redis_stack
-    stack.configure(**FAN_OUT)
+    # Small batches, throttled (100 e-mails take 5 s), so that batches still wait when the 30
+    # leave: with batches of 25 unthrottled, a fast run had sent or claimed all four by then.
+    stack.configure(**{**FAN_OUT, "DELIVERY_BATCH_SIZE": "10"}, MAIL_RATE_LIMIT=20)
     stack.up(concurrency=2)
     app, audience = audience_of(stack, "r46")
     title = f"R46 {uuid.uuid4().hex[:8]}"
