@@ -7,9 +7,9 @@ from typing import Any
 
 from flask import current_app
 from flask.views import MethodView
-from flask_smorest import abort
 
 from blog_api.api.base import Blueprint, get_or_404
+from blog_api.api.posts import get_own_post_or_403
 from blog_api.auth import caller
 from blog_api.errors import ConflictError
 from blog_api.jobs import deliveries
@@ -32,14 +32,7 @@ def register_post_deliveries(blp: Blueprint) -> None:
         @blp.errors(403, 404)
         def get(self, post_id: int) -> Any:
             """The post's e-mails to its author's subscribers, in figures (author or admin)"""
-            post = get_or_404(Post, post_id)
-            if not caller().may_act_for(post.user_id):
-                abort(
-                    403,
-                    message="You can only view the deliveries of your own posts unless you are an "
-                    "admin",
-                )
-            return deliveries.progress(post.id)
+            return deliveries.progress(get_own_post_or_403(post_id, "view the deliveries of").id)
 
     @blp.route("/posts/<id:post_id>/deliveries/retry")
     class PostDeliveriesRetry(MethodView):

@@ -11,13 +11,13 @@ from typing import Any
 
 from flask import current_app
 from flask.views import MethodView
-from flask_smorest import abort
 
 from blog_api.api.base import Blueprint, get_or_404
 from blog_api.api.pagination import paginate
+from blog_api.api.posts import get_own_post_or_403
 from blog_api.auth import caller
 from blog_api.jobs import outbox
-from blog_api.models import Job, Post
+from blog_api.models import Job
 from blog_api.schemas.jobs import JobListSchema, JobQuerySchema, JobSchema, PostJobsSchema
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/v1", description="Background jobs (admin)")
@@ -35,12 +35,7 @@ def register_post_jobs(blp: Blueprint) -> None:
         @blp.errors(403, 404)
         def get(self, post_id: int) -> Any:
             """The post's background jobs with status, attempts and last error (author or admin)"""
-            post = get_or_404(Post, post_id)
-            if not caller().may_act_for(post.user_id):
-                abort(
-                    403,
-                    message="You can only view the jobs of your own posts unless you are an admin",
-                )
+            post = get_own_post_or_403(post_id, "view the jobs of")
             jobs = outbox.jobs_of_post(post.id)
             if caller().is_admin:
                 return {"jobs": jobs}

@@ -24,6 +24,8 @@ from blog_api.services import delete_instance, idempotency, posts, update_fields
 
 
 def get_own_post_or_403(post_id: int, action: str) -> Post:
+    """The post, if the caller wrote it or is an admin; else `403 You can only <action> your own
+    posts unless you are an admin` (`404` for no such post)."""
     post = get_or_404(Post, post_id)
     if not caller().may_act_for(post.user_id):
         abort(403, message=f"You can only {action} your own posts unless you are an admin")

@@ -6,8 +6,9 @@ Create Date: 2026-12-04 12:00:00.000000
 
 """
 
-import sqlalchemy as sa
 from alembic import op
+
+from blog_api.migrations.partial_indexes import create_job_indexes, drop_job_indexes
 
 # revision identifiers, used by Alembic.
 revision = "0004"
@@ -15,8 +16,6 @@ down_revision = "0003"
 branch_labels = None
 depends_on = None
 
-ACTIVE = "status IN ('pending', 'running')"
-PRUNABLE = "status IN ('done', 'skipped')"
 
 # The relay LISTENs on this channel (blog_api/jobs/relay.py). A job that becomes pending (a new
 # job, a failed attempt given back, an admin's retry) rings it from its own transaction, and
@@ -38,20 +37,7 @@ FOR EACH ROW WHEN (NEW.status = 'pending') EXECUTE FUNCTION blog_api_jobs_ring()
 def upgrade():
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_index("ix_jobs_status_available_at")
-    op.create_index(
-        "ix_jobs_due",
-        "jobs",
-        ["available_at"],
-        sqlite_where=sa.text(ACTIVE),
-        postgresql_where=sa.text(ACTIVE),
-    )
-    op.create_index(
-        "ix_jobs_prunable",
-        "jobs",
-        ["finished_at"],
-        sqlite_where=sa.text(PRUNABLE),
-        postgresql_where=sa.text(PRUNABLE),
-    )
+    create_job_indexes()
     if op.get_bind().dialect.name == "postgresql":
         op.execute(NOTIFY_FUNCTION)
         op.execute(NOTIFY_TRIGGER)
@@ -61,8 +47,7 @@ def downgrade():
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP TRIGGER jobs_ring_relay ON jobs")
         op.execute("DROP FUNCTION blog_api_jobs_ring()")
-    op.drop_index("ix_jobs_prunable", table_name="jobs")
-    op.drop_index("ix_jobs_due", table_name="jobs")
+    drop_job_indexes()
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.create_index(
             "ix_jobs_status_available_at", ["status", "available_at"], unique=False

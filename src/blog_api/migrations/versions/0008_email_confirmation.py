@@ -24,14 +24,18 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 from alembic import op
 
+from blog_api.migrations.partial_indexes import (
+    create_job_indexes,
+    create_partial_index,
+    drop_job_indexes,
+)
+
 # revision identifiers, used by Alembic.
 revision = "0008"
 down_revision = "0007"
 branch_labels = None
 depends_on = None
 
-ACTIVE = "status IN ('pending', 'running')"
-PRUNABLE = "status IN ('done', 'skipped')"
 CONFIRMED = "email_confirmed_at IS NOT NULL"
 ONE_SUBJECT = "(post_id IS NULL) <> (confirmation_id IS NULL)"
 
@@ -58,28 +62,6 @@ def foreign_keys_off_on_sqlite() -> Iterator[None]:
     finally:
         with op.get_context().autocommit_block():
             op.execute("PRAGMA foreign_keys=ON")
-
-
-def _drop_job_indexes() -> None:
-    op.drop_index("ix_jobs_prunable", table_name="jobs")
-    op.drop_index("ix_jobs_due", table_name="jobs")
-
-
-def _create_job_indexes() -> None:
-    op.create_index(
-        "ix_jobs_due",
-        "jobs",
-        ["available_at"],
-        sqlite_where=sa.text(ACTIVE),
-        postgresql_where=sa.text(ACTIVE),
-    )
-    op.create_index(
-        "ix_jobs_prunable",
-        "jobs",
-        ["finished_at"],
-        sqlite_where=sa.text(PRUNABLE),
-        postgresql_where=sa.text(PRUNABLE),
-    )
 
 
 def upgrade():
@@ -114,16 +96,9 @@ def upgrade():
         op.create_index(
             "uq_users_username_lower", "users", [sa.text("lower(username)")], unique=True
         )
-        op.create_index(
-            "uq_users_email_confirmed",
-            "users",
-            ["email"],
-            unique=True,
-            sqlite_where=sa.text(CONFIRMED),
-            postgresql_where=sa.text(CONFIRMED),
-        )
+        create_partial_index("uq_users_email_confirmed", "users", ["email"], CONFIRMED, unique=True)
 
-        _drop_job_indexes()
+        drop_job_indexes()
         with op.batch_alter_table("jobs", schema=None) as batch_op:
             batch_op.alter_column("post_id", existing_type=sa.Integer(), nullable=True)
             batch_op.add_column(sa.Column("confirmation_id", sa.Integer(), nullable=True))
@@ -138,14 +113,14 @@ def upgrade():
                 batch_op.f("uq_jobs_confirmation_id"), ["confirmation_id"]
             )
             batch_op.create_check_constraint(batch_op.f("ck_jobs_one_subject"), ONE_SUBJECT)
-        _create_job_indexes()
+        create_job_indexes()
 
 
 def downgrade():
     # Confirmation jobs have no post: they go with their confirmations.
     op.execute("DELETE FROM jobs WHERE post_id IS NULL")
     with foreign_keys_off_on_sqlite():
-        _drop_job_indexes()
+        drop_job_indexes()
         with op.batch_alter_table("jobs", schema=None) as batch_op:
             batch_op.drop_constraint(batch_op.f("ck_jobs_one_subject"), type_="check")
             batch_op.drop_constraint(batch_op.f("uq_jobs_confirmation_id"), type_="unique")
@@ -154,7 +129,7 @@ def downgrade():
             )
             batch_op.drop_column("confirmation_id")
             batch_op.alter_column("post_id", existing_type=sa.Integer(), nullable=False)
-        _create_job_indexes()
+        create_job_indexes()
 
         # Fails when unconfirmed accounts share an address: resolve those before going back.
         op.drop_index("uq_users_email_confirmed", table_name="users")

@@ -23,14 +23,18 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 from alembic import op
 
+from blog_api.migrations.partial_indexes import (
+    create_job_indexes,
+    create_partial_index,
+    drop_job_indexes,
+)
+
 # revision identifiers, used by Alembic.
 revision = "0011"
 down_revision = "0010"
 branch_labels = None
 depends_on = None
 
-ACTIVE = "status IN ('pending', 'running')"
-PRUNABLE = "status IN ('done', 'skipped')"
 DELIVERIES_WATCHED = "status IN ('pending', 'failed', 'sending', 'dead')"
 DELIVERIES_PRUNABLE = "status IN ('sent', 'skipped', 'cancelled')"
 
@@ -87,33 +91,11 @@ def rebuilding_jobs() -> Iterator[None]:
     """Around a batch change of `jobs`: its partial indexes are dropped and made again (SQLite's
     rebuild would lose their WHERE), and the reflection of the tables `jobs` refers to may skip
     `users`' expression index, which it does not need."""
-    _drop_job_indexes()
+    drop_job_indexes()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Skipped unsupported reflection of expression")
         yield
-    _create_job_indexes()
-
-
-def _drop_job_indexes() -> None:
-    op.drop_index("ix_jobs_prunable", table_name="jobs")
-    op.drop_index("ix_jobs_due", table_name="jobs")
-
-
-def _create_job_indexes() -> None:
-    op.create_index(
-        "ix_jobs_due",
-        "jobs",
-        ["available_at"],
-        sqlite_where=sa.text(ACTIVE),
-        postgresql_where=sa.text(ACTIVE),
-    )
-    op.create_index(
-        "ix_jobs_prunable",
-        "jobs",
-        ["finished_at"],
-        sqlite_where=sa.text(PRUNABLE),
-        postgresql_where=sa.text(PRUNABLE),
-    )
+    create_job_indexes()
 
 
 def upgrade():
@@ -182,19 +164,11 @@ def upgrade():
         "ix_deliveries_post_id_batch_status", "deliveries", ["post_id", "batch", "status"]
     )
     op.create_index(op.f("ix_deliveries_subscriber_id"), "deliveries", ["subscriber_id"])
-    op.create_index(
-        "ix_deliveries_watched",
-        "deliveries",
-        ["status", "available_at"],
-        sqlite_where=sa.text(DELIVERIES_WATCHED),
-        postgresql_where=sa.text(DELIVERIES_WATCHED),
+    create_partial_index(
+        "ix_deliveries_watched", "deliveries", ["status", "available_at"], DELIVERIES_WATCHED
     )
-    op.create_index(
-        "ix_deliveries_prunable",
-        "deliveries",
-        ["finished_at"],
-        sqlite_where=sa.text(DELIVERIES_PRUNABLE),
-        postgresql_where=sa.text(DELIVERIES_PRUNABLE),
+    create_partial_index(
+        "ix_deliveries_prunable", "deliveries", ["finished_at"], DELIVERIES_PRUNABLE
     )
     op.create_table(
         "delivery_summaries",
