@@ -50,7 +50,7 @@ from functools import wraps
 
 from flask import Response, current_app, request
 from flask_jwt_extended import get_jwt_identity, verify_jwt_in_request
-from flask_limiter import RequestLimit
+from flask_limiter import RequestLimit, RouteLimit
 from flask_limiter.util import get_remote_address
 
 from blog_api.extensions import limiter
@@ -99,6 +99,16 @@ def login_username() -> str:
 def authenticated_user() -> str:
     """The caller's user id; for limits checked after the token was verified."""
     return f"user:{get_jwt_identity()}"
+
+
+def per_address(limit: Callable[[], str], scope: str) -> RouteLimit:
+    """A view's `limit`, counted per client address, under `scope` (the name a 429 gives it)."""
+    return limiter.limit(limit, key_func=client_address, scope=scope)
+
+
+def per_user(limit: Callable[[], str], scope: str | None = None) -> RouteLimit:
+    """A view's `limit`, counted per logged-in user once the token is verified, under `scope`."""
+    return limiter.limit(limit, key_func=authenticated_user, scope=scope)
 
 
 def carries_valid_access_token() -> bool:

@@ -549,16 +549,7 @@ def retry_dead(post_id: int) -> Redriven:
                 Job.batch.in_(redriven) & Job.status.in_([JobStatus.DONE, JobStatus.SKIPPED]),
             ),
         )
-        .values(
-            status=JobStatus.PENDING,
-            attempts=0,
-            available_at=now,
-            lease_until=None,
-            claimed_by=None,
-            finished_at=None,
-            last_error=None,
-            updated_at=now,
-        )
+        .values(**outbox.fresh_attempts(now), last_error=None)
         .execution_options(synchronize_session=False)
     ).rowcount  # type: ignore[attr-defined]
     if redriven:

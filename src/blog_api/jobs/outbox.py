@@ -391,21 +391,26 @@ def defer_job(job: Job, until: datetime, reason: str) -> None:
 # -- operators ------------------------------------------------------------------------------------
 
 
+def fresh_attempts(now: datetime) -> dict[str, Any]:
+    """The values that make a finished job pending again with a fresh set of attempts, due
+    `now` (an admin's retry, a fan-out's re-drive)."""
+    return {
+        "status": JobStatus.PENDING,
+        "attempts": 0,
+        "available_at": now,
+        "lease_until": None,
+        "claimed_by": None,
+        "finished_at": None,
+        "updated_at": now,
+    }
+
+
 def retry_job(job: Job) -> Job:
     """Give a dead job a fresh set of attempts, due at once; ConflictError if it is not dead."""
-    now = utcnow()
     result = db.session.execute(
         update(Job)
         .where(Job.id == job.id, Job.status == JobStatus.DEAD)
-        .values(
-            status=JobStatus.PENDING,
-            attempts=0,
-            available_at=now,
-            lease_until=None,
-            claimed_by=None,
-            finished_at=None,
-            updated_at=now,
-        )
+        .values(**fresh_attempts(utcnow()))
         .execution_options(synchronize_session=False)
     )
     db.session.commit()

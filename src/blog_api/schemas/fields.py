@@ -65,6 +65,16 @@ def strict_int(**kwargs: Any) -> fields.Integer:
     )
 
 
+def opaque_token(max_length: int, description: str) -> fields.String:
+    """A required token the API made (in an e-mail's link), read as an opaque string: its
+    checks are the service's, which reads it."""
+    return fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=max_length),
+        metadata={"description": description},
+    )
+
+
 NOT_ASCII = (
     "Only ASCII e-mail addresses are accepted: the mail server cannot send to an address "
     "with other characters (SMTPUTF8)."

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, fields
 
 from blog_api.schemas.common import PaginationSchema
+from blog_api.schemas.fields import opaque_token
 
 
 class SubscribeSchema(Schema):
@@ -37,11 +38,7 @@ class SubscriptionListSchema(Schema):
 class UnsubscribeQuerySchema(Schema):
     MISSING_MESSAGE = "Missing token"
 
-    token = fields.String(
-        required=True,
-        validate=validate.Length(min=1, max=1024),
-        metadata={"description": "The token of the link in a fan-out e-mail"},
-    )
+    token = opaque_token(1024, "The token of the link in a fan-out e-mail")
 
 
 class UnsubscribePreviewSchema(Schema):

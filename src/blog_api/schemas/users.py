@@ -9,7 +9,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 from blog_api.models import ROLES
 from blog_api.schemas.common import PaginationSchema
-from blog_api.schemas.fields import FullMatch, MailAddress
+from blog_api.schemas.fields import FullMatch, MailAddress, opaque_token
 from blog_api.schemas.posts import PostSummarySchema
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,50}$"
@@ -158,11 +158,7 @@ class TokenSchema(Schema):
 class ConfirmEmailSchema(Schema):
     MISSING_MESSAGE = "Missing token"
 
-    token = fields.String(
-        required=True,
-        validate=validate.Length(min=1, max=4096),
-        metadata={"description": "The token from the confirmation e-mail"},
-    )
+    token = opaque_token(4096, "The token from the confirmation e-mail")
 
 
 class ResendConfirmationSchema(Schema):

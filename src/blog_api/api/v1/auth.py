@@ -30,9 +30,7 @@ INVALID_CREDENTIALS = "Invalid credentials"
 class Login(MethodView):
     # Checked before the body is validated or a password hashed (see api/limits.py).
     decorators = [
-        limiter.limit(
-            limits.login_limit, key_func=limits.client_address, scope="login-per-address"
-        ),
+        limits.per_address(limits.login_limit, "login-per-address"),
         limiter.limit(
             limits.login_username_ceiling,
             key_func=limits.login_username,
@@ -62,7 +60,7 @@ class Refresh(MethodView):
     # Revocation is checked by the rotation itself: a spent token revokes its whole family.
     @jwt_required(refresh=True, locations=["json"], skip_revocation_check=True)
     # Per user, once the token is verified: a made-up token cannot spend someone's budget.
-    @limiter.limit(limits.refresh_limit, key_func=limits.authenticated_user, scope="token-refresh")
+    @limits.per_user(limits.refresh_limit, "token-refresh")
     def post(self, _body: dict[str, str]) -> Any:
         """Exchange a refresh token (single use) for a new token pair; reusing a spent one
         revokes every token descending from the same login"""

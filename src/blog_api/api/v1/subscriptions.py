@@ -14,7 +14,6 @@ from blog_api.api.base import Blueprint, get_or_404
 from blog_api.api.pagination import paginate
 from blog_api.auth import caller
 from blog_api.auth.unsubscribe import InvalidUnsubscribeToken
-from blog_api.extensions import limiter
 from blog_api.models import User
 from blog_api.schemas.common import LIST_HEADERS, MessageSchema, PaginationQuerySchema
 from blog_api.schemas.subscriptions import (
@@ -66,7 +65,7 @@ def _no_longer_mailed(author: User | None) -> str:
 @blp.route("/users/<id:user_id>/subscription")
 class UserSubscription(MethodView):
     @blp.login_required
-    @limiter.limit(limits.subscribe_limit, key_func=limits.authenticated_user)
+    @limits.per_user(limits.subscribe_limit)
     @blp.arguments(SubscribeSchema)
     @blp.response(201, SubscriptionSchema)
     @blp.alt_response(200, schema=SubscriptionSchema, description="Subscribed already")

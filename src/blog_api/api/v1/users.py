@@ -17,7 +17,6 @@ from blog_api.api.pagination import paginate
 from blog_api.auth import caller
 from blog_api.auth.passwords import verify_password
 from blog_api.auth.tokens import bearer_challenge
-from blog_api.extensions import limiter
 from blog_api.models import User
 from blog_api.schemas.common import MessageSchema, PaginationQuerySchema
 from blog_api.schemas.users import (
@@ -54,7 +53,7 @@ class UserList(MethodView):
         current_app.logger.info("Fetched all users")
         return listing.response("users")
 
-    @limiter.limit(limits.register_limit, key_func=limits.client_address, scope="registration")
+    @limits.per_address(limits.register_limit, "registration")
     @blp.arguments(UserCreateSchema)
     @blp.idempotent(created_user, scope=anonymous_scope)
     @blp.response(201, UserSchema)
@@ -72,9 +71,7 @@ class UserList(MethodView):
 
 @blp.route("/users/confirm-email")
 class ConfirmEmail(MethodView):
-    @limiter.limit(
-        limits.confirm_email_limit, key_func=limits.client_address, scope="email-confirmation"
-    )
+    @limits.per_address(limits.confirm_email_limit, "email-confirmation")
     @blp.arguments(ConfirmEmailSchema)
     @blp.response(200, MessageSchema)
     @blp.errors(409, 429)
@@ -144,11 +141,7 @@ class Me(MethodView):
 @blp.route("/me/confirm-email")
 class ResendConfirmEmail(MethodView):
     @blp.login_required
-    @limiter.limit(
-        limits.confirm_email_resend_limit,
-        key_func=limits.authenticated_user,
-        scope="confirmation-resend",
-    )
+    @limits.per_user(limits.confirm_email_resend_limit, "confirmation-resend")
     @blp.arguments(ResendConfirmationSchema)
     @blp.response(202, MessageSchema)
     @blp.errors(409, 429)
@@ -168,16 +161,8 @@ class UserPassword(MethodView):
     # Each attempt verifies a password (argon2): limited per user and per client address,
     # after the token was verified and before the body is validated.
     @blp.login_required
-    @limiter.limit(
-        limits.password_change_limit,
-        key_func=limits.authenticated_user,
-        scope="password-change-per-user",
-    )
-    @limiter.limit(
-        limits.password_change_limit,
-        key_func=limits.client_address,
-        scope="password-change-per-address",
-    )
+    @limits.per_user(limits.password_change_limit, "password-change-per-user")
+    @limits.per_address(limits.password_change_limit, "password-change-per-address")
     @blp.arguments(PasswordChangeSchema)
     @blp.response(200, MessageSchema)
     @blp.errors(401, 403, 429)
