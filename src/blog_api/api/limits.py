@@ -158,6 +158,10 @@ todo_limit = configured("TODO_RATE_LIMIT")
 refresh_limit = configured("REFRESH_RATE_LIMIT")
 subscribe_limit = configured("SUBSCRIBE_RATE_LIMIT")
 
+# Creating a post or a to-do: one budget per user for both API versions' views.
+post_creation = limiter.shared_limit(post_limit, scope="post-creation", key_func=authenticated_user)
+todo_creation = limiter.shared_limit(todo_limit, scope="todo-creation", key_func=authenticated_user)
+
 
 # --- the limits a response was counted against, in its headers ---------------------------------
 

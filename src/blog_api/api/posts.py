@@ -17,7 +17,6 @@ from blog_api.api import limits
 from blog_api.api.base import Blueprint, get_or_404
 from blog_api.api.pagination import paginate
 from blog_api.auth import caller
-from blog_api.extensions import limiter
 from blog_api.models import Post
 from blog_api.schemas.common import MessageSchema, Schemas
 from blog_api.services import delete_instance, idempotency, posts, update_fields
@@ -74,9 +73,7 @@ def register(blp: Blueprint, schemas: Schemas, *, api_version: str) -> None:
             return page.response("posts")
 
         @blp.login_required
-        @limiter.shared_limit(
-            limits.post_limit, scope="post-creation", key_func=limits.authenticated_user
-        )
+        @limits.post_creation
         @blp.arguments(schemas.create)
         @blp.idempotent(created_post)
         @blp.response(201, schemas.item, headers=CREATED_POST_HEADERS)

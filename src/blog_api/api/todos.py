@@ -17,7 +17,6 @@ from blog_api.api import limits
 from blog_api.api.base import Blueprint
 from blog_api.api.pagination import paginate
 from blog_api.auth import caller
-from blog_api.extensions import limiter
 from blog_api.models import Todo
 from blog_api.schemas.common import MessageSchema, Schemas
 from blog_api.schemas.todos import TodoBatchDeleteResultSchema, TodoBatchDeleteSchema
@@ -52,9 +51,7 @@ def register(blp: Blueprint, schemas: Schemas) -> None:
             return page.response("todos")
 
         @blp.login_required
-        @limiter.shared_limit(
-            limits.todo_limit, scope="todo-creation", key_func=limits.authenticated_user
-        )
+        @limits.todo_creation
         @blp.arguments(schemas.create)
         @blp.idempotent(created_todo)
         @blp.response(201, schemas.item)

@@ -350,20 +350,13 @@ def release_job(job: Job, error: str, code: ErrorCode, retry_in: float) -> None:
     outlive the broker's visibility timeout or be stranded in a worker when the broker dies.
     """
     now = utcnow()
-    db.session.execute(
-        update(Job)
-        .where(Job.id == job.id, Job.claimed_by == job.claimed_by)
-        .values(
-            status=JobStatus.PENDING,
-            lease_until=None,
-            last_error=error,
-            error_code=code,
-            updated_at=now,
-            available_at=now + timedelta(seconds=retry_in),
-        )
-        .execution_options(synchronize_session=False)
+    _give_back(
+        job,
+        now,
+        last_error=error,
+        error_code=code,
+        available_at=now + timedelta(seconds=retry_in),
     )
-    db.session.commit()
 
 
 def defer_job(job: Job, until: datetime, reason: str) -> None:
@@ -371,18 +364,16 @@ def defer_job(job: Job, until: datetime, reason: str) -> None:
     made progress that it keeps in rows of its own and stopped on purpose (a fan-out at its time
     budget, a batch whose deliveries wait for their retries). Attempts still count the runs that
     never came back (a worker killed every time ends the job `dead`)."""
-    now = utcnow()
+    _give_back(job, utcnow(), attempts=Job.attempts - 1, last_error=reason, available_at=until)
+
+
+def _give_back(job: Job, now: datetime, **values: Any) -> None:
+    """Make the job pending again with `values`, if this attempt's claim still holds it (after
+    a lost lease another worker's claim does, and it is left to that one); commits."""
     db.session.execute(
         update(Job)
         .where(Job.id == job.id, Job.claimed_by == job.claimed_by)
-        .values(
-            status=JobStatus.PENDING,
-            attempts=Job.attempts - 1,
-            lease_until=None,
-            last_error=reason,
-            updated_at=now,
-            available_at=until,
-        )
+        .values(status=JobStatus.PENDING, lease_until=None, updated_at=now, **values)
         .execution_options(synchronize_session=False)
     )
     db.session.commit()
