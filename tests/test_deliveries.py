@@ -39,7 +39,8 @@ from blog_api.models import (
 )
 from blog_api.models.base import utcnow
 from blog_api.services import subscriptions
-from support import Account, assert_error, free_port, statements_run_by
+from harness.launcher import free_port
+from support import Account, assert_error, statements_run_by
 from support.fanout import (
     MailServer,
     add_subscribers,

@@ -34,7 +34,8 @@ from sqlalchemy import select
 from blog_api.extensions import db
 from blog_api.models import Job, JobKind, Post
 from blog_api.models.base import utcnow
-from support.integration_stack import HttpClient, message_id, wait_until
+from harness.launcher import wait_until
+from support.integration_stack import HttpClient, message_id
 
 # A pending job due further ahead than this is parked: nothing will ever run it (the naive
 # negative control parks its jobs for years), so it does not keep the system busy.

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from oracle import Accepted, assert_clean, quiescence
 
-from support.integration_stack import POSTGRESQL_ONLY, Stack, create_posts, wait_until
+from harness.launcher import wait_until
+from support.integration_stack import POSTGRESQL_ONLY, Stack, create_posts
 
 pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
 

@@ -20,14 +20,8 @@ from oracle import (
     quiescence,
 )
 
-from support.integration_stack import (
-    POSTGRESQL_ONLY,
-    Stack,
-    create_posts,
-    free_port,
-    job_views,
-    wait_until,
-)
+from harness.launcher import free_port, wait_until
+from support.integration_stack import POSTGRESQL_ONLY, Stack, create_posts, job_views
 
 pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
 

@@ -13,7 +13,8 @@ import pytest
 from flask import Flask
 from oracle import Accepted, Figures, Traffic, assert_clean, post_over_http, quiescence
 
-from support.integration_stack import POSTGRESQL_ONLY, Stack, create_posts, job_views, wait_until
+from harness.launcher import wait_until
+from support.integration_stack import POSTGRESQL_ONLY, Stack, create_posts, job_views
 
 pytestmark = pytest.mark.integration
 

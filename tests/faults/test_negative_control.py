@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from oracle import Accepted, Figures, queued_messages, quiescence
 
-from support.integration_stack import POSTGRESQL_ONLY, Stack, create_posts, free_port
+from harness.launcher import free_port
+from support.integration_stack import POSTGRESQL_ONLY, Stack, create_posts
 
 pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
 

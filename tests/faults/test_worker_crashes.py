@@ -19,15 +19,8 @@ from typing import Any
 import pytest
 from oracle import Accepted, Figures, assert_clean, quiescence
 
-from support.integration_stack import (
-    POSTGRESQL_ONLY,
-    Service,
-    Stack,
-    create_posts,
-    job_views,
-    message_id,
-    wait_until,
-)
+from harness.launcher import Service, wait_until
+from support.integration_stack import POSTGRESQL_ONLY, Stack, create_posts, job_views, message_id
 
 pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
 

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from blog_api.extensions import db
 from blog_api.models import Job, JobKind
-from support import wait_until
+from harness.launcher import wait_until
 from support.integration_stack import (
     POSTGRESQL_ONLY,
     Stack,

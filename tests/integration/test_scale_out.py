@@ -15,13 +15,12 @@ from typing import Any
 
 import pytest
 
+from harness.launcher import Service, free_port
 from support.integration_stack import (
     POSTGRESQL_ONLY,
-    Service,
     Stack,
     assert_each_effect_once,
     create_posts,
-    free_port,
     wait_for_jobs,
 )
 

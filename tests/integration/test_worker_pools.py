@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from support import heartbeat_ages, wait_until
+from harness.launcher import wait_until
+from support import heartbeat_ages
 from support.integration_stack import (
     POSTGRESQL_ONLY,
     Stack,

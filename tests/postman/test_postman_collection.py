@@ -15,12 +15,12 @@ from sqlalchemy import select
 
 from blog_api.extensions import db
 from blog_api.models import Delivery, JobKind
+from harness.launcher import free_port
 from support import require_service
 from support.integration_stack import (
     POSTGRESQL_ONLY,
     Stack,
     fan_out_message_id,
-    free_port,
     job_views,
     message_id,
 )
