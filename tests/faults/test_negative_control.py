@@ -47,14 +47,7 @@ def run_r12(stack: Stack, make_account: Callable[..., Any], naive: bool) -> Figu
     assert queued_messages(broker_url, stack.queue) == 0  # the restart lost every message
 
     stack.start_worker(relay=not naive)
-    return quiescence(
-        app,
-        accepted,
-        stack.mail_log,
-        stack.audit_log,
-        deadline=QUIESCENCE_DEADLINE,
-        broker=(broker_url, stack.queue),
-    )
+    return quiescence(stack, app, accepted, deadline=QUIESCENCE_DEADLINE, broker=broker_url)
 
 
 @pytest.mark.scenario("R12")

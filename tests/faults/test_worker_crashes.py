@@ -49,12 +49,11 @@ def settle(
     killed worker's message stays unacknowledged in Redis until the visibility timeout brings
     it back (the long variants wait for that), and its redelivery finds the job finished."""
     return quiescence(
+        stack,
         app,
         accepted,
-        stack.mail_log,
-        stack.audit_log,
         deadline=deadline,
-        broker=None if crashed else (stack.broker_url, stack.queue),
+        broker=None if crashed else stack.broker_url,
         **options,
     )
 

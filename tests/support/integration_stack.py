@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import shutil
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -184,6 +185,22 @@ class Stack:
     def start(self, name: str, args: Sequence[str], env: dict[str, str] | None = None) -> Service:
         """Start `args` in the stack's directory with `env` (default: `env()`)."""
         return self.launcher.start(name, args, env or self.env())
+
+    def run(
+        self, args: Sequence[str], timeout: float, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command to its end beside the processes (an operator's command, a client): in
+        the stack's directory with `env` (default: `env()`), no input, its output captured."""
+        return subprocess.run(
+            list(args),
+            env=env or self.env(),
+            cwd=self.tmp_path,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def wait_for_log(self, service: Service, text: str, timeout: float = 30.0) -> None:
         service.wait_for_log(text, timeout)
@@ -489,10 +506,16 @@ def wait_for_jobs(
 
 
 def assert_each_effect_once(
-    stack: Stack, app: Flask, posts: Sequence[CreatedPost], attempts: int = 1
+    stack: Stack,
+    app: Flask,
+    posts: Sequence[CreatedPost],
+    attempts: int = 1,
+    within: float = 0.0,
 ) -> None:
-    """The oracle: one e-mail (by Message-ID) per post, one audit line per v2 post, every job
-    `done` after `attempts` attempt(s)."""
+    """The oracle, once every job of `posts` has finished (waited for up to `within` seconds):
+    one e-mail (by Message-ID) per post, one audit line per v2 post, every job `done` after
+    `attempts` attempt(s)."""
+    wait_for_jobs(stack, app, [post.id for post in posts], timeout=within)
     jobs = job_views(app, [post.id for post in posts])
     assert {(job.status, job.attempts) for job in jobs} == {("done", attempts)}, jobs
     notify = [job for job in jobs if job.kind == JobKind.NOTIFY_AUTHOR]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -102,25 +101,13 @@ def wait_until_serving(server: LiveServer, timeout: float = 60.0) -> None:
 def create_admin(stack: Stack, username: str, password: str, email: str) -> str:
     """Create an admin with the operator's command, `flask users create-admin`; returns its
     output."""
-    result = subprocess.run(
+    result = stack.run(
         [
-            str(BIN / "flask"),
-            "--app",
-            "blog_api",
-            "users",
-            "create-admin",
-            "--username",
-            username,
-            "--email",
-            email,
+            *(str(BIN / "flask"), "--app", "blog_api", "users", "create-admin"),
+            *("--username", username, "--email", email),
         ],
-        env={**stack.env(), "ADMIN_PASSWORD": password},
-        cwd=stack.tmp_path,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
         timeout=60,
-        check=False,
+        env=stack.env(ADMIN_PASSWORD=password),
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
