@@ -43,10 +43,11 @@ from support import redis_server
 from support.fault_hooks import FaultHooks
 from support.fault_proxy import FaultProxy
 
-TESTS = Path(__file__).resolve().parents[1]
 # The processes the rig starts load the app through this module (test-only fault hooks), found
-# on their PYTHONPATH as the tests find it: tests/ holds the support package.
+# on their PYTHONPATH (`RIG_PATH`) as the tests find it: tests/ holds the support package, which
+# imports the launcher from bench/ (pyproject's pythonpath).
 RIG_APP = "support.rig_wsgi"
+RIG_PATH = [str(REPOSITORY / "tests"), str(REPOSITORY / "bench")]
 FINISHED = frozenset({"done", "skipped", "dead"})
 MESSAGE_ID_DOMAIN = "blog-api.local"
 
@@ -164,9 +165,9 @@ class Stack:
 
     def env(self, **extra: str) -> dict[str, str]:
         """The processes' environment: the calling shell's without its blog-api settings (only
-        ours count), the testing configuration, tests/ on the path (for `RIG_APP`), `settings`
-        and `extra`."""
-        pythonpath = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
+        ours count), the testing configuration, `RIG_PATH` on the path, `settings` and
+        `extra`."""
+        pythonpath = os.pathsep.join(filter(None, [*RIG_PATH, os.environ.get("PYTHONPATH")]))
         return {
             **clean_environment(),
             "FLASK_ENV": "testing",
