@@ -32,7 +32,6 @@ import os
 import pstats
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,9 +44,9 @@ from types import ModuleType
 from typing import Any, TextIO
 
 # The driver's helpers and constants (this directory is on sys.path when run as a script).
+from harness.launcher import BIN, Launcher, free_port
 from harness.machine import machine_line
 from harness.plans import PASSWORD, POST_BODY
-from harness.processes import BIN, SMTP_SINK, free_port, redis_server, wait_until
 from harness.stack import APPS, HIGH_LIMIT
 
 PATHS = ("post", "list", "one", "job")
@@ -59,13 +58,6 @@ TARGETS = {
     "job": ("notification job", 0.5, "fair tutorial"),
 }
 USER = {"username": "bench", "password": PASSWORD, "email": "bench@example.com"}
-
-
-def listening(port: int, proc: subprocess.Popen[bytes]) -> bool:
-    if proc.poll() is not None:
-        raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def cpu_ms_per_call(call: Callable[[], None], count: int) -> float:
@@ -130,22 +122,11 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="blog-cpu-"))
     redis_port, mail_port = free_port(), free_port()
-    procs = [
-        subprocess.Popen(
-            [redis_server(), "--port", str(redis_port), "--bind", "127.0.0.1", "--save", ""],
-            stdout=subprocess.DEVNULL,
-            cwd=tmp,
-        ),
-        subprocess.Popen(
-            [str(BIN / "python"), str(SMTP_SINK), "--port", str(mail_port)],
-            stdout=subprocess.DEVNULL,
-            cwd=tmp,
-        ),
-    ]
+    launcher = Launcher(tmp)
     cwd = Path.cwd()
     try:
-        for port, proc in zip((redis_port, mail_port), procs, strict=True):
-            wait_until(lambda p=port, c=proc: listening(p, c), 15, f"port {port}")
+        launcher.start_redis(redis_port)
+        launcher.start_smtp_sink(mail_port, "--quiet")
         os.environ |= {
             "FLASK_ENV": "production",
             "PUBLIC_BASE_URL": "http://bench.invalid",
@@ -194,9 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(text)
     finally:
         os.chdir(cwd)
-        for proc in procs:
-            proc.terminate()
-            proc.wait(timeout=10)
+        launcher.close()
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

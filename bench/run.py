@@ -24,9 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness.launcher import Interrupted, Launcher, interrupt_on_signals
 from harness.machine import machine_line
 from harness.plans import Plan, plan_for
-from harness.processes import Interrupted, Processes, interrupt_on_signals
 from harness.report import HERE, Report, write_results
 from harness.stack import Bench
 from sections import (
@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     interrupt_on_signals()
     tmp = Path(tempfile.mkdtemp(prefix="blog-bench-"))
-    procs = Processes(tmp)
-    bench = Bench(args, tmp, procs)
+    launcher = Launcher(tmp)
+    bench = Bench(args, tmp, launcher)
     started = time.monotonic()
     report = Report()
     try:
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"interrupted ({error}); cleaning up", file=sys.stderr)
         return 130
     finally:
-        procs.stop_all()
+        launcher.close()
         with contextlib.suppress(Exception):
             bench.drop_pg_databases()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -14,13 +14,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Select, delete, func, select, update
 
 from blog_api.effects import fanout, throttle
 from blog_api.effects.mailer import close_kept_connections
@@ -39,7 +40,8 @@ from blog_api.models import (
 )
 from blog_api.models.base import utcnow
 from blog_api.services import subscriptions
-from support import Account, assert_error, free_port, statements_run_by
+from harness.launcher import free_port
+from support import Account, assert_error, statements_run_by
 from support.fanout import (
     MailServer,
     add_subscribers,
@@ -91,51 +93,115 @@ def author_account(app: Flask, client: FlaskClient, name: str = "author") -> Acc
     return Account(user_id, name, "", response.json["access_token"], response.json["refresh_token"])
 
 
-def deliveries_of(app: Flask, post_id: int) -> list[Delivery]:
+def detached(app: Flask, statement: Select[Any]) -> list[Any]:
+    """The rows `statement` selects, detached from their session so they can be read after."""
     with app.app_context():
-        rows = list(
-            db.session.scalars(
-                select(Delivery).where(Delivery.post_id == post_id).order_by(Delivery.id)
-            )
-        )
+        rows = list(db.session.scalars(statement))
         db.session.expunge_all()
         return rows
+
+
+def deliveries_of(app: Flask, post_id: int) -> list[Delivery]:
+    return detached(app, select(Delivery).where(Delivery.post_id == post_id).order_by(Delivery.id))
 
 
 def jobs_of(app: Flask, post_id: int, kind: JobKind) -> list[Job]:
-    with app.app_context():
-        rows = list(
-            db.session.scalars(
-                select(Job).where(Job.post_id == post_id, Job.kind == kind).order_by(Job.batch)
-            )
-        )
-        db.session.expunge_all()
-        return rows
+    return detached(
+        app, select(Job).where(Job.post_id == post_id, Job.kind == kind).order_by(Job.batch)
+    )
+
+
+# A delivery's (status, attempts), as `outcomes` lists them.
+SENT_ONCE = (DeliveryStatus.SENT, 1)
+FAILED_ONCE = (DeliveryStatus.FAILED, 1)
+UNTRIED = (DeliveryStatus.PENDING, 0)
+
+
+def outcomes(rows: list[Delivery]) -> list[tuple[DeliveryStatus, int]]:
+    return [(row.status, row.attempts) for row in rows]
+
+
+def each_reader_once(readers: int) -> dict[str, int]:
+    """The fan-out e-mails received when each of `readers` readers got theirs once."""
+    return {f"reader{n}@example.com": 1 for n in range(readers)}
+
+
+@dataclass
+class FanOut:
+    """An author with subscribers (reader0, reader1, ...) and a v1 post of theirs whose fan-out
+    is expanded into deliveries (the author's own notification sent); no batch is sent yet."""
+
+    app: Flask
+    client: FlaskClient
+    author: Account
+    post: dict[str, Any]
+    readers: list[int]
+
+    @property
+    def post_id(self) -> int:
+        return int(self.post["id"])
+
+    def deliveries(self) -> list[Delivery]:
+        return deliveries_of(self.app, self.post_id)
+
+    def batch_job(self, batch: int = 0) -> Job:
+        jobs = jobs_of(self.app, self.post_id, JobKind.DELIVER_BATCH)
+        return next(job for job in jobs if job.batch == batch)
+
+    def run_batch(self, batch: int = 0) -> str:
+        """One attempt at the batch's job through its Celery task; its outcome."""
+        return attempt(self.app, "blog_api.deliver_batch", self.batch_job(batch).id)
+
+    def run_batch_after_backoff(self) -> str:
+        """The batch's next attempt, once the waits of the post's jobs and deliveries are over."""
+        fast_forward(self.app, self.post_id)
+        return self.run_batch()
+
+
+@pytest.fixture
+def fanned_out(fan_app: Callable[..., Flask]) -> Callable[..., FanOut]:
+    """`fanned_out(subscribers, **settings)`: a `FanOut` on `fan_app(**settings)`; `title`:
+    the post's; `confirmed`: the readers' addresses are confirmed; `run`: the jobs run before
+    it returns."""
+
+    def build(
+        subscribers: int,
+        *,
+        title: str = "A post",
+        confirmed: bool = False,
+        run: tuple[JobKind, ...] = (JobKind.FAN_OUT, JobKind.NOTIFY_AUTHOR),
+        **settings: Any,
+    ) -> FanOut:
+        app = fan_app(**settings)
+        client = app.test_client()
+        author = author_account(app, client)
+        readers = add_subscribers(app, author.id, subscribers, "reader", confirmed=confirmed)
+        post = create_post(client, author, "v1", title=title)
+        run_due_jobs(app, kinds=run)
+        return FanOut(app, client, author, post, readers)
+
+    return build
 
 
 def test_a_post_reaches_every_subscriber_once_in_batches_over_one_connection_each(
-    fan_app: Callable[..., Flask], mail: MailServer
+    fanned_out: Callable[..., FanOut], mail: MailServer
 ) -> None:
-    app = fan_app()
-    client = app.test_client()
-    author = author_account(app, client)
-    subscribers = add_subscribers(app, author.id, 10, "reader")
+    fan = fanned_out(10, title="Fan-out day")
 
-    post = create_post(client, author, "v1", title="Fan-out day")
-    run_due_jobs(app)
+    run_due_jobs(fan.app)
 
-    rows = deliveries_of(app, post["id"])
-    assert sorted(row.subscriber_id for row in rows) == sorted(subscribers)
+    rows = fan.deliveries()
+    assert sorted(row.subscriber_id for row in rows) == sorted(fan.readers)
     assert {row.status for row in rows} == {DeliveryStatus.SENT}
     assert [row.batch for row in rows] == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]
-    batch_jobs = jobs_of(app, post["id"], JobKind.DELIVER_BATCH)
+    batch_jobs = jobs_of(fan.app, fan.post_id, JobKind.DELIVER_BATCH)
     assert [(job.batch, job.status, job.attempts) for job in batch_jobs] == [
         (0, JobStatus.DONE, 1),
         (1, JobStatus.DONE, 1),
         (2, JobStatus.DONE, 1),
     ]
     received = mail.fan_out()
-    assert mail.recipients() == {f"reader{n}@example.com": 1 for n in range(10)}
+    assert mail.recipients() == each_reader_once(10)
     assert {FANOUT_ID.fullmatch(r.message_id).group(1) for r in received} == {  # type: ignore[union-attr]
         str(row.id) for row in rows
     }
@@ -150,14 +216,11 @@ def test_a_post_reaches_every_subscriber_once_in_batches_over_one_connection_eac
 
 
 def test_every_fan_out_e_mail_carries_its_one_click_unsubscribe_link(
-    fan_app: Callable[..., Flask], mail: MailServer
+    fanned_out: Callable[..., FanOut], mail: MailServer
 ) -> None:
-    app = fan_app()
-    client = app.test_client()
-    author = author_account(app, client)
-    [reader] = add_subscribers(app, author.id, 1, "reader")
-    post = create_post(client, author, "v1", title="Über 'links'\r\nBcc: x@evil.example")
-    run_due_jobs(app)
+    fan = fanned_out(1, title="Über 'links'\r\nBcc: x@evil.example")
+    [reader] = fan.readers
+    run_due_jobs(fan.app)
 
     [received] = mail.fan_out()
     message = received.message
@@ -172,33 +235,29 @@ def test_every_fan_out_e_mail_carries_its_one_click_unsubscribe_link(
     assert "Über 'links' Bcc: x@evil.example" in str(message["Subject"])
     text = received.text()
     assert link.strip("<>") in text
-    assert f"https://blog-api.test/api/v1/posts/{post['id']}" in text
+    assert f"https://blog-api.test/api/v1/posts/{fan.post_id}" in text
     assert "Hello reader0," in text
 
     # The link works: a one-click POST ends the subscription.
     url = link.strip("<>").removeprefix("https://blog-api.test")
-    response = client.post(
+    response = fan.client.post(
         url, data="List-Unsubscribe=One-Click", content_type="application/x-www-form-urlencoded"
     )
     assert response.status_code == 200, response.json
-    with app.app_context():
-        assert db.session.get_one(User, author.id).subscriber_count == 0
+    with fan.app.app_context():
+        assert db.session.get_one(User, fan.author.id).subscriber_count == 0
     assert reader
 
 
 def test_without_pipelining_each_command_waits_for_its_reply_and_every_message_arrives(
-    fan_app: Callable[..., Flask], mail: MailServer
+    fanned_out: Callable[..., FanOut], mail: MailServer
 ) -> None:
     mail.handler.pipelining = False
-    app = fan_app()
-    client = app.test_client()
-    author = author_account(app, client)
-    add_subscribers(app, author.id, 5, "reader")
-    post = create_post(client, author, "v1")
-    run_due_jobs(app)
+    fan = fanned_out(5)
+    run_due_jobs(fan.app)
 
-    assert mail.recipients() == {f"reader{n}@example.com": 1 for n in range(5)}
-    assert deliveries_by_status(app, post["id"]) == {"sent": 5}
+    assert mail.recipients() == each_reader_once(5)
+    assert deliveries_by_status(fan.app, fan.post_id) == {"sent": 5}
 
 
 def test_an_author_nobody_follows_gets_no_fan_out_job_and_a_post_costs_the_same_statements(
@@ -336,44 +395,18 @@ def test_two_expansions_from_the_same_resume_point_write_each_delivery_once(
     assert [row.subscriber_id for row in rows] == subscribers
 
 
-def fanned_out_post(
-    app: Flask, client: FlaskClient, subscribers: int, *, prefix: str = "reader"
-) -> tuple[Account, dict[str, Any], list[int]]:
-    """An author with `subscribers` readers and a post whose fan-out is expanded (not sent)."""
-    author = author_account(app, client)
-    readers = add_subscribers(app, author.id, subscribers, prefix)
-    post = create_post(client, author, "v1")
-    run_due_jobs(app, kinds=(JobKind.FAN_OUT, JobKind.NOTIFY_AUTHOR))
-    return author, post, readers
-
-
-def batch_job(app: Flask, post_id: int, batch: int = 0) -> Job:
-    return next(job for job in jobs_of(app, post_id, JobKind.DELIVER_BATCH) if job.batch == batch)
-
-
-def run_batch(app: Flask, post_id: int, batch: int = 0) -> str:
-    return attempt(app, "blog_api.deliver_batch", batch_job(app, post_id, batch).id)
-
-
 def test_a_refused_recipient_waits_for_its_retry_while_the_batch_goes_on(
-    fan_app: Callable[..., Flask], mail: MailServer
+    fanned_out: Callable[..., FanOut], mail: MailServer
 ) -> None:
-    app = fan_app()
-    client = app.test_client()
-    _, post, _ = fanned_out_post(app, client, 4)
+    fan = fanned_out(4)
     mail.handler.refuse["reader1@example.com"] = 450
 
-    assert run_batch(app, post["id"]) == "deferred"
+    assert fan.run_batch() == "deferred"
 
-    rows = deliveries_of(app, post["id"])
-    assert [(row.status, row.attempts) for row in rows] == [
-        (DeliveryStatus.SENT, 1),
-        (DeliveryStatus.FAILED, 1),
-        (DeliveryStatus.SENT, 1),
-        (DeliveryStatus.SENT, 1),
-    ]
+    rows = fan.deliveries()
+    assert outcomes(rows) == [SENT_ONCE, FAILED_ONCE, SENT_ONCE, SENT_ONCE]
     assert "450" in (rows[1].last_error or "")
-    job = batch_job(app, post["id"])
+    job = fan.batch_job()
     # Waiting for the delivery's retry: the job's attempt was given back.
     assert (job.status, job.attempts, job.available_at) == (
         JobStatus.PENDING,
@@ -382,27 +415,21 @@ def test_a_refused_recipient_waits_for_its_retry_while_the_batch_goes_on(
     )
 
     del mail.handler.refuse["reader1@example.com"]
-    fast_forward(app, post["id"])
-    assert run_batch(app, post["id"]) == "done"
-    assert mail.recipients() == {f"reader{n}@example.com": 1 for n in range(4)}
-    assert [(row.status, row.attempts) for row in deliveries_of(app, post["id"])][1] == (
-        DeliveryStatus.SENT,
-        2,
-    )
+    assert fan.run_batch_after_backoff() == "done"
+    assert mail.recipients() == each_reader_once(4)
+    assert outcomes(fan.deliveries())[1] == (DeliveryStatus.SENT, 2)
 
 
 def test_a_permanent_refusal_ends_that_delivery_only(
-    fan_app: Callable[..., Flask], mail: MailServer
+    fanned_out: Callable[..., FanOut], mail: MailServer
 ) -> None:
-    app = fan_app()
-    client = app.test_client()
-    _, post, _ = fanned_out_post(app, client, 4)
+    fan = fanned_out(4)
     mail.handler.refuse["reader2@example.com"] = 550
     mail.handler.data_script = ["", "", "554"]  # the third message's DATA is refused for good
 
-    assert run_batch(app, post["id"]) == "done"
+    assert fan.run_batch() == "done"
 
-    rows = deliveries_of(app, post["id"])
+    rows = fan.deliveries()
     assert [row.status for row in rows] == [
         DeliveryStatus.SENT,
         DeliveryStatus.SENT,
@@ -411,27 +438,20 @@ def test_a_permanent_refusal_ends_that_delivery_only(
     ]
     assert "550" in (rows[2].last_error or "")
     assert "554" in (rows[3].last_error or "")
-    assert batch_job(app, post["id"]).status == JobStatus.DONE
+    assert fan.batch_job().status == JobStatus.DONE
 
 
 def test_a_server_that_answers_451_pauses_the_batch_at_one_attempt(
-    fan_app: Callable[..., Flask], mail: MailServer
+    fanned_out: Callable[..., FanOut], mail: MailServer
 ) -> None:
-    app = fan_app()
-    client = app.test_client()
-    _, post, _ = fanned_out_post(app, client, 4)
+    fan = fanned_out(4)
     mail.handler.always = "451"
 
-    assert run_batch(app, post["id"]) == "deferred"
+    assert fan.run_batch() == "deferred"
 
-    rows = deliveries_of(app, post["id"])
-    assert [(row.status, row.attempts) for row in rows] == [
-        (DeliveryStatus.FAILED, 1),
-        (DeliveryStatus.PENDING, 0),
-        (DeliveryStatus.PENDING, 0),
-        (DeliveryStatus.PENDING, 0),
-    ]
-    job = batch_job(app, post["id"])
+    rows = fan.deliveries()
+    assert outcomes(rows) == [FAILED_ONCE, UNTRIED, UNTRIED, UNTRIED]
+    job = fan.batch_job()
     assert (job.status, job.attempts, job.available_at) == (
         JobStatus.PENDING,
         0,
@@ -439,68 +459,46 @@ def test_a_server_that_answers_451_pauses_the_batch_at_one_attempt(
     )
 
     mail.handler.always = None
-    fast_forward(app, post["id"])
-    assert run_batch(app, post["id"]) == "done"
-    assert mail.recipients() == {f"reader{n}@example.com": 1 for n in range(4)}
+    assert fan.run_batch_after_backoff() == "done"
+    assert mail.recipients() == each_reader_once(4)
 
 
 def test_a_connection_dropped_mid_batch_is_reopened_for_the_next_message(
-    fan_app: Callable[..., Flask], mail: MailServer
+    fanned_out: Callable[..., FanOut], mail: MailServer
 ) -> None:
-    app = fan_app()
-    client = app.test_client()
-    _, post, _ = fanned_out_post(app, client, 4)
+    fan = fanned_out(4)
     mail.handler.data_script = ["", "drop"]  # the second message's connection is cut
 
-    assert run_batch(app, post["id"]) == "deferred"
+    assert fan.run_batch() == "deferred"
 
-    rows = deliveries_of(app, post["id"])
-    assert [(row.status, row.attempts) for row in rows] == [
-        (DeliveryStatus.SENT, 1),
-        (DeliveryStatus.FAILED, 1),
-        (DeliveryStatus.SENT, 1),
-        (DeliveryStatus.SENT, 1),
-    ]
+    assert outcomes(fan.deliveries()) == [SENT_ONCE, FAILED_ONCE, SENT_ONCE, SENT_ONCE]
     peers = [message.peer for message in mail.fan_out()]
     assert len(set(peers)) == 2  # a new connection after the drop
-    fast_forward(app, post["id"])
-    assert run_batch(app, post["id"]) == "done"
-    assert mail.recipients() == {f"reader{n}@example.com": 1 for n in range(4)}
+    assert fan.run_batch_after_backoff() == "done"
+    assert mail.recipients() == each_reader_once(4)
 
 
 def test_an_unreachable_server_pauses_the_batch_and_a_failure_at_the_last_attempt_is_dead(
-    fan_app: Callable[..., Flask], mail: MailServer
+    fanned_out: Callable[..., FanOut], mail: MailServer
 ) -> None:
-    app = fan_app(MAIL_PORT=1, MAIL_MAX_RETRIES=1)  # port 1 refuses connections
-    client = app.test_client()
-    _, post, _ = fanned_out_post(app, client, 3)
+    fan = fanned_out(3, MAIL_PORT=1, MAIL_MAX_RETRIES=1)  # port 1 refuses connections
 
-    assert run_batch(app, post["id"]) == "deferred"
-    fast_forward(app, post["id"])
-    assert run_batch(app, post["id"]) == "deferred"
+    assert fan.run_batch() == "deferred"
+    assert fan.run_batch_after_backoff() == "deferred"
 
-    rows = deliveries_of(app, post["id"])
-    assert [(row.status, row.attempts) for row in rows] == [
-        (DeliveryStatus.DEAD, 2),
-        (DeliveryStatus.PENDING, 0),
-        (DeliveryStatus.PENDING, 0),
-    ]
+    rows = fan.deliveries()
+    assert outcomes(rows) == [(DeliveryStatus.DEAD, 2), UNTRIED, UNTRIED]
     assert "gave up after 2 attempts" in (rows[0].last_error or "")
     assert mail.received == []
 
 
 def test_mail_failure_rate_fails_each_message_before_it_is_sent(
-    fan_app: Callable[..., Flask], mail: MailServer
+    fanned_out: Callable[..., FanOut], mail: MailServer
 ) -> None:
-    app = fan_app(MAIL_FAILURE_RATE=1.0)
-    client = app.test_client()
-    author = author_account(app, client)
-    add_subscribers(app, author.id, 2, "reader")
-    post = create_post(client, author, "v1")
-    run_due_jobs(app, kinds=(JobKind.FAN_OUT,))
+    fan = fanned_out(2, run=(JobKind.FAN_OUT,), MAIL_FAILURE_RATE=1.0)
 
-    assert run_batch(app, post["id"]) == "deferred"
-    rows = deliveries_of(app, post["id"])
+    assert fan.run_batch() == "deferred"
+    rows = fan.deliveries()
     assert {(row.status, row.last_error) for row in rows} == {
         (DeliveryStatus.FAILED, "injected failure (MAIL_FAILURE_RATE)")
     }
@@ -508,13 +506,11 @@ def test_mail_failure_rate_fails_each_message_before_it_is_sent(
 
 
 def test_a_worker_killed_mid_batch_leaves_only_the_message_in_flight_to_send_again(
-    fan_app: Callable[..., Flask], mail: MailServer
+    fanned_out: Callable[..., FanOut], mail: MailServer
 ) -> None:
     """The third message was accepted and the worker died before recording it: after the
     lease, the rest of the batch is sent once, and that message again with its Message-ID."""
-    app = fan_app()
-    client = app.test_client()
-    _, post, _ = fanned_out_post(app, client, 4)
+    fan = fanned_out(4)
     sent: list[int] = []
 
     class WorkerKilled(Exception):
@@ -526,17 +522,16 @@ def test_a_worker_killed_mid_batch_leaves_only_the_message_in_flight_to_send_aga
             raise WorkerKilled()
 
     with at_checkpoint("after_smtp_250_before_commit", die_at_the_third):
-        assert run_batch(app, post["id"]) == "retrying"
+        assert fan.run_batch() == "retrying"
 
-    rows = deliveries_of(app, post["id"])
+    rows = fan.deliveries()
     assert [row.status for row in rows] == [
         DeliveryStatus.SENT,
         DeliveryStatus.SENT,
         DeliveryStatus.SENDING,  # in flight: its lease runs
         DeliveryStatus.PENDING,  # given back untried
     ]
-    fast_forward(app, post["id"])
-    assert run_batch(app, post["id"]) == "done"
+    assert fan.run_batch_after_backoff() == "done"
 
     in_flight = f"<fanout-{rows[2].id}@blog-api.local>"
     assert mail.copies() == {
@@ -544,48 +539,43 @@ def test_a_worker_killed_mid_batch_leaves_only_the_message_in_flight_to_send_aga
         in_flight: 2,
     }
     # An attempt counts when recorded: the lost one left no trace but its second copy.
-    assert [(row.status, row.attempts) for row in deliveries_of(app, post["id"])] == [
-        (DeliveryStatus.SENT, 1)
-    ] * 4
+    assert outcomes(fan.deliveries()) == [SENT_ONCE] * 4
 
 
 def test_a_batch_that_kills_its_worker_every_time_ends_its_job_dead_and_loses_no_delivery(
-    fan_app: Callable[..., Flask], mail: MailServer, admin: Account
+    fanned_out: Callable[..., FanOut], mail: MailServer, admin: Account
 ) -> None:
     """Each run dies after its first message; the job's attempts count the kills and end it
     `dead`; the deliveries are all still owed (none dead), and an admin's re-drive finishes."""
-    app = fan_app(MAIL_MAX_RETRIES=1)
-    client = app.test_client()
-    _, post, _ = fanned_out_post(app, client, 3)
+    fan = fanned_out(3, MAIL_MAX_RETRIES=1)
 
     def die(_job: Any) -> None:
         raise RuntimeError("killed")
 
     with at_checkpoint("after_smtp_250_before_commit", die):
         for _ in range(3):
-            run_batch(app, post["id"])
-            fast_forward(app, post["id"])
+            fan.run_batch()
+            fast_forward(fan.app, fan.post_id)
 
-    job = batch_job(app, post["id"])
+    job = fan.batch_job()
     assert (job.status, job.attempts) == (JobStatus.DEAD, 2)
-    assert {row.status for row in deliveries_of(app, post["id"])} == {
+    assert {row.status for row in fan.deliveries()} == {
         DeliveryStatus.SENDING,
         DeliveryStatus.PENDING,
     }
-    response = client.post(f"/api/v1/posts/{post['id']}/deliveries/retry", headers=admin.headers)
+    retry = f"/api/v1/posts/{fan.post_id}/deliveries/retry"
+    response = fan.client.post(retry, headers=admin.headers)
     assert response.status_code == 200, response.json
-    fast_forward(app, post["id"])
-    assert run_batch(app, post["id"]) == "done"
-    assert deliveries_by_status(app, post["id"]) == {"sent": 3}
+    assert fan.run_batch_after_backoff() == "done"
+    assert deliveries_by_status(fan.app, fan.post_id) == {"sent": 3}
     assert set(mail.recipients()) == {f"reader{n}@example.com" for n in range(3)}
 
 
 def test_unsubscribing_cancels_exactly_the_waiting_deliveries_and_says_which(
-    fan_app: Callable[..., Flask], mail: MailServer
+    fanned_out: Callable[..., FanOut], mail: MailServer
 ) -> None:
-    app = fan_app()
-    client = app.test_client()
-    author, post, readers = fanned_out_post(app, client, 4)
+    fan = fanned_out(4)
+    app, client, author, post, readers = fan.app, fan.client, fan.author, fan.post, fan.readers
     other = create_post(client, author, "v1", title="second")
     run_due_jobs(app, kinds=(JobKind.FAN_OUT,))
     with app.app_context():  # reader1's delivery of the first post is in a worker's hands
@@ -604,15 +594,11 @@ def test_unsubscribing_cancels_exactly_the_waiting_deliveries_and_says_which(
 
 
 def test_a_batch_settles_unsubscribed_deleted_and_unconfirmed_subscribers_without_sending(
-    fan_app: Callable[..., Flask], mail: MailServer
+    fanned_out: Callable[..., FanOut], mail: MailServer
 ) -> None:
-    app = fan_app(EMAIL_CONFIRMATION_REQUIRED=True)
-    client = app.test_client()
-    author = author_account(app, client)
-    readers = add_subscribers(app, author.id, 4, "reader", confirmed=True)
-    post = create_post(client, author, "v1")
-    run_due_jobs(app, kinds=(JobKind.FAN_OUT,))
-    with app.app_context():
+    fan = fanned_out(4, confirmed=True, run=(JobKind.FAN_OUT,), EMAIL_CONFIRMATION_REQUIRED=True)
+    readers = fan.readers
+    with fan.app.app_context():
         # After the expansion: one subscription deleted behind the service's back (as a
         # racing unsubscribe that committed after the expansion read it), one account
         # deleted, one address no longer confirmed.
@@ -621,9 +607,9 @@ def test_a_batch_settles_unsubscribed_deleted_and_unconfirmed_subscribers_withou
         db.session.get_one(User, readers[2]).email_confirmed_at = None
         db.session.commit()
 
-    assert run_batch(app, post["id"]) == "done"
+    assert fan.run_batch() == "done"
 
-    rows = deliveries_of(app, post["id"])
+    rows = fan.deliveries()
     assert [(row.status, row.subscriber_id) for row in rows] == [
         (DeliveryStatus.CANCELLED, readers[0]),
         (DeliveryStatus.SKIPPED, None),
@@ -636,18 +622,17 @@ def test_a_batch_settles_unsubscribed_deleted_and_unconfirmed_subscribers_withou
 
 
 def test_deleting_a_post_mid_fan_out_stops_its_batch_at_the_next_message(
-    fan_app: Callable[..., Flask], mail: MailServer
+    fanned_out: Callable[..., FanOut], mail: MailServer
 ) -> None:
-    app = fan_app()
-    client = app.test_client()
-    author, post, _ = fanned_out_post(app, client, 4)
+    fan = fanned_out(4)
+    app, client, author, post = fan.app, fan.client, fan.author, fan.post
 
     def delete_the_post(_job: Any) -> None:
         if len(mail.fan_out()) == 1:
             response = client.delete(f"/api/v1/posts/{post['id']}", headers=author.headers)
             assert response.status_code == 200
 
-    [job] = [batch_job(app, post["id"])]
+    job = fan.batch_job()
     task = app.extensions["celery"].tasks["blog_api.deliver_batch"]
     with at_checkpoint("after_smtp_250_before_commit", delete_the_post):
         assert task.apply(args=[job.id], throw=True).get() == "done"
@@ -659,21 +644,19 @@ def test_deleting_a_post_mid_fan_out_stops_its_batch_at_the_next_message(
 
 
 def test_retention_deletes_old_finished_deliveries_and_the_post_figures_stay(
-    fan_app: Callable[..., Flask], mail: MailServer
+    fanned_out: Callable[..., FanOut], mail: MailServer
 ) -> None:
-    app = fan_app()
-    client = app.test_client()
-    author, post, readers = fanned_out_post(app, client, 6)
+    fan = fanned_out(6)
     mail.handler.refuse["reader5@example.com"] = 550
-    with app.app_context():
-        subscriptions.unsubscribe(readers[4], author.id)
-    run_due_jobs(app)
-    with app.app_context():
-        before = deliveries.progress(post["id"])
+    with fan.app.app_context():
+        subscriptions.unsubscribe(fan.readers[4], fan.author.id)
+    run_due_jobs(fan.app)
+    with fan.app.app_context():
+        before = deliveries.progress(fan.post_id)
         assert (before.sent, before.cancelled, before.dead, before.total) == (4, 1, 1, 6)
         assert deliveries.prune_finished_deliveries(older_than=timedelta(days=1)) == 0
         assert deliveries.prune_finished_deliveries(older_than=timedelta(0)) == 5
-        after = deliveries.progress(post["id"])
+        after = deliveries.progress(fan.post_id)
         left = db.session.scalars(select(Delivery.status)).all()
 
     assert left == [DeliveryStatus.DEAD]  # dead ones wait for an admin
@@ -734,11 +717,10 @@ def test_the_deliveries_endpoint_shows_the_fan_out_in_figures_to_the_author_and_
 
 
 def test_an_admin_re_drives_dead_deliveries_and_nothing_else(
-    fan_app: Callable[..., Flask], mail: MailServer, admin: Account, row_counts: Any
+    fanned_out: Callable[..., FanOut], mail: MailServer, admin: Account, row_counts: Any
 ) -> None:
-    app = fan_app()
-    client = app.test_client()
-    author, post, _ = fanned_out_post(app, client, 2)
+    fan = fanned_out(2)
+    app, client, author, post = fan.app, fan.client, fan.author, fan.post
     url = f"/api/v1/posts/{post['id']}/deliveries/retry"
     mail.handler.refuse["reader1@example.com"] = 550
     run_due_jobs(app)
@@ -756,7 +738,7 @@ def test_an_admin_re_drives_dead_deliveries_and_nothing_else(
     response = client.post(url.replace("/v1/", "/v2/"), headers=admin.headers)  # either version
     assert response.status_code == 200, response.json
     assert (response.json["dead"], response.json["pending"], response.json["sent"]) == (0, 1, 1)
-    assert batch_job(app, post["id"]).status == JobStatus.PENDING
+    assert fan.batch_job().status == JobStatus.PENDING
     run_due_jobs(app)
     assert deliveries_by_status(app, post["id"]) == {"sent": 2}
     assert mail.recipients() == {"reader0@example.com": 1, "reader1@example.com": 1}
@@ -768,14 +750,13 @@ def test_an_admin_re_drives_dead_deliveries_and_nothing_else(
 
 
 def test_metrics_show_unfinished_and_dead_deliveries_and_the_fan_out_backlog(
-    fan_app: Callable[..., Flask], mail: MailServer
+    fanned_out: Callable[..., FanOut], mail: MailServer
 ) -> None:
-    app = fan_app()
-    client = app.test_client()
-    _, post, _ = fanned_out_post(app, client, 4)
+    fan = fanned_out(4)
+    client = fan.client
     mail.handler.refuse["reader0@example.com"] = 550
     mail.handler.refuse["reader1@example.com"] = 450
-    with app.app_context():
+    with fan.app.app_context():
         db.session.execute(
             update(Delivery).values(
                 created_at=utcnow() - timedelta(minutes=5),
@@ -789,7 +770,7 @@ def test_metrics_show_unfinished_and_dead_deliveries_and_the_fan_out_backlog(
     [age] = re.findall(r"^blog_api_fanout_oldest_pending_age_seconds (\S+)$", text, re.M)
     assert 290 < float(age) < 400
 
-    run_batch(app, post["id"])
+    fan.run_batch()
     text = client.get("/metrics").get_data(as_text=True)
     for status, count in {"pending": 0, "failed": 1, "dead": 1, "sending": 0}.items():
         assert f'blog_api_deliveries{{status="{status}"}} {count}.0' in text
@@ -797,20 +778,18 @@ def test_metrics_show_unfinished_and_dead_deliveries_and_the_fan_out_backlog(
 
 
 def test_flask_jobs_deliveries_shows_a_post_s_figures_and_follows_until_done(
-    fan_app: Callable[..., Flask], mail: MailServer
+    fanned_out: Callable[..., FanOut], mail: MailServer
 ) -> None:
-    app = fan_app()
-    client = app.test_client()
-    _, post, _ = fanned_out_post(app, client, 3)
-    runner = app.test_cli_runner()
+    fan = fanned_out(3)
+    runner = fan.app.test_cli_runner()
 
-    waiting = runner.invoke(args=["jobs", "deliveries", str(post["id"])])
+    waiting = runner.invoke(args=["jobs", "deliveries", str(fan.post_id)])
     assert waiting.exit_code == 0, waiting.output
     assert "total=3  sent=0  pending=3" in waiting.output
     assert "finished_at=-" in waiting.output
 
-    threading.Timer(0.3, lambda: run_due_jobs(app)).start()
-    followed = runner.invoke(args=["jobs", "deliveries", str(post["id"]), "--follow"])
+    threading.Timer(0.3, lambda: run_due_jobs(fan.app)).start()
+    followed = runner.invoke(args=["jobs", "deliveries", str(fan.post_id), "--follow"])
     assert followed.exit_code == 0, followed.output
     assert "total=3  sent=3  pending=0" in followed.output
     assert "finished_at=-" not in followed.output
@@ -856,17 +835,16 @@ def test_without_mail_rate_limit_there_is_no_throttle(fan_app: Callable[..., Fla
 
 @pytest.mark.usefixtures("throttle_key")
 def test_a_batch_whose_throttle_storage_is_down_pauses_and_sends_nothing(
-    fan_app: Callable[..., Flask], mail: MailServer
+    fanned_out: Callable[..., FanOut], mail: MailServer
 ) -> None:
-    app = fan_app(MAIL_RATE_LIMIT=10, RATELIMIT_STORAGE_URI=f"redis://127.0.0.1:{free_port()}/0")
-    client = app.test_client()
-    _, post, _ = fanned_out_post(app, client, 2)
+    storage = f"redis://127.0.0.1:{free_port()}/0"
+    fan = fanned_out(2, MAIL_RATE_LIMIT=10, RATELIMIT_STORAGE_URI=storage)
 
-    assert run_batch(app, post["id"]) == "deferred"
+    assert fan.run_batch() == "deferred"
 
-    assert deliveries_by_status(app, post["id"]) == {"pending": 2}
+    assert deliveries_by_status(fan.app, fan.post_id) == {"pending": 2}
     assert mail.fan_out() == []
-    assert "paused: rate-limit storage failed" in (batch_job(app, post["id"]).last_error or "")
+    assert "paused: rate-limit storage failed" in (fan.batch_job().last_error or "")
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -890,14 +868,10 @@ def test_outcomes_are_recorded_with_synchronous_commit_as_configured_and_reset_a
 
 
 def test_a_title_with_braces_or_non_ascii_text_is_sent_as_written(
-    fan_app: Callable[..., Flask], mail: MailServer
+    fanned_out: Callable[..., FanOut], mail: MailServer
 ) -> None:
-    app = fan_app()
-    client = app.test_client()
-    author = author_account(app, client)
-    add_subscribers(app, author.id, 1, "reader")
-    create_post(client, author, "v1", title="{username} {link} {0} déjà vu")
-    run_due_jobs(app)
+    fan = fanned_out(1, title="{username} {link} {0} déjà vu")
+    run_due_jobs(fan.app)
 
     [received] = mail.fan_out()
     assert str(received.message["Subject"]).endswith(": {username} {link} {0} déjà vu")

@@ -38,8 +38,9 @@ from blog_api.services.confirmations import (
     USED,
 )
 from blog_api.worker.tasks import TASKS
+from harness.launcher import free_port
 from smtp_sink import SinkHandler
-from support import PASSWORD, assert_error, assert_too_many_requests, free_port
+from support import PASSWORD, assert_error, assert_too_many_requests
 
 CONFIRM = "/api/v1/users/confirm-email"
 RESEND = "/api/v1/me/confirm-email"

@@ -19,8 +19,8 @@ from blog_api import create_app
 from blog_api.effects.mailer import close_kept_connections, header_safe, send_email
 from blog_api.effects.notifications import build_post_notification
 from blog_api.jobs.errors import PermanentJobError, TransientJobError
+from harness.launcher import free_port
 from smtp_sink import SinkHandler
-from support import free_port
 
 
 class Sink:

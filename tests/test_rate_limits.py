@@ -21,7 +21,8 @@ from flask_limiter.util import get_remote_address
 from blog_api.api import limits
 from blog_api.config import Config
 from blog_api.extensions import Limiter
-from support import PASSWORD, Account, assert_too_many_requests, rate_limit_items, wait_until
+from harness.launcher import wait_until
+from support import PASSWORD, Account, assert_too_many_requests, rate_limit_items
 from support.resources import create_post
 
 LIMIT = "3 per minute"

@@ -10,7 +10,6 @@ import contextlib
 import signal
 import socket
 import sqlite3
-import subprocess
 import threading
 import time
 import uuid
@@ -31,7 +30,8 @@ from blog_api.jobs.relay import Relay, RelayLock, SqliteDoorbell, open_doorbell,
 from blog_api.models import Job
 from blog_api.models.base import utcnow
 from blog_api.worker.tasks import publish_jobs
-from support import Account, free_port, redis_server, wait_until
+from harness.launcher import Launcher, Service, free_port, wait_until
+from support import Account, redis_server
 
 
 def create_posts(app: Flask, author: Account, count: int) -> list[str]:
@@ -292,37 +292,16 @@ def test_the_postgresql_doorbell_rings_only_when_the_inserting_transaction_commi
 
 
 @pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+def private_redis(tmp_path: Path) -> Iterator[Callable[[], Service]]:
     """Starts (and restarts) a non-persistent redis-server on a port of its own."""
     port = free_port()
-    servers: list[subprocess.Popen[bytes]] = []
+    with Launcher(tmp_path) as launcher:
 
-    def start() -> subprocess.Popen[bytes]:
-        server = subprocess.Popen(
-            [
-                *(redis_server(), "--port", str(port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "no", "--dir", str(tmp_path)),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        servers.append(server)
-        client = redis.Redis(port=port, socket_connect_timeout=0.5)
+        def start() -> Service:
+            return launcher.start_redis(port, "--appendonly", "no", binary=redis_server())
 
-        def answers() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-
-        wait_until(answers, 15, f"redis-server on port {port}")
-        client.close()
-        return server
-
-    start.port = port  # type: ignore[attr-defined]
-    yield start
-    for server in servers:
-        server.kill()
-        server.wait()
+        start.port = port  # type: ignore[attr-defined]
+        yield start
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -339,8 +318,7 @@ def test_the_first_publish_after_a_redis_restart_reconnects_instead_of_failing(
     try:
         with app.app_context():
             assert relay_due_jobs(lambda jobs: publish_jobs(celery_app, jobs)) == 1
-            server.send_signal(signal.SIGKILL)
-            server.wait()
+            server.stop(signal.SIGKILL)
             make_due(app)
             with pytest.raises(OperationalError):  # the broker is away: the batch stays due
                 relay_due_jobs(lambda jobs: publish_jobs(celery_app, jobs))

@@ -36,7 +36,8 @@ from blog_api.jobs.relay import relay_due_jobs
 from blog_api.models import Job, JobKind, Post
 from blog_api.tracing import configure_tracing, trace_exporter_names
 from blog_api.worker.tasks import TASKS, publish_jobs
-from support import Account, create_account_from_before_confirmations, free_port, job_row
+from harness.launcher import free_port
+from support import Account, create_account_from_before_confirmations, job_row
 from support.fanout import attempt
 
 

@@ -28,7 +28,8 @@ from blog_api.jobs.runner import DUPLICATE
 from blog_api.models import Job, JobKind
 from blog_api.ops.metrics import MetricsServer, metrics_endpoint, worker_registry
 from blog_api.worker.bootsteps import MetricsServerStep
-from support import Account, free_port, set_job
+from harness.launcher import free_port
+from support import Account, set_job
 from support.fanout import attempt
 
 ATTEMPTS = "blog_api_job_attempts_total"

@@ -27,7 +27,8 @@ from blog_api.logs import begin_job_log_scope, bind_job, end_job_log_scope
 from blog_api.models import Job, JobKind, WorkerHeartbeat
 from blog_api.models.base import utcnow
 from blog_api.worker.heartbeat import Heartbeat
-from support import Account, heartbeat_ages, wait_until
+from harness.launcher import wait_until
+from support import Account, heartbeat_ages
 
 
 @contextmanager

@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from harness.processes import wait_until
+from harness.launcher import wait_until
 from harness.stack import Bench
 
 

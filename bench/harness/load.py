@@ -45,14 +45,6 @@ def http_json(
         return response.status, data.decode(errors="replace")
 
 
-def answers_http(port: int, path: str) -> bool:
-    try:
-        status, _ = http_json(port, "GET", path, timeout=1.0)
-    except OSError:
-        return False
-    return status < 500
-
-
 @dataclass
 class LoadResult:
     requests: int

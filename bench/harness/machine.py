@@ -12,7 +12,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from harness.processes import redis_server
+from harness.launcher import redis_server
 from harness.stack import PG_ADMIN_URL
 
 

@@ -1,8 +1,9 @@
 # It runs only its own fixed command lines; the password is the benchmark user's.
 # ruff: noqa: S603
 """The stack under test: the private Redis and SMTP sink, the databases, and one configuration's
-gunicorn and Celery processes, seeded with the benchmark user and posts. `start_workers` is the one
-place that knows how each app's background processes start.
+gunicorn and Celery processes, seeded with the benchmark user and posts. The processes are started,
+waited for and stopped by the launcher the integration tests use too (`harness.launcher`);
+`start_workers` is the one place that knows how each app's background processes start.
 """
 
 from __future__ import annotations
@@ -18,21 +19,18 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.load import LoadResult, answers_http, http_json, run_python_closed_loop, run_wrk
-from harness.plans import PASSWORD, POST_BODY, SCENARIOS, TUTORIAL_APPS, Config
-from harness.processes import (
+from harness.launcher import (
     BIN,
-    SMTP_SINK,
-    Proc,
-    Processes,
-    children,
-    cpu_seconds,
-    established_connections,
+    Launcher,
+    Service,
+    clean_environment,
+    create_database,
+    drop_database,
     free_port,
-    proc_status,
-    redis_server,
-    wait_until,
 )
+from harness.load import LoadResult, http_json, run_python_closed_loop, run_wrk
+from harness.plans import PASSWORD, POST_BODY, SCENARIOS, TUTORIAL_APPS, Config
+from harness.procfs import children, cpu_seconds, established_connections, proc_status
 
 HERE = Path(__file__).resolve().parents[1]
 APPS = HERE / "apps"
@@ -51,8 +49,8 @@ CELERY_POOL = 4
 class Server:
     config: Config
     port: int
-    gunicorn: Proc
-    worker: Proc | None
+    gunicorn: Service
+    worker: Service | None
     token: str
     post_id: int
 
@@ -65,24 +63,19 @@ class Server:
 
 class Bench:
     """One run's stack: its temporary directory, ports, secrets and databases, and the
-    processes of whichever configuration is being measured."""
+    processes of whichever configuration is being measured (started by `launcher`, which the
+    driver closes at the end)."""
 
-    def __init__(self, args: argparse.Namespace, tmp: Path, procs: Processes) -> None:
+    def __init__(self, args: argparse.Namespace, tmp: Path, launcher: Launcher) -> None:
         self.args = args
         self.tmp = tmp
-        self.procs = procs
+        self.launcher = launcher
         self.run_id = uuid.uuid4().hex[:8]
-        self.env_base = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("FLASK_", "DATABASE_", "REDIS_", "CELERY_", "GUNICORN_"))
-        }
-        self.env_base["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
-        self.env_base["PYTHONUNBUFFERED"] = "1"
+        self.env_base = clean_environment(PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
         self.redis_port = free_port()
         self.mail_port = free_port()
         self.mail_log = tmp / "mail.jsonl"
-        self.redis: Proc | None = None
+        self.redis: Service | None = None
         self.pg_database: str | None = None
         self.secrets = {
             "SECRET_KEY": secrets.token_hex(32),
@@ -99,84 +92,36 @@ class Bench:
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
     def start_redis(self) -> None:
-        binary = redis_server()
-        data = self.tmp / "redis"
-        data.mkdir(exist_ok=True)
-        self.redis = self.procs.start(
-            "redis",
-            [
-                binary,
-                "--port",
-                str(self.redis_port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "everysec",
-                "--maxmemory-policy",
-                "noeviction",
-                "--dir",
-                str(data),
-            ],
-            self.env_base,
-            self.tmp,
+        """The run's redis-server, durable as production's should be (an append-only file
+        synced every second, no eviction): the broker and the rate limits' storage."""
+        self.redis = self.launcher.start_redis(
+            self.redis_port,
+            *("--appendonly", "yes", "--appendfsync", "everysec"),
+            *("--maxmemory-policy", "noeviction"),
         )
-        import redis
-
-        def ping() -> bool:
-            client = redis.Redis(port=self.redis_port, socket_timeout=0.5)
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-            finally:
-                client.close()
-
-        wait_until(ping, 15, "redis-server")
 
     def stop_redis(self) -> None:
         if self.redis:
-            self.procs.stop(self.redis)
+            self.redis.stop()
             self.redis = None
 
     def start_sink(self) -> None:
-        proc = self.procs.start(
-            "smtp",
-            [
-                str(BIN / "python"),
-                str(SMTP_SINK),
-                "--port",
-                str(self.mail_port),
-                "--record",
-                str(self.mail_log),
-                # A mail server elsewhere in production: no printing on the measured cores.
-                "--quiet",
-            ],
-            self.env_base,
-            self.tmp,
+        # A mail server elsewhere in production: no printing on the measured cores.
+        self.launcher.start_smtp_sink(
+            self.mail_port, "--quiet", record=self.mail_log, env=self.env_base
         )
-        wait_until(lambda: "listening" in proc.log_tail(), 20, "the SMTP sink")
 
     def create_pg_database(self) -> str:
-        import psycopg
-
         name = f"blog_api_bench_{self.run_id}"
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+        create_database(PG_ADMIN_URL, name)
         self.pg_database = name
         return name
 
     def drop_pg_databases(self) -> None:
         if not self.pg_database:
             return
-        import psycopg
-
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
-            for suffix in ("", *(f"_{app}" for app in TUTORIAL_APPS)):
-                conn.execute(f'DROP DATABASE IF EXISTS "{self.pg_database}{suffix}" WITH (FORCE)')
+        for suffix in ("", *(f"_{app}" for app in TUTORIAL_APPS)):
+            drop_database(PG_ADMIN_URL, f"{self.pg_database}{suffix}")
 
     def database_url(self, app: str, database: str) -> str:
         key = (app, database)
@@ -184,18 +129,14 @@ class Bench:
             if database == "sqlite":
                 url = f"sqlite:///{self.tmp / f'{app}.db'}"
             else:
-                import psycopg
-
                 if not self.pg_database:
                     self.create_pg_database()
-                name = f"{self.pg_database}_{app}" if app in TUTORIAL_APPS else self.pg_database
+                assert self.pg_database
                 if app in TUTORIAL_APPS:
-                    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-                        conn.execute(f'CREATE DATABASE "{name}"')
-                base = PG_ADMIN_URL.rsplit("/", 1)[0].replace(
-                    "postgresql://", "postgresql+psycopg://"
-                )
-                url = f"{base}/{name}"
+                    url = create_database(PG_ADMIN_URL, f"{self.pg_database}_{app}")
+                else:
+                    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+                    url = f"{base.replace('postgresql://', 'postgresql+psycopg://')}/{self.pg_database}"
             self.databases[key] = url
             self.prepare_database(app, url)
         return self.databases[key]
@@ -274,17 +215,13 @@ class Bench:
         }[config.app]
         cwd = self.tmp / f"{config.app}-cwd"
         cwd.mkdir(exist_ok=True)
-        worker = start_workers(self.procs, config, env, cwd)
-        gunicorn = self.procs.start(
+        worker = start_workers(self.launcher, config, env, cwd)
+        gunicorn = self.launcher.start_gunicorn(
             f"gunicorn-{config.name}",
-            [
-                str(BIN / "gunicorn"),
-                "-c",
-                str(HERE / "gunicorn_bench.py"),
-                module,
-            ],
-            env,
-            cwd,
+            module,
+            *("-c", str(HERE / "gunicorn_bench.py")),
+            env=env,
+            cwd=cwd,
         )
         health = {
             "bare": "/",
@@ -293,10 +230,12 @@ class Bench:
             "ours": "/health",
         }[config.app]
         try:
-            wait_until(lambda: answers_http(port, health), 60, f"gunicorn ({config.name})")
-            wait_until(lambda: len(children(gunicorn.pid)) >= 2, 30, "two gunicorn workers")
+            # Any answer but a server error: the app is loaded and reaches its database.
+            url = f"http://127.0.0.1:{port}{health}"
+            gunicorn.wait_for_http(url, accept=range(100, 500), timeout=60)
+            gunicorn.wait_for(lambda: len(children(gunicorn.pid)) >= 2, 30, "two gunicorn workers")
             if worker:
-                wait_until(lambda: len(children(worker.pid)) >= 2, 60, "the Celery pool")
+                worker.wait_for(lambda: len(children(worker.pid)) >= 2, 60, "the Celery pool")
         except TimeoutError as error:
             raise RuntimeError(
                 f"{error}\n{gunicorn.log_tail()}\n{worker.log_tail() if worker else ''}"
@@ -327,9 +266,9 @@ class Bench:
         return token, int(posts[0]["id"])
 
     def stop_server(self, server: Server) -> None:
-        self.procs.stop(server.gunicorn)
+        server.gunicorn.stop()
         if server.worker:
-            self.procs.stop(server.worker)
+            server.worker.stop()
 
     def memory(self, server: Server) -> dict[str, list[int]]:
         """Peak RSS (VmHWM, kB) of each gunicorn worker and each Celery process."""
@@ -369,7 +308,9 @@ class Bench:
         return result
 
 
-def start_workers(procs: Processes, config: Config, env: dict[str, str], cwd: Path) -> Proc | None:
+def start_workers(
+    launcher: Launcher, config: Config, env: dict[str, str], cwd: Path
+) -> Service | None:
     """The background processes of one configuration: ours runs its Celery worker (its relay
     publishes the jobs the API stores); both tutorial apps the chapter's worker (the literal
     one's task sleeps 5 s, so it barely uses the CPU; the fair one's sends the e-mail); bare
@@ -379,12 +320,11 @@ def start_workers(procs: Processes, config: Config, env: dict[str, str], cwd: Pa
     if config.app not in celery_apps:
         return None
     celery_app, node = celery_apps[config.app]
-    return procs.start(
+    return launcher.start_celery_worker(
         f"celery-{config.name}",
-        [
-            *(str(BIN / "celery"), "-A", celery_app, "worker", "-c", str(CELERY_POOL)),
-            *("--loglevel", "WARNING", "-n", f"{node}-{uuid.uuid4().hex[:6]}@%h"),
-        ],
-        env,
-        cwd,
+        celery_app,
+        *("-c", str(CELERY_POOL), "--loglevel", "WARNING"),
+        *("-n", f"{node}-{uuid.uuid4().hex[:6]}@%h"),
+        env=env,
+        cwd=cwd,
     )

@@ -14,8 +14,8 @@ import sys
 from collections import Counter
 
 from cpu_per_call import TARGETS
+from harness.launcher import BIN
 from harness.plans import Plan
-from harness.processes import BIN
 from harness.report import HERE, Report
 from harness.stack import Bench
 from sections.profile import app_functions, read_stacks

@@ -35,9 +35,10 @@ import psycopg
 from celery import Celery
 
 from harness.cpu import Probe, ServerClock, measure_probes
+from harness.launcher import Service, free_port, wait_until
 from harness.load import http_json
 from harness.plans import PASSWORD, Config, Plan
-from harness.processes import Proc, children, cpu_seconds, free_port, proc_status, wait_until
+from harness.procfs import children, cpu_seconds, proc_status
 from harness.report import Report
 from harness.stack import Bench, start_workers
 from sections.growth import build_app
@@ -52,7 +53,7 @@ COUNTER = re.compile(rb"mesg=(\d+)")
 
 @dataclass
 class Sink:
-    proc: Proc
+    proc: Service
     port: int
 
     def count(self) -> int:
@@ -107,7 +108,7 @@ def start_sink(bench: Bench) -> Sink:
     """smtp-sink on a free port: counts (-c), keeps nothing; as root it drops to nobody."""
     port = free_port()
     args = [SMTP_SINK, "-c", "-u", "nobody", f"127.0.0.1:{port}", "1024"]
-    proc = bench.procs.start("smtp-sink", args, bench.env_base, bench.tmp)
+    proc = bench.launcher.start("smtp-sink", args, bench.env_base)
 
     def answers() -> bool:
         try:
@@ -116,7 +117,7 @@ def start_sink(bench: Bench) -> Sink:
         except OSError:
             return False
 
-    wait_until(answers, 15, "smtp-sink")
+    proc.wait_for(answers, 15, "smtp-sink")
     return Sink(proc, port)
 
 
@@ -219,11 +220,11 @@ def post_cpu_per_call(
     return values
 
 
-def _worker_cpu(worker: Proc) -> float:
+def _worker_cpu(worker: Service) -> float:
     return sum(cpu_seconds(pid) for pid in [worker.pid, *children(worker.pid)])
 
 
-def _pool_rss_kb(worker: Proc) -> list[int]:
+def _pool_rss_kb(worker: Service) -> list[int]:
     return [proc_status(pid, "VmRSS") for pid in children(worker.pid)]
 
 
@@ -345,19 +346,22 @@ def fair_tutorial(bench: Bench, sink: Sink, tasks: int) -> Run:
     cwd = bench.tmp / "fair_tutorial-cwd"
     cwd.mkdir(exist_ok=True)
     sink_before = sink.count()
-    worker = start_workers(bench.procs, FAIR, env, cwd)
+    worker = start_workers(bench.launcher, FAIR, env, cwd)
     assert worker
     try:
-        wait_until(lambda: len(children(worker.pid)) >= 2, 60, "the fair tutorial's pool")
+        worker.wait_for(lambda: len(children(worker.pid)) >= 2, 60, "the fair tutorial's pool")
         cpu_before = _worker_cpu(worker)
         started = time.monotonic()
         wait_until(
-            lambda: sink.count() - sink_before >= len(ids), 1800, "the fair tutorial's e-mails"
+            lambda: sink.count() - sink_before >= len(ids),
+            1800,
+            "the fair tutorial's e-mails",
+            interval=0.05,
         )
         seconds = time.monotonic() - started
         return Run(len(ids), seconds, _worker_cpu(worker) - cpu_before)
     finally:
-        bench.procs.stop(worker)
+        worker.stop()
 
 
 def rate_limited(bench: Bench, sink: Sink, url: str, author: str, seconds: float) -> Run:

@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 
-import psycopg
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import insert, select, text, update
@@ -31,8 +30,8 @@ from blog_api.models import Job, JobStatus, User
 from blog_api.models.base import utcnow
 from blog_api.models.users import new_security_stamp
 from harness.cpu import Probe, ServerClock, expect, measure_probes
+from harness.launcher import BIN, create_database, drop_database
 from harness.plans import PASSWORD, POST_BODY, Plan
-from harness.processes import BIN
 from harness.report import Report
 from harness.stack import HIGH_LIMIT, PG_ADMIN_URL, PUBLIC_BASE_URL, Bench
 
@@ -101,14 +100,11 @@ def growth_database(bench: Bench, database: str) -> Iterator[str]:
         yield f"sqlite:///{bench.tmp / 'growth.db'}"
         return
     name = f"blog_api_bench_{bench.run_id}_growth"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    url = create_database(PG_ADMIN_URL, name)
     try:
-        yield f"{base}/{name}"
+        yield url
     finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(PG_ADMIN_URL, name)
 
 
 def build_app(bench: Bench, url: str) -> Flask:

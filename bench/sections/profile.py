@@ -11,8 +11,8 @@ import time
 from collections import Counter
 
 from harness import jobs
+from harness.launcher import BIN
 from harness.plans import Config, Plan
-from harness.processes import BIN
 from harness.report import Report
 from harness.stack import Bench
 

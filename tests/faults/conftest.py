@@ -24,8 +24,9 @@ from typing import Any
 import pytest
 from oracle import Figures
 
+from harness.launcher import free_port
 from support import RUN_ID
-from support.integration_stack import Stack, free_port
+from support.integration_stack import Stack
 
 _numbers = itertools.count(1)
 

@@ -34,7 +34,8 @@ from sqlalchemy import select
 from blog_api.extensions import db
 from blog_api.models import Job, JobKind, Post
 from blog_api.models.base import utcnow
-from support.integration_stack import HttpClient, message_id, wait_until
+from harness.launcher import wait_until
+from support.integration_stack import HttpClient, Stack, message_id
 
 # A pending job due further ahead than this is parked: nothing will ever run it (the naive
 # negative control parks its jobs for years), so it does not keep the system busy.
@@ -250,26 +251,28 @@ def queued_messages(redis_url: str, queue: str) -> int:
 
 
 def quiescence(
+    stack: Stack,
     app: Flask,
     accepted: Iterable[Accepted],
-    mail_log: Path,
-    audit_log: Path,
     *,
     deadline: float,
-    broker: tuple[str, str] | None = None,
+    broker: str | None = None,
+    audit_log: Path | None = None,
     rejected: Iterable[Rejected] = (),
     ambiguous_allowed: bool = False,
 ) -> Figures:
     """Wait (at most `deadline` seconds, then fail) until no job of the accepted posts is
-    running or waiting to run and, given `broker` = (private Redis URL, queue), no message is
-    queued or unacknowledged there; then measure."""
+    running or waiting to run and, given `broker` (a private Redis's URL), no message of the
+    stack's queue is queued or unacknowledged there; then measure what the stack's SMTP sink
+    recorded and what its audit file holds (`audit_log`: another one)."""
     posts = list(accepted)
     refused = list(rejected)
     stored_anyway = _posts_titled(app, [r.title for r in refused]) if refused else {}
     post_ids = [post.post_id for post in posts] + list(stored_anyway.values())
 
     def busy() -> int:
-        return busy_jobs(app, post_ids) + (queued_messages(*broker) if broker else 0)
+        in_broker = queued_messages(broker, stack.queue) if broker else 0
+        return busy_jobs(app, post_ids) + in_broker
 
     wait_until(
         lambda: busy() == 0,
@@ -278,7 +281,12 @@ def quiescence(
         interval=0.2,
     )
     return measure(
-        app, posts, mail_log, audit_log, rejected=refused, ambiguous_allowed=ambiguous_allowed
+        app,
+        posts,
+        stack.mail_log,
+        audit_log or stack.audit_log,
+        rejected=refused,
+        ambiguous_allowed=ambiguous_allowed,
     )
 
 

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from oracle import Accepted, assert_clean, quiescence
 
-from support.integration_stack import POSTGRESQL_ONLY, Stack, create_posts, wait_until
+from harness.launcher import wait_until
+from support.integration_stack import POSTGRESQL_ONLY, Stack, create_posts
 
 pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
 
@@ -26,14 +27,7 @@ def run_concurrent_writers(
 
     posts = create_posts(app.test_client(), author.headers, n, versions=("v2",))
     accepted = [Accepted(post.id, post.version) for post in posts]
-    figures = quiescence(
-        app,
-        accepted,
-        stack.mail_log,
-        stack.audit_log,
-        deadline=60 + n / 2,
-        broker=(stack.broker_url, stack.queue),
-    )
+    figures = quiescence(stack, app, accepted, deadline=60 + n / 2, broker=stack.broker_url)
     report_figures("R25", f"2 worker processes, {n} v2 posts", figures)
 
     lines = stack.audit_lines()
@@ -90,12 +84,7 @@ def test_an_unwritable_audit_directory_delays_the_lines_and_loses_none(
 
     accepted = [Accepted(post.id, post.version) for post in posts]
     figures = quiescence(
-        app,
-        accepted,
-        stack.mail_log,
-        audit_log,
-        deadline=60,
-        broker=(stack.broker_url, stack.queue),
+        stack, app, accepted, deadline=60, broker=stack.broker_url, audit_log=audit_log
     )
     report_figures("R26", "audit directory unusable for 3 s, 6 v2 posts", figures)
     assert len(stack.audit_records()) == 6

@@ -20,14 +20,8 @@ from oracle import (
     quiescence,
 )
 
-from support.integration_stack import (
-    POSTGRESQL_ONLY,
-    Stack,
-    create_posts,
-    free_port,
-    job_views,
-    wait_until,
-)
+from harness.launcher import free_port, wait_until
+from support.integration_stack import POSTGRESQL_ONLY, Stack, create_posts, job_views
 
 pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
 
@@ -53,14 +47,7 @@ def run_r4(stack: Stack, naive: bool, posts: int) -> tuple[Figures, dict[str, ob
     before = post_over_http(server, author, 2, "R4 before")  # the whole path works first
     # Every message acknowledged too: in the naive build nothing re-drives a job, so a task
     # cancelled when Redis dies would stay running for ever.
-    quiescence(
-        app,
-        before.accepted,
-        stack.mail_log,
-        stack.audit_log,
-        deadline=30,
-        broker=(broker_url, stack.queue),
-    )
+    quiescence(stack, app, before.accepted, deadline=30, broker=broker_url)
 
     broker.stop(signal.SIGKILL)
     traffic = post_over_http(server, author, posts, "R4 during")
@@ -69,12 +56,11 @@ def run_r4(stack: Stack, naive: bool, posts: int) -> tuple[Figures, dict[str, ob
 
     stack.start_redis(port)
     figures = quiescence(
+        stack,
         app,
         before.accepted + traffic.accepted,
-        stack.mail_log,
-        stack.audit_log,
         deadline=60,
-        broker=(broker_url, stack.queue),
+        broker=broker_url,
         rejected=traffic.rejected,
     )
     return figures, {**traffic.summary(), "emails_while_down": delivered_while_down}
@@ -128,7 +114,7 @@ def test_posts_while_redis_hangs_each_return_201_within_3s_and_are_mailed_once_a
     app = stack.app()
     author = server.account(f"r5_{uuid.uuid4().hex[:8]}")
     before = post_over_http(server, author, 2, "R5 before")
-    quiescence(app, before.accepted, stack.mail_log, stack.audit_log, deadline=30)
+    quiescence(stack, app, before.accepted, deadline=30)
 
     proxy.set_mode("blackhole")
     traffic = post_over_http(server, author, 30, "R5 during")
@@ -137,12 +123,11 @@ def test_posts_while_redis_hangs_each_return_201_within_3s_and_are_mailed_once_a
     proxy.set_mode("pass")
 
     figures = quiescence(
+        stack,
         app,
         before.accepted + traffic.accepted,
-        stack.mail_log,
-        stack.audit_log,
         deadline=90,
-        broker=(f"redis://127.0.0.1:{port}/0", stack.queue),
+        broker=f"redis://127.0.0.1:{port}/0",
         rejected=traffic.rejected,
     )
     extra = {**traffic.summary(), "emails_while_hung": delivered_while_hung}
@@ -187,12 +172,7 @@ def test_the_same_job_published_twice_to_two_workers_sends_one_email(
     # Both copies were consumed; the second one found the job taken and did nothing.
     wait_until(lambda: len(outcomes()) == 2, 30, lambda: f"two task results, got {outcomes()}")
     figures = quiescence(
-        app,
-        [Accepted(post_id, "v1")],
-        stack.mail_log,
-        stack.audit_log,
-        deadline=30,
-        broker=(stack.broker_url, stack.queue),
+        stack, app, [Accepted(post_id, "v1")], deadline=30, broker=stack.broker_url
     )
     report_figures("R11", "same job id published twice, 2 workers", figures)
 
@@ -238,12 +218,7 @@ def test_a_retry_whose_publish_is_cut_is_published_again_by_the_relay_with_one_e
     proxy.set_mode("pass")
 
     figures = quiescence(
-        app,
-        [Accepted(post_id, "v1")],
-        stack.mail_log,
-        stack.audit_log,
-        deadline=60,
-        broker=(f"redis://127.0.0.1:{port}/0", stack.queue),
+        stack, app, [Accepted(post_id, "v1")], deadline=60, broker=f"redis://127.0.0.1:{port}/0"
     )
     [job] = job_views(app, [post_id])
     report_figures("R19", "SMTP stall, then proxy resets Redis during the retry", figures)
@@ -287,14 +262,7 @@ def test_redis_killed_under_a_running_task_with_retries_pending_resumes_by_itsel
     after = create_posts(client, author.headers, 3, versions=("v1",))
 
     posts = [Accepted(post.id, "v1") for post in refused + running + after]
-    figures = quiescence(
-        app,
-        posts,
-        stack.mail_log,
-        stack.audit_log,
-        deadline=30,
-        broker=(stack.broker_url, stack.queue),
-    )
+    figures = quiescence(stack, app, posts, deadline=30, broker=stack.broker_url)
     resumed_s = round(time.monotonic() - returned, 1)
     report_figures(
         "R29",

@@ -13,7 +13,8 @@ import pytest
 from flask import Flask
 from oracle import Accepted, Figures, Traffic, assert_clean, post_over_http, quiescence
 
-from support.integration_stack import POSTGRESQL_ONLY, Stack, create_posts, job_views, wait_until
+from harness.launcher import wait_until
+from support.integration_stack import POSTGRESQL_ONLY, Stack, create_posts, job_views
 
 pytestmark = pytest.mark.integration
 
@@ -33,14 +34,7 @@ def test_a_slow_commit_never_lets_the_worker_see_a_missing_post(
     author = server.account(f"r3_{uuid.uuid4().hex[:8]}")
 
     traffic = post_over_http(server, author, 2, "R3")
-    figures = quiescence(
-        app,
-        traffic.accepted,
-        stack.mail_log,
-        stack.audit_log,
-        deadline=30,
-        broker=(stack.broker_url, stack.queue),
-    )
+    figures = quiescence(stack, app, traffic.accepted, deadline=30, broker=stack.broker_url)
     report_figures("R3", "2 s sleep between flush and commit", figures, **traffic.summary())
 
     assert traffic.statuses == {201: 2}
@@ -56,12 +50,7 @@ def done_at_the_first_attempt(stack: Stack, app: Flask, post_id: int) -> Figures
     """Once PostgreSQL is back, the oracle's figures for the v1 post, whose job is done at its
     first attempt: the outage cost no attempt."""
     figures = quiescence(
-        app,
-        [Accepted(post_id, "v1")],
-        stack.mail_log,
-        stack.audit_log,
-        deadline=60,
-        broker=(stack.broker_url, stack.queue),
+        stack, app, [Accepted(post_id, "v1")], deadline=60, broker=stack.broker_url
     )
     [job] = job_views(app, [post_id])
     assert (job.status, job.attempts) == ("done", 1)
@@ -158,12 +147,11 @@ def run_sqlite_writers(
     for thread in threads:
         thread.join(timeout=seconds + 60)
     figures = quiescence(
+        stack,
         app,
         traffic.accepted,
-        stack.mail_log,
-        stack.audit_log,
         deadline=60 + len(traffic.accepted) / 5,
-        broker=(stack.broker_url, stack.queue),
+        broker=stack.broker_url,
         rejected=traffic.rejected,
     )
     logs = stack.all_logs()

@@ -15,8 +15,9 @@ from blog_api.extensions import db
 from blog_api.jobs.outbox import due_jobs
 from blog_api.models import Job, JobStatus
 from blog_api.models.base import utcnow
+from harness.launcher import free_port
 from support.fault_hooks import FaultHooks
-from support.integration_stack import free_port, job_views
+from support.integration_stack import job_views
 
 # SQLite only: the dispatch hook is under test, not the database.
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -38,9 +38,10 @@ from oracle import Figures, queued_messages
 from blog_api.extensions import db
 from blog_api.models import Delivery, Post
 from blog_api.services import subscriptions
+from harness.launcher import Service, wait_until
 from smtp_sink import SinkHandler
 from support.fault_hooks import NAIVE_FAN_OUT_TASK
-from support.integration_stack import POSTGRESQL_ONLY, Service, Stack, wait_until
+from support.integration_stack import POSTGRESQL_ONLY, Stack
 
 pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
 

@@ -23,12 +23,7 @@ def run_happy_path(stack: Stack, report_figures: Callable[..., None], posts: int
 
     assert traffic.statuses == {201: posts}
     figures = quiescence(
-        app,
-        traffic.accepted,
-        stack.mail_log,
-        stack.audit_log,
-        deadline=60 + posts / 2,
-        broker=(stack.broker_url, stack.queue),
+        stack, app, traffic.accepted, deadline=60 + posts / 2, broker=stack.broker_url
     )
     report_figures("R1", f"none: {posts} sequential posts, v1 and v2", figures, **traffic.summary())
     assert_clean(figures)

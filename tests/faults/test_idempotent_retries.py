@@ -180,14 +180,7 @@ def run_r30(
     accepted = [
         Accepted(post_id, version[title]) for title, ids in posts.items() for post_id in ids
     ]
-    figures = quiescence(
-        app,
-        accepted,
-        stack.mail_log,
-        stack.audit_log,
-        deadline=60,
-        broker=(stack.broker_url, stack.queue),
-    )
+    figures = quiescence(stack, app, accepted, deadline=60, broker=stack.broker_url)
     statuses = Counter(answer.status for attempts in results for answer in attempts.answers)
     extra = {
         "keys": KEYS,
@@ -298,12 +291,7 @@ def test_the_retry_after_the_worker_holding_its_key_was_killed_is_created_at_onc
     assert posts == [retry.body["id"]]
     assert sorted(kinds) == sorted([JobKind.NOTIFY_AUTHOR, JobKind.AUDIT_POST_CREATED])
     figures = quiescence(
-        app,
-        [Accepted(retry.body["id"], "v2")],
-        stack.mail_log,
-        stack.audit_log,
-        deadline=30,
-        broker=(stack.broker_url, stack.queue),
+        stack, app, [Accepted(retry.body["id"], "v2")], deadline=30, broker=stack.broker_url
     )
     on_sqlite = stack.database_url.startswith("sqlite")
     report_figures(

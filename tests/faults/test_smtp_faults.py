@@ -31,12 +31,7 @@ def one_post(stack: Stack, make_account: Callable[..., Any], name: str) -> tuple
 
 def settle(stack: Stack, app: Any, post_id: int, deadline: float = 60) -> Figures:
     return quiescence(
-        app,
-        [Accepted(post_id, "v1")],
-        stack.mail_log,
-        stack.audit_log,
-        deadline=deadline,
-        broker=(stack.broker_url, stack.queue),
+        stack, app, [Accepted(post_id, "v1")], deadline=deadline, broker=stack.broker_url
     )
 
 

@@ -19,15 +19,8 @@ from typing import Any
 import pytest
 from oracle import Accepted, Figures, assert_clean, quiescence
 
-from support.integration_stack import (
-    POSTGRESQL_ONLY,
-    Service,
-    Stack,
-    create_posts,
-    job_views,
-    message_id,
-    wait_until,
-)
+from harness.launcher import Service, wait_until
+from support.integration_stack import POSTGRESQL_ONLY, Stack, create_posts, job_views, message_id
 
 pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
 
@@ -56,12 +49,11 @@ def settle(
     killed worker's message stays unacknowledged in Redis until the visibility timeout brings
     it back (the long variants wait for that), and its redelivery finds the job finished."""
     return quiescence(
+        stack,
         app,
         accepted,
-        stack.mail_log,
-        stack.audit_log,
         deadline=deadline,
-        broker=None if crashed else (stack.broker_url, stack.queue),
+        broker=None if crashed else stack.broker_url,
         **options,
     )
 

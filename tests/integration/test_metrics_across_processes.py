@@ -24,15 +24,14 @@ from sqlalchemy import func, select
 from blog_api.extensions import db
 from blog_api.models import Job
 from blog_api.models.jobs import ACTIVE_STATUSES
+from harness.launcher import free_port, wait_until
 from support import Account
 from support.integration_stack import (
     POSTGRESQL_ONLY,
     HttpClient,
     Stack,
     create_posts,
-    free_port,
     wait_for_jobs,
-    wait_until,
 )
 
 pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]

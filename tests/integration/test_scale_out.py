@@ -15,15 +15,8 @@ from typing import Any
 
 import pytest
 
-from support.integration_stack import (
-    POSTGRESQL_ONLY,
-    Service,
-    Stack,
-    assert_each_effect_once,
-    create_posts,
-    free_port,
-    wait_for_jobs,
-)
+from harness.launcher import Service, free_port
+from support.integration_stack import POSTGRESQL_ONLY, Stack, assert_each_effect_once, create_posts
 
 pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
 POSTS = 500
@@ -70,9 +63,7 @@ def test_two_workers_with_two_relays_process_500_posts_each_effect_once(
             ]
         ]
         posts = [post for batch in batches for post in batch.result()]
-    wait_for_jobs(stack, first_api, [post.id for post in posts], timeout=240)
-
-    assert_each_effect_once(stack, first_api, posts)
+    assert_each_effect_once(stack, first_api, posts, within=240)
     jobs = POSTS + sum(post.version == "v2" for post in posts)
     per_worker = [effects_logged(worker) for worker in workers]
     assert sum(per_worker) == jobs, per_worker

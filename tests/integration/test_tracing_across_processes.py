@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from support.integration_stack import POSTGRESQL_ONLY, Stack, wait_for_jobs, wait_until
+from harness.launcher import wait_until
+from support.integration_stack import POSTGRESQL_ONLY, Stack, wait_for_jobs
 
 pytestmark = pytest.mark.integration
 

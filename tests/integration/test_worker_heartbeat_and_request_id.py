@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from harness.launcher import wait_until
 from support import heartbeat_ages
-from support.integration_stack import POSTGRESQL_ONLY, Stack, wait_for_jobs, wait_until
+from support.integration_stack import POSTGRESQL_ONLY, Stack, wait_for_jobs
 
 pytestmark = pytest.mark.integration
 

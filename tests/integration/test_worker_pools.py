@@ -11,14 +11,9 @@ from typing import Any
 
 import pytest
 
-from support import heartbeat_ages, wait_until
-from support.integration_stack import (
-    POSTGRESQL_ONLY,
-    Stack,
-    assert_each_effect_once,
-    create_posts,
-    wait_for_jobs,
-)
+from harness.launcher import wait_until
+from support import heartbeat_ages
+from support.integration_stack import POSTGRESQL_ONLY, Stack, assert_each_effect_once, create_posts
 
 pytestmark = [pytest.mark.integration, POSTGRESQL_ONLY]
 
@@ -36,9 +31,7 @@ def test_each_pool_delivers_every_email_once_beats_and_quits_its_smtp_connection
     author = make_account(email="pools@example.com")
 
     posts = create_posts(client, author.headers, 6, versions=("v1", "v2"))
-    wait_for_jobs(stack, app, [post.id for post in posts], timeout=60)
-
-    assert_each_effect_once(stack, app, posts)
+    assert_each_effect_once(stack, app, posts, within=60)
     node = f"{stack.queue}-w1@"
     wait_until(
         lambda: any(

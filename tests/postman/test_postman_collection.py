@@ -15,12 +15,12 @@ from sqlalchemy import select
 
 from blog_api.extensions import db
 from blog_api.models import Delivery, JobKind
+from harness.launcher import free_port
 from support import require_service
 from support.integration_stack import (
     POSTGRESQL_ONLY,
     Stack,
     fan_out_message_id,
-    free_port,
     job_views,
     message_id,
 )
@@ -45,7 +45,7 @@ def run_newman(stack: Stack, base_url: str) -> subprocess.CompletedProcess[str]:
     newman = node_tool("newman")
     if not newman.exists():
         require_service("newman", FileNotFoundError(f"{newman}; run `make test-tools`"))
-    return subprocess.run(
+    return stack.run(
         [
             str(newman),
             "run",
@@ -67,13 +67,8 @@ def run_newman(stack: Stack, base_url: str) -> subprocess.CompletedProcess[str]:
             "--timeout-request",
             "15000",
         ],
-        env=without_proxy(stack.env()),
-        cwd=stack.tmp_path,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
         timeout=300,
-        check=False,
+        env=without_proxy(stack.env()),
     )
 
 

@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
+from harness.launcher import REPOSITORY, free_port
 from support import RUN_ID
-from support.integration_stack import BIN, Stack, free_port, stack_in, wait_until
-
-REPOSITORY = Path(__file__).resolve().parents[2]
+from support.integration_stack import Stack, stack_in
 
 
 @contextmanager
@@ -41,19 +40,17 @@ def gunicorn_pair(
             ARGON2_MEMORY_COST=32768,
             **settings,
         )
-        server = stack.start(
+        server = stack.launcher.start_gunicorn(
             "gunicorn",
-            [
-                *(str(BIN / "gunicorn"), "-c", str(REPOSITORY / "gunicorn.conf.py")),
-                *("--bind", f"127.0.0.1:{port}", "--workers", "2"),
-                *("--pythonpath", str(Path(__file__).parent), "worker_pid_wsgi:application"),
-            ],
+            "worker_pid_wsgi:application",
+            *("-c", str(REPOSITORY / "gunicorn.conf.py")),
+            *("--bind", f"127.0.0.1:{port}", "--workers", "2"),
+            *("--pythonpath", str(Path(__file__).parent)),
             env=stack.env(SECURITY_LIMIT_PREFIX=f"{name}-{uuid.uuid4().hex}"),
         )
-        wait_until(
-            lambda: server.log().count("app ready in worker") >= 2 or not server.alive,
+        server.wait_for(
+            lambda: server.log().count("app ready in worker") >= 2,
             60,
             "both gunicorn workers to build the app",
         )
-        assert server.alive, server.log()
         yield stack, port

@@ -19,8 +19,9 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.launcher import free_port
 from support import require_service
-from support.integration_stack import Stack, free_port, wait_until
+from support.integration_stack import Stack
 
 NGINX = Path("/usr/sbin/nginx")
 SHIPPED_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "nginx.conf"
@@ -107,12 +108,10 @@ def start_nginx(stack: Stack, upstream_port: int) -> int:
     service = stack.start("nginx", arguments)
 
     def answers() -> bool:
-        if not service.alive:
-            raise AssertionError(f"nginx exited:\n{service.log()[-4000:]}")
         try:
             return send(port, "GET", "/health", [("Host", "localhost")], timeout=2).status == 200
         except OSError:
             return False
 
-    wait_until(answers, 30, "nginx to answer /health through to gunicorn")
+    service.wait_for(answers, 30, "nginx to answer /health through to gunicorn")
     return port

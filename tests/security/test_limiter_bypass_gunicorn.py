@@ -16,8 +16,9 @@ from contextlib import AbstractContextManager, suppress
 
 import pytest
 
+from harness.launcher import wait_until
 from support import PASSWORD, Account
-from support.integration_stack import POSTGRESQL_ONLY, Stack, wait_until
+from support.integration_stack import POSTGRESQL_ONLY, Stack
 
 pytestmark = [pytest.mark.scenario("S32"), pytest.mark.integration, POSTGRESQL_ONLY]
 

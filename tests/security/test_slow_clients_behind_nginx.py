@@ -28,7 +28,8 @@ from typing import Literal
 import pytest
 from nginx_front import Answer, require_nginx, send, start_nginx
 
-from support.integration_stack import POSTGRESQL_ONLY, Service, Stack, wait_until
+from harness.launcher import Service, wait_until
+from support.integration_stack import POSTGRESQL_ONLY, Stack
 
 pytestmark = [pytest.mark.scenario("S52"), pytest.mark.integration, POSTGRESQL_ONLY]
 

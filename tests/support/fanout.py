@@ -27,7 +27,8 @@ from blog_api.models import Delivery, Job, JobKind, JobStatus, Subscription, Use
 from blog_api.models.base import utcnow
 from blog_api.services import subscriptions
 from blog_api.worker.tasks import TASKS
-from support import create_account_from_before_confirmations, free_port
+from harness.launcher import free_port
+from support import create_account_from_before_confirmations
 
 
 @dataclass

@@ -1,8 +1,9 @@
-"""The integration rig: real subprocesses (SMTP sink, Celery workers, a private Redis) and the
-helpers that wait for them, read what they recorded and stop them again.
+"""The integration rig: real subprocesses (SMTP sink, Celery workers, a private Redis, gunicorn)
+configured like the in-process app of the test, and the helpers that read what they recorded.
 
-Every wait has a deadline; every process is started in its own session and stopped (SIGTERM,
-then SIGKILL of its process group) when the test ends, pass or fail.
+The processes are started, waited for and stopped by the launcher the benchmark uses too
+(`harness.launcher`): every wait has a deadline; every process is started in its own session
+and stopped (SIGTERM, then SIGKILL of its process group) when the test ends, pass or fail.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -28,22 +27,27 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from blog_api.config import ENVIRONMENT_VARIABLES, read_environment
+from blog_api.config import read_environment
 from blog_api.extensions import db
 from blog_api.models import Job, JobKind
-from blog_api.ops.metrics import MULTIPROCESS_DIRECTORY
-from support import free_port, redis_server, wait_until
+from harness.launcher import (
+    REPOSITORY,
+    SMTP_SINK_READY,
+    Launcher,
+    Service,
+    clean_environment,
+    free_port,
+    wait_until,
+)
+from support import redis_server
 from support.fault_hooks import FaultHooks
 from support.fault_proxy import FaultProxy
 
-BIN = Path(sys.executable).parent
-TESTS = Path(__file__).resolve().parents[1]
-REPOSITORY = TESTS.parent
-# The development SMTP sink `make run` starts (a script: the installed package has no aiosmtpd).
-SMTP_SINK = REPOSITORY / "scripts" / "smtp_sink.py"
 # The processes the rig starts load the app through this module (test-only fault hooks), found
-# on their PYTHONPATH as the tests find it: tests/ holds the support package.
+# on their PYTHONPATH (`RIG_PATH`) as the tests find it: tests/ holds the support package, which
+# imports the launcher from bench/ (pyproject's pythonpath).
 RIG_APP = "support.rig_wsgi"
+RIG_PATH = [str(REPOSITORY / "tests"), str(REPOSITORY / "bench")]
 FINISHED = frozenset({"done", "skipped", "dead"})
 MESSAGE_ID_DOMAIN = "blog-api.local"
 
@@ -88,57 +92,6 @@ def fan_out_message_id(delivery_id: int) -> str:
     return f"<fanout-{delivery_id}@{MESSAGE_ID_DOMAIN}>"
 
 
-@dataclass
-class Service:
-    """One subprocess and the file its stdout and stderr go to."""
-
-    name: str
-    args: list[str]
-    log_path: Path
-    process: subprocess.Popen[bytes]
-
-    @property
-    def alive(self) -> bool:
-        """Not exited yet. Checked without reaping the process: until `stop` reaps it, its pid,
-        and so its process group id, cannot be taken by anybody else's process."""
-        if self.process.returncode is not None:
-            return False
-        flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
-        try:
-            return os.waitid(os.P_PID, self.process.pid, flags) is None
-        except ChildProcessError:
-            return False
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def send(self, sig: int) -> None:
-        """Send `sig` (the process is not reaped before `stop`, so the pid is still ours)."""
-        if self.process.returncode is None:
-            os.kill(self.process.pid, sig)
-
-    def stop(self, sig: int | None = signal.SIGTERM, timeout: float = 15.0) -> int:
-        """Send `sig` (None: already sent), wait up to `timeout` for the process to exit, SIGKILL
-        what is left of its process group (pool children), reap it; returns the
-        exit status (negative: killed by that signal)."""
-        if sig is not None and self.alive:
-            self.send(sig)
-            self.send(signal.SIGCONT)  # in case a test froze it
-        deadline = time.monotonic() + timeout
-        while self.alive and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if self.process.returncode is None:  # not reaped: the group id is still this one's
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-        try:
-            return self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired as error:  # pragma: no cover (kernel trouble)
-            raise AssertionError(f"{self.name} (pid {self.process.pid}) did not die") from error
-
-
 @dataclass(frozen=True)
 class JobView:
     id: str
@@ -164,7 +117,7 @@ class Stack:
 
     `settings` are environment variables (strings); the app gets the same values parsed by the
     app's own `read_environment`, so the test client and the worker agree on broker, queue,
-    SMTP port, audit file and timings.
+    SMTP port, audit file and timings. The processes belong to `launcher` (logs in `tmp_path`).
     """
 
     tmp_path: Path
@@ -172,13 +125,12 @@ class Stack:
     queue: str
     make_app: Callable[..., Flask]
     settings: dict[str, str] = field(default_factory=dict)
-    services: list[Service] = field(default_factory=list)
     apps: list[Flask] = field(default_factory=list)
     proxies: list[FaultProxy] = field(default_factory=list)
     hooks: list[FaultHooks] = field(default_factory=list)
-    _count: int = 0
 
     def __post_init__(self) -> None:
+        self.launcher = Launcher(self.tmp_path)
         self.mail_port = free_port()
         self.mail_log = self.tmp_path / "mail.jsonl"
         self.audit_log = self.tmp_path / "audit.log"
@@ -212,74 +164,56 @@ class Stack:
         return app
 
     def env(self, **extra: str) -> dict[str, str]:
-        # Drop any blog-api setting of the calling shell, and its metrics directory: only ours
-        # count.
-        environ = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ENVIRONMENT_VARIABLES and k != MULTIPROCESS_DIRECTORY
-        }
+        """The processes' environment: the calling shell's without its blog-api settings (only
+        ours count), the testing configuration, `RIG_PATH` on the path, `settings` and
+        `extra`."""
+        pythonpath = os.pathsep.join(filter(None, [*RIG_PATH, os.environ.get("PYTHONPATH")]))
         return {
-            **environ,
+            **clean_environment(),
             "FLASK_ENV": "testing",
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), environ.get("PYTHONPATH")])),
+            "PYTHONPATH": pythonpath,
             **self.settings,
             **extra,
         }
 
     # -- processes -------------------------------------------------------------------------
 
+    @property
+    def services(self) -> list[Service]:
+        """Every process started so far, stopped ones included (their logs stay readable)."""
+        return self.launcher.services
+
     def start(self, name: str, args: Sequence[str], env: dict[str, str] | None = None) -> Service:
-        self._count += 1
-        log_path = self.tmp_path / f"{self._count:02d}-{name}.log"
-        with open(log_path, "wb") as log_file:
-            process = subprocess.Popen(
-                list(args),
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                cwd=self.tmp_path,
-                env=env or self.env(),
-                start_new_session=True,
-            )
-        service = Service(name, list(args), log_path, process)
-        self.services.append(service)
-        return service
+        """Start `args` in the stack's directory with `env` (default: `env()`)."""
+        return self.launcher.start(name, args, env or self.env())
+
+    def run(
+        self, args: Sequence[str], timeout: float, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command to its end beside the processes (an operator's command, a client): in
+        the stack's directory with `env` (default: `env()`), no input, its output captured."""
+        return subprocess.run(
+            list(args),
+            env=env or self.env(),
+            cwd=self.tmp_path,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def wait_for_log(self, service: Service, text: str, timeout: float = 30.0) -> None:
-        def seen() -> bool:
-            if text in service.log():
-                return True
-            if not service.alive:
-                raise AssertionError(
-                    f"{service.name} exited with {service.stop(None, 0)} before "
-                    f"logging {text!r}:\n{service.log()[-4000:]}"
-                )
-            return False
-
-        wait_until(seen, timeout, f"{service.name} to log {text!r}")
+        service.wait_for_log(text, timeout)
 
     def start_sink(self, *flags: str, wait: bool = True) -> Service:
         """The SMTP sink on this stack's mail port, recording to `mail_log`.
 
         `flags`: e.g. "--fail-codes", "451,451" or "--always", "550".
         """
-        sink = self.start(
-            "smtp-sink",
-            [
-                str(BIN / "python"),
-                str(SMTP_SINK),
-                "--port",
-                str(self.mail_port),
-                "--record",
-                str(self.mail_log),
-                *flags,
-            ],
+        return self.launcher.start_smtp_sink(
+            self.mail_port, *flags, record=self.mail_log, env=self.env(), wait=wait
         )
-        if wait:
-            self.wait_for_log(sink, "SMTP sink listening")
-        return sink
 
     def start_worker(
         self,
@@ -296,34 +230,24 @@ class Stack:
         `env`: extra environment variables for this worker only (e.g. FAULT_POINT).
         """
         number = sum(1 for s in self.services if s.name.startswith("worker")) + 1
-        args = [
-            str(BIN / "celery"),
-            "-A",
-            f"{RIG_APP}.celery_app",
-            "worker",
-            "-n",
-            f"{self.queue}-w{number}@%h",
-            "-P",
-            pool,
-            "--loglevel=INFO",
-            "-Q",
-            self.queue,
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
+        options = [
+            *("-n", f"{self.queue}-w{number}@%h", "-P", pool, "--loglevel=INFO"),
+            *("-Q", self.queue, "--without-gossip", "--without-mingle", "--without-heartbeat"),
         ]
         if pool != "solo":
-            args += ["-c", str(concurrency)]
+            options += ["-c", str(concurrency)]
         if not relay:
             env["JOB_RELAY"] = "false"
-        worker = self.start(f"worker{number}", args, self.env(**env))
+        worker = self.launcher.start_celery_worker(
+            f"worker{number}", f"{RIG_APP}.celery_app", *options, env=self.env(**env)
+        )
         if wait:
             self.wait_until_ready(worker)
         return worker
 
     def wait_until_ready(self, *services: Service, timeout: float = 60.0) -> None:
         for service in services:
-            text = " ready." if service.name.startswith("worker") else "SMTP sink listening"
+            text = " ready." if service.name.startswith("worker") else SMTP_SINK_READY
             self.wait_for_log(service, text, timeout)
 
     def up(
@@ -346,34 +270,7 @@ class Stack:
 
     def start_redis(self, port: int) -> Service:
         """A private, non-persistent redis-server (`make run`'s: see `redis_server`) on `port`."""
-        server = self.start(
-            f"redis-{port}",
-            [
-                redis_server(),
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.tmp_path),
-            ],
-        )
-
-        def answers() -> bool:
-            client = redis.Redis(port=port, socket_connect_timeout=0.5, socket_timeout=0.5)
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-            finally:
-                client.close()
-
-        wait_until(answers, 15, f"redis-server on port {port} to answer PING")
-        return server
+        return self.launcher.start_redis(port, "--appendonly", "no", binary=redis_server())
 
     def proxy(self, target_port: int) -> FaultProxy:
         """A TCP fault proxy (pass / latency / reset / blackhole) in front of `target_port`."""
@@ -385,46 +282,23 @@ class Stack:
         """gunicorn with `workers` sync workers serving the app with this stack's settings
         (production's gunicorn.conf.py, testing configuration); returns a client for it."""
         port = free_port()
-        server = self.start(
+        server = self.launcher.start_gunicorn(
             "gunicorn",
-            [
-                str(BIN / "gunicorn"),
-                "-c",
-                str(REPOSITORY / "gunicorn.conf.py"),
-                f"{RIG_APP}:flask_app",
-            ],
-            self.env(
+            f"{RIG_APP}:flask_app",
+            *("-c", str(REPOSITORY / "gunicorn.conf.py")),
+            env=self.env(
                 GUNICORN_BIND=f"127.0.0.1:{port}",
                 GUNICORN_WORKERS=str(workers),
                 RATELIMIT_ENABLED="false",
                 **env,
             ),
         )
-        client = HttpClient(port)
-
-        def answers() -> bool:
-            if not server.alive:
-                raise AssertionError(f"gunicorn exited:\n{server.log()[-4000:]}")
-            try:
-                return client.request("GET", "/health").status == 200
-            except OSError:
-                return False
-
-        wait_until(answers, 30, "gunicorn to answer /health")
-        return client
+        server.wait_for_http(f"http://127.0.0.1:{port}/health", timeout=30)
+        return HttpClient(port)
 
     def close(self) -> None:
-        """Stop every process and release the apps' broker connections.
-
-        All get SIGTERM at once (their shutdowns overlap), then each is waited for and, past
-        the deadline, SIGKILLed with its process group.
-        """
-        for service in self.services:
-            if service.alive:
-                service.send(signal.SIGTERM)
-                service.send(signal.SIGCONT)
-        for service in reversed(self.services):
-            service.stop(sig=None)
+        """Stop every process (see `Launcher.close`) and release the apps' broker connections."""
+        self.launcher.close()
         for hooks in self.hooks:
             hooks.remove()
         self.hooks.clear()
@@ -436,10 +310,7 @@ class Stack:
         self.proxies.clear()
 
     def log_sections(self) -> list[tuple[str, str]]:
-        return [
-            (f"{service.name} {' '.join(service.args[:6])} ...", service.log()[-20_000:])
-            for service in self.services
-        ]
+        return self.launcher.log_sections()
 
     def all_logs(self) -> str:
         return "\n".join(f"=== {title}\n{text}" for title, text in self.log_sections())
@@ -636,10 +507,16 @@ def wait_for_jobs(
 
 
 def assert_each_effect_once(
-    stack: Stack, app: Flask, posts: Sequence[CreatedPost], attempts: int = 1
+    stack: Stack,
+    app: Flask,
+    posts: Sequence[CreatedPost],
+    attempts: int = 1,
+    within: float = 0.0,
 ) -> None:
-    """The oracle: one e-mail (by Message-ID) per post, one audit line per v2 post, every job
-    `done` after `attempts` attempt(s)."""
+    """The oracle, once every job of `posts` has finished (waited for up to `within` seconds):
+    one e-mail (by Message-ID) per post, one audit line per v2 post, every job `done` after
+    `attempts` attempt(s)."""
+    wait_for_jobs(stack, app, [post.id for post in posts], timeout=within)
     jobs = job_views(app, [post.id for post in posts])
     assert {(job.status, job.attempts) for job in jobs} == {("done", attempts)}, jobs
     notify = [job for job in jobs if job.kind == JobKind.NOTIFY_AUTHOR]

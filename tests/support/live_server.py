@@ -1,21 +1,22 @@
 """A live HTTP side for a `Stack`: gunicorn serving the app, loopback HTTP helpers and the
 admin CLI, for the tests that talk to the API the way a browser, Postman or an operator does.
 
-Everything started here is a `Service` of the stack, so `Stack.close` stops it (by PID, process
-group included) and its log is attached to a failing test's report.
+Everything started here is a `Service` of the stack's launcher, so `Stack.close` stops it (by
+PID, process group included) and its log is attached to a failing test's report; waiting for an
+answer is `Service.wait_for_http`.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import subprocess
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from support.integration_stack import BIN, Service, Stack, free_port, wait_until
+from harness.launcher import BIN, Service, free_port
+from support.integration_stack import Stack
 
 # Loopback requests never go through a proxy that the calling shell may have configured.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -74,37 +75,18 @@ def basic_auth(user: str, password: str) -> dict[str, str]:
     return {"Authorization": f"Basic {token}"}
 
 
-def wait_for_http(service: Service, url: str, accept: set[int], timeout: float = 60.0) -> int:
-    """Wait until GET `url` answers with a status in `accept`; fails early if `service` died."""
-
-    def answered() -> int:
-        if not service.alive:
-            raise AssertionError(f"{service.name} exited before {url} answered:\n{service.log()}")
-        status = http_status(url)
-        return status if status in accept else 0
-
-    return wait_until(answered, timeout, f"{url} to answer with one of {sorted(accept)}", 0.2)
-
-
 def start_gunicorn(
     stack: Stack, *, workers: int = 2, wait: bool = True, timeout: float = 60.0
 ) -> LiveServer:
     """gunicorn serving `blog_api.wsgi:flask_app` with the stack's settings on a free port;
     returns once `/health` answers 200 (`wait`; else call `wait_until_serving`)."""
     port = free_port()
-    service = stack.start(
+    service = stack.launcher.start_gunicorn(
         "gunicorn",
-        [
-            str(BIN / "gunicorn"),
-            "--no-control-socket",
-            "--workers",
-            str(workers),
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--access-logfile",
-            "-",
-            "blog_api.wsgi:flask_app",
-        ],
+        "blog_api.wsgi:flask_app",
+        *("--no-control-socket", "--workers", str(workers), "--bind", f"127.0.0.1:{port}"),
+        *("--access-logfile", "-"),
+        env=stack.env(),
     )
     server = LiveServer(service, f"http://127.0.0.1:{port}")
     if wait:
@@ -113,31 +95,19 @@ def start_gunicorn(
 
 
 def wait_until_serving(server: LiveServer, timeout: float = 60.0) -> None:
-    wait_for_http(server.service, f"{server.url}/health", {200}, timeout)
+    server.service.wait_for_http(f"{server.url}/health", timeout=timeout)
 
 
 def create_admin(stack: Stack, username: str, password: str, email: str) -> str:
     """Create an admin with the operator's command, `flask users create-admin`; returns its
     output."""
-    result = subprocess.run(
+    result = stack.run(
         [
-            str(BIN / "flask"),
-            "--app",
-            "blog_api",
-            "users",
-            "create-admin",
-            "--username",
-            username,
-            "--email",
-            email,
+            *(str(BIN / "flask"), "--app", "blog_api", "users", "create-admin"),
+            *("--username", username, "--email", email),
         ],
-        env={**stack.env(), "ADMIN_PASSWORD": password},
-        cwd=stack.tmp_path,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
         timeout=60,
-        check=False,
+        env=stack.env(ADMIN_PASSWORD=password),
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
