@@ -4,6 +4,11 @@ Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-04 12:00:00.000000
 
+The relay replaces the dispatcher: each worker publishes the jobs that are due, found by one
+query. `ix_jobs_due` (on `available_at`, only the pending and running rows) answers it without
+reading the finished history, and `ix_jobs_prunable` (on `finished_at`, only the done and
+skipped rows) serves retention; together they replace `ix_jobs_status_available_at`. On
+PostgreSQL a trigger rings the relay (NOTIFY) when a job becomes pending, delivered at commit.
 """
 
 from alembic import op
