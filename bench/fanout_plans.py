@@ -15,13 +15,13 @@ per batch: the relay's due-jobs query (the batch jobs are jobs like any other), 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
-from flask import Flask
 from flask_migrate import upgrade
 from sqlalchemy import event, text
 
@@ -29,40 +29,25 @@ from blog_api import create_app
 from blog_api.extensions import db
 from blog_api.jobs import deliveries, outbox
 from blog_api.models.base import utcnow
+from harness.launcher import create_database, drop_database
+from sections.fanout import add_subscribers
 
 ADMIN_URL = os.environ.get("PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 BATCH_SIZE = 500  # DELIVERY_BATCH_SIZE's default
 CHUNK = 20_000
 
 
-def seed(subscribers: int) -> int:
-    """An author and `subscribers` confirmed readers who follow them; the author's id."""
-    session = db.session()
-    author_id = session.scalar(
-        text(
+def seed(url: str, subscribers: int) -> int:
+    """An author and `subscribers` confirmed readers who follow them (as the fan-out section
+    seeds them); the author's id."""
+    with psycopg.connect(url) as conn:  # commits when the block ends
+        [author_id] = conn.execute(
             "INSERT INTO users (username, email, email_confirmed_at, password_hash, role,"
             " created_at, password_changed_at, security_stamp)"
             " VALUES ('author', 'author@example.com', now(), 'x', 'user', now(), now(), 'stamp')"
             " RETURNING id"
-        )
-    )
-    session.execute(
-        text(
-            "INSERT INTO users (username, email, email_confirmed_at, password_hash, role,"
-            " created_at, password_changed_at, security_stamp)"
-            " SELECT 'reader' || g, 'reader' || g || '@example.com', now(), 'x', 'user', now(),"
-            " now(), md5(g::text) FROM generate_series(1, :n) AS g"
-        ),
-        {"n": subscribers},
-    )
-    session.execute(
-        text(
-            "INSERT INTO subscriptions (subscriber_id, author_id, created_at)"
-            " SELECT id, :author, now() - interval '1 minute' FROM users WHERE id <> :author"
-        ),
-        {"author": author_id},
-    )
-    session.commit()
+        ).fetchone()  # type: ignore[misc]
+        add_subscribers(conn, author_id, "x", "reader", subscribers)
     return int(author_id)
 
 
@@ -159,23 +144,20 @@ def report(title: str, found: dict[str, tuple[str, str]]) -> None:
         print(f"#### {name}\n\n```sql\n{sql.strip()}\n```\n\n```\n{plan}\n```\n")
 
 
-def with_database(run: Callable[[Flask], None]) -> None:
+@contextlib.contextmanager
+def migrated_database() -> Iterator[str]:
+    """A new PostgreSQL database, migrated, with an app context on it for the block; its libpq
+    URL. Dropped afterwards."""
     name = f"blog_api_plans_{os.getpid()}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    url = create_database(ADMIN_URL, name)
     try:
-        app = create_app(
-            "testing", SQLALCHEMY_DATABASE_URI=url.replace("postgresql:", "postgresql+psycopg:")
-        )
-        with app.app_context():
+        with create_app("testing", SQLALCHEMY_DATABASE_URI=url).app_context():
             upgrade()
-            run(app)
+            yield url.replace("postgresql+psycopg://", "postgresql://")
             db.session.remove()
             db.engine.dispose()
     finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(ADMIN_URL, name)
 
 
 def main() -> None:
@@ -184,8 +166,8 @@ def main() -> None:
     parser.add_argument("--posts", type=int, default=10)
     arguments = parser.parse_args()
 
-    def run(app: Flask) -> None:
-        author_id = seed(arguments.subscribers)
+    with migrated_database() as url:
+        author_id = seed(url, arguments.subscribers)
         post_id, seconds = publish_and_expand(author_id)
         mark_sent_except(post_id)
         middle = (arguments.subscribers // BATCH_SIZE) // 2
@@ -202,8 +184,6 @@ def main() -> None:
             f"{total:,} deliveries ({arguments.posts} posts, all but the last sent)",
             plans(post_id, author_id, middle),
         )
-
-    with_database(run)
 
 
 if __name__ == "__main__":

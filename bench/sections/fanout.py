@@ -143,6 +143,27 @@ def _pg(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://")
 
 
+def add_subscribers(
+    conn: psycopg.Connection[Any], author_id: int, password_hash: str, prefix: str, count: int
+) -> None:
+    """`count` readers with confirmed addresses, named `<prefix><n>` and sharing one password
+    hash, who followed the author a minute ago: two set-based INSERTs in the caller's
+    transaction."""
+    conn.execute(
+        "INSERT INTO users (username, email, email_confirmed_at, password_hash, role, "
+        "created_at, password_changed_at, security_stamp) "
+        "SELECT %(prefix)s || g, %(prefix)s || g || '@example.com', now(), %(hash)s, 'user', "
+        "now(), now(), md5(g::text) FROM generate_series(1, %(n)s) AS g",
+        {"prefix": prefix, "hash": password_hash, "n": count},
+    )
+    conn.execute(
+        "INSERT INTO subscriptions (subscriber_id, author_id, created_at) "
+        "SELECT id, %(author)s, now() - interval '1 minute' FROM users "
+        "WHERE username LIKE %(prefix)s",
+        {"author": author_id, "prefix": f"{prefix}%"},
+    )
+
+
 def seed(bench: Bench, url: str, subscribers: int) -> tuple[str, str, str]:
     """An author with `subscribers` confirmed subscribers (one password hash for all, written
     in bulk), one with a single subscriber and one with none; their usernames."""
@@ -158,19 +179,7 @@ def seed(bench: Bench, url: str, subscribers: int) -> tuple[str, str, str]:
         author_id, password_hash = conn.execute(
             "SELECT id, password_hash FROM users WHERE username = %s", (names[0],)
         ).fetchone()  # type: ignore[misc]
-        conn.execute(
-            "INSERT INTO users (username, email, email_confirmed_at, password_hash, role, "
-            "created_at, password_changed_at, security_stamp) "
-            "SELECT %(prefix)s || g, %(prefix)s || g || '@example.com', now(), %(hash)s, 'user', "
-            "now(), now(), md5(g::text) FROM generate_series(1, %(n)s) AS g",
-            {"prefix": f"reader_{bench.run_id}_", "hash": password_hash, "n": subscribers},
-        )
-        conn.execute(
-            "INSERT INTO subscriptions (subscriber_id, author_id, created_at) "
-            "SELECT id, %(author)s, now() - interval '1 minute' FROM users "
-            "WHERE username LIKE %(prefix)s",
-            {"author": author_id, "prefix": f"reader_{bench.run_id}_%"},
-        )
+        add_subscribers(conn, author_id, password_hash, f"reader_{bench.run_id}_", subscribers)
         conn.execute(
             "INSERT INTO subscriptions (subscriber_id, author_id, created_at) "
             "SELECT a.id, b.id, now() FROM users AS a, users AS b "
