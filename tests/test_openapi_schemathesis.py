@@ -21,6 +21,7 @@ import schemathesis
 from flask import Flask
 from flask_migrate import upgrade
 from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
 from schemathesis import checks
 from sqlalchemy.pool import StaticPool
 
@@ -45,6 +46,14 @@ def build_app() -> Flask:
 
 
 APP = build_app()
+
+# `format: email` as the API reads it (S50): an address on a public domain. Hypothesis's own
+# e-mail strategy also draws reserved names (`x@host.test`), which the API refuses on purpose
+# and the documents cannot list; with this one, bodies carrying an address stay checked for
+# positive-data acceptance like every other body.
+schemathesis.openapi.format(
+    "email", st.from_regex(r"\A[a-z0-9]{1,20}@[a-z][a-z0-9]{0,20}\.(com|org|net)\Z")
+)
 
 
 def account(username: str, role: str) -> User:
@@ -104,14 +113,11 @@ def call_and_validate(case: Any) -> None:
     # Likewise an e-mail confirmation token and an unsubscribe token: only an e-mail holds a
     # valid one. An Idempotency-Key is stateful: generated keys repeat with other bodies
     # (rightly `422`), and a key of spaces is empty once HTTP trims it (`400`). Subscribing to
-    # yourself is `400` (SPEC §4.7), and the documents cannot say that the id is not yours. An
-    # address on a reserved domain (`x@host.test`) is `format: email` but refused (S50): the
-    # documents cannot list the domains nobody can receive mail at.
+    # yourself is `400` (SPEC §4.7), and the documents cannot say that the id is not yours.
     opaque_token = case.path in ("/api/v1/users/confirm-email", "/api/v1/unsubscribe")
     keyed = "Idempotency-Key" in (case.headers or {})
     self_subscription = case.path == "/api/v1/users/{user_id}/subscription"
-    address = isinstance(case.body, dict) and bool(case.body.get("email"))
-    if "after" in (case.query or {}) or opaque_token or keyed or self_subscription or address:
+    if "after" in (case.query or {}) or opaque_token or keyed or self_subscription:
         case.call_and_validate(excluded_checks=[checks.positive_data_acceptance])
     else:
         case.call_and_validate()
