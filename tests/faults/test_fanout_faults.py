@@ -205,7 +205,11 @@ def test_a_mail_server_answering_451_for_a_while_delays_the_fan_out_and_loses_no
     """R41: the SMTP server answers 451 to every message for 4 s mid-fan-out (SPEC's 10 s,
     shortened to keep the file short), then accepts again."""
     stack = redis_stack
-    stack.configure(**FAN_OUT, MAIL_MAX_RETRIES=10)
+    # Small batches, throttled (100 e-mails take 5 s), so that the fan-out is still sending
+    # when the sink starts refusing: unthrottled, a fast run had sent all 100 by then.
+    stack.configure(
+        **{**FAN_OUT, "DELIVERY_BATCH_SIZE": "10"}, MAIL_MAX_RETRIES=10, MAIL_RATE_LIMIT=20
+    )
     with sink_in_this_process(stack) as sink:
         stack.start_worker(concurrency=2)
         app, audience = audience_of(stack, "r41")
