@@ -332,7 +332,9 @@ def test_a_post_deleted_mid_fan_out_stops_its_e_mails_and_another_post_goes_on(
     """R45: one of two posts deleted by its author mid-fan-out: its remaining deliveries go
     with it (at most the messages in flight still arrive), the other post reaches everyone."""
     stack = redis_stack
-    stack.configure(**FAN_OUT)
+    # Small batches, throttled (the two posts' 200 e-mails take 10 s), so that most of the doomed
+    # post's deliveries still wait when it goes: unthrottled, a fast run can send all 100 first.
+    stack.configure(**{**FAN_OUT, "DELIVERY_BATCH_SIZE": "10"}, MAIL_RATE_LIMIT=20)
     stack.up(concurrency=2)
     app, audience = audience_of(stack, "r45")
     doomed_title, kept_title = (f"R45 {name} {uuid.uuid4().hex[:8]}" for name in ("gone", "kept"))

@@ -3,6 +3,7 @@
     proxy = FaultProxy(target_port); proxy.start()
     url = f"redis://127.0.0.1:{proxy.port}/0"
     proxy.set_mode("blackhole")   # pass | latency | reset | refuse | blackhole, at any time
+    proxy.reset_on(b"some.task")  # reset from the first client write that carries these bytes
 
 - pass: bytes flow both ways.
 - latency: every chunk is held `latency` seconds (plus uniform jitter) before it is forwarded.
@@ -13,6 +14,11 @@
 - blackhole: connections stay open, bytes are read and dropped, nothing ever comes back (a
   frozen server or a dead network path); switching back to pass does not revive the
   connections that saw the blackhole: they are reset, as a real stalled peer eventually is.
+
+`reset_on(pattern)` arms a trigger instead of a timed switch: the first chunk a client sends
+that contains `pattern` is dropped and the proxy turns to reset at that instant. A test cuts a
+given command (a publish of a task, by its name in the message headers) however soon after
+another event it comes, where waiting for a log line and then switching would race it.
 """
 
 from __future__ import annotations
@@ -70,6 +76,7 @@ class FaultProxy:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._random = random.Random(self.port)
+        self._trigger: bytes | None = None
 
     # -- control ------------------------------------------------------------------------------
 
@@ -93,6 +100,19 @@ class FaultProxy:
             for pair in pairs:  # connections that lost bytes in the blackhole are unusable
                 if pair.tainted:
                     pair.close()
+
+    def reset_on(self, pattern: bytes) -> None:
+        """Turn to reset when a client next sends `pattern`; that chunk never reaches the server."""
+        with self._lock:
+            self._trigger = pattern
+
+    def _tripped(self, data: bytes) -> bool:
+        with self._lock:
+            if self._trigger is None or self._trigger not in data:
+                return False
+            self._trigger = None
+        self.set_mode("reset")
+        return True
 
     def close(self) -> None:
         self._stopping.set()
@@ -145,6 +165,8 @@ class FaultProxy:
             except OSError:
                 break
             if not data:
+                break
+            if source is pair.client and self._trigger is not None and self._tripped(data):
                 break
             if pair.tainted or self.mode == "blackhole":
                 pair.tainted = True
